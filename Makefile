@@ -1,0 +1,32 @@
+# kwatch: `make demo` runs kwatch on the printerfact-c example in a QEMU guest;
+# `make test` installs what the tests need and runs them all.
+export PATH := /usr/local/go/bin:$(PATH)
+
+KERNEL ?= $(lastword $(sort $(wildcard /boot/vmlinuz-*)))
+
+.PHONY: build setup demo test test-short bench vet clean
+
+build:
+	go build -o kwatch .
+
+setup:
+	scripts/setup.sh
+
+demo: setup build
+	./kwatch --vm qemu --kernel $(KERNEL) --accel tcg --run 'cat /dev/printerfact' examples/printerfact-c
+
+test: setup
+	KWATCH_RUST_KERNEL=$$(scripts/rust-kernel.sh) go test -count=1 -timeout 60m ./...
+
+test-short:
+	go test -short -count=1 ./...
+
+bench: setup
+	go test -run '^$$' -bench . -benchtime 1x ./...
+
+vet:
+	gofmt -l . | tee /dev/stderr | (! read)
+	go vet ./...
+
+clean:
+	rm -f kwatch

@@ -1,0 +1,104 @@
+package loop
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"kwatch/guest"
+)
+
+// Guest is the machine modules are loaded into: a VM kwatch manages (VM set)
+// or an existing machine reached over SSH. It hands out one shared SSH client
+// and brings a managed VM back when it has died.
+type Guest struct {
+	VM          *guest.VM       // nil when the machine is not kwatch's (--vm ssh)
+	SSH         guest.SSHConfig // Addr is taken from the VM's state when VM is set
+	BootTimeout time.Duration
+	Report      Reporter
+
+	mu      sync.Mutex
+	client  *guest.Client
+	release string // uname -r
+	bootID  string
+}
+
+// Connect returns a connected client and the guest's kernel release, booting
+// or restarting a managed VM when needed.
+func (g *Guest) Connect(ctx context.Context) (*guest.Client, string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.client != nil {
+		if g.VM == nil {
+			return g.client, g.release, nil
+		}
+		if _, running, _ := g.VM.Status(); running {
+			return g.client, g.release, nil
+		}
+		g.client.Close()
+		g.client = nil
+		g.Report.Report(Event{Type: "notice", Time: time.Now(), Message: "the VM is gone; booting it again"})
+	}
+	if g.VM != nil {
+		st, err := g.VM.Up(ctx, g.BootTimeout)
+		if err != nil {
+			return nil, "", err
+		}
+		g.SSH.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
+	}
+	dctx, cancel := context.WithTimeout(ctx, g.BootTimeout)
+	defer cancel()
+	c, err := guest.Dial(dctx, g.SSH)
+	if err != nil {
+		return nil, "", fmt.Errorf("connecting to the guest at %s: %w", g.SSH.Addr, err)
+	}
+	out, _, exit, err := c.Run(ctx, "uname -r; cat /proc/sys/kernel/random/boot_id")
+	if err != nil || exit != 0 {
+		c.Close()
+		return nil, "", fmt.Errorf("asking the guest for its kernel release: %v (exit %d)", err, exit)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 2 {
+		c.Close()
+		return nil, "", fmt.Errorf("asking the guest for its kernel release: unexpected answer %q", out)
+	}
+	g.client, g.release, g.bootID = c, f[0], f[1]
+	g.Report.Report(Event{Type: "vm_ready", Time: time.Now(), Addr: g.SSH.Addr,
+		Message: fmt.Sprintf("guest %s ready (ssh %s)", g.release, g.SSH.Addr)})
+	return c, g.release, nil
+}
+
+// BootID identifies the guest's current boot; it changes when the VM restarted
+// (and with it the kernel log's sequence numbers).
+func (g *Guest) BootID() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.bootID
+}
+
+// Close drops the SSH connection; a managed VM keeps running for the next run.
+func (g *Guest) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.client != nil {
+		g.client.Close()
+		g.client = nil
+	}
+}
+
+// Reboot lets update change the managed VM (its Ident and Launch); when update
+// reports a change the connection is dropped, so the next Connect boots the
+// VM anew (Up restarts a VM whose Ident differs).
+func (g *Guest) Reboot(update func(*guest.VM) bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.VM == nil || !update(g.VM) {
+		return
+	}
+	if g.client != nil {
+		g.client.Close()
+		g.client = nil
+	}
+}

@@ -1,0 +1,106 @@
+package loop
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"kwatch/guest"
+)
+
+// markPrefix starts the lines kwatch itself writes to the guest's /dev/kmsg to
+// find its place in the log; they are not shown.
+const markPrefix = "kwatch: "
+
+// kmsgStream follows the guest's kernel log for the whole run, reconnecting
+// when the connection drops and starting over when the guest rebooted.
+type kmsgStream struct {
+	g      *Guest
+	report Reporter
+
+	mu      sync.Mutex
+	waiters map[string]chan struct{}
+}
+
+func newKmsgStream(g *Guest, r Reporter) *kmsgStream {
+	return &kmsgStream{g: g, report: r, waiters: map[string]chan struct{}{}}
+}
+
+func (k *kmsgStream) run(ctx context.Context) {
+	var (
+		after  uint64
+		boot   string
+		live   bool // past the history that was in the log before kwatch attached
+		attach string
+	)
+	for ctx.Err() == nil {
+		c, _, err := k.g.Connect(ctx)
+		if err != nil {
+			sleep(ctx, time.Second)
+			continue
+		}
+		if b := k.g.BootID(); b != boot {
+			boot, after, live = b, 0, false
+			attach = markPrefix + "attached to boot " + b
+			if err := c.WriteKmsg(ctx, attach); err != nil {
+				sleep(ctx, time.Second)
+				continue
+			}
+		}
+		c.StreamKmsg(ctx, after, func(r guest.Record) {
+			after = r.Seq
+			switch {
+			case !live:
+				live = r.Message == attach
+			case strings.HasPrefix(r.Message, markPrefix):
+				k.seen(r.Message)
+			default:
+				rec := r
+				level := r.Level
+				k.report.Report(Event{Type: "kmsg", Time: time.Now(), Seq: r.Seq, Level: &level,
+					KTime: r.Time.Seconds(), Message: r.Message, record: &rec})
+			}
+		})
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+// sync writes msg to the guest's kernel log and waits (briefly) until the
+// stream has read it, so everything logged before it has been reported.
+func (k *kmsgStream) sync(ctx context.Context, c *guest.Client, msg string) {
+	msg = markPrefix + strings.TrimPrefix(msg, markPrefix)
+	ch := make(chan struct{})
+	k.mu.Lock()
+	k.waiters[msg] = ch
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		delete(k.waiters, msg)
+		k.mu.Unlock()
+	}()
+	if err := c.WriteKmsg(ctx, msg); err != nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-time.After(3 * time.Second):
+	}
+}
+
+func (k *kmsgStream) seen(msg string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if ch, ok := k.waiters[msg]; ok {
+		close(ch)
+		delete(k.waiters, msg)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

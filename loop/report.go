@@ -1,0 +1,170 @@
+package loop
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fatih/color"
+
+	"kwatch/guest"
+)
+
+// Event is one thing that happened in the loop. With --json each event is one
+// line on stdout; the human reporter turns them into status lines.
+type Event struct {
+	Type string    `json:"event"` // build_start, build_ok, build_failed, loaded, load_failed, run_output, kmsg, vm_ready, error, notice
+	Time time.Time `json:"time"`
+
+	Module      string   `json:"module,omitempty"`
+	Message     string   `json:"message,omitempty"`
+	Diagnostics []string `json:"diagnostics,omitempty"`
+	Hint        string   `json:"hint,omitempty"`
+
+	// Timings in milliseconds.
+	BuildMS  int64 `json:"build_ms,omitempty"`
+	UploadMS int64 `json:"upload_ms,omitempty"`
+	ReloadMS int64 `json:"reload_ms,omitempty"`
+	TotalMS  int64 `json:"total_ms,omitempty"`
+
+	// run_output
+	Command string `json:"command,omitempty"`
+	Output  string `json:"output,omitempty"`
+	Exit    *int   `json:"exit,omitempty"`
+
+	// kmsg
+	Seq   uint64  `json:"seq,omitempty"`
+	Level *int    `json:"level,omitempty"`
+	KTime float64 `json:"ktime,omitempty"`
+
+	// vm_ready
+	Addr string `json:"addr,omitempty"`
+
+	record *guest.Record // kmsg: the record, for the human formatter
+}
+
+// Reporter receives events; implementations are safe for concurrent use
+// because kernel log lines arrive from their own goroutine.
+type Reporter interface {
+	Report(Event)
+}
+
+type jsonReporter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+// NewJSON reports one JSON object per line.
+func NewJSON(w io.Writer) Reporter { return &jsonReporter{enc: json.NewEncoder(w)} }
+
+func (r *jsonReporter) Report(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.enc.Encode(e)
+}
+
+type humanReporter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewHuman reports status lines for a person; colours follow NO_COLOR and
+// whether w is a terminal (fatih/color decides).
+func NewHuman(w io.Writer) Reporter { return &humanReporter{w: w} }
+
+var (
+	green  = color.New(color.FgGreen, color.Bold).SprintFunc()
+	red    = color.New(color.FgRed, color.Bold).SprintFunc()
+	yellow = color.New(color.FgYellow).SprintFunc()
+	dim    = color.New(color.Faint).SprintFunc()
+	cyan   = color.New(color.FgCyan).SprintFunc()
+)
+
+func (r *humanReporter) Report(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.w
+	switch e.Type {
+	case "build_start":
+		fmt.Fprintf(w, "%s %s\n", cyan("⟳"), dim("building "+e.Message))
+	case "build_ok":
+	case "build_failed":
+		fmt.Fprintf(w, "%s build failed in %s\n", red("✗"), ms(e.BuildMS))
+		for _, d := range e.Diagnostics {
+			fmt.Fprintf(w, "  %s\n", red(d))
+		}
+		if len(e.Diagnostics) == 0 && e.Message != "" {
+			fmt.Fprintf(w, "  %s\n", red(e.Message))
+		}
+		if e.Hint != "" {
+			fmt.Fprintf(w, "  %s %s\n", yellow("hint:"), e.Hint)
+		}
+		fmt.Fprintf(w, "  %s\n", dim("the previously loaded module stays loaded"))
+	case "loaded":
+		fmt.Fprintf(w, "%s %s loaded in %s %s\n", green("✓"), e.Module, ms(e.TotalMS),
+			dim(fmt.Sprintf("(build %s · upload %s · reload %s)", ms(e.BuildMS), ms(e.UploadMS), ms(e.ReloadMS))))
+	case "load_failed":
+		fmt.Fprintf(w, "%s %s not loaded: %s\n", red("✗"), e.Module, e.Message)
+		if e.Hint != "" {
+			fmt.Fprintf(w, "  %s %s\n", yellow("hint:"), e.Hint)
+		}
+	case "run_output":
+		status := green("ok")
+		if e.Exit != nil && *e.Exit != 0 {
+			status = red(fmt.Sprintf("exit %d", *e.Exit))
+		}
+		fmt.Fprintf(w, "%s %s %s\n", cyan("$"), e.Command, dim("→ ")+status)
+		for _, l := range strings.Split(strings.TrimRight(e.Output, "\n"), "\n") {
+			if l != "" {
+				fmt.Fprintf(w, "  %s\n", l)
+			}
+		}
+	case "kmsg":
+		if e.record != nil {
+			fmt.Fprintln(w, guest.FormatRecord(*e.record))
+		} else {
+			fmt.Fprintln(w, e.Message)
+		}
+	case "vm_ready":
+		fmt.Fprintf(w, "%s %s\n", green("●"), e.Message)
+	case "error":
+		fmt.Fprintf(w, "%s %s\n", red("kwatch: error:"), e.Message)
+		if e.Hint != "" {
+			fmt.Fprintf(w, "%s %s\n", yellow("kwatch: hint:"), e.Hint)
+		}
+	default: // notice
+		fmt.Fprintf(w, "%s %s\n", dim("kwatch:"), e.Message)
+	}
+}
+
+// ms formats milliseconds the way the status line shows them: 41ms, 1.24s.
+func ms(v int64) string {
+	if v < 1000 {
+		return fmt.Sprintf("%dms", v)
+	}
+	return fmt.Sprintf("%.2fs", float64(v)/1000)
+}
+
+// NewBuildLog returns a writer that shows build output indented and dimmed
+// under the build's status line.
+func NewBuildLog(w io.Writer) io.Writer { return &prefixWriter{w: w} }
+
+type prefixWriter struct {
+	w       io.Writer
+	partial []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.partial = append(p.partial, b...)
+	for {
+		i := strings.IndexByte(string(p.partial), '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		fmt.Fprintf(p.w, "  %s\n", dim("│ "+string(p.partial[:i])))
+		p.partial = p.partial[i+1:]
+	}
+}

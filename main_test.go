@@ -1,0 +1,507 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The CLI contract for bad input: exit 2 and one line saying what was wrong.
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, "flag provided but not defined"},
+		{"missing dir", []string{filepath.Join(dir, "nope")}, "is not a directory"},
+		{"two dirs", []string{dir, dir}, "too many arguments"},
+		{"unknown vm", []string{"--vm", "xen", dir}, `unknown --vm "xen"`},
+		{"unknown accel", []string{"--accel", "hvf", dir}, `unknown --accel "hvf"`},
+		{"ssh without target", []string{"--vm", "ssh", dir}, "--vm ssh needs --ssh"},
+		{"nix without flake", []string{"--vm", "nix", dir}, "needs a flake.nix"},
+		{"bad debounce", []string{"--debounce", "0s", dir}, "--debounce must be positive"},
+		{"vm without subcommand", []string{"vm"}, "needs a subcommand"},
+		{"vm unknown subcommand", []string{"vm", "reboot", "--state-dir", dir}, `unknown vm subcommand "reboot"`},
+		{"vm ssh without vm", []string{"vm", "ssh", "--state-dir", dir, "--", "true"}, "no VM is running"},
+		{"init too many", []string{"init", dir, dir}, "too many arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), append([]string{"--state-dir", filepath.Join(dir, "state")}, tt.args...), &stdout, &stderr)
+			if tt.args[0] == "vm" || tt.args[0] == "init" {
+				err = run(context.Background(), tt.args, &stdout, &stderr)
+			}
+			code := exitCode(err, &stderr)
+			if code != 2 {
+				t.Fatalf("exit code %d, want 2 (err %v)", code, err)
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("stderr %q does not mention %q", stderr.String(), tt.want)
+			}
+			if !strings.Contains(stderr.String(), "kwatch: error: ") {
+				t.Fatalf("stderr %q has no kwatch: error: line", stderr.String())
+			}
+		})
+	}
+}
+
+func TestParseInterleaved(t *testing.T) {
+	var o options
+	fs := newFlagSet("t", io.Discard, "")
+	o.watchFlags(fs)
+	pos, err := parseInterleaved(fs, []string{"--once", "dir", "--run", "a", "--run", "b", "--json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pos) != 1 || pos[0] != "dir" || !o.once || !o.json || len(o.run) != 2 {
+		t.Fatalf("pos %v once %v json %v run %v", pos, o.once, o.json, o.run)
+	}
+}
+
+func TestSSHTarget(t *testing.T) {
+	tests := []struct{ in, user, addr string }{
+		{"host", "root", "host:22"},
+		{"me@host:2222", "me", "host:2222"},
+		{"127.0.0.1:10022", "root", "127.0.0.1:10022"},
+	}
+	for _, tt := range tests {
+		cfg, err := sshTarget(tt.in, "", t.TempDir())
+		if err != nil {
+			t.Fatalf("%s: %v", tt.in, err)
+		}
+		if cfg.User != tt.user || cfg.Addr != tt.addr {
+			t.Errorf("%s: got %s@%s, want %s@%s", tt.in, cfg.User, cfg.Addr, tt.user, tt.addr)
+		}
+	}
+	if _, err := sshTarget("host:port", "", t.TempDir()); err == nil {
+		t.Error("bad port accepted")
+	}
+}
+
+// ---- end-to-end: the real kwatch binary, a real QEMU guest, real Kbuild ----
+
+var (
+	kwatchBin string
+	e2eState  string // shared state dir: one Debian-kernel VM for all e2e tests
+	e2eKernel string
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		tmp, err := os.MkdirTemp("", "kwatch-e2e-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		kwatchBin = filepath.Join(tmp, "kwatch")
+		if out, err := exec.Command("go", "build", "-o", kwatchBin, ".").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building kwatch: %v\n%s", err, out)
+			return 1
+		}
+		e2eState = filepath.Join(tmp, "state")
+		imgs, _ := filepath.Glob("/boot/vmlinuz-*")
+		sort.Strings(imgs)
+		if len(imgs) > 0 {
+			e2eKernel = imgs[len(imgs)-1]
+		}
+		defer exec.Command(kwatchBin, "vm", "down", "--state-dir", e2eState).Run()
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func needGuest(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: boots a QEMU guest")
+	}
+	if e2eKernel == "" {
+		t.Fatal("no /boot/vmlinuz-*: run scripts/setup.sh")
+	}
+}
+
+// vmArgs are the flags every e2e run uses: TCG (KVM guests hang on our machines).
+func vmArgs(state string) []string {
+	return []string{"--vm", "qemu", "--kernel", e2eKernel, "--accel", "tcg", "--state-dir", state}
+}
+
+// writeModule writes a C module named name whose init logs "NAME: version V loaded"
+// and whose /sys/module/NAME/version is V, so tests can ask the guest which build runs.
+func writeModule(t *testing.T, dir, name string, version int) {
+	t.Helper()
+	src := fmt.Sprintf(`#include <linux/module.h>
+#include <linux/init.h>
+static int __init m_init(void) { pr_info("%[1]s: version %[2]d loaded\n"); return 0; }
+static void __exit m_exit(void) { pr_info("%[1]s: version %[2]d unloaded\n"); }
+module_init(m_init);
+module_exit(m_exit);
+MODULE_LICENSE("GPL");
+MODULE_VERSION("%[2]d");
+`, name, version)
+	writeFile(t, filepath.Join(dir, name+".c"), src)
+	writeFile(t, filepath.Join(dir, "Kbuild"), "obj-m := "+name+".o\n")
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kwatchRun runs kwatch to completion and returns stdout, stderr and the exit code.
+func kwatchRun(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kwatchBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running kwatch %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// guestRun runs a command in the shared guest through `kwatch vm ssh`.
+func guestRun(t *testing.T, state, cmd string) string {
+	t.Helper()
+	out, errOut, code := kwatchRun(t, "vm", "ssh", "--state-dir", state, "--", cmd)
+	if code != 0 {
+		t.Fatalf("guest command %q: exit %d: %s%s", cmd, code, out, errOut)
+	}
+	return out
+}
+
+type event struct {
+	Event       string   `json:"event"`
+	Module      string   `json:"module"`
+	Message     string   `json:"message"`
+	Diagnostics []string `json:"diagnostics"`
+	Command     string   `json:"command"`
+	Output      string   `json:"output"`
+	Exit        *int     `json:"exit"`
+	Time        time.Time
+}
+
+func parseEvents(t *testing.T, stdout string) []event {
+	t.Helper()
+	var evs []event
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		if line == "" {
+			continue
+		}
+		var e event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("--json printed a line that is not JSON: %q", line)
+		}
+		if e.Time.IsZero() {
+			t.Fatalf("event without time: %q", line)
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+func findEvent(evs []event, typ string) (event, bool) {
+	for _, e := range evs {
+		if e.Event == typ {
+			return e, true
+		}
+	}
+	return event{}, false
+}
+
+// noStrayProcesses fails when a make or qemu process that mentions dir survives.
+func noStrayProcesses(t *testing.T, needle string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stray := strayProcesses(needle)
+		if len(stray) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left behind: %v", stray)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func strayProcesses(needle string) []string {
+	var stray []string
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range pids {
+		cmdline, err := os.ReadFile(p + "/cmdline")
+		if err != nil {
+			continue
+		}
+		cl := strings.ReplaceAll(string(cmdline), "\x00", " ")
+		cwd, _ := os.Readlink(p + "/cwd")
+		comm, _ := os.ReadFile(p + "/comm")
+		name := strings.TrimSpace(string(comm))
+		if name != "make" && !strings.HasPrefix(name, "qemu") && name != "cc1" && name != "nix" {
+			continue
+		}
+		if strings.Contains(cl, needle) || strings.HasPrefix(cwd, needle) {
+			stray = append(stray, fmt.Sprintf("%s %s", filepath.Base(p), cl))
+		}
+	}
+	return stray
+}
+
+func TestOnce(t *testing.T) {
+	needGuest(t)
+	dir := t.TempDir()
+	writeModule(t, dir, "kwonce", 1)
+
+	// A good build loads, and the --run commands' output is reported.
+	stdout, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json",
+		"--run", "cat /sys/module/kwonce/version", "--run", "echo to-stderr >&2", dir)...)
+	if code != 0 {
+		t.Fatalf("--once on a good module: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	evs := parseEvents(t, stdout)
+	if _, ok := findEvent(evs, "loaded"); !ok {
+		t.Fatalf("no loaded event:\n%s", stdout)
+	}
+	var outs []string
+	for _, e := range evs {
+		if e.Event == "run_output" {
+			outs = append(outs, strings.TrimSpace(e.Output))
+		}
+	}
+	if len(outs) != 2 || outs[0] != "1" || outs[1] != "to-stderr" {
+		t.Fatalf("run_output events %q, want [1 to-stderr]", outs)
+	}
+	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwonce/version")); got != "1" {
+		t.Fatalf("guest runs version %q, want 1", got)
+	}
+
+	// A failing --run command makes --once exit 1.
+	_, _, code = kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", "--run", "exit 7", dir)...)
+	if code != 1 {
+		t.Fatalf("--once with a failing --run: exit %d, want 1", code)
+	}
+
+	// A build error exits 1, names the compiler's line and leaves version 1 loaded.
+	writeFile(t, filepath.Join(dir, "kwonce.c"), "#include <linux/module.h>\nint broken(void) { return 1 }\nMODULE_LICENSE(\"GPL\");\n")
+	stdout, _, code = kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...)
+	if code != 1 {
+		t.Fatalf("--once on a broken module: exit %d, want 1\n%s", code, stdout)
+	}
+	e, ok := findEvent(parseEvents(t, stdout), "build_failed")
+	if !ok || len(e.Diagnostics) == 0 || !strings.HasPrefix(e.Diagnostics[0], "kwonce.c:2:") {
+		t.Fatalf("build_failed should name kwonce.c:2: %+v\n%s", e, stdout)
+	}
+	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwonce/version")); got != "1" {
+		t.Fatalf("after a failed build the guest runs version %q, want 1 still", got)
+	}
+	noStrayProcesses(t, dir)
+}
+
+// watchProc is a kwatch process running in watch mode with --json.
+type watchProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	events chan event
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func startWatch(t *testing.T, args ...string) *watchProc {
+	t.Helper()
+	cmd := exec.Command(kwatchBin, append(args, "--json")...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &watchProc{t: t, cmd: cmd, events: make(chan event, 1000), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = w.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var e event
+			if json.Unmarshal(sc.Bytes(), &e) == nil {
+				w.events <- e
+			}
+		}
+		close(w.events)
+	}()
+	go func() { w.done <- cmd.Wait() }()
+	t.Cleanup(func() { w.stop() })
+	return w
+}
+
+// next waits for an event of one of the given types, returning the events
+// seen on the way (the matching one last).
+func (w *watchProc) next(timeout time.Duration, types ...string) []event {
+	w.t.Helper()
+	var seen []event
+	deadline := time.After(timeout)
+	for {
+		select {
+		case e, ok := <-w.events:
+			if !ok {
+				w.t.Fatalf("kwatch exited while waiting for %v; stderr:\n%s", types, w.stderr)
+			}
+			seen = append(seen, e)
+			for _, typ := range types {
+				if e.Event == typ {
+					return seen
+				}
+			}
+		case <-deadline:
+			w.t.Fatalf("no %v event within %s; saw %+v; stderr:\n%s", types, timeout, seen, w.stderr)
+		}
+	}
+}
+
+// stop interrupts kwatch like ^C does and checks that it exits cleanly.
+func (w *watchProc) stop() {
+	if w.cmd.ProcessState != nil {
+		return
+	}
+	w.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-w.done:
+		if err != nil {
+			w.t.Errorf("kwatch exited with %v after ^C; stderr:\n%s", err, w.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		w.cmd.Process.Kill()
+		w.t.Errorf("kwatch did not exit within 30s of ^C")
+	}
+}
+
+func TestWatchReloadsOnSave(t *testing.T) {
+	needGuest(t)
+	dir := t.TempDir()
+	writeModule(t, dir, "kwwatch", 1)
+	w := startWatch(t, append(vmArgs(e2eState), dir)...)
+	evs := w.next(3*time.Minute, "loaded", "load_failed", "build_failed")
+	if last := evs[len(evs)-1]; last.Event != "loaded" {
+		t.Fatalf("first cycle ended with %+v", last)
+	}
+
+	// An edit reloads: the guest now runs version 2 and its init message was streamed.
+	writeModule(t, dir, "kwwatch", 2)
+	evs = w.next(time.Minute, "loaded", "load_failed", "build_failed")
+	if last := evs[len(evs)-1]; last.Event != "loaded" {
+		t.Fatalf("edit ended with %+v", last)
+	}
+	sawInit := false
+	for _, e := range evs {
+		sawInit = sawInit || (e.Event == "kmsg" && strings.Contains(e.Message, "kwwatch: version 2 loaded"))
+	}
+	if !sawInit {
+		t.Errorf("the new module's init message was not streamed before the loaded event: %+v", evs)
+	}
+	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwwatch/version")); got != "2" {
+		t.Fatalf("guest runs version %q after the edit, want 2", got)
+	}
+	if !strings.Contains(guestRun(t, e2eState, "cat /proc/modules"), "kwwatch ") {
+		t.Fatal("kwwatch missing from the guest's /proc/modules")
+	}
+
+	// A build error is reported with the compiler's line; version 2 stays loaded.
+	writeFile(t, filepath.Join(dir, "kwwatch.c"), "#include <linux/module.h>\nstatic int x = ;\nMODULE_LICENSE(\"GPL\");\n")
+	evs = w.next(time.Minute, "build_failed", "loaded")
+	last := evs[len(evs)-1]
+	if last.Event != "build_failed" || len(last.Diagnostics) == 0 || !strings.HasPrefix(last.Diagnostics[0], "kwwatch.c:2:") {
+		t.Fatalf("broken save: got %+v", last)
+	}
+	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwwatch/version")); got != "2" {
+		t.Fatalf("after a failed build the guest runs version %q, want 2", got)
+	}
+
+	// 30 saves within one second: at most 2 builds, and the last content wins.
+	for v := 100; v < 130; v++ {
+		writeModule(t, dir, "kwwatch", v)
+		time.Sleep(30 * time.Millisecond)
+	}
+	builds := 0
+	for {
+		evs = w.next(2*time.Minute, "loaded", "build_start", "build_failed", "load_failed")
+		e := evs[len(evs)-1]
+		if e.Event == "build_start" {
+			builds++
+			continue
+		}
+		if e.Event != "loaded" {
+			t.Fatalf("burst ended with %+v", e)
+		}
+		break
+	}
+	if builds > 2 {
+		t.Errorf("30 saves in one second started %d builds, want at most 2", builds)
+	}
+	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwwatch/version")); got != "129" {
+		t.Fatalf("after the burst the guest runs version %q, want 129", got)
+	}
+	w.stop()
+	noStrayProcesses(t, dir)
+}
+
+// The VM outlives a kwatch run and the next run reuses it.
+func TestVMReusedAcrossRuns(t *testing.T) {
+	needGuest(t)
+	state := filepath.Join(t.TempDir(), "state")
+	t.Cleanup(func() { kwatchRun(t, "vm", "down", "--state-dir", state) })
+	out, errOut, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(state)...)...)
+	if code != 0 {
+		t.Fatalf("vm up: exit %d\n%s%s", code, out, errOut)
+	}
+	pid := func() string {
+		st, err := os.ReadFile(filepath.Join(state, "vm.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s struct{ PID int }
+		json.Unmarshal(st, &s)
+		return fmt.Sprint(s.PID)
+	}
+	before := pid()
+	dir := t.TempDir()
+	writeModule(t, dir, "kwreuse", 1)
+	for i := 0; i < 2; i++ {
+		if _, errOut, code := kwatchRun(t, append(vmArgs(state), "--once", dir)...); code != 0 {
+			t.Fatalf("run %d: exit %d: %s", i, code, errOut)
+		}
+	}
+	if after := pid(); after != before {
+		t.Fatalf("VM pid changed from %s to %s: not reused", before, after)
+	}
+	status, _, _ := kwatchRun(t, "vm", "status", "--state-dir", state)
+	if !strings.Contains(status, "running") {
+		t.Fatalf("vm status: %s", status)
+	}
+	if _, _, code := kwatchRun(t, "vm", "down", "--state-dir", state); code != 0 {
+		t.Fatal("vm down failed")
+	}
+	noStrayProcesses(t, state)
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds (once) a Rust-enabled Linux 6.1 kernel from Debian's linux-source-6.1 for kwatch's
+# tests and the "Rust modules without NixOS" path, and prints the build tree's path.
+# The tree is cached outside the clone, keyed by source version, toolchain and config,
+# so a second run takes well under a second. Recipe: shared/docs/rust-kernel-feasibility.md.
+set -euo pipefail
+
+# The kernel's Rust must be Debian's rustc: a rustup rustc earlier on PATH cannot build it.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export RUSTC=/usr/bin/rustc BINDGEN=/usr/bin/bindgen HOSTRUSTC=/usr/bin/rustc
+unset RUSTUP_TOOLCHAIN CARGO_HOME RUSTUP_HOME
+
+src=/usr/src/linux-source-6.1.tar.xz
+[ -f "$src" ] || { echo "rust-kernel: $src missing: apt-get install linux-source-6.1" >&2; exit 2; }
+
+# Options on top of tinyconfig: serial console, initramfs, devtmpfs, modules, TCP/IP with
+# the e1000 NIC built in (there is no modules dir for this kernel), ptys for SSH, Rust.
+options="64BIT PRINTK PRINTK_TIME EARLY_PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BLK_DEV_INITRD
+RD_GZIP DEVTMPFS DEVTMPFS_MOUNT PROC_FS SYSFS MODULES MODULE_UNLOAD NET INET UNIX PACKET PCI
+NETDEVICES ETHERNET NET_VENDOR_INTEL E1000 BINFMT_ELF BINFMT_SCRIPT FUTEX EPOLL MULTIUSER SHMEM
+TMPFS UNIX98_PTYS SIGNALFD TIMERFD EVENTFD POSIX_TIMERS FILE_LOCKING BUG RUST"
+disabled="MODVERSIONS"
+
+key=$( { dpkg-query -W -f='${Version}' linux-source-6.1; $RUSTC --version; $BINDGEN --version;
+         clang --version | head -1; echo "$options" "$disabled"; } | sha256sum | cut -c1-12)
+cache=${KWATCH_RUST_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kwatch/rust-kernel}
+tree=$cache/$key/linux
+
+if [ -f "$cache/$key/done" ]; then
+	echo "$tree"
+	exit 0
+fi
+
+echo "rust-kernel: building a Rust-enabled 6.1 kernel in $tree (about 5 minutes on 2 cores)" >&2
+rm -rf "$cache/$key"
+mkdir -p "$cache/$key"
+log=$cache/$key/build.log
+(
+	cd "$cache/$key"
+	tar xf "$src"
+	mv linux-source-6.1 linux
+	cd linux
+	make LLVM=1 tinyconfig
+	./scripts/config $(printf -- '-e %s ' $options) $(printf -- '-d %s ' $disabled)
+	make LLVM=1 olddefconfig
+	grep -q '^CONFIG_RUST=y' .config
+	make LLVM=1 -j"$(nproc)"
+) >"$log" 2>&1 || { echo "rust-kernel: build failed, see $log" >&2; tail -20 "$log" >&2; exit 1; }
+touch "$cache/$key/done"
+echo "$tree"
