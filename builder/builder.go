@@ -1,0 +1,39 @@
+// Package builder turns a kernel module's source tree into a .ko: it runs the
+// build, streams its output, and boils a failure down to the lines worth showing.
+package builder
+
+import (
+	"context"
+	"io"
+)
+
+// Builder builds a module. Build streams the build's combined output to out as
+// it runs. When ctx is cancelled it kills the whole build and returns ctx.Err().
+// A failed build returns *Error.
+type Builder interface {
+	Build(ctx context.Context, out io.Writer) (Result, error)
+}
+
+// Result is a successful build.
+type Result struct {
+	KO string // absolute path of the built module (.ko, or .ko.xz from a nix derivation)
+}
+
+// Error is a failed build: the lines worth showing the user and an optional one-line hint.
+type Error struct {
+	Diagnostics []string // "hello.c:12:5: error: ...", "x.rs:26:26: error[E0308]: ...", errors first
+	Hint        string   // how to fix a known toolchain problem; "" if none
+	Err         error    // why the build command failed, e.g. an *exec.ExitError
+}
+
+func (e *Error) Error() string {
+	if len(e.Diagnostics) > 0 {
+		return e.Diagnostics[0]
+	}
+	if e.Err == nil {
+		return "build failed"
+	}
+	return "build failed: " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }

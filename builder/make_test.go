@@ -1,0 +1,198 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestFirstModule(t *testing.T) {
+	tests := []struct {
+		order   string
+		want    string
+		wantErr bool
+	}{
+		{"hello.o\n", "/m/hello.ko", false},
+		{"./hello.ko\n", "/m/hello.ko", false},
+		{"/abs/dir/hello.o\nother.o\n", "/abs/dir/hello.ko", false},
+		{"\n  sub/two.ko  \n", "/m/sub/two.ko", false},
+		{"", "", true},
+		{"hello.c\n", "", true},
+	}
+	for _, tt := range tests {
+		got, err := firstModule("/m", []byte(tt.order))
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("firstModule(%q) = %q, %v; want %q, error %v", tt.order, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestArgValue(t *testing.T) {
+	tests := []struct {
+		args []string
+		name string
+		want string
+	}{
+		{[]string{"-C", "/k", "M=/m", "RUSTC=/usr/bin/rustc", "HOSTRUSTC=x"}, "RUSTC=", "/usr/bin/rustc"},
+		{[]string{"RUSTC=a", "RUSTC=b"}, "RUSTC=", "b"}, // make: the last assignment wins
+		{[]string{"HOSTRUSTC=x"}, "RUSTC=", "def"},
+		{[]string{"-C", "/k", "modules"}, "-C", "/k"},
+		{[]string{"-C/k"}, "-C", "/k"},
+		{[]string{"modules", "-C"}, "-C", "def"},
+	}
+	for _, tt := range tests {
+		if got := argValue(tt.args, tt.name, "def"); got != tt.want {
+			t.Errorf("argValue(%q, %q) = %q, want %q", tt.args, tt.name, got, tt.want)
+		}
+	}
+}
+
+// syncBuffer is a build log that the test reads while the build writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMakeBuild(t *testing.T) {
+	tests := []struct {
+		name     string
+		makefile string
+		wantKO   string // relative to the dir
+		wantErr  string
+	}{
+		{"module from modules.order", "all:\n\t@echo ./sub/m.o > modules.order; mkdir -p sub; touch sub/m.ko\n", "sub/m.ko", ""},
+		{"make fails", "all:\n\t@echo compiling; false\n", "", "make: *** [Makefile:2: all] Error 1"},
+		{"module missing after make", "all:\n\t@echo m.o > modules.order\n", "", "did not produce"},
+		{"no modules.order", "all:\n\t@true\n", "", "modules.order"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "Makefile"), tt.makefile)
+			res, err := (&Make{Dir: dir}).Build(context.Background(), nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := filepath.Join(dir, tt.wantKO); res.KO != want {
+				t.Errorf("KO = %q, want %q", res.KO, want)
+			}
+		})
+	}
+}
+
+func TestMakeFailureIsError(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t@echo '"+dir+"/a.c:3:1: error: boom'; exit 2\n")
+	var log syncBuffer
+	_, err := (&Make{Dir: dir}).Build(context.Background(), &log)
+	var be *Error
+	if !errors.As(err, &be) {
+		t.Fatalf("err = %v (%T), want *Error", err, err)
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Errorf("Error.Err = %v, want the *exec.ExitError", be.Err)
+	}
+	if err.Error() != "a.c:3:1: error: boom" {
+		t.Errorf("Error() = %q", err.Error())
+	}
+	if !strings.Contains(log.String(), dir+"/a.c:3:1: error: boom\n") {
+		t.Errorf("the log did not get make's output verbatim: %q", log.String())
+	}
+}
+
+// procsIn lists processes started for dir: their working directory is dir or
+// their command line names it (make -C kdir M=dir, and the compilers it runs).
+func procsIn(t *testing.T, dir string) []string {
+	t.Helper()
+	pids, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, p := range pids {
+		cwd, _ := os.Readlink(p + "/cwd")
+		cmdline, _ := os.ReadFile(p + "/cmdline")
+		if cwd == dir || strings.Contains(string(cmdline), dir) {
+			found = append(found, filepath.Base(p)+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return found
+}
+
+// cancelWhenRunning cancels the build once ready reports true, and reports
+// whether it got there before the build ended.
+func cancelWhenRunning(b Builder, out *syncBuffer, ready func() bool) (running bool, err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Build(ctx, out)
+		done <- err
+	}()
+	for {
+		select {
+		case err := <-done:
+			return false, err
+		case <-time.After(5 * time.Millisecond):
+			if ready() {
+				cancel()
+				return true, <-done
+			}
+		}
+	}
+}
+
+func TestMakeCancel(t *testing.T) {
+	dir := t.TempDir()
+	// sh runs sleep as a grandchild of make: killing make alone would leave it.
+	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t@echo started; sleep 60; echo slept\n")
+	var log syncBuffer
+	running, err := cancelWhenRunning(&Make{Dir: dir}, &log, func() bool {
+		// Seeing the first line while make still runs also shows the output is streamed.
+		return strings.Contains(log.String(), "started\n")
+	})
+	if !running {
+		t.Fatalf("the build ended before it was cancelled: %v\n%s", err, log.String())
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if strings.Contains(log.String(), "slept") {
+		t.Error("the build ran to its end instead of being stopped")
+	}
+	if left := procsIn(t, dir); len(left) > 0 {
+		t.Errorf("processes left after cancel: %q", left)
+	}
+}
