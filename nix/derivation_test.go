@@ -1,0 +1,275 @@
+package nix
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"kwatch/builder"
+)
+
+// moduleFlake writes an input-less flake whose packages.x86_64-linux.module
+// builds a small C module against the host's kernel headers, the way a
+// nixpkgs module derivation does: make $makeFlags, then install it under
+// $out/lib/modules/<version>/updates. The builder scripts here end with a
+// builtin: when bash execs a last external command, nix 2.8 without a
+// sandbox often reports the build as killed by signal 9.
+func moduleFlake(t *testing.T) string {
+	t.Helper()
+	_, modules := hostKernel(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "flake.nix"), `{
+  outputs = { self }: {
+    packages.x86_64-linux.module = derivation {
+      name = "hello-module";
+      system = "x86_64-linux";
+      builder = "/bin/bash";
+      outputs = [ "out" ];
+      # Unique per test run, so that nix builds instead of reusing the store path.
+      run = "`+strconv.FormatInt(time.Now().UnixNano(), 10)+`";
+      PATH = "/usr/bin:/bin";
+      src = ./src;
+      makeFlags = [ "KDIR=`+filepath.Join(modules, "build")+`" ];
+      args = [ "-c" ''
+        set -e
+        cp -r $src/. . && chmod -R u+w .
+        make $makeFlags
+        install -Dm444 hello.ko -t $out/lib/modules/`+filepath.Base(modules)+`/updates
+        echo installed
+      '' ];
+    };
+  };
+}
+`)
+	writeFile(t, filepath.Join(dir, "src", "Kbuild"), "obj-m := hello.o\n")
+	writeFile(t, filepath.Join(dir, "src", "Makefile"), `KDIR ?= /lib/modules/$(shell uname -r)/build
+
+default:
+	@echo "extra flag: $(EXTRA)"
+	$(MAKE) -C $(KDIR) M=$$PWD
+`)
+	writeFile(t, filepath.Join(dir, "src", "hello.c"), helloC(`"1"`))
+	return dir
+}
+
+// helloC is a module printing "hello: version <version> loaded", with
+// version a C string expression.
+func helloC(version string) string {
+	return `#include <linux/module.h>
+#include <linux/init.h>
+
+static int __init hello_init(void)
+{
+	pr_info("hello: version " ` + version + ` " loaded\n");
+	return 0;
+}
+
+static void __exit hello_exit(void)
+{
+}
+
+module_init(hello_init);
+module_exit(hello_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("kwatch nix test module");
+`
+}
+
+func TestDerivationBuild(t *testing.T) {
+	needNix(t)
+	flake := moduleFlake(t)
+	outLink := filepath.Join(t.TempDir(), "module-result")
+	d := &Derivation{Flake: flake, Attr: "module", OutLink: outLink}
+	var log bytes.Buffer
+	res, err := d.Build(t.Context(), &log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if !strings.HasSuffix(res.KO, "/updates/hello.ko") || !strings.HasPrefix(res.KO, "/nix/store/") {
+		t.Errorf("KO = %s, want the store path's updates/hello.ko", res.KO)
+	}
+	if name := modName(t, res.KO); name != "hello" {
+		t.Errorf("modinfo name = %q", name)
+	}
+	if !strings.Contains(log.String(), "hello-module> ") || !strings.Contains(log.String(), "hello.ko") {
+		t.Errorf("the build log was not streamed:\n%s", log.String())
+	}
+	if target, err := os.Readlink(outLink); err != nil || !strings.HasPrefix(res.KO, target) {
+		t.Errorf("out link %s -> %s (%v)", outLink, target, err)
+	}
+
+	writeFile(t, filepath.Join(flake, "src", "hello.c"), "#error broken on purpose\n")
+	_, err = d.Build(t.Context(), &log)
+	var berr *builder.Error
+	if !errors.As(err, &berr) || !strings.Contains(err.Error(), "hello-module") {
+		t.Errorf("a failing build returned %v, want a *builder.Error naming the derivation", err)
+	}
+}
+
+func TestDerivationUntrackedInput(t *testing.T) {
+	needNix(t)
+	flake := moduleFlake(t)
+	writeFile(t, filepath.Join(flake, "src", "hello.c"), "#include \"version.h\"\n"+helloC("VERSION"))
+	writeFile(t, filepath.Join(flake, "src", "version.h"), "#define VERSION \"3\"\n")
+	git(t, flake, "init", "-q")
+	git(t, flake, "add", "flake.nix", "src/Kbuild", "src/Makefile", "src/hello.c")
+	d := &Derivation{Flake: flake, OutLink: filepath.Join(t.TempDir(), "result")}
+
+	_, err := d.Build(t.Context(), nil)
+	var berr *builder.Error
+	want := "src/version.h is not tracked by git, so nix cannot see it: git add -N src/version.h"
+	if !errors.As(err, &berr) || !strings.Contains(err.Error(), want) || berr.Hint != "git add -N src/version.h" {
+		t.Fatalf("Build = %v, want a *builder.Error saying %q", err, want)
+	}
+
+	// The hint is right: with the file added to git's index nix sees it.
+	git(t, flake, "add", "-N", "src/version.h")
+	var log bytes.Buffer
+	res, err := d.Build(t.Context(), &log)
+	if err != nil {
+		t.Fatalf("after git add -N: %v\n%s", err, log.String())
+	}
+	if !bytes.Contains(readBytes(t, res.KO), []byte("hello: version 3 loaded")) {
+		t.Error("the module was not built from src/version.h")
+	}
+}
+
+func TestGetDevEnv(t *testing.T) {
+	needNix(t)
+	flake := moduleFlake(t)
+	env, err := GetDevEnv(t.Context(), flake+"#module")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, modules := hostKernel(t)
+	if got, want := env.Vars["makeFlags"], "KDIR="+filepath.Join(modules, "build"); got != want {
+		t.Errorf("makeFlags = %q, want %q", got, want)
+	}
+	environ := env.Environ()
+	for _, want := range []string{"PATH=/usr/bin:/bin", "HOME=" + os.Getenv("HOME"), "name=hello-module"} {
+		if !slices.Contains(environ, want) {
+			t.Errorf("Environ() lacks %s", want)
+		}
+	}
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "NIX_BUILD_TOP=") || strings.Contains(kv, "homeless-shelter") {
+			t.Errorf("Environ() has the sandbox's %s", kv)
+		}
+	}
+
+	if _, err := GetDevEnv(t.Context(), flake+"#nosuch"); err == nil || !strings.Contains(err.Error(), "nosuch") {
+		t.Errorf("GetDevEnv of a missing attribute: %v", err)
+	}
+}
+
+func TestIncrementalBuild(t *testing.T) {
+	needNix(t)
+	flake := moduleFlake(t)
+	d := &Derivation{Flake: flake, OutLink: filepath.Join(t.TempDir(), "result")}
+	want, err := d.Build(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b := &Incremental{Flake: flake, Attr: "module", Src: filepath.Join(flake, "src"), BuildDir: filepath.Join(t.TempDir(), "build")}
+	build := func() (string, string) {
+		t.Helper()
+		var log bytes.Buffer
+		res, err := b.Build(t.Context(), &log)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, log.String())
+		}
+		return res.KO, log.String()
+	}
+	ko, _ := build()
+	if ko != filepath.Join(b.BuildDir, "hello.ko") {
+		t.Errorf("KO = %s, want it in the build dir", ko)
+	}
+	if got, want := modName(t, ko), modName(t, want.KO); got != want {
+		t.Errorf("incremental module is %q, the derivation's %q", got, want)
+	}
+
+	if _, log := build(); strings.Contains(log, "CC [M]") {
+		t.Errorf("nothing changed, yet make compiled:\n%s", log)
+	}
+	writeFile(t, filepath.Join(flake, "src", "hello.c"), helloC(`"2"`))
+	ko, log := build()
+	if !strings.Contains(log, "CC [M]") || !bytes.Contains(readBytes(t, ko), []byte("hello: version 2 loaded")) {
+		t.Errorf("the edit was not built:\n%s", log)
+	}
+
+	// The build environment is cached until Invalidate.
+	flakeNix := filepath.Join(flake, "flake.nix")
+	writeFile(t, flakeNix, strings.Replace(readFile(t, flakeNix), `makeFlags = [ "`, `makeFlags = [ "EXTRA=yes" "`, 1))
+	if _, log := build(); !strings.Contains(log, "extra flag: \n") {
+		t.Errorf("the cached environment was not used:\n%s", log)
+	}
+	b.Invalidate()
+	if _, log := build(); !strings.Contains(log, "extra flag: yes\n") {
+		t.Errorf("Invalidate did not fetch the new makeFlags:\n%s", log)
+	}
+
+	writeFile(t, filepath.Join(flake, "src", "hello.c"), helloC(`"2"`)+"int broken = ;\n")
+	var berr *builder.Error
+	if _, err := b.Build(t.Context(), nil); !errors.As(err, &berr) {
+		t.Errorf("a broken source gave %v, want a *builder.Error", err)
+	}
+}
+
+func TestFindModule(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files []string
+		want  string // relative to the output; "" = error
+	}{
+		{"plain preferred", []string{"lib/modules/6.18.1/updates/m.ko.xz", "ko/m.ko"}, "ko/m.ko"},
+		{"compressed", []string{"lib/modules/6.18.1/updates/m.ko.xz"}, "lib/modules/6.18.1/updates/m.ko.xz"},
+		{"extra", []string{"lib/modules/6.18.1/extra/sub/m.ko.xz"}, "lib/modules/6.18.1/extra/sub/m.ko.xz"},
+		{"same module twice", []string{"ko/m.ko", "lib/modules/6.1.0/updates/m.ko"}, "ko/m.ko"},
+		{"none", []string{"share/doc/README"}, ""},
+		{"xz elsewhere", []string{"share/m.ko.xz"}, ""},
+		{"two modules", []string{"ko/a.ko", "ko/b.ko"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			for _, f := range tc.files {
+				writeFile(t, filepath.Join(out, f), "")
+			}
+			got, err := findModule(out)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("found %s, want an error", got)
+				}
+				return
+			}
+			if err != nil || got != filepath.Join(out, tc.want) {
+				t.Fatalf("findModule = %s, %v; want %s", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// modName returns the name a module's .modinfo gives.
+func modName(t *testing.T, ko string) string {
+	t.Helper()
+	info, err := builder.ReadModinfo(ko)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Name
+}
+
+func readBytes(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

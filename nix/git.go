@@ -1,0 +1,70 @@
+package nix
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"path"
+	"strings"
+
+	"kwatch/proc"
+)
+
+// untrackedInputs lists the build inputs under dir (relative to it) that git
+// neither tracks nor ignores. A flake in a git repository is copied from
+// git's index, so nix would build without them. Outside git it returns nil.
+func untrackedInputs(ctx context.Context, dir string) ([]string, error) {
+	if err := proc.Run(ctx, exec.Command("git", "-C", dir, "rev-parse", "--show-toplevel")); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, nil // not in a work tree, or no git: nix copies the whole directory
+	}
+	cmd := exec.Command("git", "-C", dir, "ls-files", "--others", "--exclude-standard", "-z")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := proc.Run(ctx, cmd); err != nil {
+		return nil, fmt.Errorf("listing the files git does not track in %s: %w: %s", dir, err, strings.TrimSpace(stderr.String()))
+	}
+	var inputs []string
+	for _, p := range strings.Split(stdout.String(), "\x00") {
+		if p != "" && buildInput(p) {
+			inputs = append(inputs, p)
+		}
+	}
+	return inputs, nil
+}
+
+// buildInput reports whether a path (slash-separated) is a file a module's
+// flake build reads; hidden paths and Kbuild's generated .mod.c are not.
+func buildInput(p string) bool {
+	for _, part := range strings.Split(p, "/") {
+		if strings.HasPrefix(part, ".") {
+			return false
+		}
+	}
+	name := path.Base(p)
+	switch {
+	case name == "Kbuild", name == "Makefile", name == "flake.lock":
+		return true
+	case strings.HasSuffix(name, ".mod.c"):
+		return false
+	}
+	switch path.Ext(name) {
+	case ".c", ".h", ".rs", ".S", ".nix":
+		return true
+	}
+	return false
+}
+
+// untrackedError says which files nix cannot see and how to fix it.
+func untrackedError(files []string) error {
+	list := strings.Join(files, ", ")
+	verb, pronoun := "is", "it"
+	if len(files) > 1 {
+		verb, pronoun = "are", "them"
+	}
+	return fmt.Errorf("%s %s not tracked by git, so nix cannot see %s: git add -N %s",
+		list, verb, pronoun, strings.Join(files, " "))
+}

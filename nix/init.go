@@ -1,0 +1,147 @@
+package nix
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"text/template"
+)
+
+//go:embed template
+var templates embed.FS
+
+// InitOptions configures Init.
+type InitOptions struct {
+	Name          string // module name; default: the base name of the directory. Made [a-z0-9_].
+	AuthorizedKey string // SSH public key that may log in to the VM as root
+	Force         bool   // overwrite existing files
+}
+
+// Init writes a new kwatch project into dir: a flake with a NixOS VM
+// (configuration.nix), the module's derivation (module.nix) and a Rust hello
+// module in src/. It returns the files written, relative to dir. Without
+// opts.Force it writes nothing if any of them exists.
+func Init(dir string, opts InitOptions) (written []string, err error) {
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	name := opts.Name
+	if name == "" {
+		name = filepath.Base(dir)
+	}
+	name = moduleName(name)
+	if name == "" || name[0] < 'a' || name[0] > 'z' {
+		return nil, fmt.Errorf("module name %q does not start with a letter: pass --name", name)
+	}
+	if strings.ContainsAny(opts.AuthorizedKey, "\r\n") {
+		return nil, errors.New("the authorized SSH key must be one line")
+	}
+	data := templateData{Name: name, Type: typeName(name), AuthorizedKey: opts.AuthorizedKey}
+
+	files, err := render(data)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.Force {
+		var exist []string
+		for _, f := range files {
+			if _, err := os.Lstat(filepath.Join(dir, f.path)); err == nil {
+				exist = append(exist, f.path)
+			}
+		}
+		if len(exist) > 0 {
+			return nil, fmt.Errorf("%s exists: pass --force to overwrite", strings.Join(exist, ", "))
+		}
+	}
+	for _, f := range files {
+		p := filepath.Join(dir, f.path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return written, fmt.Errorf("creating the directory for %s: %w", f.path, err)
+		}
+		if err := os.WriteFile(p, f.content, 0o644); err != nil {
+			return written, fmt.Errorf("writing %s: %w", f.path, err)
+		}
+		written = append(written, f.path)
+	}
+	return written, nil
+}
+
+type templateData struct {
+	Name          string // module name
+	Type          string // the module's Rust type
+	AuthorizedKey string
+}
+
+type file struct {
+	path    string
+	content []byte
+}
+
+// render fills in the templates, in the order Init reports them.
+func render(data templateData) ([]file, error) {
+	funcs := template.FuncMap{"nixString": nixString}
+	targets := []struct{ tmpl, path string }{
+		{"flake.nix", "flake.nix"},
+		{"configuration.nix", "configuration.nix"},
+		{"module.nix", "module.nix"},
+		{"src/Kbuild", "src/Kbuild"},
+		{"src/Makefile", "src/Makefile"},
+		{"src/module.rs", "src/" + data.Name + ".rs"},
+		{"gitignore", ".gitignore"},
+	}
+	var files []file
+	for _, t := range targets {
+		text, err := fs.ReadFile(templates, path.Join("template", t.tmpl))
+		if err != nil {
+			return nil, err
+		}
+		tmpl, err := template.New(t.tmpl).Funcs(funcs).Option("missingkey=error").Parse(string(text))
+		if err != nil {
+			return nil, fmt.Errorf("parsing template %s: %w", t.tmpl, err)
+		}
+		var buf bytes.Buffer
+		if err := tmpl.Execute(&buf, data); err != nil {
+			return nil, fmt.Errorf("rendering template %s: %w", t.tmpl, err)
+		}
+		files = append(files, file{t.path, buf.Bytes()})
+	}
+	return files, nil
+}
+
+// moduleName lower-cases s and turns everything but [a-z0-9_] into '_',
+// as kernel module names (and Rust identifiers) need.
+func moduleName(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r - 'A' + 'a'
+		}
+		return '_'
+	}, s)
+}
+
+// typeName makes the Rust type name for a module: hello_world → HelloWorld.
+func typeName(name string) string {
+	var b strings.Builder
+	for _, part := range strings.Split(name, "_") {
+		if part != "" {
+			b.WriteString(strings.ToUpper(part[:1]) + part[1:])
+		}
+	}
+	return b.String()
+}
+
+// nixString quotes s as a Nix string literal.
+func nixString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "${", `\${`)
+	return `"` + r.Replace(s) + `"`
+}

@@ -1,0 +1,171 @@
+package nix
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite examples/printerfact from the templates")
+
+const testKey = `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH2k kwatch "quoted" ${not-interpolated} \`
+
+func TestInitWritesProject(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "My-Module")
+	written, err := Init(dir, InitOptions{AuthorizedKey: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"flake.nix", "configuration.nix", "module.nix", "src/Kbuild", "src/Makefile", "src/my_module.rs", ".gitignore"}
+	if !reflect.DeepEqual(written, want) {
+		t.Fatalf("written = %q, want %q", written, want)
+	}
+	for _, check := range []struct{ file, want string }{
+		{"src/my_module.rs", "type: MyModule,\n    name: \"my_module\",\n    authors: ["},
+		{"src/Kbuild", "obj-m := my_module.o\n"},
+		{"module.nix", `pname = "my_module";`},
+		{"configuration.nix", `keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH2k kwatch \"quoted\" \${not-interpolated} \\" ];`},
+		{".gitignore", "result*\n.kwatch/\n"},
+	} {
+		got := readFile(t, filepath.Join(dir, check.file))
+		if !strings.Contains(got, check.want) {
+			t.Errorf("%s does not contain %q:\n%s", check.file, check.want, got)
+		}
+	}
+}
+
+func TestInitRefusesToOverwrite(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "src"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"flake.nix", "src/Makefile"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("mine\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	written, err := Init(dir, InitOptions{Name: "x"})
+	if err == nil || err.Error() != "flake.nix, src/Makefile exists: pass --force to overwrite" {
+		t.Fatalf("Init over existing files: %v (wrote %q)", err, written)
+	}
+	if got := readFile(t, filepath.Join(dir, "flake.nix")); got != "mine\n" {
+		t.Fatalf("flake.nix was changed to %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "module.nix")); !os.IsNotExist(err) {
+		t.Fatalf("Init wrote module.nix although it refused: %v", err)
+	}
+	if _, err := Init(dir, InitOptions{Name: "x", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(dir, "flake.nix")); got == "mine\n" {
+		t.Fatal("Init with Force did not overwrite flake.nix")
+	}
+}
+
+func TestInitBadName(t *testing.T) {
+	if _, err := Init(t.TempDir(), InitOptions{Name: "42"}); err == nil || !strings.Contains(err.Error(), "--name") {
+		t.Fatalf("Init with name 42: %v", err)
+	}
+}
+
+func TestNames(t *testing.T) {
+	for _, tc := range []struct{ in, name, typ string }{
+		{"hello", "hello", "Hello"},
+		{"My-Module", "my_module", "MyModule"},
+		{"rust.out.of.tree", "rust_out_of_tree", "RustOutOfTree"},
+		{"a__b_", "a__b_", "AB"},
+		{"héllo", "h_llo", "HLlo"},
+	} {
+		name := moduleName(tc.in)
+		if name != tc.name || typeName(name) != tc.typ {
+			t.Errorf("%q: name %q type %q, want %q %q", tc.in, name, typeName(name), tc.name, tc.typ)
+		}
+	}
+}
+
+// TestTemplatesAreNix parses every .nix Init writes, and evaluates the key
+// list to check the key survives quoting.
+func TestTemplatesAreNix(t *testing.T) {
+	needNix(t)
+	dir := t.TempDir()
+	written, err := Init(dir, InitOptions{Name: "hello", AuthorizedKey: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range written {
+		if strings.HasSuffix(f, ".nix") {
+			parseNix(t, filepath.Join(dir, f))
+		}
+	}
+	out, err := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "-E",
+		`(import `+filepath.Join(dir, "configuration.nix")+` { pkgs = { linuxPackages_latest = null; }; }).users.users.root.openssh.authorizedKeys.keys`).Output()
+	if err != nil {
+		t.Fatalf("evaluating the authorized keys: %v", err)
+	}
+	var keys []string
+	if err := json.Unmarshal(out, &keys); err != nil || !reflect.DeepEqual(keys, []string{testKey}) {
+		t.Fatalf("authorized keys = %s (%v), want [%q]", out, err, testKey)
+	}
+}
+
+// TestPrinterfactExample keeps examples/printerfact a kwatch init project:
+// everything but its module source is what Init writes.
+// go test ./nix -run Printerfact -update rewrites those files.
+func TestPrinterfactExample(t *testing.T) {
+	example := filepath.Join("..", "examples", "printerfact")
+	dir := t.TempDir()
+	written, err := Init(dir, InitOptions{Name: "printerfact"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range written {
+		if f == "src/printerfact.rs" {
+			continue
+		}
+		want := readFile(t, filepath.Join(dir, f))
+		if *update {
+			if err := os.WriteFile(filepath.Join(example, f), []byte(want), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := readFile(t, filepath.Join(example, f)); got != want {
+			t.Errorf("examples/printerfact/%s differs from what Init writes: go test ./nix -run Printerfact -update", f)
+		}
+	}
+	rs := readFile(t, filepath.Join(example, "src", "printerfact.rs"))
+	for _, want := range []string{`name: "printerfact"`, "fn read_iter(", "simple_read_from_buffer", `c_str!("printerfact")`} {
+		if !strings.Contains(rs, want) {
+			t.Errorf("src/printerfact.rs lacks %q", want)
+		}
+	}
+	if !testing.Short() {
+		for _, f := range []string{"flake.nix", "configuration.nix", "module.nix"} {
+			parseNix(t, filepath.Join(example, f))
+		}
+	}
+}
+
+func parseNix(t *testing.T, path string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command("nix-instantiate", "--parse", path)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Errorf("nix-instantiate --parse %s: %v\n%s", path, err, stderr.String())
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,131 @@
+// Package nix is everything kwatch says to Nix: it writes new flake projects,
+// builds flake outputs, reads a derivation's build environment for fast
+// incremental builds, and starts the VM script of a NixOS configuration.
+package nix
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+
+	"kwatch/proc"
+)
+
+// flakeFeatures lets kwatch work for users who have not enabled flakes in nix.conf.
+var flakeFeatures = []string{"--extra-experimental-features", "nix-command flakes"}
+
+// command returns a nix command; it inherits the environment, NIX_CONFIG included.
+func command(args ...string) *exec.Cmd {
+	return exec.Command("nix", append(append([]string{}, flakeFeatures...), args...)...)
+}
+
+// Build runs `nix build <installable> --json --out-link <outLink> -L`, streaming
+// nix's log to log, and returns the output paths, "out" first.
+func Build(ctx context.Context, installable, outLink string, log io.Writer) ([]string, error) {
+	cmd := command("build", installable, "--json", "--out-link", outLink, "--print-build-logs")
+	var stdout bytes.Buffer
+	tail := &tailWriter{w: log}
+	cmd.Stdout = &stdout
+	cmd.Stderr = tail
+	if err := proc.Run(ctx, cmd); err != nil {
+		return nil, nixError(ctx, "nix build "+installable, err, tail)
+	}
+	var results []struct {
+		Outputs map[string]string `json:"outputs"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &results); err != nil {
+		return nil, fmt.Errorf("reading the JSON of nix build %s: %w", installable, err)
+	}
+	var paths []string
+	for _, r := range results {
+		names := make([]string, 0, len(r.Outputs))
+		for name := range r.Outputs {
+			names = append(names, name)
+		}
+		sort.Slice(names, func(i, j int) bool {
+			if (names[i] == "out") != (names[j] == "out") {
+				return names[i] == "out"
+			}
+			return names[i] < names[j]
+		})
+		for _, name := range names {
+			paths = append(paths, r.Outputs[name])
+		}
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("nix build %s produced no output paths", installable)
+	}
+	return paths, nil
+}
+
+// nixError is one line saying what failed, then nix's own error message
+// (none when the context was cancelled: then nix was killed, not wrong).
+func nixError(ctx context.Context, what string, err error, tail *tailWriter) error {
+	msg := tail.errorLines()
+	if ctx.Err() != nil || msg == "" {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%s: %w\n%s", what, err, msg)
+}
+
+// tailWriter passes writes on to w (if any) and remembers the last lines.
+type tailWriter struct {
+	w       io.Writer
+	mu      sync.Mutex
+	partial []byte
+	lines   []string
+}
+
+const tailLines = 40
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.partial = append(t.partial, p...)
+	for {
+		i := bytes.IndexByte(t.partial, '\n')
+		if i < 0 {
+			break
+		}
+		t.lines = append(t.lines, string(t.partial[:i]))
+		t.partial = t.partial[i+1:]
+	}
+	if len(t.lines) > tailLines {
+		t.lines = append(t.lines[:0], t.lines[len(t.lines)-tailLines:]...)
+	}
+	if t.w == nil {
+		return len(p), nil
+	}
+	return t.w.Write(p)
+}
+
+var ansi = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
+
+// errorLines returns nix's last "error:" message, or the last lines when
+// there is none, without colour codes.
+func (t *tailWriter) errorLines() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lines := append([]string{}, t.lines...)
+	if len(t.partial) > 0 {
+		lines = append(lines, string(t.partial))
+	}
+	for i := range lines {
+		lines[i] = strings.TrimRight(ansi.ReplaceAllString(lines[i], ""), " \r")
+	}
+	start := max(len(lines)-10, 0)
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "error:") {
+			start = i
+			break
+		}
+	}
+	return strings.TrimSpace(strings.Join(lines[start:], "\n"))
+}

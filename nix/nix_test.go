@@ -1,0 +1,97 @@
+package nix
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestBuildCancel cancels a running nix build and checks that Build returns
+// the context's error and that no process of the build is left.
+func TestBuildCancel(t *testing.T) {
+	needNix(t)
+	// A fractional sleep time nobody else uses marks the builder's process.
+	marker := "3000." + strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
+	flake := t.TempDir()
+	writeFile(t, filepath.Join(flake, "flake.nix"), `{
+  outputs = { self }: {
+    packages.x86_64-linux.slow = derivation {
+      name = "slow";
+      system = "x86_64-linux";
+      builder = "/bin/bash";
+      outputs = [ "out" ];
+      PATH = "/usr/bin:/bin";
+      args = [ "-c" "echo started; sleep `+marker+`; echo done" ];
+    };
+  };
+}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	log := &watchWriter{want: "started", seen: started}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := Build(ctx, flake+"#slow", filepath.Join(t.TempDir(), "result"), log)
+		errc <- err
+	}()
+	select {
+	case <-started:
+	case err := <-errc:
+		t.Fatalf("the build ended before it was cancelled: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the build did not start")
+	}
+	for !processWithArg(marker) {
+		time.Sleep(10 * time.Millisecond) // the builder echoes "started" just before its sleep
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Build after cancel = %v, want context.Canceled", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for processWithArg(marker) {
+		if time.Now().After(deadline) {
+			t.Fatal("the builder's sleep survived the cancelled build")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// watchWriter closes seen once the text written to it contains want.
+type watchWriter struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	want string
+	seen chan struct{}
+	done bool
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.done && strings.Contains(w.buf.String(), w.want) {
+		w.done = true
+		close(w.seen)
+	}
+	return len(p), nil
+}
+
+// processWithArg reports whether a running process has arg in its command line.
+func processWithArg(arg string) bool {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range cmdlines {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(b), "\x00"+arg) {
+			return true
+		}
+	}
+	return false
+}
