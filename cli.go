@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"kwatch/builder"
 	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/nix"

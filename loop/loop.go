@@ -118,14 +118,8 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 					l.error(err)
 				}
 			}
-			var bctx context.Context
-			bctx, cancelBuild = context.WithCancel(ctx)
+			cancelBuild = l.startBuild(ctx, done)
 			building = true
-			go func() {
-				start := time.Now()
-				res, err := l.build(bctx)
-				done <- buildDone{res: res, err: err, took: time.Since(start), start: start}
-			}()
 		}
 		select {
 		case <-ctx.Done():
@@ -161,6 +155,17 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 			}
 		}
 	}
+}
+
+// startBuild runs one build in the background; the returned func cancels it.
+func (l *loop) startBuild(ctx context.Context, done chan<- buildDone) context.CancelFunc {
+	bctx, cancel := context.WithCancel(ctx)
+	go func() {
+		start := time.Now()
+		res, err := l.build(bctx)
+		done <- buildDone{res: res, err: err, took: time.Since(start), start: start}
+	}()
+	return cancel
 }
 
 func touchesConfig(b watcher.Batch) bool {
@@ -260,7 +265,6 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 			failed = true
 			continue
 		}
-		exit := exit
 		l.report.Report(Event{Type: "run_output", Time: time.Now(), Command: cmd,
 			Output: string(stdout) + string(stderr), Exit: &exit})
 		failed = failed || exit != 0
