@@ -4,9 +4,14 @@
 package proc
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -61,9 +66,21 @@ func KillGroup(pgid int, grace time.Duration) {
 	waitGone(pgid, 5*time.Second)
 }
 
-// GroupAlive reports whether any process of group pgid still exists.
+// GroupAlive reports whether any process of group pgid still runs. Zombies
+// do not count: they are dead, only waiting for a parent (often a slow PID 1)
+// to reap them.
 func GroupAlive(pgid int) bool {
-	return pgid > 0 && !errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH)
+	if pgid <= 0 || errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH) {
+		return false
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		if state, pgrp, ok := stat(pid); ok && pgrp == pgid && state != "Z" {
+			return true
+		}
+	}
+	return false
 }
 
 // Alive reports whether process pid exists and is not a zombie.
@@ -72,11 +89,27 @@ func Alive(pid int) bool {
 		return false
 	}
 	var ws syscall.WaitStatus
-	// Reap it if it is our own exited child, so a zombie does not count as alive.
+	// Reap it if it is our own exited child.
 	if wpid, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); wpid == pid {
 		return false
 	}
-	return true
+	state, _, ok := stat(pid)
+	return ok && state != "Z"
+}
+
+// stat reads a process's state letter and process group from /proc.
+func stat(pid int) (state string, pgrp int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, false
+	}
+	// The fields after the command name, which may contain spaces: state ppid pgrp ...
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 3 {
+		return "", 0, false
+	}
+	pgrp, err = strconv.Atoi(f[2])
+	return f[0], pgrp, err == nil
 }
 
 func waitGone(pgid int, limit time.Duration) bool {
