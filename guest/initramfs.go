@@ -1,0 +1,277 @@
+package guest
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"kwatch/proc"
+)
+
+// InitramfsConfig says what goes into the initramfs kwatch boots a plain
+// kernel image with: busybox, dropbear and sftp-server from the host.
+type InitramfsConfig struct {
+	AuthorizedKey []byte // OpenSSH authorized_keys line for root
+	HostKey       string // path to the dropbear ed25519 host key from EnsureHostKey (its RSA key beside it goes in too)
+	ModulesDir    string // /lib/modules/<version> holding the NIC driver; "" = the kernel has the NIC built in
+	Busybox       string // "" = /usr/bin/busybox (must be static)
+	Dropbear      string // "" = /usr/sbin/dropbear
+	SFTPServer    string // "" = /usr/lib/openssh/sftp-server (goes to /usr/lib/sftp-server in the guest, where dropbear looks)
+}
+
+// nicDriver is the guest's network driver, matching QEMU's -nic model=e1000.
+const nicDriver = "e1000"
+
+// guestNICDir holds the NIC driver modules in the guest.
+const guestNICDir = "lib/kwatch"
+
+// initScript is the guest's PID 1. It must never exit (that panics the
+// kernel), so after starting dropbear it sleeps forever; `reboot -f` ends it.
+const initScript = `#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+for m in %s; do insmod "$m"; done
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+hostname kwatch
+dropbear -r /etc/dropbear/%s -r /etc/dropbear/%s -p 22 -s -g
+echo "kwatch-guest: ssh ready"
+while :; do sleep 3600; done
+`
+
+// WriteInitramfs writes a gzip-compressed newc initramfs to path that boots
+// into dropbear with cfg.AuthorizedKey allowed to log in as root.
+func WriteInitramfs(path string, cfg InitramfsConfig) error {
+	t, err := initramfsTree(cfg)
+	if err != nil {
+		return fmt.Errorf("assembling the initramfs: %w", err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := writeCPIO(zw, t.entries()); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("compressing the initramfs: %w", err)
+	}
+	// Written aside and renamed, so a VM booting right now never reads half a file.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("writing the initramfs: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing the initramfs: %w", err)
+	}
+	return nil
+}
+
+func initramfsTree(cfg InitramfsConfig) (tree, error) {
+	busybox := orDefault(cfg.Busybox, "/usr/bin/busybox")
+	dropbear := orDefault(cfg.Dropbear, "/usr/sbin/dropbear")
+	sftp := orDefault(cfg.SFTPServer, "/usr/lib/openssh/sftp-server")
+	if len(cfg.AuthorizedKey) == 0 || cfg.HostKey == "" {
+		return nil, errors.New("the initramfs needs both an authorized key for root and a host key")
+	}
+	if _, needed, err := readELFDeps(busybox); err != nil {
+		return nil, err
+	} else if len(needed) > 0 {
+		return nil, fmt.Errorf("%s is not static (it needs %s): install busybox-static", busybox, strings.Join(needed, ", "))
+	}
+	t := tree{}
+	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "sbin", "usr/bin", "usr/sbin", "etc/dropbear"} {
+		t.dir(d, 0o755)
+	}
+	t.dir("root", 0o700)
+	t.dir("root/.ssh", 0o700)
+	t.add(cpioEntry{Name: "dev/console", Mode: modeCharDev | 0o600, Major: 5, Minor: 1})
+	t.add(cpioEntry{Name: "dev/null", Mode: modeCharDev | 0o666, Major: 1, Minor: 3})
+	t.file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\n"))
+	t.file("etc/group", 0o644, []byte("root:x:0:\n"))
+	t.file("etc/shells", 0o644, []byte("/bin/sh\n"))
+	key := bytes.TrimSpace(cfg.AuthorizedKey)
+	t.file("root/.ssh/authorized_keys", 0o600, append(key, '\n'))
+	t.add(cpioEntry{Name: "bin/sh", Mode: modeSymlink | 0o777, Data: []byte("busybox")})
+
+	var nics []string
+	if cfg.ModulesDir != "" {
+		mods, err := nicModules(cfg.ModulesDir)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range mods {
+			name := path.Join(guestNICDir, filepath.Base(m))
+			if err := t.hostFile(name, 0o644, m); err != nil {
+				return nil, err
+			}
+			nics = append(nics, "/"+name)
+		}
+	}
+	t.file("init", 0o755, []byte(fmt.Sprintf(initScript, strings.Join(nics, " "), hostKeyName("ed25519"), hostKeyName("rsa"))))
+
+	for _, typ := range hostKeyTypes {
+		host := filepath.Join(filepath.Dir(cfg.HostKey), hostKeyName(typ))
+		if typ == "ed25519" {
+			host = cfg.HostKey
+		}
+		if err := t.hostFile("etc/dropbear/"+hostKeyName(typ), 0o600, host); err != nil {
+			return nil, err
+		}
+	}
+	copies := map[string]string{ // guest path -> host path
+		"bin/busybox":         busybox,
+		"usr/sbin/dropbear":   dropbear,
+		"usr/lib/sftp-server": sftp,
+	}
+	for _, bin := range []string{dropbear, sftp} {
+		libs, err := elfDeps(bin)
+		if err != nil {
+			return nil, err
+		}
+		for _, lib := range libs {
+			copies[strings.TrimPrefix(lib, "/")] = lib
+		}
+	}
+	for name, host := range copies {
+		if err := t.hostFile(name, 0o755, host); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// nicModules returns the NIC driver's module and the modules it depends on
+// from modulesDir, in load order, or none when the kernel has it built in.
+func nicModules(modulesDir string) ([]string, error) {
+	f, err := os.Open(filepath.Join(modulesDir, "modules.dep"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the module list of %s (run depmod, or pass the right --modules-dir): %w", modulesDir, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		mod, deps, ok := strings.Cut(sc.Text(), ":")
+		if !ok || !isModule(mod, nicDriver) {
+			continue
+		}
+		// modules.dep lists the dependencies the way modprobe unloads them: load them in reverse.
+		order := strings.Fields(deps)
+		for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
+			order[i], order[j] = order[j], order[i]
+		}
+		var paths []string
+		for _, m := range append(order, mod) {
+			if !strings.HasSuffix(m, ".ko") {
+				return nil, fmt.Errorf("module %s in %s is compressed: kwatch needs plain .ko files (or a kernel with CONFIG_E1000=y and no --modules-dir)", m, modulesDir)
+			}
+			paths = append(paths, filepath.Join(modulesDir, m))
+		}
+		return paths, nil
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading the module list of %s: %w", modulesDir, err)
+	}
+	return nil, nil
+}
+
+// isModule reports whether a modules.dep path such as
+// kernel/drivers/net/ethernet/intel/e1000/e1000.ko.xz names module name.
+func isModule(p, name string) bool {
+	base := path.Base(p)
+	return base == name+".ko" || strings.HasPrefix(base, name+".ko.")
+}
+
+// hostKeyTypes are the dropbear host keys the guest gets. Dropbear 2022.83
+// offers rsa-sha2-256 even without an RSA key and aborts the connection when
+// a client picks it, which Go's x/crypto/ssh does: so an RSA key is needed too.
+var hostKeyTypes = []string{"ed25519", "rsa"}
+
+func hostKeyName(typ string) string { return "dropbear_" + typ + "_host_key" }
+
+// EnsureHostKey creates the guest's dropbear host keys in stateDir once, so
+// the guest keeps the same host keys across boots and kwatch can pin them. It
+// returns the ed25519 key's path; the RSA key lies beside it.
+func EnsureHostKey(stateDir string) (string, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", fmt.Errorf("creating the state dir: %w", err)
+	}
+	for _, typ := range hostKeyTypes {
+		p := filepath.Join(stateDir, hostKeyName(typ))
+		if _, err := os.Stat(p); err == nil {
+			continue
+		}
+		var out bytes.Buffer
+		cmd := exec.Command("dropbearkey", "-t", typ, "-f", p)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := proc.Run(context.Background(), cmd); err != nil {
+			if errors.Is(err, exec.ErrNotFound) {
+				return "", errors.New("dropbearkey not found: install dropbear-bin")
+			}
+			return "", fmt.Errorf("creating the guest's %s host key with dropbearkey: %w: %s", typ, err, strings.TrimSpace(out.String()))
+		}
+	}
+	return filepath.Join(stateDir, hostKeyName("ed25519")), nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// tree is the initramfs being assembled, by guest path (no leading slash).
+type tree map[string]cpioEntry
+
+func (t tree) add(e cpioEntry) {
+	for d := path.Dir(e.Name); d != "."; d = path.Dir(d) {
+		if _, ok := t[d]; !ok {
+			t[d] = cpioEntry{Name: d, Mode: modeDir | 0o755}
+		}
+	}
+	t[e.Name] = e
+}
+
+func (t tree) dir(name string, perm uint32) { t.add(cpioEntry{Name: name, Mode: modeDir | perm}) }
+
+func (t tree) file(name string, perm uint32, data []byte) {
+	t.add(cpioEntry{Name: name, Mode: modeFile | perm, Data: data})
+}
+
+// hostFile copies a host file (following symlinks) into the tree.
+func (t tree) hostFile(name string, perm uint32, host string) error {
+	data, err := os.ReadFile(host)
+	if err != nil {
+		return fmt.Errorf("reading %s for the initramfs: %w", host, err)
+	}
+	t.file(name, perm, data)
+	return nil
+}
+
+// entries lists the tree sorted by name, which puts every directory before its contents.
+func (t tree) entries() []cpioEntry {
+	es := make([]cpioEntry, 0, len(t))
+	for _, e := range t {
+		es = append(es, e)
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].Name < es[j].Name })
+	return es
+}

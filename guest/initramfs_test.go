@@ -1,0 +1,156 @@
+package guest
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const debianModules = "/lib/modules/6.1.0-56-amd64"
+
+func TestWriteInitramfs(t *testing.T) {
+	if _, err := exec.LookPath("cpio"); err != nil {
+		t.Skip("cpio(1) not installed")
+	}
+	dir := t.TempDir()
+	hostKey := filepath.Join(dir, "dropbear_ed25519_host_key")
+	for _, typ := range []string{"ed25519", "rsa"} {
+		if err := os.WriteFile(filepath.Join(dir, "dropbear_"+typ+"_host_key"), []byte(typ+" key"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "initramfs.cpio.gz")
+	cfg := InitramfsConfig{AuthorizedKey: []byte("ssh-ed25519 AAAA test\n"), HostKey: hostKey, ModulesDir: debianModules}
+	if err := WriteInitramfs(path, cfg); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := cpioList(t, archive)
+	for _, tc := range []struct{ name, want string }{
+		{"init", `^-rwxr-xr-x `},
+		{"dev/console", `^crw------- .* 5,\s+1 `},
+		{"dev/null", `^crw-rw-rw- .* 1,\s+3 `},
+		{"bin/busybox", `^-rwxr-xr-x `},
+		{"bin/sh", `-> busybox$`},
+		{"usr/sbin/dropbear", `^-rwxr-xr-x `},
+		{"usr/lib/sftp-server", `^-rwxr-xr-x `},
+		{"lib64/ld-linux-x86-64.so.2", `^-rwxr-xr-x `},
+		{"lib/x86_64-linux-gnu/libtomcrypt.so.1", `^-rwxr-xr-x `},
+		{"lib/x86_64-linux-gnu/libc.so.6", `^-rwxr-xr-x `},
+		{"root", `^drwx------ `},
+		{"root/.ssh", `^drwx------ `},
+		{"root/.ssh/authorized_keys", `^-rw------- `},
+		{"etc/dropbear/dropbear_ed25519_host_key", `^-rw------- `},
+		{"etc/dropbear/dropbear_rsa_host_key", `^-rw------- `},
+		{"etc/passwd", `^-rw-r--r-- `},
+		{"etc/shells", `^-rw-r--r-- `},
+		{"lib/kwatch/e1000.ko", `^-rw-r--r-- `},
+	} {
+		if l := findEntry(t, list, tc.name); !regexp.MustCompile(tc.want).MatchString(l) {
+			t.Errorf("%s: cpio lists %q, want it to match %s", tc.name, l, tc.want)
+		}
+	}
+	// The kernel creates entries in archive order, so every parent must come first.
+	seen := map[string]bool{}
+	for _, l := range list {
+		f := strings.Fields(l)
+		name := f[len(f)-1]
+		if i := indexOf(f, "->"); i > 0 {
+			name = f[i-1]
+		}
+		if d := filepath.Dir(name); d != "." && !seen[d] {
+			t.Errorf("%s comes before its directory %s", name, d)
+		}
+		seen[name] = true
+	}
+
+	out := t.TempDir()
+	cmd := exec.Command("cpio", "-id", "--quiet", "init", "root/.ssh/authorized_keys", "etc/dropbear/*")
+	cmd.Dir = out
+	cmd.Stdin = bytes.NewReader(archive)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cpio -id: %v: %s", err, b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "root/.ssh/authorized_keys")); string(b) != "ssh-ed25519 AAAA test\n" {
+		t.Errorf("authorized_keys = %q", b)
+	}
+	for _, typ := range []string{"ed25519", "rsa"} {
+		if b, _ := os.ReadFile(filepath.Join(out, "etc/dropbear/dropbear_"+typ+"_host_key")); string(b) != typ+" key" {
+			t.Errorf("guest's %s host key = %q", typ, b)
+		}
+	}
+	init, _ := os.ReadFile(filepath.Join(out, "init"))
+	for _, want := range []string{"insmod \"$m\"", "for m in /lib/kwatch/e1000.ko;", "dropbear -r /etc/dropbear/dropbear_ed25519_host_key -r /etc/dropbear/dropbear_rsa_host_key -p 22 -s -g", "mount -t devtmpfs"} {
+		if !strings.Contains(string(init), want) {
+			t.Errorf("/init lacks %q:\n%s", want, init)
+		}
+	}
+}
+
+func TestWriteInitramfsRejectsDynamicBusybox(t *testing.T) {
+	dir := t.TempDir()
+	cfg := InitramfsConfig{AuthorizedKey: []byte("k"), HostKey: "/etc/hostname", Busybox: "/usr/sbin/dropbear"}
+	err := WriteInitramfs(filepath.Join(dir, "i"), cfg)
+	if err == nil || !strings.Contains(err.Error(), "busybox-static") {
+		t.Fatalf("WriteInitramfs with a dynamic busybox = %v, want an error naming busybox-static", err)
+	}
+}
+
+func TestNICModules(t *testing.T) {
+	fake := func(dep string) string {
+		d := t.TempDir()
+		if err := os.WriteFile(filepath.Join(d, "modules.dep"), []byte(dep), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	nodeps := fake("kernel/net/core/failover.ko:\nkernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\n")
+	withDeps := fake("kernel/e1000/e1000.ko: kernel/b.ko kernel/a.ko\nkernel/b.ko: kernel/a.ko\nkernel/a.ko:\n")
+	for _, tc := range []struct {
+		name    string
+		dir     string
+		want    []string
+		wantErr string
+	}{
+		{name: "debian", dir: debianModules, want: []string{debianModules + "/kernel/drivers/net/ethernet/intel/e1000/e1000.ko"}},
+		{name: "deps load first", dir: withDeps, want: []string{withDeps + "/kernel/a.ko", withDeps + "/kernel/b.ko", withDeps + "/kernel/e1000/e1000.ko"}},
+		{name: "built in", dir: nodeps, want: nil},
+		{name: "compressed", dir: fake("kernel/e1000.ko.xz:\n"), wantErr: "compressed"},
+		{name: "no modules.dep", dir: t.TempDir(), wantErr: "run depmod"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := nicModules(tc.dir)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("nicModules = %v, %v; want an error containing %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("nicModules = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

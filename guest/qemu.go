@@ -1,0 +1,88 @@
+package guest
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+)
+
+// QEMUConfig describes the VM of `--vm qemu`: a kernel image booted with
+// kwatch's own initramfs.
+type QEMUConfig struct {
+	Kernel    string // bzImage/vmlinuz
+	Initramfs string // path written by WriteInitramfs
+	MemoryMB  int    // 0 = 512
+	Append    string // extra kernel cmdline
+}
+
+// Launcher returns the Launcher that boots c under qemu-system-x86_64.
+func (c QEMUConfig) Launcher() Launcher {
+	return func(port int, accel string) (*exec.Cmd, error) {
+		qemu, err := exec.LookPath("qemu-system-x86_64")
+		if err != nil {
+			return nil, errors.New("qemu-system-x86_64 not found: install qemu-system-x86")
+		}
+		for _, f := range []string{c.Kernel, c.Initramfs} {
+			if _, err := os.Stat(f); err != nil {
+				return nil, fmt.Errorf("booting the VM: %w", err)
+			}
+		}
+		return exec.Command(qemu, c.args(port, accel)...), nil
+	}
+}
+
+func (c QEMUConfig) args(port int, accel string) []string {
+	cpu := "max" // -cpu host needs KVM
+	if accel == "kvm" {
+		cpu = "host"
+	}
+	mem := c.MemoryMB
+	if mem == 0 {
+		mem = 512
+	}
+	cmdline := strings.TrimSpace("console=ttyS0 panic=-1 printk.devkmsg=on loglevel=7 " + c.Append)
+	return []string{
+		"-accel", accel, "-cpu", cpu, "-m", strconv.Itoa(mem), "-smp", "1",
+		"-kernel", c.Kernel, "-initrd", c.Initramfs, "-append", cmdline,
+		// With panic=-1 a kernel panic reboots, and -no-reboot turns that into QEMU exiting.
+		"-no-reboot", "-display", "none", "-serial", "stdio", "-monitor", "none",
+		// Bound to 127.0.0.1 only: the guest lets root in with kwatch's key, nobody else should reach it.
+		"-nic", fmt.Sprintf("user,model=e1000,hostfwd=tcp:127.0.0.1:%d-:22", port),
+	}
+}
+
+// KernelVersion reads the release (such as "6.1.0-56-amd64") from an x86
+// bzImage's setup header, so the matching /lib/modules dir can be found.
+func KernelVersion(kernelImage string) (string, error) {
+	f, err := os.Open(kernelImage)
+	if err != nil {
+		return "", fmt.Errorf("reading the kernel version: %w", err)
+	}
+	defer f.Close()
+	hdr := make([]byte, 0x210)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return "", fmt.Errorf("reading the setup header of %s: %w", kernelImage, err)
+	}
+	// The boot protocol's "HdrS" magic at 0x202; kernel_version at 0x20e points
+	// to the version string, relative to the end of the 0x200-byte boot sector.
+	ptr := binary.LittleEndian.Uint16(hdr[0x20e:])
+	if string(hdr[0x202:0x206]) != "HdrS" || ptr == 0 {
+		return "", fmt.Errorf("%s is not an x86 bzImage with a version string", kernelImage)
+	}
+	ver := make([]byte, 256)
+	n, err := f.ReadAt(ver, int64(ptr)+0x200)
+	if n == 0 {
+		return "", fmt.Errorf("reading the version string of %s: %w", kernelImage, err)
+	}
+	ver, _, _ = bytes.Cut(ver[:n], []byte{0})
+	fields := strings.Fields(string(ver))
+	if len(fields) == 0 {
+		return "", fmt.Errorf("%s has an empty version string", kernelImage)
+	}
+	return fields[0], nil
+}
