@@ -1,0 +1,425 @@
+package guest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// SSHConfig says how to reach a guest's SSH server.
+type SSHConfig struct {
+	Addr    string // host:port
+	User    string // "" = root
+	Signers []ssh.Signer
+	// KnownHosts is the path of kwatch's known_hosts file. A guest's host key
+	// is pinned there on first use and a changed key is refused.
+	KnownHosts string
+	Timeout    time.Duration // per dial attempt (TCP connect and SSH handshake); 0 = 10s
+}
+
+const (
+	defaultDialTimeout = 10 * time.Second
+	minBackoff         = 100 * time.Millisecond
+	maxBackoff         = 2 * time.Second
+	// A guest under TCG can stall for seconds while busy, so a connection is
+	// declared dead only after several keepalives in a row went unanswered.
+	keepaliveInterval = 5 * time.Second
+	keepaliveMissed   = 3
+	// How long a cancelled session gets to end before its connection is dropped.
+	killGrace = 2 * time.Second
+)
+
+// Client is one persistent SSH connection to a guest. When a call finds the
+// connection dead (dropped by the guest, or keepalives unanswered) it dials
+// again with backoff until its context is done. Safe for concurrent use.
+type Client struct {
+	cfg     SSHConfig
+	config  *ssh.ClientConfig
+	dialing chan struct{} // a one-slot lock, so that one caller dials and the others wait for it
+
+	mu     sync.Mutex
+	conn   *ssh.Client // nil while disconnected
+	closed bool
+}
+
+// Dial connects to cfg.Addr, retrying until the server answers or ctx is
+// done: give ctx a deadline to wait for a booting guest. A refused host key
+// or login fails at once, as retrying cannot help.
+func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
+	if cfg.KnownHosts == "" {
+		return nil, errors.New("connecting to the guest: no known_hosts file given")
+	}
+	if cfg.User == "" {
+		cfg.User = "root"
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = defaultDialTimeout
+	}
+	c := &Client{cfg: cfg, dialing: make(chan struct{}, 1)}
+	c.config = &ssh.ClientConfig{
+		User:            cfg.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signers...)},
+		HostKeyCallback: c.checkHostKey,
+		// OpenSSH's order. x/crypto's default puts RSA first, and dropbear
+		// 2022.83 offers RSA even without an RSA host key, then aborts
+		// the handshake ("Failed assertion (rsa.c:164)") when it is chosen.
+		HostKeyAlgorithms: []string{
+			ssh.KeyAlgoED25519,
+			ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+			ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
+		},
+	}
+	if _, err := c.connect(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close closes the connection. Calls made afterwards fail.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	conn := c.conn
+	c.conn, c.closed = nil, true
+	c.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	return conn.Close()
+}
+
+func (c *Client) who() string { return c.cfg.User + "@" + c.cfg.Addr }
+
+// connect returns the live connection, dialling a new one if there is none.
+func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
+	if conn, err := c.current(); conn != nil || err != nil {
+		return conn, err
+	}
+	select {
+	case c.dialing <- struct{}{}:
+		defer func() { <-c.dialing }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("connecting to %s: %w", c.who(), ctx.Err())
+	}
+	// Another caller may have dialled while this one waited.
+	if conn, err := c.current(); conn != nil || err != nil {
+		return conn, err
+	}
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		conn.Close()
+		return nil, errClosed
+	}
+	c.conn = conn
+	go c.watch(conn)
+	return conn, nil
+}
+
+var errClosed = errors.New("ssh connection to the guest was closed")
+
+func (c *Client) current() (*ssh.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errClosed
+	}
+	return c.conn, nil
+}
+
+// drop forgets conn if it is still the current connection, and closes it.
+func (c *Client) drop(conn *ssh.Client) {
+	c.mu.Lock()
+	if c.conn == conn {
+		c.conn = nil
+	}
+	c.mu.Unlock()
+	conn.Close()
+}
+
+// watch sends keepalives on conn and drops it once the guest stops answering
+// them or the connection ends. Without keepalives a frozen guest would go
+// unnoticed: QEMU's user-mode network keeps the TCP connection open.
+func (c *Client) watch(conn *ssh.Client) {
+	gone := make(chan struct{})
+	go func() {
+		conn.Wait()
+		close(gone)
+	}()
+	defer c.drop(conn)
+	for missed := 0; missed < keepaliveMissed; {
+		answered := make(chan error, 1)
+		go func() {
+			// Servers answer an unknown global request with a failure, which is an answer all the same.
+			_, _, err := conn.SendRequest("keepalive@openssh.com", true, nil)
+			answered <- err
+		}()
+		tick := time.NewTimer(keepaliveInterval)
+		select {
+		case <-gone:
+			tick.Stop()
+			return
+		case <-tick.C:
+			missed++
+		case err := <-answered:
+			if err != nil {
+				tick.Stop()
+				return
+			}
+			missed = 0
+			select {
+			case <-gone:
+				tick.Stop()
+				return
+			case <-tick.C:
+			}
+		}
+	}
+}
+
+// dial makes one connection, retrying with backoff until ctx is done.
+func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
+	var last error
+	gaveUp := func() error {
+		if last == nil {
+			return fmt.Errorf("connecting to %s: %w", c.who(), ctx.Err())
+		}
+		return fmt.Errorf("connecting to %s: %w (last attempt: %w)", c.who(), ctx.Err(), last)
+	}
+	for wait := minBackoff; ; wait = min(2*wait, maxBackoff) {
+		conn, err := c.dialOnce(ctx)
+		switch {
+		case err == nil:
+			return conn, nil
+		case ctx.Err() != nil:
+			return nil, gaveUp()
+		case refused(err):
+			return nil, fmt.Errorf("connecting to %s: %w", c.who(), err)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, gaveUp()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// refused reports whether the server answered but will not let us in, so
+// that dialling again cannot help.
+func refused(err error) bool {
+	var changed *hostKeyChangedError
+	return errors.As(err, &changed) || strings.Contains(err.Error(), "ssh: unable to authenticate")
+}
+
+func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {
+	d := net.Dialer{Timeout: c.cfg.Timeout}
+	nc, err := d.DialContext(ctx, "tcp", c.cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	// The handshake has no context of its own: bound it by the attempt's
+	// timeout, and by ctx through an immediate deadline.
+	nc.SetDeadline(time.Now().Add(c.cfg.Timeout))
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
+	sc, chans, reqs, err := ssh.NewClientConn(nc, c.cfg.Addr, c.config)
+	if !stop() {
+		err = errors.Join(err, ctx.Err())
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	return ssh.NewClient(sc, chans, reqs), nil
+}
+
+// hostKeyChangedError is a host key that differs from the one pinned in known_hosts.
+type hostKeyChangedError struct {
+	host string
+	want knownhosts.KnownKey
+}
+
+func (e *hostKeyChangedError) Error() string {
+	return fmt.Sprintf("host key of %s changed: if the guest was rebuilt on purpose, delete line %d of %s",
+		e.host, e.want.Line, e.want.Filename)
+}
+
+// checkHostKey accepts the key pinned for hostname in known_hosts, and pins
+// the key of a host seen for the first time.
+func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
+	path := c.cfg.KnownHosts
+	check, err := knownhosts.New(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist): // nothing pinned yet
+	case err != nil:
+		return fmt.Errorf("reading %s: %w", path, err)
+	default:
+		var keyErr *knownhosts.KeyError
+		err := check(hostname, remote, key)
+		if !errors.As(err, &keyErr) {
+			return err // nil when the key is the pinned one
+		}
+		if len(keyErr.Want) > 0 {
+			return &hostKeyChangedError{host: knownhosts.Normalize(hostname), want: keyErr.Want[0]}
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("pinning host key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("pinning host key: %w", err)
+	}
+	line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key) + "\n"
+	if _, err := f.WriteString(line); err != nil {
+		f.Close()
+		return fmt.Errorf("pinning host key in %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// session opens a session on the connection. If that fails because the
+// connection died since its last use, it dials again and retries once.
+// It returns the connection too, for cancelSession.
+func (c *Client) session(ctx context.Context) (*ssh.Session, *ssh.Client, error) {
+	for retried := false; ; retried = true {
+		conn, err := c.connect(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := newSession(ctx, conn)
+		if err == nil {
+			return s, conn, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, err
+		}
+		err = fmt.Errorf("opening ssh session on %s: %w", c.who(), err)
+		var rejected *ssh.OpenChannelError
+		if errors.As(err, &rejected) {
+			return nil, nil, err // refused over a working connection (OpenSSH's MaxSessions, say)
+		}
+		c.drop(conn) // it died since its last use
+		if retried {
+			return nil, nil, err
+		}
+	}
+}
+
+// cancelSession ends session s when ctx is done: SIGTERM to the remote
+// command, and close. A server may ignore both (no signal support, a frozen
+// guest, or a command that neither reads nor writes keeps dropbear waiting),
+// so after killGrace the whole connection is dropped: nothing else unblocks
+// the session's readers. Call the returned stop once done with s.
+func (c *Client) cancelSession(ctx context.Context, conn *ssh.Client, s *ssh.Session) (stop func()) {
+	done := make(chan struct{})
+	stopAfter := context.AfterFunc(ctx, func() {
+		s.Signal(ssh.SIGTERM)
+		s.Close()
+		select {
+		case <-done:
+		case <-time.After(killGrace):
+			c.drop(conn)
+		}
+	})
+	return func() {
+		close(done)
+		stopAfter()
+	}
+}
+
+// newSession is conn.NewSession that gives up when ctx is done: a frozen
+// guest never answers the request.
+func newSession(ctx context.Context, conn *ssh.Client) (*ssh.Session, error) {
+	type result struct {
+		s   *ssh.Session
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		s, err := conn.NewSession()
+		ch <- result{s, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.s, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.s != nil {
+				r.s.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// Run runs cmd with the guest user's shell (busybox ash or bash: keep it
+// POSIX sh) and returns its output and exit status. A non-zero exit status
+// is not an error; err is for failures to reach the guest or run at all.
+func (c *Client) Run(ctx context.Context, cmd string) (stdout, stderr []byte, exit int, err error) {
+	var out, errOut bytes.Buffer
+	exit, err = c.RunStream(ctx, cmd, &out, &errOut)
+	return out.Bytes(), errOut.Bytes(), exit, err
+}
+
+// RunStream is Run with the output copied to stdout and stderr as it comes.
+// When ctx is done the command is killed, with every process it started, and
+// RunStream returns ctx.Err().
+func (c *Client) RunStream(ctx context.Context, cmd string, stdout, stderr io.Writer) (exit int, err error) {
+	s, conn, err := c.session(ctx)
+	if err != nil {
+		return -1, err
+	}
+	defer s.Close()
+	s.Stdout, s.Stderr = stdout, stderr
+	if err := s.Start(killable(cmd)); err != nil {
+		return -1, fmt.Errorf("starting %q on %s: %w", cmd, c.who(), err)
+	}
+	stop := c.cancelSession(ctx, conn, s)
+	err = s.Wait()
+	stop()
+	if err != nil && ctx.Err() != nil {
+		return -1, ctx.Err()
+	}
+	var exitErr *ssh.ExitError
+	if errors.As(err, &exitErr) {
+		return exitErr.ExitStatus(), nil
+	}
+	if err != nil {
+		return -1, fmt.Errorf("running %q on %s: %w", cmd, c.who(), err)
+	}
+	return 0, nil
+}
+
+// killable wraps cmd so that SIGTERM kills it with all its processes: the
+// wrapper shell kills its process group, which is exactly the command's, as
+// SSH servers start each command as a session leader. A shell runs traps
+// only between foreground commands, hence the background job and wait.
+func killable(cmd string) string {
+	return "trap 'kill -9 0' TERM\n(\n" + cmd + "\n) &\nwait $!"
+}
+
+// Quote quotes s for a POSIX shell. Every argument of a remote command goes
+// through it.
+func Quote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

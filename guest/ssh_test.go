@@ -1,0 +1,468 @@
+package guest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"kwatch/proc"
+)
+
+// sshd is a real dropbear on 127.0.0.1, the stand-in for a guest. It runs
+// in its own mount namespace with a temporary directory bound over /root, so
+// it reads the test's authorized_keys without touching the real ones.
+type sshd struct {
+	t    *testing.T
+	addr string
+	home string
+	stop func()
+	pid  int
+}
+
+// newSSHD starts a dropbear that accepts signer's key and returns it with an
+// SSHConfig for it.
+func newSSHD(t *testing.T) (*sshd, SSHConfig) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a real sshd (dropbear)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the dropbear fixture needs root (for unshare and mount)")
+	}
+	for _, bin := range []string{"dropbear", "dropbearkey", "unshare"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("the dropbear fixture needs %s", bin)
+		}
+	}
+	dir := t.TempDir()
+	signer, authorized, err := LoadOrCreateKey(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &sshd{t: t, addr: freeAddr(t), home: filepath.Join(dir, "home")}
+	if err := os.MkdirAll(filepath.Join(d.home, ".ssh"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.home, ".ssh", "authorized_keys"), authorized, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.start(d.hostKey("a"))
+	return d, SSHConfig{
+		Addr:       d.addr,
+		Signers:    []ssh.Signer{signer},
+		KnownHosts: filepath.Join(dir, "state", "known_hosts"),
+		Timeout:    5 * time.Second,
+	}
+}
+
+// startProc starts cmd in its own process group and kills the group when the
+// test ends. It returns a function that does the same at once.
+func startProc(t *testing.T, cmd *exec.Cmd) (stop func()) {
+	t.Helper()
+	if err := proc.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	// Reap cmd concurrently: a zombie leader would keep its group alive for KillGroup.
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			proc.KillGroup(cmd.Process.Pid, time.Second)
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// hostKey returns the path of host key name, generating it on first use.
+func (d *sshd) hostKey(name string) string {
+	path := filepath.Join(d.home, "..", "hostkey-"+name)
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if out, err := exec.Command("dropbearkey", "-t", "ed25519", "-f", path).CombinedOutput(); err != nil {
+		d.t.Fatalf("dropbearkey: %v\n%s", err, out)
+	}
+	return path
+}
+
+// start runs dropbear with hostKey and waits until it accepts connections.
+func (d *sshd) start(hostKey string) {
+	d.t.Helper()
+	var log bytes.Buffer
+	cmd := exec.Command("unshare", "-m", "sh", "-c",
+		`mount --bind "$1" /root && exec dropbear -F -E -s -g -p "$2" -r "$3"`, "sh", d.home, d.addr, hostKey)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	stopGroup := startProc(d.t, cmd)
+	d.pid = cmd.Process.Pid
+	// dropbear puts each connection in a session of its own, out of the
+	// group: kill those too, or clients would stay connected.
+	d.stop = func() {
+		for _, pid := range descendants(d.pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		stopGroup()
+	}
+	d.t.Cleanup(d.stop)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, err := net.Dial("tcp", d.addr); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) || !proc.Alive(d.pid) {
+			d.t.Fatalf("dropbear did not start:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// restart stops dropbear, with every connection it has, and starts it again
+// with hostKey.
+func (d *sshd) restart(hostKey string) {
+	d.t.Helper()
+	d.stop()
+	d.start(hostKey)
+}
+
+// descendants lists pid's children, grandchildren and so on.
+func descendants(pid int) []int {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
+	var all []int
+	for _, f := range strings.Fields(string(b)) {
+		child, _ := strconv.Atoi(f)
+		all = append(all, child)
+		all = append(all, descendants(child)...)
+	}
+	return all
+}
+
+func dial(t *testing.T, cfg SSHConfig) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestRun(t *testing.T) {
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	ctx := testContext(t)
+	tests := []struct {
+		cmd            string
+		stdout, stderr string
+		exit           int
+	}{
+		{"true", "", "", 0},
+		{"echo out; echo err >&2; exit 7", "out\n", "err\n", 7},
+		{"printf 'a\\nb'", "a\nb", "", 0},
+		{"kill -9 $$", "", "", 128 + 9},
+		{"cat", "", "", 0}, // stdin is empty: a command reading it must not hang
+		{"no-such-command-kwatch", "", "no-such-command-kwatch: command not found", 127},
+	}
+	for _, tt := range tests {
+		stdout, stderr, exit, err := c.Run(ctx, tt.cmd)
+		if err != nil {
+			t.Fatalf("Run(%q): %v", tt.cmd, err)
+		}
+		if string(stdout) != tt.stdout || !strings.Contains(string(stderr), tt.stderr) || exit != tt.exit {
+			t.Errorf("Run(%q) = %q, %q, %d; want %q, %q, %d", tt.cmd, stdout, stderr, exit, tt.stdout, tt.stderr, tt.exit)
+		}
+	}
+}
+
+func TestRunConcurrent(t *testing.T) {
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			want := strconv.Itoa(i)
+			stdout, _, exit, err := c.Run(ctx, "sleep 0.2; echo "+want)
+			if err != nil || exit != 0 || strings.TrimSpace(string(stdout)) != want {
+				t.Errorf("Run %d = %q, %d, %v", i, stdout, exit, err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestRunStreamCancel(t *testing.T) {
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	ctx, cancel := context.WithCancel(testContext(t))
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	result := make(chan error, 1)
+	go func() {
+		_, err := c.RunStream(ctx, "echo started; sleep 4711; echo never", pw, os.Stderr)
+		pw.Close()
+		result <- err
+	}()
+	line := make([]byte, len("started\n"))
+	if _, err := pr.Read(line); err != nil || string(line) != "started\n" {
+		t.Fatalf("reading the command's output: %q, %v", line, err)
+	}
+	cancel()
+	if err := <-result; !errors.Is(err, context.Canceled) {
+		t.Errorf("RunStream after cancel: error %v, want context.Canceled", err)
+	}
+	// The remote command must not outlive the cancelled call.
+	stdout, _, _, err := c.Run(testContext(t), "for i in $(seq 50); do pgrep -x -f 'sleep 4711' || exit 0; sleep 0.1; done; exit 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stdout) > 0 {
+		t.Errorf("the remote command still runs after RunStream was cancelled (pids %s)", stdout)
+	}
+}
+
+func TestQuote(t *testing.T) {
+	nasty := []string{
+		"",
+		"plain",
+		"a b",
+		"it's",
+		"''",
+		`"double" and \backslash\`,
+		"$HOME $(id) `id` ${x:-y}",
+		"semi; colon && amp | pipe > redirect < in",
+		"*?[a-z] ~ # comment",
+		"new\nline\ttab",
+		"-n",
+		"-e \\n",
+		"%s %d %%",
+		"unicode: café ✓",
+		"!bang !! ^caret",
+	}
+	for _, s := range nasty {
+		q := Quote(s)
+		if strings.ContainsAny(s, " '\"\\$`;&|<>*?[~#\n\t!") && !strings.HasPrefix(q, "'") {
+			t.Errorf("Quote(%q) = %q, want it single-quoted", s, q)
+		}
+	}
+
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	ctx := testContext(t)
+	shells := []string{"bash", "dash", "busybox sh"}
+	for _, s := range nasty {
+		// Through the login shell directly, then nested through each shell,
+		// which quotes the quoted command once more.
+		cmds := []string{"printf %s " + Quote(s)}
+		for _, sh := range shells {
+			cmds = append(cmds, sh+" -c "+Quote("printf %s "+Quote(s)))
+		}
+		for _, cmd := range cmds {
+			stdout, stderr, exit, err := c.Run(ctx, cmd)
+			if err != nil || exit != 0 || string(stdout) != s {
+				t.Errorf("Run(%q) = %q (stderr %q, exit %d, err %v), want %q", cmd, stdout, stderr, exit, err, s)
+			}
+		}
+	}
+}
+
+func TestHostKeyPinning(t *testing.T) {
+	d, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	c.Close()
+	pinned, err := os.ReadFile(cfg.KnownHosts)
+	if err != nil {
+		t.Fatalf("known_hosts not written: %v", err)
+	}
+	if n := strings.Count(string(pinned), "\n"); n != 1 || !strings.Contains(string(pinned), "ssh-ed25519") {
+		t.Fatalf("known_hosts after the first connection:\n%s\nwant one ssh-ed25519 line", pinned)
+	}
+
+	// The same key again: accepted, nothing added.
+	dial(t, cfg).Close()
+	if again, _ := os.ReadFile(cfg.KnownHosts); !bytes.Equal(again, pinned) {
+		t.Errorf("known_hosts changed on a second connection:\n%s", again)
+	}
+
+	// Another key on the same address: refused at once, naming the file.
+	d.restart(d.hostKey("b"))
+	ctx := testContext(t)
+	_, err = Dial(ctx, cfg)
+	if err == nil {
+		t.Fatal("Dial accepted a changed host key")
+	}
+	if !strings.Contains(err.Error(), cfg.KnownHosts) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("Dial error %q, want one line naming %s", err, cfg.KnownHosts)
+	}
+	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Dial kept retrying a changed host key until the deadline: %v", err)
+	}
+	if after, _ := os.ReadFile(cfg.KnownHosts); !bytes.Equal(after, pinned) {
+		t.Errorf("known_hosts changed after a refused key:\n%s", after)
+	}
+}
+
+func TestDialRefusedLogin(t *testing.T) {
+	_, cfg := newSSHD(t)
+	stranger, _, err := LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Signers = []ssh.Signer{stranger}
+	ctx := testContext(t)
+	if _, err := Dial(ctx, cfg); err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "unable to authenticate") {
+		t.Errorf("Dial with a key the server does not accept: error %v, want an immediate authentication error", err)
+	}
+}
+
+func TestDialWaitsForServer(t *testing.T) {
+	d, cfg := newSSHD(t)
+	d.stop()
+	done := make(chan error, 1)
+	go func() {
+		c, err := Dial(testContext(t), cfg)
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	// Let Dial fail a few times before the server comes up.
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("Dial returned before the server started: %v", err)
+	default:
+	}
+	d.start(d.hostKey("a"))
+	if err := <-done; err != nil {
+		t.Errorf("Dial after the server came up: %v", err)
+	}
+}
+
+func TestDialDeadline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a dial deadline")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := Dial(ctx, SSHConfig{Addr: freeAddr(t), KnownHosts: filepath.Join(t.TempDir(), "known_hosts")})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Dial with nobody listening: error %v, want the deadline and the last attempt's error", err)
+	}
+}
+
+func TestReconnect(t *testing.T) {
+	d, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	ctx := testContext(t)
+	if _, _, _, err := c.Run(ctx, "true"); err != nil {
+		t.Fatal(err)
+	}
+
+	d.stop()
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, _, _, err := c.Run(short, "true"); err == nil {
+		t.Fatal("Run succeeded with the server gone")
+	}
+
+	d.start(d.hostKey("a"))
+	stdout, _, exit, err := c.Run(ctx, "echo back")
+	if err != nil || exit != 0 || string(stdout) != "back\n" {
+		t.Errorf("Run after the server restarted = %q, %d, %v; want it to reconnect", stdout, exit, err)
+	}
+}
+
+// TestKeepalive freezes the server side of the connection, as a hung guest
+// behind QEMU's still-open TCP forwarding would be. Only keepalives can tell
+// the connection is dead; Run must then go on over a new connection.
+func TestKeepalive(t *testing.T) {
+	d, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	ctx := testContext(t)
+	if _, _, _, err := c.Run(ctx, "true"); err != nil {
+		t.Fatal(err)
+	}
+	frozen := descendants(d.pid)
+	if len(frozen) == 0 {
+		t.Fatal("found no dropbear process serving the connection")
+	}
+	for _, pid := range frozen {
+		syscall.Kill(pid, syscall.SIGSTOP)
+	}
+	stdout, _, exit, err := c.Run(ctx, "echo alive")
+	if err != nil || exit != 0 || string(stdout) != "alive\n" {
+		t.Errorf("Run on a frozen connection = %q, %d, %v; want it to notice and reconnect", stdout, exit, err)
+	}
+}
+
+func TestUpload(t *testing.T) {
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	ctx := testContext(t)
+	dir := t.TempDir() // the server shares the host's /tmp
+	remote := filepath.Join(dir, "guest", "lib", "modules", "hello.ko")
+
+	for i, size := range []int{3 << 20, 1000} { // the second replaces the first
+		local := filepath.Join(dir, "hello.ko")
+		content := bytes.Repeat([]byte{byte(i + 1), 2, 3, 4, 5, 6, 7}, size/7)
+		if err := os.WriteFile(local, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Upload(ctx, local, remote)
+		if err != nil {
+			t.Fatalf("Upload: %v", err)
+		}
+		if n != int64(len(content)) {
+			t.Errorf("Upload reported %d bytes, want %d", n, len(content))
+		}
+		got, err := os.ReadFile(remote)
+		if err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("upload %d: remote file has %d bytes (err %v), want the %d bytes sent", i, len(got), err, len(content))
+		}
+	}
+	if _, err := os.Stat(remote + ".kwatch-tmp"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temporary file left behind: %v", err)
+	}
+
+	if _, err := c.Upload(ctx, filepath.Join(dir, "missing.ko"), remote); err == nil || !strings.Contains(err.Error(), "missing.ko") {
+		t.Errorf("Upload of a missing file: error %v, want one naming it", err)
+	}
+}
