@@ -505,3 +505,82 @@ func TestVMReusedAcrossRuns(t *testing.T) {
 	}
 	noStrayProcesses(t, state)
 }
+
+// rustTree returns the Rust-enabled 6.1 kernel tree scripts/rust-kernel.sh built
+// (`make test` passes it in KWATCH_RUST_KERNEL).
+func rustTree(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: boots the Rust kernel")
+	}
+	tree := os.Getenv("KWATCH_RUST_KERNEL")
+	if tree == "" {
+		done, _ := filepath.Glob(filepath.Join(os.Getenv("HOME"), ".cache/kwatch/rust-kernel/*/done"))
+		if len(done) == 0 {
+			t.Skip("no Rust kernel: run scripts/rust-kernel.sh (make test does)")
+		}
+		tree = filepath.Join(filepath.Dir(done[0]), "linux")
+	}
+	if _, err := os.Stat(filepath.Join(tree, "arch/x86/boot/bzImage")); err != nil {
+		t.Fatalf("KWATCH_RUST_KERNEL=%s has no bzImage: %v", tree, err)
+	}
+	return tree
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-r", from+"/.", to).CombinedOutput(); err != nil {
+		t.Fatalf("copying %s: %v: %s", from, err, out)
+	}
+}
+
+// Rust modules hot-reload for real: the examples/hello-rust module against the
+// Rust-enabled kernel, edited while kwatch runs.
+func TestRustReload(t *testing.T) {
+	tree := rustTree(t)
+	state := filepath.Join(t.TempDir(), "state")
+	t.Cleanup(func() { kwatchRun(t, "vm", "down", "--state-dir", state) })
+	dir := t.TempDir()
+	copyDir(t, "examples/hello-rust", dir)
+	src := filepath.Join(dir, "hello_rust.rs")
+	orig, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A rustup rustc first on PATH must not leak into the build.
+	w := startWatch(t, "--vm", "qemu", "--kernel", filepath.Join(tree, "arch/x86/boot/bzImage"),
+		"--kdir", tree, "--accel", "tcg", "--state-dir", state, dir)
+	loadedWith := func(version string) {
+		t.Helper()
+		evs := w.next(3*time.Minute, "loaded", "load_failed", "build_failed")
+		if last := evs[len(evs)-1]; last.Event != "loaded" {
+			t.Fatalf("cycle ended with %+v", last)
+		}
+		log := guestRun(t, state, "dmesg")
+		if !strings.Contains(log, "hello_rust: version "+version+" loaded") {
+			t.Fatalf("guest log lacks version %s loaded:\n%s", version, log)
+		}
+	}
+	loadedWith("1")
+	if !strings.Contains(guestRun(t, state, "cat /proc/modules"), "hello_rust ") {
+		t.Fatal("hello_rust missing from /proc/modules")
+	}
+
+	writeFile(t, src, strings.Replace(string(orig), "const VERSION: u32 = 1;", "const VERSION: u32 = 2;", 1))
+	loadedWith("2")
+
+	// A Rust compile error shows rustc's error with file:line and keeps version 2 loaded.
+	writeFile(t, src, strings.Replace(string(orig), "const VERSION: u32 = 1;", `const VERSION: u32 = "two";`, 1))
+	evs := w.next(time.Minute, "build_failed", "loaded")
+	last := evs[len(evs)-1]
+	if last.Event != "build_failed" || len(last.Diagnostics) == 0 ||
+		!strings.HasPrefix(last.Diagnostics[0], "hello_rust.rs:") || !strings.Contains(last.Diagnostics[0], "error[E0308]") {
+		t.Fatalf("Rust compile error: got %+v", last)
+	}
+	log := guestRun(t, state, "dmesg")
+	if strings.Contains(log, "version 2 unloaded") || !strings.Contains(guestRun(t, state, "cat /proc/modules"), "hello_rust ") {
+		t.Fatalf("a failed Rust build unloaded the running module:\n%s", log)
+	}
+	w.stop()
+	noStrayProcesses(t, dir)
+}
