@@ -23,6 +23,23 @@ type Make struct {
 	Env  []string
 }
 
+// withoutMakeVars drops the variables an outer make (`make demo`, `make
+// test`) passes down: its jobserver and level would leak into the module
+// build and change how make behaves and words its errors.
+func withoutMakeVars(env []string) []string {
+	if env == nil {
+		env = os.Environ()
+	}
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != "MAKEFLAGS" && name != "MAKELEVEL" && name != "MFLAGS" {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // Build runs make once, in place: Kbuild's own dependency tracking makes it incremental.
 func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	dir, err := filepath.Abs(m.Dir)
@@ -35,7 +52,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	s := newScanner(dir, out, argValue(m.Args, "RUSTC=", "rustc"), argValue(m.Args, "-C", "the kernel build dir"))
 	cmd := exec.Command("make", m.Args...)
 	cmd.Dir = dir
-	cmd.Env = m.Env
+	cmd.Env = withoutMakeVars(m.Env)
 	// One writer for both streams: exec then copies them from a single pipe, in order.
 	cmd.Stdout, cmd.Stderr = s, s
 	err = proc.Run(ctx, cmd)
