@@ -15,8 +15,9 @@ setup:
 demo: setup build
 	./kwatch --vm qemu --kernel $(KERNEL) --accel tcg --run 'cat /dev/printerfact' examples/printerfact-c
 
+# The Rust e2e tests need the Rust-enabled kernel: built once, then cached.
 test: setup
-	KWATCH_RUST_KERNEL=$$(scripts/rust-kernel.sh) go test -count=1 -timeout 60m ./...
+	tree=$$(scripts/rust-kernel.sh) && KWATCH_RUST_KERNEL=$$tree go test -count=1 -timeout 60m ./...
 
 test-short:
 	go test -short -count=1 ./...

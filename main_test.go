@@ -118,8 +118,16 @@ func TestMain(m *testing.M) {
 		if len(imgs) > 0 {
 			e2eKernel = imgs[len(imgs)-1]
 		}
-		defer exec.Command(kwatchBin, "vm", "down", "--state-dir", e2eState).Run()
-		return m.Run()
+		code := m.Run()
+		exec.Command(kwatchBin, "vm", "down", "--state-dir", e2eState).Run()
+		// Every test stops what it started; a qemu or make still running
+		// from this run's temp dirs is a leak.
+		time.Sleep(500 * time.Millisecond)
+		if stray := strayProcesses(tmp); len(stray) > 0 {
+			fmt.Fprintf(os.Stderr, "processes left behind by the tests: %v\n", stray)
+			return 1
+		}
+		return code
 	}()
 	os.Exit(code)
 }
@@ -203,6 +211,12 @@ type event struct {
 	Output      string   `json:"output"`
 	Exit        *int     `json:"exit"`
 	Time        time.Time
+	// crash and load_failed details (main_fault_test.go)
+	Severity string   `json:"severity"`
+	Title    string   `json:"title"`
+	InModule *bool    `json:"in_module"`
+	Holders  []string `json:"holders"`
+	Hint     string   `json:"hint"`
 }
 
 func parseEvents(t *testing.T, stdout string) []event {
