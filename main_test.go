@@ -118,6 +118,8 @@ func TestMain(m *testing.M) {
 		if len(imgs) > 0 {
 			e2eKernel = imgs[len(imgs)-1]
 		}
+		// t.TempDir() dirs then live under tmp too, so the leak check below sees them.
+		os.Setenv("TMPDIR", tmp)
 		code := m.Run()
 		exec.Command(kwatchBin, "vm", "down", "--state-dir", e2eState).Run()
 		// Every test stops what it started; a qemu or make still running
