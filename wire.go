@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -99,7 +100,7 @@ func (o *options) newBuilder(s setupInfo, dir, release string, g *loop.Guest, lo
 			if s.vm != "nix" {
 				return nil
 			}
-			notify := func(msg string) { g.Report.Report(loop.Event{Type: "notice", Message: msg}) }
+			notify := func(msg string) { g.Report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg}) }
 			out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
 			if err != nil {
 				return err

@@ -6,84 +6,16 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"kwatch/builder"
+	"kwatch/nix/nixtest"
 )
 
-// moduleFlake writes an input-less flake whose packages.x86_64-linux.module
-// builds a small C module against the host's kernel headers, the way a
-// nixpkgs module derivation does: make $makeFlags, then install it under
-// $out/lib/modules/<version>/updates. The builder scripts here end with a
-// builtin: when bash execs a last external command, nix 2.8 without a
-// sandbox often reports the build as killed by signal 9.
-func moduleFlake(t *testing.T) string {
-	t.Helper()
-	_, modules := hostKernel(t)
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "flake.nix"), `{
-  outputs = { self }: {
-    packages.x86_64-linux.module = derivation {
-      name = "hello-module";
-      system = "x86_64-linux";
-      builder = "/bin/bash";
-      outputs = [ "out" ];
-      # Unique per test run, so that nix builds instead of reusing the store path.
-      run = "`+strconv.FormatInt(time.Now().UnixNano(), 10)+`";
-      PATH = "/usr/bin:/bin";
-      src = ./src;
-      makeFlags = [ "KDIR=`+filepath.Join(modules, "build")+`" ];
-      args = [ "-c" ''
-        set -e
-        cp -r $src/. . && chmod -R u+w .
-        make $makeFlags
-        install -Dm444 hello.ko -t $out/lib/modules/`+filepath.Base(modules)+`/updates
-        echo installed
-      '' ];
-    };
-  };
-}
-`)
-	writeFile(t, filepath.Join(dir, "src", "Kbuild"), "obj-m := hello.o\n")
-	writeFile(t, filepath.Join(dir, "src", "Makefile"), `KDIR ?= /lib/modules/$(shell uname -r)/build
-
-default:
-	@echo "extra flag: $(EXTRA)"
-	$(MAKE) -C $(KDIR) M=$$PWD
-`)
-	writeFile(t, filepath.Join(dir, "src", "hello.c"), helloC(`"1"`))
-	return dir
-}
-
-// helloC is a module printing "hello: version <version> loaded", with
-// version a C string expression.
-func helloC(version string) string {
-	return `#include <linux/module.h>
-#include <linux/init.h>
-
-static int __init hello_init(void)
-{
-	pr_info("hello: version " ` + version + ` " loaded\n");
-	return 0;
-}
-
-static void __exit hello_exit(void)
-{
-}
-
-module_init(hello_init);
-module_exit(hello_exit);
-MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("kwatch nix test module");
-`
-}
-
 func TestDerivationBuild(t *testing.T) {
-	needNix(t)
-	flake := moduleFlake(t)
+	nixtest.Need(t)
+	flake := nixtest.ModuleFlake(t)
 	outLink := filepath.Join(t.TempDir(), "module-result")
 	d := &Derivation{Flake: flake, Attr: "module", OutLink: outLink}
 	var log bytes.Buffer
@@ -104,7 +36,7 @@ func TestDerivationBuild(t *testing.T) {
 		t.Errorf("out link %s -> %s (%v)", outLink, target, err)
 	}
 
-	writeFile(t, filepath.Join(flake, "src", "hello.c"), "#error broken on purpose\n")
+	nixtest.WriteFile(t, filepath.Join(flake, "src", "hello.c"), "#error broken on purpose\n")
 	_, err = d.Build(t.Context(), &log)
 	var berr *builder.Error
 	if !errors.As(err, &berr) || !strings.Contains(err.Error(), "hello-module") {
@@ -113,12 +45,12 @@ func TestDerivationBuild(t *testing.T) {
 }
 
 func TestDerivationUntrackedInput(t *testing.T) {
-	needNix(t)
-	flake := moduleFlake(t)
-	writeFile(t, filepath.Join(flake, "src", "hello.c"), "#include \"version.h\"\n"+helloC("VERSION"))
-	writeFile(t, filepath.Join(flake, "src", "version.h"), "#define VERSION \"3\"\n")
-	git(t, flake, "init", "-q")
-	git(t, flake, "add", "flake.nix", "src/Kbuild", "src/Makefile", "src/hello.c")
+	nixtest.Need(t)
+	flake := nixtest.ModuleFlake(t)
+	nixtest.WriteFile(t, filepath.Join(flake, "src", "hello.c"), "#include \"version.h\"\n"+nixtest.HelloC("VERSION"))
+	nixtest.WriteFile(t, filepath.Join(flake, "src", "version.h"), "#define VERSION \"3\"\n")
+	nixtest.Git(t, flake, "init", "-q")
+	nixtest.Git(t, flake, "add", "flake.nix", "src/Kbuild", "src/Makefile", "src/hello.c")
 	d := &Derivation{Flake: flake, OutLink: filepath.Join(t.TempDir(), "result")}
 
 	_, err := d.Build(t.Context(), nil)
@@ -129,7 +61,7 @@ func TestDerivationUntrackedInput(t *testing.T) {
 	}
 
 	// The hint is right: with the file added to git's index nix sees it.
-	git(t, flake, "add", "-N", "src/version.h")
+	nixtest.Git(t, flake, "add", "-N", "src/version.h")
 	var log bytes.Buffer
 	res, err := d.Build(t.Context(), &log)
 	if err != nil {
@@ -141,13 +73,13 @@ func TestDerivationUntrackedInput(t *testing.T) {
 }
 
 func TestGetDevEnv(t *testing.T) {
-	needNix(t)
-	flake := moduleFlake(t)
+	nixtest.Need(t)
+	flake := nixtest.ModuleFlake(t)
 	env, err := GetDevEnv(t.Context(), flake+"#module")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, modules := hostKernel(t)
+	_, modules := nixtest.HostKernel(t)
 	if got, want := env.Vars["makeFlags"], "KDIR="+filepath.Join(modules, "build"); got != want {
 		t.Errorf("makeFlags = %q, want %q", got, want)
 	}
@@ -169,8 +101,8 @@ func TestGetDevEnv(t *testing.T) {
 }
 
 func TestIncrementalBuild(t *testing.T) {
-	needNix(t)
-	flake := moduleFlake(t)
+	nixtest.Need(t)
+	flake := nixtest.ModuleFlake(t)
 	d := &Derivation{Flake: flake, OutLink: filepath.Join(t.TempDir(), "result")}
 	want, err := d.Build(t.Context(), nil)
 	if err != nil {
@@ -198,7 +130,7 @@ func TestIncrementalBuild(t *testing.T) {
 	if _, log := build(); strings.Contains(log, "CC [M]") {
 		t.Errorf("nothing changed, yet make compiled:\n%s", log)
 	}
-	writeFile(t, filepath.Join(flake, "src", "hello.c"), helloC(`"2"`))
+	nixtest.WriteFile(t, filepath.Join(flake, "src", "hello.c"), nixtest.HelloC(`"2"`))
 	ko, log := build()
 	if !strings.Contains(log, "CC [M]") || !bytes.Contains(readBytes(t, ko), []byte("hello: version 2 loaded")) {
 		t.Errorf("the edit was not built:\n%s", log)
@@ -206,7 +138,7 @@ func TestIncrementalBuild(t *testing.T) {
 
 	// The build environment is cached until Invalidate.
 	flakeNix := filepath.Join(flake, "flake.nix")
-	writeFile(t, flakeNix, strings.Replace(readFile(t, flakeNix), `makeFlags = [ "`, `makeFlags = [ "EXTRA=yes" "`, 1))
+	nixtest.WriteFile(t, flakeNix, strings.Replace(readFile(t, flakeNix), `makeFlags = [ "`, `makeFlags = [ "EXTRA=yes" "`, 1))
 	if _, log := build(); !strings.Contains(log, "extra flag: \n") {
 		t.Errorf("the cached environment was not used:\n%s", log)
 	}
@@ -215,7 +147,7 @@ func TestIncrementalBuild(t *testing.T) {
 		t.Errorf("Invalidate did not fetch the new makeFlags:\n%s", log)
 	}
 
-	writeFile(t, filepath.Join(flake, "src", "hello.c"), helloC(`"2"`)+"int broken = ;\n")
+	nixtest.WriteFile(t, filepath.Join(flake, "src", "hello.c"), nixtest.HelloC(`"2"`)+"int broken = ;\n")
 	var berr *builder.Error
 	if _, err := b.Build(t.Context(), nil); !errors.As(err, &berr) {
 		t.Errorf("a broken source gave %v, want a *builder.Error", err)
@@ -239,7 +171,7 @@ func TestFindModule(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := t.TempDir()
 			for _, f := range tc.files {
-				writeFile(t, filepath.Join(out, f), "")
+				nixtest.WriteFile(t, filepath.Join(out, f), "")
 			}
 			got, err := findModule(out)
 			if tc.want == "" {

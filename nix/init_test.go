@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"kwatch/nix/nixtest"
 )
 
 var update = flag.Bool("update", false, "rewrite examples/printerfact from the templates")
@@ -92,7 +94,7 @@ func TestNames(t *testing.T) {
 // TestTemplatesAreNix parses every .nix Init writes, and evaluates the key
 // list to check the key survives quoting.
 func TestTemplatesAreNix(t *testing.T) {
-	needNix(t)
+	nixtest.Need(t)
 	dir := t.TempDir()
 	written, err := Init(dir, InitOptions{Name: "hello", AuthorizedKey: testKey})
 	if err != nil {

@@ -10,16 +10,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"kwatch/nix/nixtest"
 )
 
 // TestBuildCancel cancels a running nix build and checks that Build returns
 // the context's error and that no process of the build is left.
 func TestBuildCancel(t *testing.T) {
-	needNix(t)
+	nixtest.Need(t)
 	// A fractional sleep time nobody else uses marks the builder's process.
 	marker := "3000." + strconv.FormatInt(time.Now().UnixNano()%1e9, 10)
 	flake := t.TempDir()
-	writeFile(t, filepath.Join(flake, "flake.nix"), `{
+	nixtest.WriteFile(t, filepath.Join(flake, "flake.nix"), `{
   outputs = { self }: {
     packages.x86_64-linux.slow = derivation {
       name = "slow";

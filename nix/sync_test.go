@@ -5,9 +5,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
+
+	"kwatch/nix/nixtest"
 )
 
 func TestSyncTree(t *testing.T) {
@@ -21,7 +22,7 @@ func TestSyncTree(t *testing.T) {
 		"hello.o":      "object from a build by hand\n",
 		".git/config":  "git\n",
 	} {
-		writeFile(t, filepath.Join(src, name), content)
+		nixtest.WriteFile(t, filepath.Join(src, name), content)
 		if err := os.Chtimes(filepath.Join(src, name), old, old); err != nil {
 			t.Fatal(err)
 		}
@@ -38,12 +39,12 @@ func TestSyncTree(t *testing.T) {
 	}
 
 	// A build leaves outputs; then hello.c changes and util.h goes away.
-	writeFile(t, filepath.Join(dst, "hello.o"), "object\n")
+	nixtest.WriteFile(t, filepath.Join(dst, "hello.o"), "object\n")
 	before, err := os.Stat(filepath.Join(dst, "Kbuild"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(src, "hello.c"), "v2\n")
+	nixtest.WriteFile(t, filepath.Join(src, "hello.c"), "v2\n")
 	if err := os.Remove(filepath.Join(src, "sub", "util.h")); err != nil {
 		t.Fatal(err)
 	}
@@ -85,13 +86,13 @@ func TestUntrackedInputs(t *testing.T) {
 	repo := t.TempDir()
 	flake := filepath.Join(repo, "mod")
 	for _, f := range []string{"flake.nix", "src/old.c", "src/new.rs", "src/extra.h", "src/built.o", "notes.txt", "src/.x.c"} {
-		writeFile(t, filepath.Join(flake, f), "x\n")
+		nixtest.WriteFile(t, filepath.Join(flake, f), "x\n")
 	}
-	writeFile(t, filepath.Join(repo, ".gitignore"), "*.o\n")
-	writeFile(t, filepath.Join(repo, "outside.c"), "x\n")
-	git(t, repo, "init", "-q")
-	git(t, repo, "add", ".gitignore", "mod/flake.nix", "mod/src/old.c")
-	git(t, repo, "add", "-N", "mod/src/extra.h")
+	nixtest.WriteFile(t, filepath.Join(repo, ".gitignore"), "*.o\n")
+	nixtest.WriteFile(t, filepath.Join(repo, "outside.c"), "x\n")
+	nixtest.Git(t, repo, "init", "-q")
+	nixtest.Git(t, repo, "add", ".gitignore", "mod/flake.nix", "mod/src/old.c")
+	nixtest.Git(t, repo, "add", "-N", "mod/src/extra.h")
 
 	files, err := untrackedInputs(t.Context(), flake)
 	if err != nil {
@@ -114,14 +115,6 @@ func TestUntrackedErrorMany(t *testing.T) {
 	want := "src/a.rs, src/b.c are not tracked by git, so nix cannot see them: git add -N src/a.rs src/b.c"
 	if err := untrackedError([]string{"src/a.rs", "src/b.c"}); err.Error() != want {
 		t.Errorf("error = %q, want %q", err, want)
-	}
-}
-
-func git(t *testing.T, dir string, args ...string) {
-	t.Helper()
-	cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@t"}, args...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 

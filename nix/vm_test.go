@@ -6,12 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"kwatch/guest"
+	"kwatch/nix/nixtest"
 )
 
 func TestVMLauncherCommand(t *testing.T) {
@@ -76,66 +76,15 @@ func TestVMLauncherScripts(t *testing.T) {
 	}
 }
 
-// vmScript stands in for NixOS's run-<name>-vm: it honours the same
-// environment variables the same way, then boots the host's kernel with
-// kwatch's own initramfs.
-const vmScript = `#!/bin/bash
-set -e
-NIX_DISK_IMAGE=$(readlink -f "${NIX_DISK_IMAGE:-./test.qcow2}")
-if ! test -e "$NIX_DISK_IMAGE"; then
-    truncate -s 64M "$NIX_DISK_IMAGE"
-fi
-if [ -z "$TMPDIR" ] || [ -z "$USE_TMPDIR" ]; then
-    TMPDIR=$(mktemp -d nix-vm.XXXXXXXXXX --tmpdir)
-fi
-mkdir -p "$TMPDIR/xchg"
-cd "$TMPDIR"
-exec qemu-system-x86_64 -machine accel=kvm:tcg -cpu max -m 512 -nographic \
-    -net nic,netdev=user.0,model=e1000 -netdev user,id=user.0,"$QEMU_NET_OPTS" \
-    -drive file="$NIX_DISK_IMAGE",format=raw,if=virtio \
-    -kernel @KERNEL@ -initrd @INITRD@ \
-    -append "console=ttyS0 $QEMU_KERNEL_PARAMS" \
-    $QEMU_OPTS "$@"
-`
-
 // TestVMLauncherBoots builds a VM output with nix and boots it through
 // guest.VM with VMLauncher, until the guest's sshd answers on the
 // forwarded port.
 func TestVMLauncherBoots(t *testing.T) {
-	needNix(t)
-	kernel, modules := hostKernel(t)
+	nixtest.Need(t)
+	kernel, modules := nixtest.HostKernel(t)
 	state := t.TempDir()
-	_, pub, err := guest.LoadOrCreateKey(state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostKey, err := guest.EnsureHostKey(state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	initrd := filepath.Join(state, "initramfs.gz")
-	if err := guest.WriteInitramfs(initrd, guest.InitramfsConfig{AuthorizedKey: pub, HostKey: hostKey, ModulesDir: modules}); err != nil {
-		t.Fatal(err)
-	}
-
 	flake := t.TempDir()
-	script := strings.NewReplacer("@KERNEL@", kernel, "@INITRD@", initrd).Replace(vmScript)
-	writeFile(t, filepath.Join(flake, "run-test-vm"), script)
-	writeFile(t, filepath.Join(flake, "flake.nix"), `{
-  outputs = { self }: {
-    packages.x86_64-linux.vm = derivation {
-      name = "test-vm";
-      system = "x86_64-linux";
-      builder = "/bin/bash";
-      outputs = [ "out" ];
-      run = "`+strconv.FormatInt(time.Now().UnixNano(), 10)+`";
-      PATH = "/usr/bin:/bin";
-      script = ./run-test-vm;
-      args = [ "-c" "echo making the VM script; mkdir -p $out/bin && install -m755 $script $out/bin/run-test-vm; echo done" ];
-    };
-  };
-}
-`)
+	nixtest.WriteFlake(t, flake, nixtest.Flake{Kernel: kernel, Initrd: nixtest.Initramfs(t, state, modules)})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
@@ -168,20 +117,6 @@ func TestVMLauncherBoots(t *testing.T) {
 	}
 }
 
-// hostKernel returns the installed Debian kernel image and its modules dir.
-func hostKernel(t *testing.T) (image, modules string) {
-	t.Helper()
-	images, _ := filepath.Glob("/boot/vmlinuz-*")
-	for _, image := range images {
-		modules := filepath.Join("/lib/modules", strings.TrimPrefix(filepath.Base(image), "vmlinuz-"))
-		if _, err := os.Stat(filepath.Join(modules, "build", "Makefile")); err == nil {
-			return image, modules
-		}
-	}
-	t.Skip("no kernel image with headers in /boot and /lib/modules")
-	return "", ""
-}
-
 func countVar(env []string, name string) int {
 	n := 0
 	for _, kv := range env {
@@ -192,19 +127,9 @@ func countVar(env []string, name string) int {
 	return n
 }
 
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func writeExec(t *testing.T, path, content string) {
 	t.Helper()
-	writeFile(t, path, content)
+	nixtest.WriteFile(t, path, content)
 	if err := os.Chmod(path, 0o755); err != nil {
 		t.Fatal(err)
 	}
