@@ -24,35 +24,41 @@ type ReloadResult struct {
 // reported in the result.
 func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []string) (res ReloadResult, err error) {
 	defer func(start time.Time) { res.Took = time.Since(start) }(time.Now())
-	loaded, err := c.Loaded(ctx, name)
+	// One round trip: each command costs a session on the connection, and
+	// reload latency is what kwatch is about.
+	insmod := "insmod " + Quote(remoteKO)
+	for _, p := range params {
+		insmod += " " + Quote(p)
+	}
+	mod := Quote(strings.ReplaceAll(name, "-", "_"))
+	script := fmt.Sprintf("if grep -q \"^\"%s\" \" /proc/modules; then rmmod %s || exit %d; echo %s; fi; exec %s",
+		mod, mod, rmmodFailed, unloadedMark, insmod)
+	stdout, stderr, exit, err := c.Run(ctx, script)
 	if err != nil {
 		return res, err
 	}
-	if loaded {
-		res.UnloadErr, err = c.try(ctx, "rmmod "+Quote(name))
-		if err != nil || res.UnloadErr != "" {
-			return res, err
-		}
-		res.Unloaded = true
+	res.Unloaded = strings.Contains(string(stdout), unloadedMark)
+	switch {
+	case exit == rmmodFailed:
+		res.UnloadErr = failure(stdout, stderr, "rmmod "+name, exit)
+	case exit != 0:
+		res.LoadErr = failure(stdout, stderr, insmod, exit)
 	}
-	cmd := "insmod " + Quote(remoteKO)
-	for _, p := range params {
-		cmd += " " + Quote(p)
-	}
-	res.LoadErr, err = c.try(ctx, cmd)
-	return res, err
+	return res, nil
 }
 
-// try runs cmd and returns its error output if it failed, or "".
-func (c *Client) try(ctx context.Context, cmd string) (string, error) {
-	stdout, stderr, exit, err := c.Run(ctx, cmd)
-	if err != nil || exit == 0 {
-		return "", err
+const (
+	rmmodFailed  = 97 // exit status of Reload's script when rmmod failed
+	unloadedMark = "kwatch-unloaded"
+)
+
+// failure is a failed command's error output, or a line naming it when it printed nothing.
+func failure(stdout, stderr []byte, cmd string, exit int) string {
+	out := strings.ReplaceAll(string(stderr)+string(stdout), unloadedMark, "")
+	if msg := strings.TrimSpace(out); msg != "" {
+		return msg
 	}
-	if msg := strings.TrimSpace(string(stderr) + string(stdout)); msg != "" {
-		return msg, nil
-	}
-	return fmt.Sprintf("%s: exit status %d", cmd, exit), nil
+	return fmt.Sprintf("%s: exit status %d", cmd, exit)
 }
 
 // Loaded reports whether /proc/modules in the guest lists module name.
