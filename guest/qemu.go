@@ -11,6 +11,13 @@ import (
 	"strings"
 )
 
+// KernelParams go on every guest kernel's command line: the kernel log on the
+// serial console (kwatch reads it for crashes even when SSH is gone), at every
+// level; a panic that ends the VM instead of hanging it; a log buffer large
+// enough that a module printing tens of thousands of lines at once is not
+// overwritten before kwatch reads it; /dev/kmsg writable for kwatch's markers.
+const KernelParams = "console=ttyS0 loglevel=7 panic=-1 printk.devkmsg=on log_buf_len=8M"
+
 // QEMUConfig describes the VM of `--vm qemu`: a kernel image booted with
 // kwatch's own initramfs.
 type QEMUConfig struct {
@@ -45,7 +52,7 @@ func (c QEMUConfig) args(port int, accel string) []string {
 	if mem == 0 {
 		mem = 512
 	}
-	cmdline := strings.TrimSpace("console=ttyS0 panic=-1 printk.devkmsg=on loglevel=7 " + c.Append)
+	cmdline := strings.TrimSpace(KernelParams + " " + c.Append)
 	return []string{
 		"-accel", accel, "-cpu", cpu, "-m", strconv.Itoa(mem), "-smp", "1",
 		"-kernel", c.Kernel, "-initrd", c.Initramfs, "-append", cmdline,

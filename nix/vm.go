@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"kwatch/guest"
 )
 
 // VMLauncher returns a launch function (guest.VM's Launch) that runs the
@@ -39,7 +41,7 @@ func VMLauncher(vmOut, stateDir, extraKernelParams string) func(port int, accel 
 		if err := os.MkdirAll(tmp, 0o755); err != nil {
 			return nil, fmt.Errorf("creating the VM's scratch directory: %w", err)
 		}
-		params := "console=ttyS0 loglevel=7 panic=-1"
+		params := guest.KernelParams
 		if extraKernelParams != "" {
 			params += " " + extraKernelParams
 		}

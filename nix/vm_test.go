@@ -44,7 +44,7 @@ func TestVMLauncherCommand(t *testing.T) {
 			}
 			for _, kv := range []string{
 				"QEMU_NET_OPTS=hostfwd=tcp:127.0.0.1:2222-:22",
-				"QEMU_KERNEL_PARAMS=console=ttyS0 loglevel=7 panic=-1 kwatch.x=1",
+				"QEMU_KERNEL_PARAMS=" + guest.KernelParams + " kwatch.x=1",
 				"QEMU_OPTS=" + tc.qemuOpts,
 				"NIX_DISK_IMAGE=" + filepath.Join(state, "nixos.qcow2"),
 				"USE_TMPDIR=1",
@@ -107,7 +107,7 @@ func TestVMLauncherBoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	console := readFile(t, filepath.Join(state, "console.log"))
-	if !strings.Contains(console, "console=ttyS0 loglevel=7 panic=-1 kwatch.test=1") {
+	if !strings.Contains(console, guest.KernelParams+" kwatch.test=1") {
 		t.Errorf("QEMU_KERNEL_PARAMS did not reach the kernel command line:\n%s", console)
 	}
 	for _, p := range []string{"nixos.qcow2", "vm-tmp/xchg"} {
