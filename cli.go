@@ -149,7 +149,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	return loop.Run(ctx, loop.Config{
+	err = loop.Run(ctx, loop.Config{
 		Dir:           watchRoot,
 		Ignore:        []string{relIgnore(watchRoot, setup.stateDir)},
 		Quiet:         o.debounce,
@@ -160,8 +160,14 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Once:          o.once,
 		Report:        report,
 		BuildLog:      buildLog,
+		StateDir:      setup.stateDir,
 		ConfigChanged: configChanged,
 	})
+	if g.VM != nil && !o.once {
+		report.Report(loop.Event{Type: "notice", Time: time.Now(),
+			Message: "the VM keeps running for the next run; `kwatch vm down` stops it"})
+	}
+	return err
 }
 
 // relIgnore turns the state dir into an ignore pattern when it lies inside the watched tree.
@@ -283,13 +289,15 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error
 	if err != nil {
 		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "kernel image %s: %v", kernel, errors.Unwrap(err))
 	}
+	ver, err := guest.KernelVersion(kernel)
+	if err != nil {
+		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "%s is not a bootable kernel image: %v", kernel, err)
+	}
 	modulesDir := o.modulesDir
 	if modulesDir == "" {
 		// A kernel with its NIC driver built in (like the Rust test kernel) has no modules dir.
-		if ver, err := guest.KernelVersion(kernel); err == nil {
-			if _, err := os.Stat(filepath.Join("/lib/modules", ver, "kernel")); err == nil {
-				modulesDir = filepath.Join("/lib/modules", ver)
-			}
+		if _, err := os.Stat(filepath.Join("/lib/modules", ver, "kernel")); err == nil {
+			modulesDir = filepath.Join("/lib/modules", ver)
 		}
 	} else if _, err := os.Stat(modulesDir); err != nil {
 		return nil, usagef("pass the /lib/modules/<version> dir of the kernel image", "--modules-dir %s does not exist", modulesDir)

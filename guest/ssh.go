@@ -49,6 +49,11 @@ type Client struct {
 	config  *ssh.ClientConfig
 	dialing chan struct{} // a one-slot lock, so that one caller dials and the others wait for it
 
+	// closing is cancelled by Close, so a caller still dialling (a guest
+	// that stopped answering) gives up instead of retrying forever.
+	closing context.Context
+	cancel  context.CancelFunc
+
 	mu     sync.Mutex
 	conn   *ssh.Client // nil while disconnected
 	closed bool
@@ -68,6 +73,7 @@ func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
 		cfg.Timeout = defaultDialTimeout
 	}
 	c := &Client{cfg: cfg, dialing: make(chan struct{}, 1)}
+	c.closing, c.cancel = context.WithCancel(context.Background())
 	c.config = &ssh.ClientConfig{
 		User:            cfg.User,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signers...)},
@@ -93,6 +99,7 @@ func (c *Client) Close() error {
 	conn := c.conn
 	c.conn, c.closed = nil, true
 	c.mu.Unlock()
+	c.cancel()
 	if conn == nil {
 		return nil
 	}
@@ -106,6 +113,9 @@ func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
 	if conn, err := c.current(); conn != nil || err != nil {
 		return conn, err
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	defer context.AfterFunc(c.closing, stop)()
 	select {
 	case c.dialing <- struct{}{}:
 		defer func() { <-c.dialing }()
@@ -117,7 +127,13 @@ func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
 		return conn, err
 	}
 	conn, err := c.dial(ctx)
+	if c.closing.Err() != nil {
+		err = errClosed
+	}
 	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
 		return nil, err
 	}
 	c.mu.Lock()
@@ -292,6 +308,30 @@ func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKe
 		return fmt.Errorf("pinning host key in %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// ForgetHost removes the host key pinned for addr ("host:port") from the
+// known_hosts file, for a guest kwatch itself recreated with a new key.
+func ForgetHost(knownHosts, addr string) error {
+	b, err := os.ReadFile(knownHosts)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", knownHosts, err)
+	}
+	host := knownhosts.Normalize(addr)
+	var keep []string
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == host {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	if err := os.WriteFile(knownHosts, []byte(strings.Join(keep, "")), 0o600); err != nil {
+		return fmt.Errorf("forgetting the host key of %s: %w", addr, err)
+	}
+	return nil
 }
 
 // session opens a session on the connection. If that fails because the

@@ -227,6 +227,12 @@ func ownsGroup(pid int) bool {
 	return err == nil && pgid == pid && proc.Alive(pid)
 }
 
+// Answering reports whether the recorded VM runs and its SSH server answers.
+func (v *VM) Answering() bool {
+	st, running, err := v.Status()
+	return err == nil && running && sshBanner(st.Port) == nil
+}
+
 // ReadState reads StateDir/vm.json; ok is false when there is none.
 func ReadState(stateDir string) (st VMState, ok bool, err error) {
 	p := filepath.Join(stateDir, "vm.json")

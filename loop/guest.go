@@ -19,10 +19,18 @@ type Guest struct {
 	BootTimeout time.Duration
 	Report      Reporter
 
+	// beforeBoot runs before a dead VM is booted again, which truncates its
+	// console log: the crash watcher reads the panic in it first.
+	beforeBoot func()
+
 	mu      sync.Mutex
 	client  *guest.Client
 	release string // uname -r
-	bootID  string
+
+	// bootID has its own lock: the crash watcher asks for it while Connect
+	// holds mu to boot the VM.
+	idMu   sync.Mutex
+	bootID string
 }
 
 // Connect returns a connected client and the guest's kernel release, booting
@@ -39,14 +47,26 @@ func (g *Guest) Connect(ctx context.Context) (*guest.Client, string, error) {
 		}
 		g.client.Close()
 		g.client = nil
+		if g.beforeBoot != nil {
+			g.beforeBoot()
+		}
 		g.Report.Report(Event{Type: "notice", Time: time.Now(), Message: "the VM is gone; booting it again"})
 	}
 	if g.VM != nil {
+		before, _, _ := g.VM.Status()
 		st, err := g.VM.Up(ctx, g.BootTimeout)
 		if err != nil {
 			return nil, "", err
 		}
 		g.SSH.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
+		// A NixOS VM booted afresh may come with a new host key (a new disk
+		// image); kwatch started it, so the old pin is no proof of anything.
+		// The qemu backend's key lives in the state dir and never changes.
+		if st.PID != before.PID && g.VM.Backend == "nix" {
+			if err := guest.ForgetHost(g.SSH.KnownHosts, g.SSH.Addr); err != nil {
+				return nil, "", err
+			}
+		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, g.BootTimeout)
 	defer cancel()
@@ -64,17 +84,36 @@ func (g *Guest) Connect(ctx context.Context) (*guest.Client, string, error) {
 		c.Close()
 		return nil, "", fmt.Errorf("asking the guest for its kernel release: unexpected answer %q", out)
 	}
-	g.client, g.release, g.bootID = c, f[0], f[1]
+	g.client, g.release = c, f[0]
+	g.idMu.Lock()
+	g.bootID = f[1]
+	g.idMu.Unlock()
 	g.Report.Report(Event{Type: "vm_ready", Time: time.Now(), Addr: g.SSH.Addr,
 		Message: fmt.Sprintf("guest %s ready (ssh %s)", g.release, g.SSH.Addr)})
 	return c, g.release, nil
 }
 
+// Restart stops a managed VM and boots it again: for a guest that oopsed or
+// stopped answering.
+func (g *Guest) Restart(ctx context.Context) (*guest.Client, string, error) {
+	g.mu.Lock()
+	if g.client != nil {
+		g.client.Close()
+		g.client = nil
+	}
+	err := g.VM.Down()
+	g.mu.Unlock()
+	if err != nil {
+		return nil, "", fmt.Errorf("restarting the VM: %w", err)
+	}
+	return g.Connect(ctx)
+}
+
 // BootID identifies the guest's current boot; it changes when the VM restarted
 // (and with it the kernel log's sequence numbers).
 func (g *Guest) BootID() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.idMu.Lock()
+	defer g.idMu.Unlock()
 	return g.bootID
 }
 

@@ -11,20 +11,26 @@ import (
 
 // markPrefix starts the lines kwatch itself writes to the guest's /dev/kmsg to
 // find its place in the log; they are not shown.
-const markPrefix = "kwatch: "
+const markPrefix = "kwatch-mark: "
 
 // kmsgStream follows the guest's kernel log for the whole run, reconnecting
 // when the connection drops and starting over when the guest rebooted.
 type kmsgStream struct {
-	g      *Guest
-	report Reporter
+	g       *Guest
+	report  Reporter
+	crashes *crashWatch
 
 	mu      sync.Mutex
 	waiters map[string]chan struct{}
+	recent  []string // the newest messages, for explaining a failed load
+	count   int      // messages seen so far; marks a place in recent
 }
 
-func newKmsgStream(g *Guest, r Reporter) *kmsgStream {
-	return &kmsgStream{g: g, report: r, waiters: map[string]chan struct{}{}}
+// recentLines is how many messages are kept for explaining a failed load.
+const recentLines = 200
+
+func newKmsgStream(g *Guest, r Reporter, crashes *crashWatch) *kmsgStream {
+	return &kmsgStream{g: g, report: r, crashes: crashes, waiters: map[string]chan struct{}{}}
 }
 
 func (k *kmsgStream) run(ctx context.Context) {
@@ -56,6 +62,8 @@ func (k *kmsgStream) run(ctx context.Context) {
 			case strings.HasPrefix(r.Message, markPrefix):
 				k.seen(r.Message)
 			default:
+				k.keep(r.Message)
+				k.crashes.kmsgLine(r.Message)
 				rec := r
 				level := r.Level
 				k.report.Report(Event{Type: "kmsg", Time: time.Now(), Seq: r.Seq, Level: &level,
@@ -87,6 +95,31 @@ func (k *kmsgStream) sync(ctx context.Context, c *guest.Client, msg string) {
 	case <-ctx.Done():
 	case <-time.After(3 * time.Second):
 	}
+}
+
+func (k *kmsgStream) keep(msg string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.count++
+	k.recent = append(k.recent, msg)
+	if len(k.recent) > recentLines {
+		k.recent = k.recent[len(k.recent)-recentLines:]
+	}
+}
+
+// mark returns the current place in the log, for since.
+func (k *kmsgStream) mark() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.count
+}
+
+// since returns the messages logged after mark (as many as are kept).
+func (k *kmsgStream) since(mark int) []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := min(k.count-mark, len(k.recent))
+	return append([]string(nil), k.recent[len(k.recent)-n:]...)
 }
 
 func (k *kmsgStream) seen(msg string) {

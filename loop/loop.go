@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"kwatch/builder"
+	"kwatch/crash"
 	"kwatch/guest"
 	"kwatch/watcher"
 )
@@ -37,6 +40,7 @@ type Config struct {
 	Once     bool
 	Report   Reporter
 	BuildLog io.Writer // live build output
+	StateDir string    // where the last good module is kept; "" = nowhere
 
 	// ConfigChanged is called before a rebuild when a batch touches a .nix file
 	// or flake.lock (the nix dev env and the VM may need rebuilding). May be nil.
@@ -44,13 +48,24 @@ type Config struct {
 }
 
 type loop struct {
-	cfg    Config
-	report Reporter
-	kmsg   *kmsgStream
-	cycle  int
-	// good is the remote path of the last module that loaded cleanly; it is
-	// re-loaded when a new build fails to load, so the guest is never left without one.
-	good string
+	cfg     Config
+	report  Reporter
+	kmsg    *kmsgStream
+	crashes *crashWatch
+	cycle   int
+
+	// The last module that loaded cleanly: a copy in the state dir (goodKO),
+	// loaded again when a new build fails to load or the guest restarted, so
+	// the guest is never left without one.
+	goodKO, goodName string
+	goodBoot         string    // the boot it was loaded into
+	goodAt           time.Time // when it was last loaded
+	triedAt          time.Time // when a build was last loaded, or tried
+
+	held        *loadJob  // a build waiting for its old module to be freed
+	probed      time.Time // the last check of a managed VM's SSH server
+	silentSince time.Time // when that server stopped answering; zero while it answers
+	warnedBoot  string    // the unmanaged guest's boot already warned about
 }
 
 type buildDone struct {
@@ -64,12 +79,24 @@ type buildDone struct {
 // one cycle (nil on success, ErrFailed on failure).
 func Run(ctx context.Context, cfg Config) error {
 	l := &loop{cfg: cfg, report: cfg.Report}
-	l.kmsg = newKmsgStream(cfg.Guest, cfg.Report)
+	l.crashes = newCrashWatch(cfg.Report, cfg.Guest.BootID)
+	l.kmsg = newKmsgStream(cfg.Guest, cfg.Report, l.crashes)
 	kctx, stopKmsg := context.WithCancel(ctx)
 	var kwg sync.WaitGroup
+	if vm := cfg.Guest.VM; vm != nil {
+		if st, ok, _ := guest.ReadState(vm.StateDir); ok {
+			cfg.Guest.beforeBoot = l.crashes.drainConsole
+			kwg.Add(1)
+			go func() { defer kwg.Done(); l.crashes.tailConsole(kctx, st.ConsoleLog) }()
+		}
+	}
 	kwg.Add(1)
 	go func() { defer kwg.Done(); l.kmsg.run(kctx) }()
-	defer func() { stopKmsg(); kwg.Wait() }()
+	defer func() {
+		stopKmsg()
+		kwg.Wait()
+		cfg.Guest.beforeBoot = nil
+	}()
 
 	if cfg.Once {
 		return l.once(ctx)
@@ -108,7 +135,9 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 		building    bool
 		pending     = true // build once at start
 		configDirty bool
+		tick        = time.NewTicker(tickEvery)
 	)
+	defer tick.Stop()
 	for {
 		if pending && !building {
 			pending = false
@@ -140,6 +169,8 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 				// The newest sources win: stop the running build and start over.
 				cancelBuild()
 			}
+		case <-tick.C:
+			l.tick(ctx, building)
 		case d := <-done:
 			building = false
 			cancelBuild()
@@ -195,67 +226,110 @@ func (l *loop) buildFailed(err error, took time.Duration) {
 	l.report.Report(e)
 }
 
+// loadJob is a good build on its way into the guest.
+type loadJob struct {
+	res   builder.Result
+	info  builder.Modinfo
+	took  time.Duration // the build's
+	start time.Time     // the build's start
+}
+
 // deploy pushes a fresh build into the guest and reloads it. It returns
 // ErrFailed when the module did not end up loaded or a --run command failed.
 func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Duration, start time.Time) error {
+	l.held = nil // a newer build replaces one waiting for its module to be freed
 	info, err := builder.ReadModinfo(res.KO)
 	if err != nil {
 		l.error(err)
 		return ErrFailed
 	}
-	name := info.Name
-	l.report.Report(Event{Type: "build_ok", Time: time.Now(), Module: name, BuildMS: buildTook.Milliseconds()})
-	fail := func(msg, hint string) error {
-		l.report.Report(Event{Type: "load_failed", Time: time.Now(), Module: name, Message: msg, Hint: hint})
+	l.crashes.setModule(info.Name)
+	l.report.Report(Event{Type: "build_ok", Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds()})
+	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
+}
+
+// load uploads and reloads a good build and runs the --run commands.
+func (l *loop) load(ctx context.Context, b loadJob) error {
+	name := b.info.Name
+	fail := func(msg, hint string, holders ...string) error {
+		l.report.Report(Event{Type: "load_failed", Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
 		return ErrFailed
 	}
 
-	c, release, err := l.cfg.Guest.Connect(ctx)
+	c, release, err := l.ready(ctx)
 	if err != nil {
 		return fail(err.Error(), "")
 	}
 	// Check vermagic before touching the guest: a mismatch would only fail in
 	// insmod after the old module was already removed.
-	if vm := info.Vermagic; vm != "" && !strings.HasPrefix(vm, release+" ") && vm != release {
+	if vm := b.info.Vermagic; vm != "" && !strings.HasPrefix(vm, release+" ") && vm != release {
 		return fail(fmt.Sprintf("built for kernel %q but the guest runs %s", strings.Fields(vm)[0], release),
 			fmt.Sprintf("build against the guest's kernel: --kdir /lib/modules/%s/build", release))
 	}
 
+	l.triedAt = time.Now()
+	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
 	t := time.Now()
-	remote := RemoteDir + "/" + path.Base(res.KO)
-	if _, err := c.Upload(ctx, res.KO, remote); err != nil {
-		return fail(fmt.Sprintf("uploading %s: %v", path.Base(res.KO), err), "")
+	remote := RemoteDir + "/" + path.Base(b.res.KO)
+	if _, err := c.Upload(sctx, b.res.KO, remote); err != nil {
+		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}
 	uploadTook := time.Since(t)
 
 	t = time.Now()
-	r, err := c.Reload(ctx, name, remote, l.cfg.Params)
+	mark := l.kmsg.mark()
+	r, err := c.Reload(sctx, name, remote, l.cfg.Params)
 	reloadTook := time.Since(t)
 	if err != nil {
+		if l.vmDied(ctx) {
+			// A panic in the module's init: the crash report comes from the
+			// console. The last good build goes back into the new VM.
+			fail("the guest died while loading "+name, "see the crash report; fix the module and save again")
+			l.restore(ctx, false)
+			return ErrFailed
+		}
 		return fail(fmt.Sprintf("reloading: %v", err), "")
 	}
 	if r.UnloadErr != "" {
-		return fail("rmmod: "+firstLine(r.UnloadErr), "the old module is still loaded and in use; close what holds it and save again")
+		use, holders, held, stuck := l.whoHolds(ctx, c, name)
+		switch {
+		case stuck:
+			l.crashes.markDirty(use)
+			if !l.cfg.Once {
+				l.held = &b
+			}
+			return fail(use, "kwatch restarts the VM and loads the new build")
+		case !held:
+			// Not held: rmmod refused for another reason (no module_exit, say).
+			cause, hint := crash.LoadError(r.UnloadErr, nil)
+			return fail("rmmod: "+cause, hint)
+		case l.cfg.Once:
+			return fail(use, "close what holds it and run again", holders...)
+		}
+		l.held = &b
+		return fail(use, "close what holds it: kwatch loads the new build as soon as it is free", holders...)
 	}
 	if r.LoadErr != "" {
-		msg, hint := "insmod: "+firstLine(r.LoadErr), insmodHint(r.LoadErr)
-		if l.good != "" {
-			if rr, err := c.Reload(ctx, name, l.good, l.cfg.Params); err == nil && rr.LoadErr == "" {
-				msg += " (the previous build was loaded again)"
-			}
+		l.kmsg.sync(ctx, c, fmt.Sprintf("kwatch: %s failed to load (cycle %d)", name, l.cycle))
+		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
+		msg := "insmod: " + cause
+		if _, _, _, stuck := l.whoHolds(ctx, c, name); stuck {
+			l.crashes.markDirty(name + " is stuck after its init failed")
+			msg += "; the module is stuck, so the VM is restarted before the next load"
+		} else if l.goodKO != "" && l.loadGood(ctx, c) == "" {
+			l.goodAt = time.Now()
+			msg += " (the previous build was loaded again)"
 		}
 		return fail(msg, hint)
 	}
-	good := RemoteDir + "/good-" + path.Base(res.KO)
-	if _, _, exit, err := c.Run(ctx, "cp "+guest.Quote(remote)+" "+guest.Quote(good)); err == nil && exit == 0 {
-		l.good = good
-	}
+	l.keepGood(b, name)
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
 	l.kmsg.sync(ctx, c, fmt.Sprintf("kwatch: %s loaded (cycle %d)", name, l.cycle))
-	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(res.KO),
-		BuildMS: buildTook.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
-		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(start).Milliseconds()})
+	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO),
+		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
+		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 
 	failed := false
 	for _, cmd := range l.cfg.Run {
@@ -275,25 +349,34 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 	return nil
 }
 
-// insmodHint turns insmod's complaint into the likely fix. Busybox and kmod
-// word errors differently, so match on the errno text both print.
-func insmodHint(msg string) string {
-	m := strings.ToLower(msg)
-	switch {
-	case strings.Contains(m, "invalid module format"):
-		return "the module does not match the guest kernel (vermagic or format): rebuild against the guest's kernel headers"
-	case strings.Contains(m, "unknown symbol"):
-		return "the module uses a symbol the guest kernel does not export: load its dependency first or check MODULE_LICENSE"
-	case strings.Contains(m, "file exists"):
-		return "a module with this name is already loaded"
-	case strings.Contains(m, "invalid parameters") || strings.Contains(m, "invalid argument"):
-		return "check --params against the module's parameters (modinfo -p), or the module's init returned -EINVAL"
-	case strings.Contains(m, "key was rejected") || strings.Contains(m, "required key"):
-		return "the guest requires signed modules: disable module.sig_enforce in the guest"
-	case strings.Contains(m, "operation not permitted"):
-		return "module loading is not permitted in the guest (root? kernel.modules_disabled?)"
+// keepGood copies a module that loaded cleanly into the state dir: the build
+// dir is overwritten by the next build, and a restarted guest gets this one.
+func (l *loop) keepGood(b loadJob, name string) {
+	l.goodName, l.goodBoot, l.goodAt = name, l.cfg.Guest.BootID(), time.Now()
+	if l.cfg.StateDir == "" {
+		return
 	}
-	return "the module's init failed: see the kernel log above"
+	dst := filepath.Join(l.cfg.StateDir, "last-good", path.Base(b.res.KO))
+	if err := copyFile(b.res.KO, dst); err != nil {
+		l.error(fmt.Errorf("keeping a copy of the last good module: %w", err))
+		l.goodKO = ""
+		return
+	}
+	l.goodKO = dst
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst+".tmp", data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
 }
 
 func firstLine(s string) string {

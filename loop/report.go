@@ -16,7 +16,7 @@ import (
 // Event is one thing that happened in the loop. With --json each event is one
 // line on stdout; the human reporter turns them into status lines.
 type Event struct {
-	Type string    `json:"event"` // build_start, build_ok, build_failed, loaded, load_failed, run_output, kmsg, vm_ready, error, notice
+	Type string    `json:"event"` // build_start, build_ok, build_failed, loaded, load_failed, run_output, kmsg, crash, vm_ready, error, notice
 	Time time.Time `json:"time"`
 
 	Module      string   `json:"module,omitempty"`
@@ -42,6 +42,18 @@ type Event struct {
 
 	// vm_ready
 	Addr string `json:"addr,omitempty"`
+
+	// load_failed: what holds a module that could not be removed
+	Holders []string `json:"holders,omitempty"`
+
+	// crash: Module and Function say where the report points; InModule
+	// whether that is UserModule, the module being worked on.
+	Severity   string   `json:"severity,omitempty"` // warning, oops or panic
+	Title      string   `json:"title,omitempty"`
+	Lines      []string `json:"lines,omitempty"`
+	Function   string   `json:"function,omitempty"`
+	InModule   *bool    `json:"in_module,omitempty"`
+	UserModule string   `json:"user_module,omitempty"`
 
 	record *guest.Record // kmsg: the record, for the human formatter
 }
@@ -108,6 +120,9 @@ func (r *humanReporter) Report(e Event) {
 			dim(fmt.Sprintf("(build %s · upload %s · reload %s)", ms(e.BuildMS), ms(e.UploadMS), ms(e.ReloadMS))))
 	case "load_failed":
 		fmt.Fprintf(w, "%s %s not loaded: %s\n", red("✗"), e.Module, e.Message)
+		for _, h := range e.Holders {
+			fmt.Fprintf(w, "  %s %s\n", yellow("held:"), h)
+		}
 		if e.Hint != "" {
 			fmt.Fprintf(w, "  %s %s\n", yellow("hint:"), e.Hint)
 		}
@@ -128,6 +143,8 @@ func (r *humanReporter) Report(e Event) {
 		} else {
 			fmt.Fprintln(w, e.Message)
 		}
+	case "crash":
+		humanCrash(w, e)
 	case "vm_ready":
 		fmt.Fprintf(w, "%s %s\n", green("●"), e.Message)
 	case "error":
@@ -137,6 +154,43 @@ func (r *humanReporter) Report(e Event) {
 		}
 	default: // notice
 		fmt.Fprintf(w, "%s %s\n", dim("kwatch:"), e.Message)
+	}
+}
+
+// crashShown caps the report lines a person sees; --json has them all.
+const crashShown = 25
+
+var crashWhat = map[string]string{
+	"warning": "kernel warning (the guest is fine)",
+	"oops":    "kernel oops (the guest is unreliable until it restarts)",
+	"panic":   "kernel panic (the guest is dead)",
+}
+
+// humanCrash prints a crash as one red block: what happened, where, and the
+// head of the kernel's report.
+func humanCrash(w io.Writer, e Event) {
+	fmt.Fprintf(w, "%s %s: %s\n", red("✗"), red(crashWhat[e.Severity]), e.Title)
+	where := e.Module
+	if e.Function != "" {
+		where += ": " + e.Function
+	}
+	switch {
+	case e.InModule != nil && *e.InModule:
+		fmt.Fprintf(w, "  %s\n", red("in your module "+where))
+	case e.InModule != nil && where != "":
+		fmt.Fprintf(w, "  not in %s (points at %s)\n", e.UserModule, where)
+	case e.InModule != nil:
+		fmt.Fprintf(w, "  not in %s\n", e.UserModule)
+	}
+	lines := e.Lines
+	if len(lines) > crashShown {
+		lines = lines[:crashShown]
+	}
+	for _, l := range lines {
+		fmt.Fprintf(w, "  %s\n", red("│ "+l))
+	}
+	if len(e.Lines) > len(lines) {
+		fmt.Fprintf(w, "  %s\n", dim(fmt.Sprintf("│ … %d more lines (--json has them all)", len(e.Lines)-len(lines))))
 	}
 }
 
