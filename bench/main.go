@@ -1,0 +1,322 @@
+// Command bench measures kwatch against the ways it replaces, in one run on
+// one guest and one module: reload latency for every builder, the scripted
+// seed loop and the floor; kernel log throughput and loss; watch setup; and
+// kwatch's own CPU and memory. It prints a table and writes bench/results.md.
+//
+//	go run ./bench [-edits 20] [-lines 50000] [-only kbuild,floor,...]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"kwatch/guest"
+)
+
+// nixConfig lets root use nix here without a daemon, a sandbox or a cache.
+const nixConfig = "experimental-features = nix-command flakes\nsandbox = false\nsubstituters =\nbuild-users-group ="
+
+type config struct {
+	edits  int
+	lines  int
+	idle   time.Duration
+	kernel string
+	kwatch string   // a kwatch binary to measure; "" = build the working tree
+	flags  []string // extra flags for every kwatch run
+	out    string
+	only   map[string]bool // empty = every part
+}
+
+func (c *config) wants(part string) bool { return len(c.only) == 0 || c.only[part] }
+
+// parts are the names -only accepts, in the order they run.
+var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "flood"}
+
+func main() {
+	var c config
+	var only, flags string
+	flag.IntVar(&c.edits, "edits", 20, "edits per reload variant")
+	flag.IntVar(&c.lines, "lines", 50000, "kernel log lines the flood module prints")
+	flag.DurationVar(&c.idle, "idle", 10*time.Second, "how long kwatch's idle CPU is measured")
+	flag.StringVar(&c.kernel, "kernel", "", "guest kernel image (default: the newest /boot/vmlinuz-*)")
+	flag.StringVar(&c.kwatch, "kwatch", "", "kwatch binary to measure (default: build the working tree)")
+	flag.StringVar(&flags, "kwatch-flags", "", `extra flags for every kwatch run, e.g. "--debounce 20ms"`)
+	flag.StringVar(&c.out, "out", "bench/results.md", "where the results go (markdown)")
+	flag.StringVar(&only, "only", "", "comma-separated parts to run: "+strings.Join(parts, ","))
+	flag.Parse()
+	c.flags = strings.Fields(flags)
+	if only != "" {
+		c.only = map[string]bool{}
+		for _, p := range strings.Split(only, ",") {
+			if !slices.Contains(parts, p) {
+				fmt.Fprintf(os.Stderr, "bench: unknown part %q in -only: use %s\n", p, strings.Join(parts, ","))
+				os.Exit(2)
+			}
+			c.only[p] = true
+		}
+	}
+	if c.kernel == "" {
+		imgs, _ := filepath.Glob("/boot/vmlinuz-*")
+		sort.Strings(imgs)
+		if len(imgs) == 0 {
+			fmt.Fprintln(os.Stderr, "bench: no /boot/vmlinuz-*: run scripts/setup.sh or pass -kernel")
+			os.Exit(2)
+		}
+		c.kernel = imgs[len(imgs)-1]
+	}
+	if os.Getenv("NIX_CONFIG") == "" {
+		os.Setenv("NIX_CONFIG", nixConfig)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// bench is one run: where things are and what was measured.
+type bench struct {
+	cfg     config
+	work    string // temporary dir holding everything below
+	bin     string // the kwatch binary
+	state   string // kwatch's state dir: the one guest every part uses
+	release string // the guest's kernel release
+	kdir    string // its build dir
+	res     results
+}
+
+func run(ctx context.Context, c config) error {
+	work, err := os.MkdirTemp("", "kwatch-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	b := &bench{cfg: c, work: work, bin: filepath.Join(work, "kwatch"), state: filepath.Join(work, "state")}
+	if b.release, err = guest.KernelVersion(c.kernel); err != nil {
+		return err
+	}
+	b.kdir = filepath.Join("/lib/modules", b.release, "build")
+	b.res.started = time.Now()
+	loadStart, qemuStart := loadavg(), len(otherQEMUs())
+
+	if c.wants("watch") {
+		step("watch setup on a 20k-file tree")
+		if b.res.watch, err = measureWatch(work); err != nil {
+			return fmt.Errorf("measuring watch setup: %w", err)
+		}
+	}
+	if err := b.withGuest(ctx); err != nil {
+		return err
+	}
+	b.res.env = append(environment(b.release, c.kernel, b.kwatchName()),
+		[2]string{"load average (1 min), start → end", loadStart + " → " + loadavg()},
+		[2]string{"other QEMU guests running, start → end", fmt.Sprintf("%d → %d", qemuStart, len(otherQEMUs()))})
+	b.res.finished = time.Now()
+	b.res.stray = strayProcesses(work)
+
+	var md strings.Builder
+	b.res.write(&md, c)
+	fmt.Print(md.String())
+	if err := os.WriteFile(c.out, []byte(md.String()), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", c.out, err)
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s\n", c.out)
+	return nil
+}
+
+// withGuest builds kwatch, boots the guest, runs every guest part on it and
+// stops the guest again, whatever happened.
+func (b *bench) withGuest(ctx context.Context) error {
+	guestParts := false
+	for _, p := range parts[1:] {
+		guestParts = guestParts || b.cfg.wants(p)
+	}
+	if !guestParts {
+		return nil
+	}
+	if b.cfg.kwatch != "" {
+		b.bin = b.cfg.kwatch
+	} else {
+		step("building kwatch")
+		if out, err := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "kwatch").CombinedOutput(); err != nil {
+			return fmt.Errorf("building kwatch: %v\n%s", err, out)
+		}
+	}
+	step("booting the guest (TCG)")
+	defer func() {
+		step("stopping the guest")
+		if out, err := exec.Command(b.bin, "vm", "down", "--state-dir", b.state).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: kwatch vm down: %v\n%s", err, out)
+		}
+	}()
+	if out, err := exec.CommandContext(ctx, b.bin, append([]string{"vm", "up"}, b.vmArgs()...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("kwatch vm up: %v\n%s", err, out)
+	}
+
+	p, err := newProject(filepath.Join(b.work, "project"), "kwbench", b.kdir, b.release)
+	if err != nil {
+		return err
+	}
+	type part struct {
+		name string
+		run  func() (*variant, error)
+	}
+	reloads := []part{
+		{"floor", func() (*variant, error) { return b.floor(ctx, p) }},
+		{"seed", func() (*variant, error) { return b.seed(ctx, p) }},
+		{"kbuild", func() (*variant, error) { return b.kwatch(ctx, p, "kbuild", "kwatch (Kbuild)", p.src, true) }},
+		{"nix-incremental", func() (*variant, error) {
+			return b.kwatch(ctx, p, "nix-incremental", "kwatch (nix incremental)", p.root, false, "--builder", "nix", "--nix-mode", "incremental")
+		}},
+		{"nix-derivation", func() (*variant, error) {
+			return b.kwatch(ctx, p, "nix-derivation", "kwatch (nix derivation)", p.root, false, "--builder", "nix", "--nix-mode", "derivation")
+		}},
+	}
+	for _, r := range reloads {
+		if !b.cfg.wants(r.name) {
+			continue
+		}
+		step("reload latency: " + r.name)
+		v, err := r.run()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", r.name, err)
+			v.err = err
+		}
+		b.res.reload = append(b.res.reload, v)
+	}
+	if b.cfg.wants("flood") {
+		step(fmt.Sprintf("kernel log flood of %d lines", b.cfg.lines))
+		b.res.floods, err = b.floods(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// kwatchName says which kwatch was measured.
+func (b *bench) kwatchName() string {
+	if b.cfg.kwatch != "" {
+		return b.cfg.kwatch
+	}
+	return "built from the working tree"
+}
+
+// vmArgs are the flags that pick the shared guest.
+func (b *bench) vmArgs() []string {
+	return []string{"--vm", "qemu", "--kernel", b.cfg.kernel, "--accel", "tcg", "--state-dir", b.state}
+}
+
+func step(msg string) { fmt.Fprintf(os.Stderr, "bench: %s %s\n", time.Now().Format("15:04:05"), msg) }
+
+// environment describes the machine and the versions of everything measured.
+func environment(release, kernel, bin string) [][2]string {
+	cpu := "?"
+	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(info), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	first := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil && len(out) == 0 {
+			return "not available"
+		}
+		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	var uts syscall.Utsname
+	syscall.Uname(&uts)
+	return [][2]string{
+		{"date", time.Now().Format(time.RFC3339)},
+		{"cpu", fmt.Sprintf("%s, %d cores", cpu, runtime.NumCPU())},
+		{"memory", first("sh", "-c", "free -m | awk '/Mem:/ {print $2 \" MB\"}'")},
+		{"host kernel", utsString(uts.Release[:])},
+		{"guest kernel", release + " (" + kernel + "), QEMU TCG, 1 vCPU"},
+		{"go", first("go", "version")},
+		{"qemu", first("qemu-system-x86_64", "--version")},
+		{"nix", first("nix", "--version")},
+		{"openssh", first("ssh", "-V")},
+		{"gcc", first("gcc", "--version")},
+		{"kwatch", bin + ", source " + first("git", "describe", "--always", "--dirty")},
+	}
+}
+
+func utsString(b []int8) string {
+	var s []byte
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s = append(s, byte(c))
+	}
+	return string(s)
+}
+
+func loadavg() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	return strings.Join(strings.Fields(string(data) + " ?")[:1], "")
+}
+
+// otherQEMUs lists the QEMU processes that are not the bench's: they compete
+// with the guest for the CPU, so the numbers should be read with them in mind.
+func otherQEMUs() []string {
+	var pids []string
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		comm, _ := os.ReadFile(p + "/comm")
+		if strings.HasPrefix(string(comm), "qemu-system") {
+			pids = append(pids, filepath.Base(p))
+		}
+	}
+	return pids
+}
+
+// strayProcesses lists processes that still mention dir, such as a qemu or
+// make the bench failed to stop. It only reports them.
+func strayProcesses(dir string) []string {
+	var stray []string
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range pids {
+		cmdline, err := os.ReadFile(p + "/cmdline")
+		if err != nil || filepath.Base(p) == fmt.Sprint(os.Getpid()) {
+			continue
+		}
+		cl := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
+		cwd, _ := os.Readlink(p + "/cwd")
+		if strings.Contains(cl, dir) || strings.HasPrefix(cwd, dir) {
+			stray = append(stray, filepath.Base(p)+" "+cl)
+		}
+	}
+	return stray
+}
+
+// lastLines returns the last n lines of a file, for error messages.
+func lastLines(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

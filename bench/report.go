@@ -1,0 +1,252 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// variant is one way of getting an edit into the guest, with its samples.
+type variant struct {
+	name    string
+	steps   []string // what each sample's step durations are
+	samples []sample
+	err     error      // set when the variant stopped early
+	cost    procSample // kwatch's own, over the edits (kwatch variants)
+}
+
+type sample struct {
+	total time.Duration // save → the new init line seen
+	steps []time.Duration
+}
+
+func (v *variant) add(total time.Duration, steps ...time.Duration) {
+	v.samples = append(v.samples, sample{total: total, steps: steps})
+}
+
+// percentile is the nearest-rank p-th percentile of the totals.
+func (v *variant) percentile(p float64) time.Duration {
+	return percentile(v.samples, p, func(s sample) time.Duration { return s.total })
+}
+
+// overhead is the p50 of everything but the build. Every variant runs the
+// same make, whose time varies with the machine's load, so this is what
+// tells the variants apart.
+func (v *variant) overhead() time.Duration {
+	b := slices.Index(v.steps, "build")
+	return percentile(v.samples, 50, func(s sample) time.Duration { return s.total - s.steps[b] })
+}
+
+func percentile(samples []sample, p float64, of func(sample) time.Duration) time.Duration {
+	if len(samples) == 0 {
+		return 0
+	}
+	t := make([]time.Duration, len(samples))
+	for i, s := range samples {
+		t[i] = of(s)
+	}
+	slices.Sort(t)
+	return t[max(int(math.Ceil(p/100*float64(len(t))))-1, 0)]
+}
+
+// shares describes the mean of each step and its share of the mean total.
+func (v *variant) shares() string {
+	if len(v.samples) == 0 {
+		return ""
+	}
+	var total time.Duration
+	sums := make([]time.Duration, len(v.steps))
+	for _, s := range v.samples {
+		total += s.total
+		for i, d := range s.steps {
+			sums[i] += d
+		}
+	}
+	var parts []string
+	for i, name := range v.steps {
+		parts = append(parts, fmt.Sprintf("%s %s (%.0f%%)", name, dur(sums[i]/time.Duration(len(v.samples))),
+			100*float64(sums[i])/float64(total)))
+	}
+	return strings.Join(parts, " · ")
+}
+
+type results struct {
+	started, finished time.Time
+	env               [][2]string
+	watch             watchResult
+	reload            []*variant
+	floods            []floodResult
+	cost              struct{ idle procSample }
+	stray             []string
+	sessionRTT        time.Duration // one command on an open SSH connection
+}
+
+func (r *results) find(prefix string) *variant {
+	for _, v := range r.reload {
+		if strings.HasPrefix(v.name, prefix) && len(v.samples) > 0 {
+			return v
+		}
+	}
+	return nil
+}
+
+func (r *results) write(w io.Writer, c config) {
+	fmt.Fprintf(w, "# kwatch benchmark results\n\n`make bench` (`go run ./bench -edits %d -lines %d`), one run, %s.\n\n",
+		c.edits, c.lines, r.finished.Sub(r.started).Round(time.Second))
+	if len(c.flags) > 0 {
+		fmt.Fprintf(w, "kwatch ran with the extra flags `%s`.\n\n", strings.Join(c.flags, " "))
+	}
+	fmt.Fprintln(w, "| | |\n|---|---|")
+	for _, kv := range r.env {
+		fmt.Fprintf(w, "| %s | %s |\n", kv[0], kv[1])
+	}
+
+	floor := r.find("floor")
+	if len(r.reload) > 0 {
+		fmt.Fprintf(w, "\n## Reload latency: save → the new module's init line seen (%d edits each)\n\n", c.edits)
+		fmt.Fprintln(w, "| variant | n | p50 | p95 | p50 without the build | that over the floor's | where the time goes (mean, share) |\n|---|---|---|---|---|---|---|")
+		for _, v := range r.reload {
+			over := "—"
+			if floor != nil && v != floor && len(v.samples) > 0 {
+				over = dur(v.overhead() - floor.overhead())
+			}
+			name := v.name
+			if v.err != nil {
+				name += " (stopped early: " + firstLine(v.err.Error()) + ")"
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s |\n", name, len(v.samples),
+				dur(v.percentile(50)), dur(v.percentile(95)), dur(v.overhead()), over, v.shares())
+		}
+		if r.sessionRTT > 0 {
+			fmt.Fprintf(w, "\nOne command on an open SSH connection (`true`) takes %s (median of %d).\n", dur(r.sessionRTT), rttRuns)
+		}
+		fmt.Fprintln(w, "\nkwatch's steps come from its --json events: debounce is save → build_start, build/upload/reload are "+
+			"the loaded event's build_ms/upload_ms/reload_ms, and \"log line + rest\" is what remains up to the init line's kmsg event "+
+			"(negative when the line arrives before the reload command has returned).")
+	}
+
+	if len(r.floods) > 0 {
+		fmt.Fprintf(w, "\n## Kernel log throughput: a module printing %d lines in its init\n\n", c.lines)
+		fmt.Fprintln(w, "| flood | delivered | lines/s | lost (never shown) | lost, reported by kwatch | lost silently | gaps |\n|---|---|---|---|---|---|---|")
+		for _, f := range r.floods {
+			rate := "—"
+			if f.took > 0 {
+				rate = fmt.Sprintf("%.0f", float64(f.delivered)/f.took.Seconds())
+			}
+			name := f.name
+			if f.err != nil {
+				name += " (stopped early: " + firstLine(f.err.Error()) + ")"
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %d | %d | %d | %d |\n", name, f.delivered, rate, f.missing, f.reported, f.silent(), f.gaps)
+		}
+		fmt.Fprintln(w, "\nlines/s is delivered lines over the time from the first to the last one in kwatch's event stream. "+
+			"Lost lines are found by their numbers; kwatch reports a loss as a \"kwatch: N kernel log lines lost\" kmsg event.")
+	}
+
+	if wr := r.watch; wr.files > 0 {
+		fmt.Fprintf(w, "\n## Watching\n\n| measure | result |\n|---|---|\n")
+		fmt.Fprintf(w, "| watch setup, %d files in %d dirs (median of %d) | %s |\n", wr.files, wr.dirs, setupRuns, dur(wr.setup))
+		fmt.Fprintf(w, "| checkout writing %d files → batches | %d (first with %d files, %s after the last write) |\n",
+			wr.checkout, wr.batches, wr.batchFiles, dur(wr.latency))
+	}
+
+	idle := r.cost.idle
+	if idle.wall > 0 || len(r.floods) > 0 {
+		fmt.Fprintf(w, "\n## kwatch's own cost (/proc/<pid>/stat, status; children such as make not counted)\n\n| when | CPU (one core) | RSS | peak RSS |\n|---|---|---|---|\n")
+		for _, v := range r.reload {
+			if v.cost.wall > 0 {
+				fmt.Fprintf(w, "| %d edits, %s (%s CPU per edit) | %.1f%% | %s | %s |\n", len(v.samples), v.name,
+					dur(time.Duration(v.cost.cpu*float64(v.cost.wall)/float64(len(v.samples)))), 100*v.cost.cpu, mb(v.cost.rss), mb(v.cost.hwm))
+			}
+		}
+		if idle.wall > 0 {
+			fmt.Fprintf(w, "| idle, %s after the edits | %.2f%% | %s | %s |\n", dur(idle.wall), 100*idle.cpu, mb(idle.rss), mb(idle.hwm))
+		}
+		for _, f := range r.floods {
+			if f.cpu.wall > 0 {
+				fmt.Fprintf(w, "| %s flood, %s | %.1f%% | %s | %s |\n", f.name, dur(f.cpu.wall), 100*f.cpu.cpu, mb(f.cpu.rss), mb(f.cpu.hwm))
+			}
+		}
+	}
+
+	fmt.Fprintf(w, "\n## Targets\n\n| target | measured | |\n|---|---|---|\n")
+	for _, t := range r.targets() {
+		mark := "met"
+		if !t.met {
+			mark = "**missed**"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", t.name, t.measured, mark)
+	}
+	if len(r.stray) > 0 {
+		fmt.Fprintf(w, "\nProcesses left behind: %s\n", strings.Join(r.stray, "; "))
+	} else {
+		fmt.Fprintln(w, "\nNo process was left behind.")
+	}
+}
+
+type target struct {
+	name, measured string
+	met            bool
+}
+
+// targets checks the results against the goals; a target whose parts were
+// not measured is left out.
+func (r *results) targets() []target {
+	var ts []target
+	floor, kb, seed, inc := r.find("floor"), r.find("kwatch (Kbuild)"), r.find("seed"), r.find("kwatch (nix incremental)")
+	if floor != nil && kb != nil {
+		over := kb.overhead() - floor.overhead()
+		ts = append(ts, target{"kwatch (Kbuild) over the floor ≤ 100ms p50 (build excluded)", dur(over), over <= 100*time.Millisecond})
+		if seed != nil {
+			seedOver := seed.overhead() - floor.overhead()
+			ratio := float64(seedOver) / float64(max(over, time.Millisecond))
+			ts = append(ts, target{"≥ 5× less overhead than the seed loop",
+				fmt.Sprintf("%.1f× (seed %s over the floor)", ratio, dur(seedOver)), ratio >= 5})
+		}
+	}
+	if kb != nil && inc != nil {
+		ratio := float64(inc.percentile(50)) / float64(kb.percentile(50))
+		ts = append(ts, target{"nix incremental within 10% of Kbuild (p50)", fmt.Sprintf("%+.0f%%", 100*(ratio-1)), ratio <= 1.10})
+	}
+	for _, f := range r.floods {
+		if f.err == nil {
+			ts = append(ts, target{"0 kernel log lines lost silently, " + f.name, fmt.Sprintf("%d of %d", f.silent(), f.lines), f.silent() == 0})
+		}
+	}
+	if r.watch.files > 0 {
+		ts = append(ts, target{fmt.Sprintf("watch setup of %d files < 1s", r.watch.files), dur(r.watch.setup), r.watch.setup < time.Second})
+		ts = append(ts, target{fmt.Sprintf("a %d-file checkout is one batch", r.watch.checkout), fmt.Sprint(r.watch.batches), r.watch.batches == 1})
+	}
+	if idle := r.cost.idle; idle.wall > 0 {
+		ts = append(ts, target{"idle CPU ≈ 0 (< 1% of a core)", fmt.Sprintf("%.2f%%", 100*idle.cpu), idle.cpu < 0.01})
+	}
+	peak := r.cost.idle.hwm
+	for _, f := range r.floods {
+		peak = max(peak, f.cpu.hwm)
+	}
+	if peak > 0 {
+		ts = append(ts, target{"RSS < 40 MB (peak)", mb(peak), peak < 40<<20})
+	}
+	return ts
+}
+
+func dur(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "-" + dur(-d)
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	default:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+}
+
+func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
