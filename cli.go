@@ -130,10 +130,15 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	var report loop.Reporter = loop.NewHuman(stdout)
-	buildLog := loop.NewBuildLog(stdout)
+	var (
+		report   loop.Reporter
+		buildLog io.Writer
+	)
 	if o.json {
 		report, buildLog = loop.NewJSON(stdout), stderr
+	} else {
+		h := loop.NewHuman(stdout)
+		report, buildLog = h, h.BuildLog()
 	}
 	g, err := o.guest(ctx, setup, report, stderr)
 	if err != nil {

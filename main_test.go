@@ -505,8 +505,19 @@ func TestVMReusedAcrossRuns(t *testing.T) {
 	dir := t.TempDir()
 	writeModule(t, dir, "kwreuse", 1)
 	for i := 0; i < 2; i++ {
-		if _, errOut, code := kwatchRun(t, append(vmArgs(state), "--once", dir)...); code != 0 {
+		out, errOut, code := kwatchRun(t, append(vmArgs(state), "--once", "--json", dir)...)
+		if code != 0 {
 			t.Fatalf("run %d: exit %d: %s", i, code, errOut)
+		}
+		// A run shows the kernel log from its own start, not an earlier run's.
+		var first string
+		for _, e := range parseEvents(t, out) {
+			if e.Event == "kmsg" && strings.Contains(e.Message, "kwreuse: version") && first == "" {
+				first = e.Message
+			}
+		}
+		if want := map[int]string{0: "loaded", 1: "unloaded"}[i]; !strings.HasSuffix(first, want) {
+			t.Fatalf("run %d: first kwreuse log line %q, want one ending in %q", i, first, want)
 		}
 	}
 	if after := pid(); after != before {

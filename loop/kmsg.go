@@ -2,6 +2,7 @@ package loop
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -48,7 +49,8 @@ func (k *kmsgStream) run(ctx context.Context) {
 		}
 		if b := k.g.BootID(); b != boot {
 			boot, after, live = b, 0, false
-			attach = markPrefix + "attached to boot " + b
+			// Unique per run: an earlier run's marker is part of the history to skip.
+			attach = fmt.Sprintf("%sattached to boot %s at %d", markPrefix, b, time.Now().UnixNano())
 			if err := c.WriteKmsg(ctx, attach); err != nil {
 				sleep(ctx, time.Second)
 				continue

@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -78,14 +79,32 @@ func (r *jsonReporter) Report(e Event) {
 	r.enc.Encode(e)
 }
 
-type humanReporter struct {
-	mu sync.Mutex
-	w  io.Writer
+// Human reports status lines for a person. A build's output is kept, not
+// shown: a good build needs no more than its status line, a failed one gets
+// its output's tail above the diagnostics.
+type Human struct {
+	mu    sync.Mutex
+	w     io.Writer
+	build bytes.Buffer // the running build's output
 }
 
-// NewHuman reports status lines for a person; colours follow NO_COLOR and
-// whether w is a terminal (fatih/color decides).
-func NewHuman(w io.Writer) Reporter { return &humanReporter{w: w} }
+// NewHuman reports to w; colours follow NO_COLOR and whether w is a terminal
+// (fatih/color decides).
+func NewHuman(w io.Writer) *Human { return &Human{w: w} }
+
+// BuildLog is where the builder writes its output.
+func (r *Human) BuildLog() io.Writer { return buildLog{r} }
+
+type buildLog struct{ r *Human }
+
+func (b buildLog) Write(p []byte) (int, error) {
+	b.r.mu.Lock()
+	defer b.r.mu.Unlock()
+	return b.r.build.Write(p)
+}
+
+// failedBuildLines is how much of a failed build's output is shown.
+const failedBuildLines = 30
 
 var (
 	green  = color.New(color.FgGreen, color.Bold).SprintFunc()
@@ -95,15 +114,24 @@ var (
 	cyan   = color.New(color.FgCyan).SprintFunc()
 )
 
-func (r *humanReporter) Report(e Event) {
+func (r *Human) Report(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w := r.w
 	switch e.Type {
 	case "build_start":
+		r.build.Reset()
 		fmt.Fprintf(w, "%s %s\n", cyan("⟳"), dim("building "+e.Message))
 	case "build_ok":
 	case "build_failed":
+		lines := strings.Split(strings.TrimRight(r.build.String(), "\n"), "\n")
+		if len(lines) > failedBuildLines {
+			fmt.Fprintf(w, "  %s\n", dim(fmt.Sprintf("│ … %d earlier lines", len(lines)-failedBuildLines)))
+			lines = lines[len(lines)-failedBuildLines:]
+		}
+		for _, l := range lines {
+			fmt.Fprintf(w, "  %s\n", dim("│ "+l))
+		}
 		fmt.Fprintf(w, "%s build failed in %s\n", red("✗"), ms(e.BuildMS))
 		for _, d := range e.Diagnostics {
 			fmt.Fprintf(w, "  %s\n", red(d))
@@ -200,25 +228,4 @@ func ms(v int64) string {
 		return fmt.Sprintf("%dms", v)
 	}
 	return fmt.Sprintf("%.2fs", float64(v)/1000)
-}
-
-// NewBuildLog returns a writer that shows build output indented and dimmed
-// under the build's status line.
-func NewBuildLog(w io.Writer) io.Writer { return &prefixWriter{w: w} }
-
-type prefixWriter struct {
-	w       io.Writer
-	partial []byte
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.partial = append(p.partial, b...)
-	for {
-		i := strings.IndexByte(string(p.partial), '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		fmt.Fprintf(p.w, "  %s\n", dim("│ "+string(p.partial[:i])))
-		p.partial = p.partial[i+1:]
-	}
 }
