@@ -64,8 +64,16 @@ func (o *options) watchFlags(fs *flag.FlagSet) {
 }
 
 // parseInterleaved parses flags that may come before or after positional
-// arguments (`kwatch DIR --once` as well as `kwatch --once DIR`).
+// arguments (`kwatch DIR --once` as well as `kwatch --once DIR`). Everything
+// after a "--" is positional, flags or not (`kwatch vm ssh -- grep -c x f`).
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for i, a := range args {
+		if a == "--" {
+			args, rest = args[:i], args[i+1:]
+			break
+		}
+	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -73,10 +81,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
+			return append(pos, rest...), nil
 		}
 		pos = append(pos, args[0])
 		args = args[1:]

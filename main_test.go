@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kwatch/guest"
 )
 
 // The CLI contract for bad input: exit 2 and one line saying what was wrong.
@@ -68,6 +70,17 @@ func TestParseInterleaved(t *testing.T) {
 	}
 	if len(pos) != 1 || pos[0] != "dir" || !o.once || !o.json || len(o.run) != 2 {
 		t.Fatalf("pos %v once %v json %v run %v", pos, o.once, o.json, o.run)
+	}
+	// After "--" nothing is a flag: `kwatch vm ssh --state-dir s -- grep -c x f`.
+	var v options
+	fs = newFlagSet("t", io.Discard, "")
+	v.vmFlags(fs)
+	pos, err = parseInterleaved(fs, []string{"--state-dir", "s", "--", "grep", "-c", "x", "--", "f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(pos, " ") != "grep -c x -- f" || v.stateDir != "s" {
+		t.Fatalf("pos %q state dir %q", pos, v.stateDir)
 	}
 }
 
@@ -610,4 +623,90 @@ func TestRustReload(t *testing.T) {
 	}
 	w.stop()
 	noStrayProcesses(t, dir)
+}
+
+// --vm ssh drives a machine kwatch did not start: here the shared VM, reached
+// through its forwarded port with kwatch's key, from another state dir.
+func TestSSHBackend(t *testing.T) {
+	needGuest(t)
+	if _, _, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(e2eState)...)...); code != 0 {
+		t.Fatal("vm up failed")
+	}
+	st, ok, err := guest.ReadState(e2eState)
+	if err != nil || !ok {
+		t.Fatalf("no VM state: %v", err)
+	}
+	dir := t.TempDir()
+	writeModule(t, dir, "kwssh", 7)
+	other := filepath.Join(t.TempDir(), "state")
+	target := fmt.Sprintf("root@127.0.0.1:%d", st.Port)
+	args := []string{"--vm", "ssh", "--ssh", target, "--identity", filepath.Join(e2eState, "id_ed25519"), "--state-dir", other}
+	stdout, stderr, code := kwatchRun(t, append(args, "--once", "--json", "--run", "cat /sys/module/kwssh/version", dir)...)
+	if code != 0 {
+		t.Fatalf("--vm ssh --once: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	e, ok := findEvent(parseEvents(t, stdout), "run_output")
+	if !ok || strings.TrimSpace(e.Output) != "7" {
+		t.Fatalf("run_output %+v, want version 7", e)
+	}
+	// kwatch vm ssh reaches the same machine with the same flags.
+	out, _, code := kwatchRun(t, append([]string{"vm", "ssh"}, append(args, "--", "grep", "-c", "^kwssh ", "/proc/modules")...)...)
+	if code != 0 || strings.TrimSpace(out) != "1" {
+		t.Fatalf("vm ssh --vm ssh: exit %d, output %q", code, out)
+	}
+	// The host key was pinned on first use.
+	if kh, err := os.ReadFile(filepath.Join(other, "known_hosts")); err != nil || len(kh) == 0 {
+		t.Fatalf("no pinned host key in the state dir: %v", err)
+	}
+	// vm ssh passes the guest command's exit status through.
+	if _, _, code := kwatchRun(t, append([]string{"vm", "ssh"}, append(args, "--", "exit 5")...)...); code != 5 {
+		t.Fatalf("vm ssh -- 'exit 5' exited %d, want 5", code)
+	}
+}
+
+// kwatch init writes a flake project, makes it a git repository, and never
+// overwrites without --force.
+func TestInit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs git and nix-instantiate")
+	}
+	dir := filepath.Join(t.TempDir(), "my-mod")
+	out, stderr, code := kwatchRun(t, "init", dir)
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, stderr)
+	}
+	for _, f := range []string{"flake.nix", "configuration.nix", "module.nix", "src/Kbuild", "src/Makefile", "src/my_mod.rs", ".gitignore"} {
+		if !strings.Contains(out, filepath.Join(dir, f)) {
+			t.Errorf("init did not report writing %s:\n%s", f, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	key, err := os.ReadFile(filepath.Join(dir, ".kwatch", "id_ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, _ := os.ReadFile(filepath.Join(dir, "configuration.nix"))
+	if !strings.Contains(string(conf), strings.TrimSpace(string(key))) {
+		t.Error("configuration.nix does not authorize kwatch's key")
+	}
+	tracked, err := exec.Command("git", "-C", dir, "ls-files").Output()
+	if err != nil || !strings.Contains(string(tracked), "flake.nix") || strings.Contains(string(tracked), ".kwatch") {
+		t.Fatalf("git ls-files: %v\n%s", err, tracked)
+	}
+	if _, err := exec.LookPath("nix-instantiate"); err == nil {
+		for _, f := range []string{"flake.nix", "configuration.nix", "module.nix"} {
+			if out, err := exec.Command("nix-instantiate", "--parse", filepath.Join(dir, f)).CombinedOutput(); err != nil {
+				t.Errorf("%s does not parse: %s", f, out)
+			}
+		}
+	}
+	_, stderr, code = kwatchRun(t, "init", dir)
+	if code != 2 || !strings.Contains(stderr, "--force") {
+		t.Fatalf("second init: exit %d, stderr %q; want 2 and a --force hint", code, stderr)
+	}
+	if _, _, code = kwatchRun(t, "init", "--force", dir); code != 0 {
+		t.Fatalf("init --force: exit %d", code)
+	}
 }
