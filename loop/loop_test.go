@@ -1,0 +1,172 @@
+package loop
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"kwatch/watcher"
+)
+
+func TestTouchesConfig(t *testing.T) {
+	tests := []struct {
+		b    watcher.Batch
+		want bool
+	}{
+		{watcher.Batch{Changed: []string{"src/hello.c"}}, false},
+		{watcher.Batch{Changed: []string{"src/hello.c", "module.nix"}}, true},
+		{watcher.Batch{Removed: []string{"flake.lock"}}, true},
+		{watcher.Batch{Changed: []string{"sub/flake.lock"}}, true},
+		{watcher.Batch{Changed: []string{"nix.c"}}, false},
+		{watcher.Batch{Rescan: true}, true},
+	}
+	for _, tt := range tests {
+		if got := touchesConfig(tt.b); got != tt.want {
+			t.Errorf("touchesConfig(%+v) = %v, want %v", tt.b, got, tt.want)
+		}
+	}
+}
+
+func TestMS(t *testing.T) {
+	for v, want := range map[int64]string{0: "0ms", 41: "41ms", 999: "999ms", 1000: "1.00s", 1240: "1.24s"} {
+		if got := ms(v); got != want {
+			t.Errorf("ms(%d) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+// A good build shows only its status line; a failed one shows the tail of
+// its output above the diagnostics, and a cancelled build's output is not
+// mixed into the next one's.
+func TestHumanBuildOutput(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	var out bytes.Buffer
+	h := NewHuman(&out)
+	h.Report(Event{Type: "build_start", Message: "mod"})
+	h.BuildLog().Write([]byte("  CC [M]  hello.o\n"))
+	h.Report(Event{Type: "build_ok"})
+	h.Report(Event{Type: "loaded", Module: "hello.ko", TotalMS: 1240, BuildMS: 1100, UploadMS: 8, ReloadMS: 41})
+	if strings.Contains(out.String(), "CC [M]") {
+		t.Errorf("a good build's output was shown:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "hello.ko loaded in 1.24s (build 1.10s · upload 8ms · reload 41ms)") {
+		t.Errorf("no status line:\n%s", out.String())
+	}
+
+	out.Reset()
+	h.Report(Event{Type: "build_start", Message: "mod"})
+	h.BuildLog().Write([]byte("from the cancelled build\n"))
+	h.Report(Event{Type: "build_start", Message: "mod"})
+	for i := 0; i < failedBuildLines+5; i++ {
+		h.BuildLog().Write([]byte("line\n"))
+	}
+	h.BuildLog().Write([]byte("hello.c:3:1: error: oops\n"))
+	h.Report(Event{Type: "build_failed", BuildMS: 500, Diagnostics: []string{"hello.c:3:1: error: oops"}, Hint: "fix it"})
+	got := out.String()
+	for _, want := range []string{"│ … 6 earlier lines", "│ hello.c:3:1: error: oops", "✗ build failed in 500ms", "  hello.c:3:1: error: oops", "hint: fix it", "stays loaded"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("failed build output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "cancelled build") {
+		t.Errorf("a cancelled build's output leaked into the next one:\n%s", got)
+	}
+}
+
+// --json: one object per line, each with its type and time.
+func TestJSONReporter(t *testing.T) {
+	var out bytes.Buffer
+	r := NewJSON(&out)
+	exit := 3
+	r.Report(Event{Type: "run_output", Time: time.Unix(1, 0), Command: "cat x", Output: "y\n", Exit: &exit})
+	r.Report(Event{Type: "loaded", Time: time.Unix(2, 0), Module: "m.ko", TotalMS: 12})
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2:\n%s", len(lines), out.String())
+	}
+	var e map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e["event"] != "run_output" || e["exit"] != 3.0 || e["command"] != "cat x" || e["time"] == nil {
+		t.Errorf("run_output event: %v", e)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e["total_ms"] != 12.0 {
+		t.Errorf("loaded event: %v (%v)", e, err)
+	}
+}
+
+type events struct {
+	mu sync.Mutex
+	e  []Event
+}
+
+func (r *events) Report(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.e = append(r.e, e)
+}
+
+func (r *events) crashes() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var c []Event
+	for _, e := range r.e {
+		if e.Type == "crash" {
+			c = append(c, e)
+		}
+	}
+	return c
+}
+
+const oopsLog = `BUG: kernel NULL pointer dereference, address: 0000000000000000
+#PF: supervisor write access in kernel mode
+Oops: 0002 [#1] PREEMPT SMP NOPTI
+CPU: 0 PID: 127 Comm: insmod Tainted: G           OE      6.1.0-56-amd64 #1  Debian 6.1.192-2
+RIP: 0010:m_init+0x11/0x1000 [kwfault]
+Call Trace:
+ <TASK>
+ do_one_initcall+0x59/0x220
+ </TASK>
+Modules linked in: kwfault(OE+) e1000
+---[ end trace 0000000000000000 ]---`
+
+// The same oops read from the console and from /dev/kmsg is one report; it
+// is blamed on the module and marks the current boot dirty.
+func TestCrashWatchDedupesAndMarksDirty(t *testing.T) {
+	r := &events{}
+	boot := "boot-1"
+	w := newCrashWatch(r, func() string { return boot })
+	w.setModule("kwfault")
+	for _, l := range strings.Split(oopsLog, "\n") {
+		w.kmsgLine(l)
+		w.feed(&w.serial, "[    6.1] "+l)
+	}
+	w.flush(&w.kmsg)
+	w.flush(&w.serial)
+	c := r.crashes()
+	if len(c) != 1 {
+		t.Fatalf("%d crash events, want 1: %+v", len(c), c)
+	}
+	if c[0].Severity != "oops" || c[0].InModule == nil || !*c[0].InModule {
+		t.Errorf("crash event %+v, want an oops in kwfault", c[0])
+	}
+	if !w.crashedSince("kwfault", time.Now().Add(-time.Minute)) {
+		t.Error("crashedSince does not blame kwfault")
+	}
+	if w.dirtyNow() == "" {
+		t.Fatal("an oops did not mark the guest dirty")
+	}
+	// Dirt belongs to a boot: after a restart the guest is clean.
+	boot = "boot-2"
+	if d := w.dirtyNow(); d != "" {
+		t.Errorf("a new boot is still dirty: %q", d)
+	}
+	boot = "boot-1"
+	if w.takeDirty() == "" || w.dirtyNow() != "" {
+		t.Error("takeDirty did not hand over and clear the dirty mark")
+	}
+}
