@@ -301,7 +301,7 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error
 	}
 	ver, err := guest.KernelVersion(kernel)
 	if err != nil {
-		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "%s is not a bootable kernel image: %v", kernel, err)
+		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "--kernel: %v", err)
 	}
 	modulesDir := o.modulesDir
 	if modulesDir == "" {
