@@ -45,8 +45,7 @@ func (g *Guest) Connect(ctx context.Context) (*guest.Client, string, error) {
 		if _, running, _ := g.VM.Status(); running {
 			return g.client, g.release, nil
 		}
-		g.client.Close()
-		g.client = nil
+		g.dropClient()
 		if g.beforeBoot != nil {
 			g.beforeBoot()
 		}
@@ -97,10 +96,7 @@ func (g *Guest) Connect(ctx context.Context) (*guest.Client, string, error) {
 // stopped answering.
 func (g *Guest) Restart(ctx context.Context) (*guest.Client, string, error) {
 	g.mu.Lock()
-	if g.client != nil {
-		g.client.Close()
-		g.client = nil
-	}
+	g.dropClient()
 	err := g.VM.Down()
 	g.mu.Unlock()
 	if err != nil {
@@ -121,10 +117,7 @@ func (g *Guest) BootID() string {
 func (g *Guest) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.client != nil {
-		g.client.Close()
-		g.client = nil
-	}
+	g.dropClient()
 }
 
 // Reboot lets update change the managed VM (its Ident and Launch); when update
@@ -136,6 +129,11 @@ func (g *Guest) Reboot(update func(*guest.VM) bool) {
 	if g.VM == nil || !update(g.VM) {
 		return
 	}
+	g.dropClient()
+}
+
+// dropClient closes the shared connection; the caller holds mu.
+func (g *Guest) dropClient() {
 	if g.client != nil {
 		g.client.Close()
 		g.client = nil

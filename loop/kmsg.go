@@ -79,7 +79,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 // sync writes msg to the guest's kernel log and waits (briefly) until the
 // stream has read it, so everything logged before it has been reported.
 func (k *kmsgStream) sync(ctx context.Context, c *guest.Client, msg string) {
-	msg = markPrefix + strings.TrimPrefix(msg, markPrefix)
+	msg = markPrefix + msg
 	ch := make(chan struct{})
 	k.mu.Lock()
 	k.waiters[msg] = ch

@@ -311,7 +311,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		return fail(use, "close what holds it: kwatch loads the new build as soon as it is free", holders...)
 	}
 	if r.LoadErr != "" {
-		l.kmsg.sync(ctx, c, fmt.Sprintf("kwatch: %s failed to load (cycle %d)", name, l.cycle))
+		l.kmsg.sync(ctx, c, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
 		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
 		msg := "insmod: " + cause
 		if _, _, _, stuck := l.whoHolds(ctx, c, name); stuck {
@@ -326,7 +326,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	l.keepGood(b, name)
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
-	l.kmsg.sync(ctx, c, fmt.Sprintf("kwatch: %s loaded (cycle %d)", name, l.cycle))
+	l.kmsg.sync(ctx, c, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
 	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO),
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
