@@ -260,14 +260,11 @@ func TestFaultsOfEditing(t *testing.T) {
 	}
 
 	t.Run("30 saves per second for 3s", func(t *testing.T) {
-		for v := 200; v < 290; v++ {
-			writeModule(t, dir, "kwedit", v)
-			time.Sleep(33 * time.Millisecond)
-		}
+		gaps := saveStorm(t, 90, func(i int) { writeModule(t, dir, "kwedit", 200+i) })
 		// The 1s batch cap closes about three batches; each cancels the
 		// build before it, and the one after the storm may add one more.
-		if builds, _ := buildsUntilLoaded(); builds > 5 {
-			t.Errorf("90 saves in 3s started %d builds, want at most 5", builds)
+		if builds, _ := buildsUntilLoaded(); builds > 5+gaps {
+			t.Errorf("90 saves in 3s (%d pauses longer than the debounce) started %d builds, want at most %d", gaps, builds, 5+gaps)
 		}
 		if got := version(); got != "289" {
 			t.Fatalf("after the storm the guest runs version %q, want 289", got)

@@ -469,10 +469,8 @@ func TestWatchReloadsOnSave(t *testing.T) {
 	}
 
 	// 30 saves within one second: at most 2 builds, and the last content wins.
-	for v := 100; v < 130; v++ {
-		writeModule(t, dir, "kwwatch", v)
-		time.Sleep(30 * time.Millisecond)
-	}
+	gaps := saveStorm(t, 30, func(i int) { writeModule(t, dir, "kwwatch", 100+i) })
+	t.Logf("save storm: %d pauses longer than the debounce", gaps)
 	builds := 0
 	for {
 		evs = w.next(2*time.Minute, "loaded", "build_start", "build_failed", "load_failed")
@@ -486,14 +484,31 @@ func TestWatchReloadsOnSave(t *testing.T) {
 		}
 		break
 	}
-	if builds > 2 {
-		t.Errorf("30 saves in one second started %d builds, want at most 2", builds)
+	if builds > 2+gaps {
+		t.Errorf("30 saves in one second (%d pauses longer than the debounce) started %d builds, want at most %d", gaps, builds, 2+gaps)
 	}
 	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwwatch/version")); got != "129" {
 		t.Fatalf("after the burst the guest runs version %q, want 129", got)
 	}
 	w.stop()
 	noStrayProcesses(t, dir)
+}
+
+// saveStorm makes n saves about 33ms apart (30 a second) and returns how many
+// pauses between them outlasted kwatch's 75ms debounce: on a loaded machine
+// the test itself can stall, and each such pause rightly ends a batch.
+func saveStorm(t *testing.T, n int, save func(i int)) (gaps int) {
+	t.Helper()
+	last := time.Now()
+	for i := 0; i < n; i++ {
+		save(i)
+		if now := time.Now(); i > 0 && now.Sub(last) > 75*time.Millisecond {
+			gaps++
+		}
+		last = time.Now()
+		time.Sleep(30 * time.Millisecond)
+	}
+	return gaps
 }
 
 // The VM outlives a kwatch run and the next run reuses it.
