@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"kwatch/proc"
 )
@@ -21,6 +25,75 @@ type Make struct {
 	Dir  string
 	Args []string
 	Env  []string
+}
+
+// ErrSourcesChanged means a source file changed while make ran; what the
+// build wrote was removed, and the sources should be built again.
+var ErrSourcesChanged = errors.New("sources changed during the build")
+
+// stamp is what tells a file's content changed without reading it.
+type stamp struct {
+	mtime time.Time
+	size  int64
+}
+
+// sourceStamps stamps every build input under dir (outside dot-directories).
+func sourceStamps(dir string) map[string]stamp {
+	stamps := map[string]stamp{}
+	walkFiles(dir, func(path string, fi fs.FileInfo) {
+		if isSource(path) {
+			stamps[path] = stamp{fi.ModTime(), fi.Size()}
+		}
+	})
+	return stamps
+}
+
+// removeOutputsSince removes the objects and modules under dir written at or
+// after t (one written just before costs only a recompile).
+func removeOutputsSince(dir string, t time.Time) error {
+	var errs []error
+	walkFiles(dir, func(path string, fi fs.FileInfo) {
+		if ext := filepath.Ext(path); (ext == ".o" || ext == ".ko") && !fi.ModTime().Before(t) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func isSource(path string) bool {
+	if strings.HasSuffix(path, ".mod.c") { // written by Kbuild's modpost
+		return false
+	}
+	switch filepath.Ext(path) {
+	case ".c", ".h", ".S", ".rs":
+		return true
+	}
+	switch filepath.Base(path) {
+	case "Makefile", "Kbuild", "Kconfig":
+		return true
+	}
+	return false
+}
+
+// walkFiles calls fn for each regular file under dir, skipping dot-directories.
+func walkFiles(dir string, fn func(path string, fi fs.FileInfo)) {
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if path != dir && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() {
+			fn(path, fi)
+		}
+		return nil
+	})
 }
 
 // withoutMakeVars drops the variables an outer make (`make demo`, `make
@@ -55,8 +128,22 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	cmd.Env = withoutMakeVars(m.Env)
 	// One writer for both streams: exec then copies them from a single pipe, in order.
 	cmd.Stdout, cmd.Stderr = s, s
+	before := sourceStamps(dir)
+	// Files are stamped by a coarse clock that may lag behind time.Now.
+	start := time.Now().Add(-20 * time.Millisecond)
 	err = proc.Run(ctx, cmd)
 	s.flush()
+	if !maps.Equal(before, sourceStamps(dir)) {
+		// An object compiled from a source that was rewritten while the
+		// compiler ran is newer than that source, so make would keep it:
+		// remove what this build wrote so the next one compiles it again.
+		if rmErr := removeOutputsSince(dir, start); rmErr != nil {
+			return Result{}, fmt.Errorf("removing outputs of a build whose sources changed: %w", rmErr)
+		}
+		if ctx.Err() == nil {
+			return Result{}, ErrSourcesChanged
+		}
+	}
 	if ctx.Err() != nil {
 		return Result{}, ctx.Err()
 	}

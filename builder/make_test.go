@@ -196,3 +196,35 @@ func TestMakeCancel(t *testing.T) {
 		t.Errorf("processes left after cancel: %q", left)
 	}
 }
+
+// A source rewritten while make runs leaves an object newer than it but
+// compiled from the old text; make would keep it. Build must say so and
+// remove what it wrote, while older objects stay.
+func TestMakeSourcesChangedDuringBuild(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "old.o"), "built long ago")
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(filepath.Join(dir, "old.o"), past, past)
+	writeFile(t, filepath.Join(dir, "m.c"), "v1")
+	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t@cp m.c m.o; echo v2 > m.c; echo m.o > modules.order; cp m.o m.ko\n")
+	// Let the writes above age past the build's start.
+	time.Sleep(50 * time.Millisecond)
+	_, err := (&Make{Dir: dir}).Build(context.Background(), nil)
+	if !errors.Is(err, ErrSourcesChanged) {
+		t.Fatalf("err = %v, want ErrSourcesChanged", err)
+	}
+	for _, f := range []string{"m.o", "m.ko"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s written from the old source was kept (%v)", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "old.o")); err != nil {
+		t.Errorf("an object from an earlier build was removed: %v", err)
+	}
+	// Nothing changes during the next build: it succeeds.
+	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t@cp m.c m.o; echo m.o > modules.order; cp m.o m.ko\n")
+	time.Sleep(50 * time.Millisecond)
+	if _, err := (&Make{Dir: dir}).Build(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+}

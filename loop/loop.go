@@ -117,6 +117,9 @@ func Run(ctx context.Context, cfg Config) error {
 func (l *loop) once(ctx context.Context) error {
 	start := time.Now()
 	res, err := l.build(ctx)
+	for errors.Is(err, builder.ErrSourcesChanged) {
+		res, err = l.build(ctx)
+	}
 	took := time.Since(start)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -181,6 +184,8 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 				}
 				l.deploy(ctx, d.res, d.took, d.start)
 			case errors.Is(d.err, context.Canceled):
+			case errors.Is(d.err, builder.ErrSourcesChanged):
+				pending = true // the batch with the change may still be on its way
 			default:
 				l.buildFailed(d.err, d.took)
 			}
