@@ -422,15 +422,11 @@ func (c *Client) Run(ctx context.Context, cmd string) (stdout, stderr []byte, ex
 // When ctx is done the command is killed, with every process it started, and
 // RunStream returns ctx.Err().
 func (c *Client) RunStream(ctx context.Context, cmd string, stdout, stderr io.Writer) (exit int, err error) {
-	s, conn, err := c.session(ctx)
+	s, conn, err := c.start(ctx, cmd, stdout, stderr)
 	if err != nil {
 		return -1, err
 	}
 	defer s.Close()
-	s.Stdout, s.Stderr = stdout, stderr
-	if err := s.Start(killable(cmd)); err != nil {
-		return -1, fmt.Errorf("starting %q on %s: %w", cmd, c.who(), err)
-	}
 	stop := c.cancelSession(ctx, conn, s)
 	err = s.Wait()
 	stop()
@@ -445,6 +441,28 @@ func (c *Client) RunStream(ctx context.Context, cmd string, stdout, stderr io.Wr
 		return -1, fmt.Errorf("running %q on %s: %w", cmd, c.who(), err)
 	}
 	return 0, nil
+}
+
+// start starts cmd in a new session. A command whose start failed never ran,
+// so after a connection that died under it (a loaded guest fresh from boot
+// drops one now and then) it is started once more on a new connection.
+func (c *Client) start(ctx context.Context, cmd string, stdout, stderr io.Writer) (*ssh.Session, *ssh.Client, error) {
+	for try := 0; ; try++ {
+		s, conn, err := c.session(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.Stdout, s.Stderr = stdout, stderr
+		err = s.Start(killable(cmd))
+		if err == nil {
+			return s, conn, nil
+		}
+		s.Close()
+		if try == 1 || ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("starting %q on %s: %w", cmd, c.who(), err)
+		}
+		c.drop(conn)
+	}
 }
 
 // killable wraps cmd so that SIGTERM kills it with all its processes: the
