@@ -2,6 +2,7 @@ package nix
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -72,14 +73,17 @@ func syncTree(src, dst string) error {
 	return nil
 }
 
-// syncFile copies src to dst unless dst has the same size and mtime already.
+// syncFile copies src to dst unless dst holds the same bytes already. A copy
+// is stamped with the time it was made, not with src's mtime: src may have
+// been written while the last build compiled its older copy, so src's mtime
+// can be older than that object, and make would keep the stale object.
 func syncFile(src, dst string) error {
 	si, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
-	if di, err := os.Stat(dst); err == nil && di.Size() == si.Size() && di.ModTime().Equal(si.ModTime()) {
-		return nil
+	if same, err := sameBytes(src, dst); err != nil || same {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
@@ -100,15 +104,29 @@ func syncFile(src, dst string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chtimes(tmp, si.ModTime(), si.ModTime())
-	}
-	if err == nil {
 		err = os.Rename(tmp, dst)
 	}
 	if err != nil {
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// sameBytes reports whether files a and b have the same content; a missing b
+// is not an error. Module sources are small, so reading them is cheap.
+func sameBytes(a, b string) (bool, error) {
+	bb, err := os.ReadFile(b)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	ab, err := os.ReadFile(a)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(ab, bb), nil
 }
 
 func readManifest(dir string) ([]string, error) {
