@@ -13,8 +13,6 @@ import (
 	"testing"
 )
 
-const debianModules = "/lib/modules/6.1.0-56-amd64"
-
 func TestWriteInitramfs(t *testing.T) {
 	if _, err := exec.LookPath("cpio"); err != nil {
 		t.Skip("cpio(1) not installed")

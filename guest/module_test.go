@@ -41,11 +41,6 @@ func TestListsModule(t *testing.T) {
 	}
 }
 
-const (
-	e2eKernel  = "/boot/vmlinuz-6.1.0-56-amd64"
-	e2eModules = "/lib/modules/6.1.0-56-amd64"
-)
-
 // The test modules: kw-hello logs its parameters on load and unload;
 // kw-sticky has no exit function, so the kernel refuses to unload it.
 const (
@@ -70,7 +65,7 @@ MODULE_LICENSE("GPL");
 // buildModules builds the test modules with Kbuild and returns their directory.
 func buildModules(t testing.TB) string {
 	t.Helper()
-	kdir := filepath.Join(e2eModules, "build")
+	kdir := filepath.Join(debianModules, "build")
 	if _, err := os.Stat(filepath.Join(kdir, "Makefile")); err != nil {
 		t.Skipf("no kernel headers at %s", kdir)
 	}
@@ -101,7 +96,7 @@ func bootGuest(t testing.TB) *Client {
 	if testing.Short() {
 		t.Skip("boots a VM")
 	}
-	for _, f := range []string{e2eKernel, e2eModules} {
+	for _, f := range []string{debianKernel, debianModules} {
 		if _, err := os.Stat(f); err != nil {
 			t.Skipf("needs %s", f)
 		}
@@ -119,14 +114,14 @@ func bootGuest(t testing.TB) *Client {
 		t.Fatal(err)
 	}
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
-	if err := WriteInitramfs(initrd, InitramfsConfig{AuthorizedKey: authorized, HostKey: hostKey, ModulesDir: e2eModules}); err != nil {
+	if err := WriteInitramfs(initrd, InitramfsConfig{AuthorizedKey: authorized, HostKey: hostKey, ModulesDir: debianModules}); err != nil {
 		t.Fatal(err)
 	}
 	v := &VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
 		Ident:    "guest-e2e",
-		Launch:   QEMUConfig{Kernel: e2eKernel, Initramfs: initrd}.Launcher(),
+		Launch:   QEMUConfig{Kernel: debianKernel, Initramfs: initrd}.Launcher(),
 		Accel:    "tcg",
 	}
 	t.Cleanup(func() {
@@ -198,7 +193,7 @@ func TestReloadInGuest(t *testing.T) {
 	kmsg := watchKmsg(t, c)
 	defer kmsg.stop()
 
-	if uname, _, _, err := c.Run(ctx, "uname -r"); err != nil || strings.TrimSpace(string(uname)) != "6.1.0-56-amd64" {
+	if uname, _, _, err := c.Run(ctx, "uname -r"); err != nil || strings.TrimSpace(string(uname)) != debianRelease {
 		t.Fatalf("guest uname -r = %q, %v", uname, err)
 	}
 	const remote = "/lib/modules/kwatch/kw-hello.ko"
