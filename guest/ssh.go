@@ -57,6 +57,12 @@ type Client struct {
 	mu     sync.Mutex
 	conn   *ssh.Client // nil while disconnected
 	closed bool
+
+	// The private upload directory (see Upload), its owner and what Upload put there.
+	dirMu  sync.Mutex
+	dir    string
+	dirUID uint32
+	files  map[string]bool
 }
 
 // Dial connects to cfg.Addr, retrying until the server answers or ctx is

@@ -437,32 +437,78 @@ func TestUpload(t *testing.T) {
 	_, cfg := newSSHD(t)
 	c := dial(t, cfg)
 	ctx := testContext(t)
-	dir := t.TempDir() // the server shares the host's /tmp
-	remote := filepath.Join(dir, "guest", "lib", "modules", "hello.ko")
-
+	dir := t.TempDir()
+	var remote string
 	for i, size := range []int{3 << 20, 1000} { // the second replaces the first
 		local := filepath.Join(dir, "hello.ko")
 		content := bytes.Repeat([]byte{byte(i + 1), 2, 3, 4, 5, 6, 7}, size/7)
 		if err := os.WriteFile(local, content, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		n, err := c.Upload(ctx, local, remote)
+		r, n, err := c.Upload(ctx, local, "hello.ko")
 		if err != nil {
 			t.Fatalf("Upload: %v", err)
 		}
+		if remote != "" && r != remote {
+			t.Errorf("second upload went to %s, the first to %s", r, remote)
+		}
+		remote = r
 		if n != int64(len(content)) {
 			t.Errorf("Upload reported %d bytes, want %d", n, len(content))
 		}
-		got, err := os.ReadFile(remote)
+		got, err := os.ReadFile(remote) // the server shares the host's /tmp
 		if err != nil || !bytes.Equal(got, content) {
 			t.Fatalf("upload %d: remote file has %d bytes (err %v), want the %d bytes sent", i, len(got), err, len(content))
 		}
 	}
+	fi, err := os.Lstat(filepath.Dir(remote))
+	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Fatalf("upload dir %s: %v, %v; want a root-owned directory of mode 0700", filepath.Dir(remote), fi.Mode(), err)
+	}
 	if _, err := os.Stat(remote + ".kwatch-tmp"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temporary file left behind: %v", err)
 	}
+	for _, name := range []string{"missing.ko", "../x.ko"} {
+		if _, _, err := c.Upload(ctx, filepath.Join(dir, name), name); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("Upload of %s: error %v, want one naming it", name, err)
+		}
+	}
 
-	if _, err := c.Upload(ctx, filepath.Join(dir, "missing.ko"), remote); err == nil || !strings.Contains(err.Error(), "missing.ko") {
-		t.Errorf("Upload of a missing file: error %v, want one naming it", err)
+	// Something kwatch did not put there stays, and so does the dir.
+	other := filepath.Join(filepath.Dir(remote), "other")
+	writeFile(t, other, "not kwatch's")
+	if err := c.RemoveUploads(ctx); err == nil {
+		t.Error("RemoveUploads removed a dir holding a file kwatch did not make")
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("RemoveUploads removed a file kwatch did not make: %v", err)
+	}
+	os.Remove(other)
+	if err := c.RemoveUploads(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Dir(remote)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("upload dir still there after RemoveUploads: %v", err)
+	}
+
+	// A dir lost since (a reboot cleaned /tmp) is made anew.
+	r, _, err := c.Upload(ctx, filepath.Join(dir, "hello.ko"), "hello.ko")
+	if err != nil || r == remote {
+		t.Fatalf("Upload after RemoveUploads = %s, %v; want a new dir", r, err)
+	}
+	os.RemoveAll(filepath.Dir(r))
+	r2, _, err := c.Upload(ctx, filepath.Join(dir, "hello.ko"), "hello.ko")
+	if err != nil || r2 == r {
+		t.Fatalf("Upload after its dir vanished = %s, %v; want a new dir", r2, err)
+	}
+	// A dir swapped for a link to one anybody can write to is refused.
+	os.Remove(r2)
+	os.Remove(filepath.Dir(r2))
+	if err := os.Symlink(dir, filepath.Dir(r2)); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(filepath.Dir(r2))
+	if _, _, err := c.Upload(ctx, filepath.Join(dir, "hello.ko"), "hello.ko"); err == nil || !strings.Contains(err.Error(), "not kwatch's") {
+		t.Errorf("Upload into a dir replaced by a symlink: %v, want a refusal", err)
 	}
 }
