@@ -274,7 +274,8 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		if err != nil {
 			return nil, err
 		}
-		g.SSH = guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts")}
+		// kwatch started this VM, so its first host key is trusted.
+		g.SSH = guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts"), TrustNew: true}
 	}
 	if g.BootTimeout == 0 {
 		g.BootTimeout = 2 * time.Minute

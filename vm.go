@@ -129,7 +129,7 @@ func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
 		return guest.SSHConfig{}, err
 	}
 	return guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts")}, nil
+		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts"), TrustNew: true}, nil
 }
 
 const initUsage = `usage: kwatch init [--force] [--name NAME] [DIR]

@@ -116,7 +116,7 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 		return v, err
 	}
 	c, err := guest.Dial(ctx, guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.state, "known_hosts")})
+		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.state, "known_hosts"), TrustNew: true})
 	if err != nil {
 		return v, fmt.Errorf("connecting to the guest: %w", err)
 	}

@@ -140,6 +140,7 @@ func bootGuest(t testing.TB) *Client {
 		Addr:       "127.0.0.1:" + strconv.Itoa(st.Port),
 		Signers:    []ssh.Signer{signer},
 		KnownHosts: filepath.Join(stateDir, "known_hosts"),
+		TrustNew:   true,
 		Timeout:    30 * time.Second,
 	})
 	if err != nil {

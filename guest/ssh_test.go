@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"kwatch/proc"
 )
@@ -63,6 +64,7 @@ func newSSHD(t *testing.T) (*sshd, SSHConfig) {
 		Addr:       d.addr,
 		Signers:    []ssh.Signer{signer},
 		KnownHosts: filepath.Join(dir, "state", "known_hosts"),
+		TrustNew:   true,
 		Timeout:    5 * time.Second,
 	}
 }
@@ -336,6 +338,66 @@ func TestHostKeyPinning(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(cfg.KnownHosts); !bytes.Equal(after, pinned) {
 		t.Errorf("known_hosts changed after a refused key:\n%s", after)
+	}
+}
+
+// publicKey reads the public half of dropbear host key name.
+func (d *sshd) publicKey(name string) ssh.PublicKey {
+	d.t.Helper()
+	out, err := exec.Command("dropbearkey", "-y", "-f", d.hostKey(name)).Output()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(l)); err == nil {
+			return k
+		}
+	}
+	d.t.Fatalf("no public key in dropbearkey's output:\n%s", out)
+	return nil
+}
+
+// Without TrustNew an unknown host key is refused at once, naming its
+// fingerprint; once pinned it is accepted. Keys in the user's known_hosts
+// count too, and that file is never written.
+func TestUnknownHostKey(t *testing.T) {
+	d, cfg := newSSHD(t)
+	cfg.TrustNew = false
+	ctx := testContext(t)
+	_, err := Dial(ctx, cfg)
+	var unknown *UnknownHostKeyError
+	if !errors.As(err, &unknown) || ctx.Err() != nil {
+		t.Fatalf("Dial with an unknown host key: %v; want an UnknownHostKeyError at once", err)
+	}
+	fp := ssh.FingerprintSHA256(d.publicKey("a"))
+	if !strings.Contains(err.Error(), fp) || unknown.Addr != cfg.Addr {
+		t.Errorf("error %q (addr %s), want the fingerprint %s and the address %s", err, unknown.Addr, fp, cfg.Addr)
+	}
+	if _, err := os.Stat(cfg.KnownHosts); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an unknown key was written to known_hosts: %v", err)
+	}
+	if err := PinHostKey(cfg.KnownHosts, unknown.Addr, unknown.Key); err != nil {
+		t.Fatal(err)
+	}
+	dial(t, cfg).Close()
+
+	// The user's known_hosts (a hashed entry, as Debian's ssh writes them) is enough.
+	user := filepath.Join(t.TempDir(), "known_hosts")
+	host := knownhosts.HashHostname(knownhosts.Normalize(cfg.Addr))
+	writeFile(t, user, "# mine\n"+knownhosts.Line([]string{host}, d.publicKey("a"))+"\n")
+	os.Remove(cfg.KnownHosts)
+	cfg.UserKnownHosts = []string{filepath.Join(t.TempDir(), "missing"), user}
+	dial(t, cfg).Close()
+	if _, err := os.Stat(cfg.KnownHosts); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("kwatch's known_hosts was written for a key the user's file has: %v", err)
+	}
+
+	// A changed key is refused, naming the user's file and line, even with TrustNew.
+	cfg.TrustNew = true
+	d.restart(d.hostKey("b"))
+	_, err = Dial(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), user) || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("Dial with a key that changed from the user's known_hosts: %v; want a refusal naming %s line 2", err, user)
 	}
 }
 
