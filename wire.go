@@ -42,8 +42,14 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 }
 
 func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(string), log io.Writer) (string, error) {
+	installable := s.flakeRoot + "#" + attr
+	// Say so before nix compiles a kernel for hours. A failed dry run says
+	// nothing: the build itself reports what is wrong.
+	if plan, err := nix.DryRun(ctx, installable); err == nil && plan.Kernel() != "" {
+		notify(plan.Kernel())
+	}
 	notify("building the VM (" + attr + ")")
-	outs, err := nix.Build(ctx, s.flakeRoot+"#"+attr, filepath.Join(s.stateDir, "vm-result"), log)
+	outs, err := nix.Build(ctx, installable, filepath.Join(s.stateDir, "vm-result"), log)
 	if err != nil {
 		return "", fmt.Errorf("building the VM: %w", err)
 	}
