@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -34,25 +35,38 @@ func (e *hostKeyChangedError) Error() string {
 		e.host, e.want.Line, e.want.Filename)
 }
 
-// checkHostKey accepts a key found in kwatch's or the user's known_hosts and
-// refuses a changed one. An unknown key is pinned with TrustNew, else refused
-// as an *UnknownHostKeyError.
-func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
+// knownHosts returns a callback checking keys against kwatch's and the
+// user's known_hosts files; nil when none of them exists yet.
+func (c *Client) knownHosts() (ssh.HostKeyCallback, error) {
 	var files []string
 	for _, f := range append([]string{c.cfg.KnownHosts}, c.cfg.UserKnownHosts...) {
 		if _, err := os.Stat(f); err == nil {
 			files = append(files, f)
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("reading %s: %w", f, err)
+			return nil, fmt.Errorf("reading %s: %w", f, err)
 		}
 	}
-	if len(files) > 0 {
-		check, err := knownhosts.New(files...)
-		if err != nil {
-			return fmt.Errorf("reading known_hosts: %w", err)
-		}
+	if len(files) == 0 {
+		return nil, nil
+	}
+	check, err := knownhosts.New(files...)
+	if err != nil {
+		return nil, fmt.Errorf("reading known_hosts: %w", err)
+	}
+	return check, nil
+}
+
+// checkHostKey accepts a key found in kwatch's or the user's known_hosts and
+// refuses a changed one. An unknown key is pinned with TrustNew, else refused
+// as an *UnknownHostKeyError.
+func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
+	check, err := c.knownHosts()
+	if err != nil {
+		return err
+	}
+	if check != nil {
 		var keyErr *knownhosts.KeyError
-		err = check(hostname, remote, key)
+		err := check(hostname, remote, key)
 		if !errors.As(err, &keyErr) {
 			return err // nil when the key is a known one
 		}
@@ -64,6 +78,46 @@ func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKe
 		return &UnknownHostKeyError{Addr: hostname, Key: key}
 	}
 	return PinHostKey(c.cfg.KnownHosts, hostname, key)
+}
+
+// hostKeyAlgorithms lists the host key algorithms to offer, in OpenSSH's
+// order, but those of the keys known for the host first, as OpenSSH does:
+// a host known by its ECDSA key is asked for that one, rather than for its
+// Ed25519 key, which would then be refused as a changed key.
+//
+// x/crypto's default order puts RSA first, and dropbear 2022.83 offers RSA
+// even without an RSA host key, then aborts the handshake ("Failed assertion
+// (rsa.c:164)") when it is chosen: hence an explicit list.
+func (c *Client) hostKeyAlgorithms() []string {
+	all := []string{
+		ssh.KeyAlgoED25519,
+		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+		ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
+	}
+	known := map[string]bool{}
+	if check, _ := c.knownHosts(); check != nil {
+		// A key no host has makes the check list the host's known keys.
+		probe, _ := ssh.NewPublicKey(ed25519.PublicKey(make([]byte, ed25519.PublicKeySize)))
+		var keyErr *knownhosts.KeyError
+		if errors.As(check(c.cfg.Addr, &net.TCPAddr{IP: net.IPv4zero}, probe), &keyErr) {
+			for _, k := range keyErr.Want {
+				known[k.Key.Type()] = true
+			}
+		}
+	}
+	first, rest := []string{}, []string{}
+	for _, algo := range all {
+		typ := algo
+		if algo == ssh.KeyAlgoRSASHA512 || algo == ssh.KeyAlgoRSASHA256 {
+			typ = ssh.KeyAlgoRSA
+		}
+		if known[typ] {
+			first = append(first, algo)
+		} else {
+			rest = append(rest, algo)
+		}
+	}
+	return append(first, rest...)
 }
 
 // PinHostKey adds key for addr ("host:port") to the known_hosts file.

@@ -87,17 +87,10 @@ func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
 	c := &Client{cfg: cfg, dialing: make(chan struct{}, 1)}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	c.config = &ssh.ClientConfig{
-		User:            cfg.User,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signers...)},
-		HostKeyCallback: c.checkHostKey,
-		// OpenSSH's order. x/crypto's default puts RSA first, and dropbear
-		// 2022.83 offers RSA even without an RSA host key, then aborts
-		// the handshake ("Failed assertion (rsa.c:164)") when it is chosen.
-		HostKeyAlgorithms: []string{
-			ssh.KeyAlgoED25519,
-			ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
-			ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
-		},
+		User:              cfg.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Signers...)},
+		HostKeyCallback:   c.checkHostKey,
+		HostKeyAlgorithms: c.hostKeyAlgorithms(),
 	}
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err

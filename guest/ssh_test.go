@@ -103,24 +103,31 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// hostKey returns the path of host key name, generating it on first use.
-func (d *sshd) hostKey(name string) string {
+// hostKey returns the path of ed25519 host key name, generating it on first use.
+func (d *sshd) hostKey(name string) string { return d.typedHostKey(name, "ed25519") }
+
+// typedHostKey returns the path of host key name of type typ (a dropbearkey
+// -t), generating it on first use.
+func (d *sshd) typedHostKey(name, typ string) string {
 	path := filepath.Join(d.home, "..", "hostkey-"+name)
 	if _, err := os.Stat(path); err == nil {
 		return path
 	}
-	if out, err := exec.Command("dropbearkey", "-t", "ed25519", "-f", path).CombinedOutput(); err != nil {
+	if out, err := exec.Command("dropbearkey", "-t", typ, "-f", path).CombinedOutput(); err != nil {
 		d.t.Fatalf("dropbearkey: %v\n%s", err, out)
 	}
 	return path
 }
 
-// start runs dropbear with hostKey and waits until it accepts connections.
-func (d *sshd) start(hostKey string) {
+// start runs dropbear with hostKeys and waits until it accepts connections.
+func (d *sshd) start(hostKeys ...string) {
 	d.t.Helper()
 	var log bytes.Buffer
-	cmd := exec.Command("unshare", "-m", "sh", "-c",
-		`mount --bind "$1" /root && exec dropbear -F -E -s -g -p "$2" -r "$3"`, "sh", d.home, d.addr, hostKey)
+	args := []string{"-m", "sh", "-c", `mount --bind "$1" /root && p=$2 && shift 2 && exec dropbear -F -E -s -g -p "$p" "$@"`, "sh", d.home, d.addr}
+	for _, k := range hostKeys {
+		args = append(args, "-r", k)
+	}
+	cmd := exec.Command("unshare", args...)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	stopGroup := startProc(d.t, cmd)
 	d.pid = cmd.Process.Pid
@@ -146,11 +153,11 @@ func (d *sshd) start(hostKey string) {
 }
 
 // restart stops dropbear, with every connection it has, and starts it again
-// with hostKey.
-func (d *sshd) restart(hostKey string) {
+// with hostKeys.
+func (d *sshd) restart(hostKeys ...string) {
 	d.t.Helper()
 	d.stop()
-	d.start(hostKey)
+	d.start(hostKeys...)
 }
 
 // descendants lists pid's children, grandchildren and so on.
@@ -392,7 +399,15 @@ func TestUnknownHostKey(t *testing.T) {
 		t.Errorf("kwatch's known_hosts was written for a key the user's file has: %v", err)
 	}
 
+	// A host with keys of two types, known by the one kwatch prefers less:
+	// that one is asked for, as OpenSSH does, not the other refused as changed.
+	ecdsa := d.typedHostKey("ecdsa", "ecdsa")
+	d.restart(d.hostKey("a"), ecdsa)
+	writeFile(t, user, knownhosts.Line([]string{knownhosts.Normalize(cfg.Addr)}, d.publicKey("ecdsa"))+"\n")
+	dial(t, cfg).Close()
+
 	// A changed key is refused, naming the user's file and line, even with TrustNew.
+	writeFile(t, user, "# mine\n"+knownhosts.Line([]string{host}, d.publicKey("a"))+"\n")
 	cfg.TrustNew = true
 	d.restart(d.hostKey("b"))
 	_, err = Dial(ctx, cfg)
