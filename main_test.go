@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -716,8 +717,22 @@ func TestSSHBackend(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, fp) {
 		t.Fatalf("a wrong --accept-host-key: exit %d\n%s\nwant exit 2 naming the real key", code, stderr)
 	}
+	// On a terminal kwatch asks instead; anything but y refuses.
+	vmSSH := append([]string{kwatchBin, "vm", "ssh"}, append(args, "--", "echo", "in-guest")...)
+	if out, code := onTerminal(t, "n\n", vmSSH...); code != 2 || !strings.Contains(out, fp) || !strings.Contains(out, "[y/N]") {
+		t.Fatalf("answering n at the prompt: exit %d\n%s\nwant exit 2 after a prompt showing %s", code, out, fp)
+	}
 	if _, err := os.Stat(filepath.Join(other, "known_hosts")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a key nobody accepted was pinned: %v", err)
+	}
+	asked := filepath.Join(t.TempDir(), "state")
+	askArgs := slices.Clone(vmSSH)
+	askArgs[slices.Index(askArgs, other)] = asked
+	if out, code := onTerminal(t, "y\n", askArgs...); code != 0 || !strings.Contains(out, "in-guest") {
+		t.Fatalf("answering y at the prompt: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(asked, "known_hosts")); err != nil {
+		t.Fatalf("the key accepted at the prompt was not pinned: %v", err)
 	}
 
 	stdout, stderr, code := kwatchRun(t, append([]string{"--accept-host-key", fp}, once...)...)
@@ -759,6 +774,24 @@ func TestSSHBackend(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(third, "known_hosts")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("kwatch pinned a key the user's known_hosts already has: %v", err)
 	}
+}
+
+// onTerminal runs args with a terminal for stdin and stdout (script(1)),
+// typing input, and returns what the terminal showed and the exit code.
+func onTerminal(t *testing.T, input string, args ...string) (string, int) {
+	t.Helper()
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = guest.Quote(a)
+	}
+	cmd := exec.Command("script", "-qec", strings.Join(quoted, " "), "/dev/null")
+	cmd.Stdin = strings.NewReader(input)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("script: %v", err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
 }
 
 // kwatch init writes a flake project, makes it a git repository, and never

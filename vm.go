@@ -92,10 +92,10 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
 		var c *guest.Client
 		err = o.trustNewHost(cfg.KnownHosts, stderr, func() (err error) {
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
 			c, err = guest.Dial(dctx, cfg)
 			return err
 		})
