@@ -23,6 +23,7 @@ import (
 // options holds every flag; the VM flags are shared by `kwatch` and `kwatch vm`.
 type options struct {
 	vm, kernel, modulesDir, ssh, identity, stateDir, accel string
+	acceptHostKey                                          string
 	bootTimeout                                            time.Duration
 	nixVMAttr                                              string
 
@@ -42,7 +43,8 @@ func (o *options) vmFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.kernel, "kernel", "", "kernel image for --vm qemu (default: the newest /boot/vmlinuz-*)")
 	fs.StringVar(&o.modulesDir, "modules-dir", "", "/lib/modules/<version> tree holding the NIC driver for the generated initramfs (default: from the kernel image's version)")
 	fs.StringVar(&o.ssh, "ssh", "", "[user@]host[:port] of an existing guest for --vm ssh")
-	fs.StringVar(&o.identity, "identity", "", "SSH private key for --vm ssh")
+	fs.StringVar(&o.identity, "identity", "", "SSH private key for --vm ssh (default: IdentityFile in ~/.ssh/config, else ~/.ssh/id_*)")
+	fs.StringVar(&o.acceptHostKey, "accept-host-key", "", "`SHA256:...` fingerprint of the --vm ssh host's key to accept on first contact (on a terminal kwatch asks instead)")
 	fs.StringVar(&o.stateDir, "state-dir", "", "where kwatch keeps keys, logs and VM state (default: .kwatch in the flake root, else in the current directory)")
 	fs.StringVar(&o.accel, "accel", "auto", "auto|kvm|tcg")
 	fs.DurationVar(&o.bootTimeout, "boot-timeout", 0, "how long to wait for the guest's SSH (default 2m, 10m for --vm nix)")
@@ -151,7 +153,11 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer g.Close()
 	// Connect first: the default --kdir comes from the guest's kernel release.
-	_, release, err := g.Connect(ctx)
+	var release string
+	err = o.trustNewHost(g.SSH.KnownHosts, stderr, func() (err error) {
+		_, release, err = g.Connect(ctx)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -251,7 +257,8 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 	notify := func(msg string) { report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg}) }
 	switch s.vm {
 	case "ssh":
-		cfg, err := sshTarget(o.ssh, o.identity, s.stateDir)
+		home, _ := os.UserHomeDir()
+		cfg, err := sshTarget(o.ssh, o.identity, s.stateDir, home)
 		if err != nil {
 			return nil, err
 		}
@@ -274,7 +281,8 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		if err != nil {
 			return nil, err
 		}
-		g.SSH = guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts")}
+		// kwatch started this VM, so its first host key is trusted.
+		g.SSH = guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts"), TrustNew: true}
 	}
 	if g.BootTimeout == 0 {
 		g.BootTimeout = 2 * time.Minute

@@ -54,6 +54,23 @@ func TestNix(t *testing.T) {
 		}
 	})
 
+	// A module the derivation installs compressed is loaded all the same.
+	t.Run("derivation compressed", func(t *testing.T) {
+		for _, attr := range []string{"module-zst", "module-gz"} {
+			guestRun(t, state, "rmmod hello; true")
+			stdout, stderr, code := kwatchRun(t, args("derivation", "--once", "--json", "--module-attr", attr)...)
+			if code != 0 {
+				t.Fatalf("%s: exit %d\n%s\n%s", attr, code, stdout, stderr)
+			}
+			if _, ok := findEvent(parseEvents(t, stdout), "loaded"); !ok {
+				t.Fatalf("%s: no loaded event:\n%s", attr, stdout)
+			}
+			if got := version(t); got != "1" {
+				t.Fatalf("%s: guest runs hello version %q, want 1", attr, got)
+			}
+		}
+	})
+
 	t.Run("incremental watch", func(t *testing.T) {
 		w := startWatch(t, args("incremental")...)
 		loaded := func(timeout time.Duration) []event {

@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -85,22 +88,53 @@ func TestParseInterleaved(t *testing.T) {
 }
 
 func TestSSHTarget(t *testing.T) {
-	tests := []struct{ in, user, addr string }{
-		{"host", "root", "host:22"},
-		{"me@host:2222", "me", "host:2222"},
-		{"127.0.0.1:10022", "root", "127.0.0.1:10022"},
+	home := t.TempDir()
+	key := filepath.Join(home, ".ssh", "lab_key")
+	if _, _, err := guest.LoadOrCreateKey(filepath.Join(home, "k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(key), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(home, "k", "id_ed25519"), key); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(home, ".ssh", "config"), `Host lab
+  HostName 10.1.2.3
+  Port 2200
+  User dev
+  IdentityFile ~/.ssh/missing
+  IdentityFile %d/.ssh/lab_key
+Host v6
+  HostName ::1
+`)
+	tests := []struct {
+		in, user, addr string
+		keys           int
+	}{
+		{"host", "root", "host:22", 0},
+		{"me@host:2222", "me", "host:2222", 0},
+		{"127.0.0.1:10022", "root", "127.0.0.1:10022", 0},
+		{"lab", "dev", "10.1.2.3:2200", 1},        // all from ~/.ssh/config
+		{"root@lab:22", "root", "10.1.2.3:22", 1}, // the command line wins
+		{"v6", "root", "[::1]:22", 0},
 	}
 	for _, tt := range tests {
-		cfg, err := sshTarget(tt.in, "", t.TempDir())
+		cfg, err := sshTarget(tt.in, "", t.TempDir(), home)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.in, err)
 		}
-		if cfg.User != tt.user || cfg.Addr != tt.addr {
-			t.Errorf("%s: got %s@%s, want %s@%s", tt.in, cfg.User, cfg.Addr, tt.user, tt.addr)
+		if cfg.User != tt.user || cfg.Addr != tt.addr || len(cfg.Signers) != tt.keys {
+			t.Errorf("%s: got %s@%s with %d keys, want %s@%s with %d", tt.in, cfg.User, cfg.Addr, len(cfg.Signers), tt.user, tt.addr, tt.keys)
+		}
+		if cfg.TrustNew || len(cfg.UserKnownHosts) == 0 || cfg.UserKnownHosts[0] != filepath.Join(home, ".ssh", "known_hosts") {
+			t.Errorf("%s: TrustNew %v, UserKnownHosts %v; want the user's known_hosts and no trust on first use", tt.in, cfg.TrustNew, cfg.UserKnownHosts)
 		}
 	}
-	if _, err := sshTarget("host:port", "", t.TempDir()); err == nil {
-		t.Error("bad port accepted")
+	for _, bad := range []string{"host:port", "me@", ":22"} {
+		if _, err := sshTarget(bad, "", t.TempDir(), home); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }
 
@@ -651,32 +685,113 @@ func TestSSHBackend(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("no VM state: %v", err)
 	}
+	hostKey, err := guest.EnsureHostKey(e2eState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := exec.Command("dropbearkey", "-y", "-f", hostKey).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := regexp.MustCompile(`SHA256:[A-Za-z0-9+/]+`).FindString(string(pub))
+	if fp == "" {
+		t.Fatalf("no fingerprint in dropbearkey's output:\n%s", pub)
+	}
+	// Another user of the guest made the old fixed upload dir first, open to all.
+	guestRun(t, e2eState, "rm -rf /tmp/kwatch /tmp/kwatch.*; mkdir /tmp/kwatch && chown 1000:1000 /tmp/kwatch && chmod 0777 /tmp/kwatch")
+	home := t.TempDir()
+	t.Setenv("HOME", home) // no ~/.ssh of the machine's user gets in the way
 	dir := t.TempDir()
 	writeModule(t, dir, "kwssh", 7)
 	other := filepath.Join(t.TempDir(), "state")
 	target := fmt.Sprintf("root@127.0.0.1:%d", st.Port)
 	args := []string{"--vm", "ssh", "--ssh", target, "--identity", filepath.Join(e2eState, "id_ed25519"), "--state-dir", other}
-	stdout, stderr, code := kwatchRun(t, append(args, "--once", "--json", "--run", "cat /sys/module/kwssh/version", dir)...)
+	once := append(args, "--once", "--json", "--run", "cat /sys/module/kwssh/version", dir)
+
+	// First contact: the unknown key is refused, showing its fingerprint; nothing is pinned.
+	_, stderr, code := kwatchRun(t, once...)
+	if code != 2 || !strings.Contains(stderr, fp) || !strings.Contains(stderr, "--accept-host-key") {
+		t.Fatalf("first contact without accepting: exit %d\n%s\nwant exit 2 showing %s and --accept-host-key", code, stderr, fp)
+	}
+	_, stderr, code = kwatchRun(t, append([]string{"--accept-host-key", "SHA256:AAAA"}, once...)...)
+	if code != 2 || !strings.Contains(stderr, fp) {
+		t.Fatalf("a wrong --accept-host-key: exit %d\n%s\nwant exit 2 naming the real key", code, stderr)
+	}
+	// On a terminal kwatch asks instead; anything but y refuses.
+	vmSSH := append([]string{kwatchBin, "vm", "ssh"}, append(args, "--", "echo", "in-guest")...)
+	if out, code := onTerminal(t, "n\n", vmSSH...); code != 2 || !strings.Contains(out, fp) || !strings.Contains(out, "[y/N]") {
+		t.Fatalf("answering n at the prompt: exit %d\n%s\nwant exit 2 after a prompt showing %s", code, out, fp)
+	}
+	if _, err := os.Stat(filepath.Join(other, "known_hosts")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a key nobody accepted was pinned: %v", err)
+	}
+	asked := filepath.Join(t.TempDir(), "state")
+	askArgs := slices.Clone(vmSSH)
+	askArgs[slices.Index(askArgs, other)] = asked
+	if out, code := onTerminal(t, "y\n", askArgs...); code != 0 || !strings.Contains(out, "in-guest") {
+		t.Fatalf("answering y at the prompt: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(asked, "known_hosts")); err != nil {
+		t.Fatalf("the key accepted at the prompt was not pinned: %v", err)
+	}
+
+	stdout, stderr, code := kwatchRun(t, append([]string{"--accept-host-key", fp}, once...)...)
 	if code != 0 {
-		t.Fatalf("--vm ssh --once: exit %d\n%s\n%s", code, stdout, stderr)
+		t.Fatalf("--vm ssh --once --accept-host-key: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	e, ok := findEvent(parseEvents(t, stdout), "run_output")
 	if !ok || strings.TrimSpace(e.Output) != "7" {
 		t.Fatalf("run_output %+v, want version 7", e)
 	}
-	// kwatch vm ssh reaches the same machine with the same flags.
+	// The module went through a private dir, not the hostile one, and that dir is gone.
+	if out := guestRun(t, e2eState, "ls -A /tmp/kwatch; ls -d /tmp/kwatch.* 2>/dev/null; true"); out != "" {
+		t.Errorf("after the run the guest has %q in /tmp/kwatch or a /tmp/kwatch.* left", out)
+	}
+	// The key is pinned now: kwatch vm ssh reaches the same machine with the same flags and no accept.
 	out, _, code := kwatchRun(t, append([]string{"vm", "ssh"}, append(args, "--", "grep", "-c", "^kwssh ", "/proc/modules")...)...)
 	if code != 0 || strings.TrimSpace(out) != "1" {
 		t.Fatalf("vm ssh --vm ssh: exit %d, output %q", code, out)
 	}
-	// The host key was pinned on first use.
-	if kh, err := os.ReadFile(filepath.Join(other, "known_hosts")); err != nil || len(kh) == 0 {
+	pinned, err := os.ReadFile(filepath.Join(other, "known_hosts"))
+	if err != nil || len(pinned) == 0 {
 		t.Fatalf("no pinned host key in the state dir: %v", err)
 	}
 	// vm ssh passes the guest command's exit status through.
 	if _, _, code := kwatchRun(t, append([]string{"vm", "ssh"}, append(args, "--", "exit 5")...)...); code != 5 {
 		t.Fatalf("vm ssh -- 'exit 5' exited %d, want 5", code)
 	}
+
+	// The user's known_hosts and ~/.ssh/config are honoured: a host alias, a
+	// fresh state dir, no flags, and kwatch's own known_hosts stays untouched.
+	writeFile(t, filepath.Join(home, ".ssh", "known_hosts"), string(pinned))
+	writeFile(t, filepath.Join(home, ".ssh", "config"), fmt.Sprintf(
+		"Host kwguest\n  HostName 127.0.0.1\n  Port %d\n  User root\n  IdentityFile %s\n", st.Port, filepath.Join(e2eState, "id_ed25519")))
+	third := filepath.Join(t.TempDir(), "state")
+	out, errOut, code := kwatchRun(t, "vm", "ssh", "--vm", "ssh", "--ssh", "kwguest", "--state-dir", third, "--", "echo", "via-config")
+	if code != 0 || strings.TrimSpace(out) != "via-config" {
+		t.Fatalf("vm ssh --ssh kwguest (from ~/.ssh/config): exit %d, %q\n%s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(third, "known_hosts")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("kwatch pinned a key the user's known_hosts already has: %v", err)
+	}
+}
+
+// onTerminal runs args with a terminal for stdin and stdout (script(1)),
+// typing input, and returns what the terminal showed and the exit code.
+func onTerminal(t *testing.T, input string, args ...string) (string, int) {
+	t.Helper()
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = guest.Quote(a)
+	}
+	cmd := exec.Command("script", "-qec", strings.Join(quoted, " "), "/dev/null")
+	cmd.Stdin = strings.NewReader(input)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("script: %v", err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
 }
 
 // kwatch init writes a flake project, makes it a git repository, and never

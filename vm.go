@@ -92,9 +92,13 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		c, err := guest.Dial(dctx, cfg)
+		var c *guest.Client
+		err = o.trustNewHost(cfg.KnownHosts, stderr, func() (err error) {
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			c, err = guest.Dial(dctx, cfg)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("connecting to the guest at %s: %w", cfg.Addr, err)
 		}
@@ -115,7 +119,8 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // from the state dir, or the --ssh target.
 func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
 	if s.vm == "ssh" {
-		return sshTarget(o.ssh, o.identity, s.stateDir)
+		home, _ := os.UserHomeDir()
+		return sshTarget(o.ssh, o.identity, s.stateDir, home)
 	}
 	st, ok, err := guest.ReadState(s.stateDir)
 	if err != nil {
@@ -129,7 +134,7 @@ func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
 		return guest.SSHConfig{}, err
 	}
 	return guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts")}, nil
+		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts"), TrustNew: true}, nil
 }
 
 const initUsage = `usage: kwatch init [--force] [--name NAME] [DIR]

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,11 +15,13 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"kwatch/builder"
 	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/nix"
+	"kwatch/sshconfig"
 )
 
 // nixVM builds the flake's VM (this can take long the first time; nix shows
@@ -36,8 +42,14 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 }
 
 func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(string), log io.Writer) (string, error) {
+	installable := s.flakeRoot + "#" + attr
+	// Say so before nix compiles a kernel for hours. A failed dry run says
+	// nothing: the build itself reports what is wrong.
+	if plan, err := nix.DryRun(ctx, installable); err == nil && plan.Kernel() != "" {
+		notify(plan.Kernel())
+	}
 	notify("building the VM (" + attr + ")")
-	outs, err := nix.Build(ctx, s.flakeRoot+"#"+attr, filepath.Join(s.stateDir, "vm-result"), log)
+	outs, err := nix.Build(ctx, installable, filepath.Join(s.stateDir, "vm-result"), log)
 	if err != nil {
 		return "", fmt.Errorf("building the VM: %w", err)
 	}
@@ -133,14 +145,17 @@ func moduleSrc(dir string) (string, error) {
 	return "", usagef("point kwatch at the directory holding the module's Makefile or Kbuild", "no Makefile or Kbuild in %s", dir)
 }
 
-// sshTarget parses --ssh [user@]host[:port] and --identity.
-func sshTarget(target, identity, stateDir string) (guest.SSHConfig, error) {
-	cfg := guest.SSHConfig{User: "root", KnownHosts: filepath.Join(stateDir, "known_hosts")}
-	host := target
+// sshTarget parses --ssh [user@]host[:port] and --identity, filling in what
+// they leave open from ~/.ssh/config the way ssh does (the command line
+// wins; kwatch's default user is root, as loading modules needs it). The
+// user's known_hosts files are trusted besides kwatch's own.
+func sshTarget(target, identity, stateDir, home string) (guest.SSHConfig, error) {
+	cfg := guest.SSHConfig{KnownHosts: filepath.Join(stateDir, "known_hosts"),
+		UserKnownHosts: []string{filepath.Join(home, ".ssh", "known_hosts"), "/etc/ssh/ssh_known_hosts"}}
+	host, port := target, ""
 	if i := strings.LastIndex(host, "@"); i >= 0 {
 		cfg.User, host = host[:i], host[i+1:]
 	}
-	port := "22"
 	if i := strings.LastIndex(host, ":"); i >= 0 && !strings.Contains(host[i+1:], "]") {
 		host, port = host[:i], host[i+1:]
 		if _, err := strconv.Atoi(port); err != nil {
@@ -150,24 +165,98 @@ func sshTarget(target, identity, stateDir string) (guest.SSHConfig, error) {
 	if host == "" {
 		return cfg, usagef("use --ssh [user@]host[:port]", "no host in --ssh %q", target)
 	}
-	cfg.Addr = host + ":" + port
-	if identity == "" {
-		home, _ := os.UserHomeDir()
+	var h sshconfig.Host
+	confPath := filepath.Join(home, ".ssh", "config")
+	if f, err := os.Open(confPath); err == nil {
+		h, err = sshconfig.Lookup(f, host)
+		f.Close()
+		if err != nil {
+			return cfg, usagef("fix the file, or move it aside", "reading %s: %v", confPath, err)
+		}
+	}
+	if h.HostName != "" {
+		host = h.HostName
+	}
+	port = cmp.Or(port, h.Port, "22")
+	if _, err := strconv.Atoi(port); err != nil {
+		return cfg, usagef("fix the Port line of "+confPath, "bad port %q for %s in %s", port, host, confPath)
+	}
+	cfg.User = cmp.Or(cfg.User, h.User, "root")
+	cfg.Addr = net.JoinHostPort(strings.Trim(host, "[]"), port)
+
+	var keys []string
+	switch {
+	case identity != "":
+		keys = []string{identity}
+	case len(h.IdentityFiles) > 0:
+		for _, p := range h.IdentityFiles { // ssh skips the ones that do not exist
+			if p = expandHome(p, home); fileExists(p) {
+				keys = append(keys, p)
+			}
+		}
+	default:
 		for _, name := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
 			if p := filepath.Join(home, ".ssh", name); fileExists(p) {
-				identity = p
+				keys = []string{p}
 				break
 			}
 		}
 	}
-	if identity != "" {
-		signer, err := guest.LoadKey(identity)
+	for _, k := range keys {
+		signer, err := guest.LoadKey(k)
 		if err != nil {
 			return cfg, usagef("pass --identity with an unencrypted private key", "%v", err)
 		}
-		cfg.Signers = []ssh.Signer{signer}
+		cfg.Signers = append(cfg.Signers, signer)
 	}
 	return cfg, nil
+}
+
+// expandHome expands ~ and %d in an IdentityFile path, as ssh does.
+func expandHome(p, home string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		p = home + p[1:]
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(p, "%d", home), "%%", "%")
+}
+
+// trustNewHost runs connect. When that meets a host key no known_hosts file
+// knows, the key's fingerprint is shown and the key is pinned only if the
+// user accepts it (--accept-host-key with that fingerprint, or "y" at a
+// prompt on a terminal), and connect runs again. A changed key is refused
+// by connect itself, always.
+func (o *options) trustNewHost(knownHosts string, stderr io.Writer, connect func() error) error {
+	err := connect()
+	var unknown *guest.UnknownHostKeyError
+	if !errors.As(err, &unknown) {
+		return err
+	}
+	fp := ssh.FingerprintSHA256(unknown.Key)
+	switch {
+	case o.acceptHostKey == fp:
+	case o.acceptHostKey != "":
+		return usagef("check the key with the host's administrator; never accept one you did not check",
+			"the host key of %s is %s, not the %s given with --accept-host-key", unknown.Addr, fp, o.acceptHostKey)
+	case !isTerminal(os.Stdin):
+		return usagef("check the fingerprint on the host (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then pass --accept-host-key "+fp,
+			"the host key of %s is not known (%s %s)", unknown.Addr, unknown.Key.Type(), fp)
+	default:
+		fmt.Fprintf(stderr, "The authenticity of host %s can't be established.\n%s key fingerprint is %s.\nPin this key in %s and connect? [y/N] ",
+			unknown.Addr, unknown.Key.Type(), fp, knownHosts)
+		answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			return usagef("run again and answer y once you have checked the fingerprint", "host key of %s not accepted", unknown.Addr)
+		}
+	}
+	if err := guest.PinHostKey(knownHosts, unknown.Addr, unknown.Key); err != nil {
+		return err
+	}
+	return connect()
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func fileExists(p string) bool {

@@ -116,7 +116,7 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 		return v, err
 	}
 	c, err := guest.Dial(ctx, guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.state, "known_hosts")})
+		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.state, "known_hosts"), TrustNew: true})
 	if err != nil {
 		return v, fmt.Errorf("connecting to the guest: %w", err)
 	}
@@ -128,8 +128,6 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 	if err != nil {
 		return v, err
 	}
-	remote := "/tmp/" + p.name + ".ko"
-	reload := fmt.Sprintf("rmmod %[1]s; insmod %[2]s && dmesg | tail -n 5", p.name, remote)
 	for range b.cfg.edits {
 		want, saved, err := p.edit()
 		if err != nil {
@@ -140,9 +138,11 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 			return v, fmt.Errorf("building version %d: %w", p.version, err)
 		}
 		built := time.Now()
-		if _, err := c.Upload(ctx, res.KO, remote); err != nil {
+		remote, _, err := c.Upload(ctx, res.KO, p.name+".ko")
+		if err != nil {
 			return v, err
 		}
+		reload := fmt.Sprintf("rmmod %[1]s; insmod %[2]s && dmesg | tail -n 5", p.name, remote)
 		uploaded := time.Now()
 		out, errOut, _, err := c.Run(ctx, reload)
 		if err != nil {

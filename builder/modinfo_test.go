@@ -2,6 +2,7 @@ package builder
 
 import (
 	"bytes"
+	"compress/gzip"
 	"debug/elf"
 	"encoding/binary"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
 
@@ -87,6 +89,27 @@ func xzBytes(t *testing.T, data []byte) []byte {
 	return b.Bytes()
 }
 
+func zstdBytes(t *testing.T, data []byte) []byte {
+	w, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	return w.EncodeAll(data, nil)
+}
+
+func gzipBytes(t *testing.T, data []byte) []byte {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
 func TestReadModinfoFile(t *testing.T) {
 	modinfo := []byte("license=GPL\x00name=hello\x00vermagic=6.1.0 mod_unload \x00")
 	ko := elfWith(".modinfo", modinfo)
@@ -102,7 +125,13 @@ func TestReadModinfoFile(t *testing.T) {
 		{"old-style.ko.xz", xzBytes(t, elfWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
 		{"nomodinfo.ko", elfWith(".text", []byte{0xc3}), "", "no .modinfo section"},
 		{"text.ko", []byte("obj-m := hello.o\n"), "", "not a kernel module"},
+		{"hello.ko.zst", zstdBytes(t, ko), "hello", ""},
+		{"old-style.ko.zst", zstdBytes(t, elfWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
+		{"hello.ko.gz", gzipBytes(t, ko), "hello", ""},
+		{"old-style.ko.gz", gzipBytes(t, elfWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
 		{"broken.ko.xz", xzMagic, "", "decompressing"},
+		{"broken.ko.zst", append(zstdMagic, 1, 2, 3), "", "decompressing"},
+		{"broken.ko.gz", append(gzipMagic, 8, 0, 0), "", "decompressing"},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {

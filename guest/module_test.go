@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -139,6 +140,7 @@ func bootGuest(t testing.TB) *Client {
 		Addr:       "127.0.0.1:" + strconv.Itoa(st.Port),
 		Signers:    []ssh.Signer{signer},
 		KnownHosts: filepath.Join(stateDir, "known_hosts"),
+		TrustNew:   true,
 		Timeout:    30 * time.Second,
 	})
 	if err != nil {
@@ -196,9 +198,21 @@ func TestReloadInGuest(t *testing.T) {
 	if uname, _, _, err := c.Run(ctx, "uname -r"); err != nil || strings.TrimSpace(string(uname)) != debianRelease {
 		t.Fatalf("guest uname -r = %q, %v", uname, err)
 	}
-	const remote = "/lib/modules/kwatch/kw-hello.ko"
-	if _, err := c.Upload(ctx, filepath.Join(dir, "kw-hello.ko"), remote); err != nil {
+	// Another user of the guest made the old fixed upload dir first, open to all.
+	const hostile = "/tmp/kwatch"
+	if _, _, exit, err := c.Run(ctx, "mkdir "+hostile+" && chown 1000:1000 "+hostile+" && chmod 0777 "+hostile); err != nil || exit != 0 {
+		t.Fatalf("making %s: exit %d, %v", hostile, exit, err)
+	}
+	remote, _, err := c.Upload(ctx, filepath.Join(dir, "kw-hello.ko"), "kw-hello.ko")
+	if err != nil {
 		t.Fatal(err)
+	}
+	updir := path.Dir(remote)
+	if updir == hostile || !strings.HasPrefix(updir, "/tmp/kwatch.") {
+		t.Fatalf("uploaded to %s, want a fresh /tmp/kwatch.* dir", remote)
+	}
+	if out, _, _, err := c.Run(ctx, "stat -c '%u %a %F' "+updir+"; ls -A "+hostile); err != nil || string(out) != "0 700 directory\n" {
+		t.Fatalf("upload dir stat and the hostile dir's contents = %q, %v; want \"0 700 directory\" and nothing in %s", out, err, hostile)
 	}
 	if loaded, err := c.Loaded(ctx, "kw-hello"); err != nil || loaded {
 		t.Fatalf("Loaded before the first load = %v, %v", loaded, err)
@@ -235,8 +249,8 @@ func TestReloadInGuest(t *testing.T) {
 	}
 
 	// A module that cannot be unloaded: no insmod is tried.
-	const sticky = "/lib/modules/kwatch/kw-sticky.ko"
-	if _, err := c.Upload(ctx, filepath.Join(dir, "kw-sticky.ko"), sticky); err != nil {
+	sticky, _, err := c.Upload(ctx, filepath.Join(dir, "kw-sticky.ko"), "kw-sticky.ko")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if res, err := c.Reload(ctx, "kw-sticky", sticky, nil); err != nil || res.LoadErr != "" {
@@ -265,6 +279,25 @@ func TestReloadInGuest(t *testing.T) {
 			break
 		}
 	}
+
+	// Done with the guest: the upload dir goes, with what kwatch put there;
+	// the hostile dir is not kwatch's and stays.
+	if err := c.RemoveUploads(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, _, err := c.Run(ctx, "ls -d /tmp/kwatch*"); err != nil || string(out) != hostile+"\n" {
+		t.Errorf("after RemoveUploads /tmp has %q (%v), want only %s", out, err, hostile)
+	}
+	// A dir someone else could write to is refused, even kwatch's own.
+	if _, _, err := c.Upload(ctx, filepath.Join(dir, "kw-hello.ko"), "kw-hello.ko"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, exit, err := c.Run(ctx, "chmod 0777 /tmp/kwatch.*"); err != nil || exit != 0 {
+		t.Fatalf("chmod: exit %d, %v", exit, err)
+	}
+	if _, _, err := c.Upload(ctx, filepath.Join(dir, "kw-hello.ko"), "kw-hello.ko"); err == nil || !strings.Contains(err.Error(), "mode 0777") {
+		t.Errorf("Upload into a dir of mode 0777: error %v, want one naming the mode", err)
+	}
 }
 
 // BenchmarkUploadReload measures one deploy of a rebuilt module to a running
@@ -273,9 +306,9 @@ func BenchmarkUploadReload(b *testing.B) {
 	c := bootGuest(b)
 	dir := buildModules(b)
 	ctx := testContext(b)
-	const remote = "/lib/modules/kwatch/kw-hello.ko"
 	for b.Loop() {
-		if _, err := c.Upload(ctx, filepath.Join(dir, "kw-hello.ko"), remote); err != nil {
+		remote, _, err := c.Upload(ctx, filepath.Join(dir, "kw-hello.ko"), "kw-hello.ko")
+		if err != nil {
 			b.Fatal(err)
 		}
 		if res, err := c.Reload(ctx, "kw-hello", remote, nil); err != nil || res.LoadErr != "" || res.UnloadErr != "" {

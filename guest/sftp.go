@@ -7,63 +7,187 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
+	"strings"
 
 	"github.com/pkg/sftp"
 )
 
-// Upload copies the local file to remotePath over SFTP. It writes
-// remotePath+".kwatch-tmp" and renames it over remotePath, so the guest never
-// sees a half-written file; missing remote directories are created.
-func (c *Client) Upload(ctx context.Context, local, remotePath string) (bytes int64, err error) {
+// Upload copies the local file into this connection's private directory in
+// the guest, as name, and returns its path there. It writes a temporary file
+// and renames it over name, so the guest never sees a half-written file.
+//
+// The directory is made fresh (mktemp -d) on first use and checked before
+// every upload: a directory at a fixed path such as /tmp/kwatch could be
+// created first by another user of the guest, who could then swap the module
+// between the upload and root's insmod.
+func (c *Client) Upload(ctx context.Context, local, name string) (remote string, bytes int64, err error) {
+	if name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
+		return "", 0, fmt.Errorf("uploading %s: bad file name %q", local, name)
+	}
 	f, err := os.Open(local)
 	if err != nil {
-		return 0, fmt.Errorf("uploading: %w", err)
+		return "", 0, fmt.Errorf("uploading: %w", err)
 	}
 	defer f.Close()
-
-	s, conn, err := c.session(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer s.Close()
-	// Ending the session makes pending SFTP requests fail: the only way to interrupt them.
-	defer c.cancelSession(ctx, conn, s)()
 	defer func() {
 		if err != nil && ctx.Err() != nil {
 			err = fmt.Errorf("uploading %s: %w", local, ctx.Err())
 		}
 	}()
-
-	w, err := s.StdinPipe()
+	sc, done, err := c.sftp(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("starting sftp on %s: %w", c.who(), err)
+		return "", 0, err
 	}
-	r, err := s.StdoutPipe()
+	defer done()
+	dir, err := c.privateDir(ctx, sc)
 	if err != nil {
-		return 0, fmt.Errorf("starting sftp on %s: %w", c.who(), err)
+		return "", 0, err
 	}
-	if err := s.RequestSubsystem("sftp"); err != nil {
-		return 0, fmt.Errorf("starting sftp on %s (is an sftp-server installed in the guest?): %w", c.who(), err)
-	}
-	sc, err := sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
-	if err != nil {
-		return 0, fmt.Errorf("starting sftp on %s: %w", c.who(), err)
-	}
-	defer sc.Close()
-
-	if err := sc.MkdirAll(path.Dir(remotePath)); err != nil {
-		return 0, fmt.Errorf("creating %s in the guest: %w", path.Dir(remotePath), err)
-	}
-	tmp := remotePath + ".kwatch-tmp"
+	remote = path.Join(dir, name)
+	tmp := remote + ".kwatch-tmp"
+	c.created(name, name+".kwatch-tmp")
 	n, err := write(sc, tmp, f)
 	if err == nil {
-		err = replace(sc, tmp, remotePath)
+		err = replace(sc, tmp, remote)
 	}
 	if err != nil {
 		sc.Remove(tmp)
-		return 0, fmt.Errorf("uploading %s to %s in the guest: %w", local, remotePath, err)
+		return "", 0, fmt.Errorf("uploading %s to %s in the guest: %w", local, remote, err)
 	}
-	return n, nil
+	return remote, n, nil
+}
+
+// RemoveUploads removes the private upload directory with the files Upload
+// put there, and nothing else: call it when done with the guest.
+func (c *Client) RemoveUploads(ctx context.Context) error {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	if c.dir == "" {
+		return nil
+	}
+	sc, done, err := c.sftp(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := checkPrivate(sc, c.dir, c.dirUID); err != nil {
+		if errors.Is(err, fs.ErrNotExist) { // the guest rebooted since
+			c.dir, c.files = "", nil
+			return nil
+		}
+		return err
+	}
+	for name := range c.files {
+		if err := sc.Remove(path.Join(c.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing %s in the guest: %w", path.Join(c.dir, name), err)
+		}
+	}
+	if err := sc.RemoveDirectory(c.dir); err != nil {
+		return fmt.Errorf("removing %s in the guest: %w", c.dir, err)
+	}
+	c.dir, c.files = "", nil
+	return nil
+}
+
+// sftp starts an SFTP session. Call done once finished with it.
+func (c *Client) sftp(ctx context.Context) (sc *sftp.Client, done func(), err error) {
+	s, conn, err := c.session(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Ending the session makes pending SFTP requests fail: the only way to interrupt them.
+	stop := c.cancelSession(ctx, conn, s)
+	fail := func(err error) (*sftp.Client, func(), error) {
+		stop()
+		s.Close()
+		return nil, nil, fmt.Errorf("starting sftp on %s: %w", c.who(), err)
+	}
+	w, err := s.StdinPipe()
+	if err != nil {
+		return fail(err)
+	}
+	r, err := s.StdoutPipe()
+	if err != nil {
+		return fail(err)
+	}
+	if err := s.RequestSubsystem("sftp"); err != nil {
+		return fail(fmt.Errorf("is an sftp-server installed in the guest? %w", err))
+	}
+	sc, err = sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		return fail(err)
+	}
+	return sc, func() {
+		sc.Close()
+		stop()
+		s.Close()
+	}, nil
+}
+
+// privateDir returns the upload directory, making a new one when there is
+// none yet or the guest lost it (a reboot), after checking it is kwatch's own.
+func (c *Client) privateDir(ctx context.Context, sc *sftp.Client) (string, error) {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	if c.dir != "" {
+		err := checkPrivate(sc, c.dir, c.dirUID)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return c.dir, err
+		}
+		c.dir, c.files = "", nil
+	}
+	// mktemp -d makes a new directory of mode 0700, or fails.
+	out, stderr, exit, err := c.Run(ctx, "mktemp -d /tmp/kwatch.XXXXXXXX && id -u")
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(string(out))
+	if exit != 0 || len(f) != 2 || !path.IsAbs(f[0]) {
+		return "", fmt.Errorf("making an upload directory in the guest with mktemp -d: exit %d: %s", exit, strings.TrimSpace(string(stderr)+string(out)))
+	}
+	uid, err := strconv.ParseUint(f[1], 10, 32)
+	if err != nil {
+		return "", fmt.Errorf("making an upload directory in the guest: id -u printed %q", f[1])
+	}
+	if err := checkPrivate(sc, f[0], uint32(uid)); err != nil {
+		return "", err
+	}
+	c.dir, c.dirUID, c.files = f[0], uint32(uid), map[string]bool{}
+	return c.dir, nil
+}
+
+// checkPrivate makes sure dir is a directory (not a link to one) of mode 0700
+// owned by uid: no one else can put or swap a file in it.
+func checkPrivate(sc *sftp.Client, dir string, uid uint32) error {
+	fi, err := sc.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("checking the upload directory %s in the guest: %w", dir, err)
+	}
+	st, ok := fi.Sys().(*sftp.FileStat)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("the upload directory %s in the guest is not kwatch's own: it is no directory now (mode %v); not uploading into it", dir, fi.Mode())
+	case !ok || st.UID != uid || fi.Mode().Perm() != 0o700:
+		owner := "unknown"
+		if ok {
+			owner = strconv.FormatUint(uint64(st.UID), 10)
+		}
+		return fmt.Errorf("the upload directory %s in the guest is not kwatch's own: owner uid %s, mode %04o (want uid %d, 0700); someone else could swap a module there, so kwatch does not load from it", dir, owner, fi.Mode().Perm(), uid)
+	}
+	return nil
+}
+
+// created records files Upload makes, for RemoveUploads.
+func (c *Client) created(names ...string) {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	if c.files == nil {
+		c.files = map[string]bool{}
+	}
+	for _, n := range names {
+		c.files[n] = true
+	}
 }
 
 func write(sc *sftp.Client, remotePath string, f *os.File) (int64, error) {

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -23,10 +22,17 @@ type SSHConfig struct {
 	Addr    string // host:port
 	User    string // "" = root
 	Signers []ssh.Signer
-	// KnownHosts is the path of kwatch's known_hosts file. A guest's host key
-	// is pinned there on first use and a changed key is refused.
+	// KnownHosts is the path of kwatch's known_hosts file, where accepted
+	// host keys are pinned. A changed key is always refused.
 	KnownHosts string
-	Timeout    time.Duration // per dial attempt (TCP connect and SSH handshake); 0 = 10s
+	// UserKnownHosts are more known_hosts files to trust (~/.ssh/known_hosts),
+	// read but never written; missing ones are skipped.
+	UserKnownHosts []string
+	// TrustNew pins a host key seen for the first time without asking: only
+	// for a VM kwatch started itself. Otherwise an unknown key fails Dial with
+	// an *UnknownHostKeyError; PinHostKey accepts it.
+	TrustNew bool
+	Timeout  time.Duration // per dial attempt (TCP connect and SSH handshake); 0 = 10s
 }
 
 const (
@@ -57,6 +63,12 @@ type Client struct {
 	mu     sync.Mutex
 	conn   *ssh.Client // nil while disconnected
 	closed bool
+
+	// The private upload directory (see Upload), its owner and what Upload put there.
+	dirMu  sync.Mutex
+	dir    string
+	dirUID uint32
+	files  map[string]bool
 }
 
 // Dial connects to cfg.Addr, retrying until the server answers or ctx is
@@ -75,17 +87,10 @@ func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
 	c := &Client{cfg: cfg, dialing: make(chan struct{}, 1)}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	c.config = &ssh.ClientConfig{
-		User:            cfg.User,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signers...)},
-		HostKeyCallback: c.checkHostKey,
-		// OpenSSH's order. x/crypto's default puts RSA first, and dropbear
-		// 2022.83 offers RSA even without an RSA host key, then aborts
-		// the handshake ("Failed assertion (rsa.c:164)") when it is chosen.
-		HostKeyAlgorithms: []string{
-			ssh.KeyAlgoED25519,
-			ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
-			ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
-		},
+		User:              cfg.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Signers...)},
+		HostKeyCallback:   c.checkHostKey,
+		HostKeyAlgorithms: c.hostKeyAlgorithms(),
 	}
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err
@@ -240,7 +245,8 @@ func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
 // that dialling again cannot help.
 func refused(err error) bool {
 	var changed *hostKeyChangedError
-	return errors.As(err, &changed) || strings.Contains(err.Error(), "ssh: unable to authenticate")
+	var unknown *UnknownHostKeyError
+	return errors.As(err, &changed) || errors.As(err, &unknown) || strings.Contains(err.Error(), "ssh: unable to authenticate")
 }
 
 func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {
@@ -263,51 +269,6 @@ func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {
 	}
 	nc.SetDeadline(time.Time{})
 	return ssh.NewClient(sc, chans, reqs), nil
-}
-
-// hostKeyChangedError is a host key that differs from the one pinned in known_hosts.
-type hostKeyChangedError struct {
-	host string
-	want knownhosts.KnownKey
-}
-
-func (e *hostKeyChangedError) Error() string {
-	return fmt.Sprintf("host key of %s changed: if the guest was rebuilt on purpose, delete line %d of %s",
-		e.host, e.want.Line, e.want.Filename)
-}
-
-// checkHostKey accepts the key pinned for hostname in known_hosts, and pins
-// the key of a host seen for the first time.
-func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
-	path := c.cfg.KnownHosts
-	check, err := knownhosts.New(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist): // nothing pinned yet
-	case err != nil:
-		return fmt.Errorf("reading %s: %w", path, err)
-	default:
-		var keyErr *knownhosts.KeyError
-		err := check(hostname, remote, key)
-		if !errors.As(err, &keyErr) {
-			return err // nil when the key is the pinned one
-		}
-		if len(keyErr.Want) > 0 {
-			return &hostKeyChangedError{host: knownhosts.Normalize(hostname), want: keyErr.Want[0]}
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("pinning host key: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("pinning host key: %w", err)
-	}
-	line := knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key) + "\n"
-	if _, err := f.WriteString(line); err != nil {
-		f.Close()
-		return fmt.Errorf("pinning host key in %s: %w", path, err)
-	}
-	return f.Close()
 }
 
 // ForgetHost removes the host key pinned for addr ("host:port") from the

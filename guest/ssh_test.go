@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"kwatch/proc"
 )
@@ -63,6 +64,7 @@ func newSSHD(t *testing.T) (*sshd, SSHConfig) {
 		Addr:       d.addr,
 		Signers:    []ssh.Signer{signer},
 		KnownHosts: filepath.Join(dir, "state", "known_hosts"),
+		TrustNew:   true,
 		Timeout:    5 * time.Second,
 	}
 }
@@ -101,24 +103,31 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// hostKey returns the path of host key name, generating it on first use.
-func (d *sshd) hostKey(name string) string {
+// hostKey returns the path of ed25519 host key name, generating it on first use.
+func (d *sshd) hostKey(name string) string { return d.typedHostKey(name, "ed25519") }
+
+// typedHostKey returns the path of host key name of type typ (a dropbearkey
+// -t), generating it on first use.
+func (d *sshd) typedHostKey(name, typ string) string {
 	path := filepath.Join(d.home, "..", "hostkey-"+name)
 	if _, err := os.Stat(path); err == nil {
 		return path
 	}
-	if out, err := exec.Command("dropbearkey", "-t", "ed25519", "-f", path).CombinedOutput(); err != nil {
+	if out, err := exec.Command("dropbearkey", "-t", typ, "-f", path).CombinedOutput(); err != nil {
 		d.t.Fatalf("dropbearkey: %v\n%s", err, out)
 	}
 	return path
 }
 
-// start runs dropbear with hostKey and waits until it accepts connections.
-func (d *sshd) start(hostKey string) {
+// start runs dropbear with hostKeys and waits until it accepts connections.
+func (d *sshd) start(hostKeys ...string) {
 	d.t.Helper()
 	var log bytes.Buffer
-	cmd := exec.Command("unshare", "-m", "sh", "-c",
-		`mount --bind "$1" /root && exec dropbear -F -E -s -g -p "$2" -r "$3"`, "sh", d.home, d.addr, hostKey)
+	args := []string{"-m", "sh", "-c", `mount --bind "$1" /root && p=$2 && shift 2 && exec dropbear -F -E -s -g -p "$p" "$@"`, "sh", d.home, d.addr}
+	for _, k := range hostKeys {
+		args = append(args, "-r", k)
+	}
+	cmd := exec.Command("unshare", args...)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	stopGroup := startProc(d.t, cmd)
 	d.pid = cmd.Process.Pid
@@ -144,11 +153,11 @@ func (d *sshd) start(hostKey string) {
 }
 
 // restart stops dropbear, with every connection it has, and starts it again
-// with hostKey.
-func (d *sshd) restart(hostKey string) {
+// with hostKeys.
+func (d *sshd) restart(hostKeys ...string) {
 	d.t.Helper()
 	d.stop()
-	d.start(hostKey)
+	d.start(hostKeys...)
 }
 
 // descendants lists pid's children, grandchildren and so on.
@@ -339,6 +348,74 @@ func TestHostKeyPinning(t *testing.T) {
 	}
 }
 
+// publicKey reads the public half of dropbear host key name.
+func (d *sshd) publicKey(name string) ssh.PublicKey {
+	d.t.Helper()
+	out, err := exec.Command("dropbearkey", "-y", "-f", d.hostKey(name)).Output()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(l)); err == nil {
+			return k
+		}
+	}
+	d.t.Fatalf("no public key in dropbearkey's output:\n%s", out)
+	return nil
+}
+
+// Without TrustNew an unknown host key is refused at once, naming its
+// fingerprint; once pinned it is accepted. Keys in the user's known_hosts
+// count too, and that file is never written.
+func TestUnknownHostKey(t *testing.T) {
+	d, cfg := newSSHD(t)
+	cfg.TrustNew = false
+	ctx := testContext(t)
+	_, err := Dial(ctx, cfg)
+	var unknown *UnknownHostKeyError
+	if !errors.As(err, &unknown) || ctx.Err() != nil {
+		t.Fatalf("Dial with an unknown host key: %v; want an UnknownHostKeyError at once", err)
+	}
+	fp := ssh.FingerprintSHA256(d.publicKey("a"))
+	if !strings.Contains(err.Error(), fp) || unknown.Addr != cfg.Addr {
+		t.Errorf("error %q (addr %s), want the fingerprint %s and the address %s", err, unknown.Addr, fp, cfg.Addr)
+	}
+	if _, err := os.Stat(cfg.KnownHosts); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an unknown key was written to known_hosts: %v", err)
+	}
+	if err := PinHostKey(cfg.KnownHosts, unknown.Addr, unknown.Key); err != nil {
+		t.Fatal(err)
+	}
+	dial(t, cfg).Close()
+
+	// The user's known_hosts (a hashed entry, as Debian's ssh writes them) is enough.
+	user := filepath.Join(t.TempDir(), "known_hosts")
+	host := knownhosts.HashHostname(knownhosts.Normalize(cfg.Addr))
+	writeFile(t, user, "# mine\n"+knownhosts.Line([]string{host}, d.publicKey("a"))+"\n")
+	os.Remove(cfg.KnownHosts)
+	cfg.UserKnownHosts = []string{filepath.Join(t.TempDir(), "missing"), user}
+	dial(t, cfg).Close()
+	if _, err := os.Stat(cfg.KnownHosts); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("kwatch's known_hosts was written for a key the user's file has: %v", err)
+	}
+
+	// A host with keys of two types, known by the one kwatch prefers less:
+	// that one is asked for, as OpenSSH does, not the other refused as changed.
+	ecdsa := d.typedHostKey("ecdsa", "ecdsa")
+	d.restart(d.hostKey("a"), ecdsa)
+	writeFile(t, user, knownhosts.Line([]string{knownhosts.Normalize(cfg.Addr)}, d.publicKey("ecdsa"))+"\n")
+	dial(t, cfg).Close()
+
+	// A changed key is refused, naming the user's file and line, even with TrustNew.
+	writeFile(t, user, "# mine\n"+knownhosts.Line([]string{host}, d.publicKey("a"))+"\n")
+	cfg.TrustNew = true
+	d.restart(d.hostKey("b"))
+	_, err = Dial(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), user) || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("Dial with a key that changed from the user's known_hosts: %v; want a refusal naming %s line 2", err, user)
+	}
+}
+
 func TestDialRefusedLogin(t *testing.T) {
 	_, cfg := newSSHD(t)
 	stranger, _, err := LoadOrCreateKey(t.TempDir())
@@ -437,32 +514,78 @@ func TestUpload(t *testing.T) {
 	_, cfg := newSSHD(t)
 	c := dial(t, cfg)
 	ctx := testContext(t)
-	dir := t.TempDir() // the server shares the host's /tmp
-	remote := filepath.Join(dir, "guest", "lib", "modules", "hello.ko")
-
+	dir := t.TempDir()
+	var remote string
 	for i, size := range []int{3 << 20, 1000} { // the second replaces the first
 		local := filepath.Join(dir, "hello.ko")
 		content := bytes.Repeat([]byte{byte(i + 1), 2, 3, 4, 5, 6, 7}, size/7)
 		if err := os.WriteFile(local, content, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		n, err := c.Upload(ctx, local, remote)
+		r, n, err := c.Upload(ctx, local, "hello.ko")
 		if err != nil {
 			t.Fatalf("Upload: %v", err)
 		}
+		if remote != "" && r != remote {
+			t.Errorf("second upload went to %s, the first to %s", r, remote)
+		}
+		remote = r
 		if n != int64(len(content)) {
 			t.Errorf("Upload reported %d bytes, want %d", n, len(content))
 		}
-		got, err := os.ReadFile(remote)
+		got, err := os.ReadFile(remote) // the server shares the host's /tmp
 		if err != nil || !bytes.Equal(got, content) {
 			t.Fatalf("upload %d: remote file has %d bytes (err %v), want the %d bytes sent", i, len(got), err, len(content))
 		}
 	}
+	fi, err := os.Lstat(filepath.Dir(remote))
+	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Fatalf("upload dir %s: %v, %v; want a root-owned directory of mode 0700", filepath.Dir(remote), fi.Mode(), err)
+	}
 	if _, err := os.Stat(remote + ".kwatch-tmp"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temporary file left behind: %v", err)
 	}
+	for _, name := range []string{"missing.ko", "../x.ko"} {
+		if _, _, err := c.Upload(ctx, filepath.Join(dir, name), name); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("Upload of %s: error %v, want one naming it", name, err)
+		}
+	}
 
-	if _, err := c.Upload(ctx, filepath.Join(dir, "missing.ko"), remote); err == nil || !strings.Contains(err.Error(), "missing.ko") {
-		t.Errorf("Upload of a missing file: error %v, want one naming it", err)
+	// Something kwatch did not put there stays, and so does the dir.
+	other := filepath.Join(filepath.Dir(remote), "other")
+	writeFile(t, other, "not kwatch's")
+	if err := c.RemoveUploads(ctx); err == nil {
+		t.Error("RemoveUploads removed a dir holding a file kwatch did not make")
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("RemoveUploads removed a file kwatch did not make: %v", err)
+	}
+	os.Remove(other)
+	if err := c.RemoveUploads(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Dir(remote)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("upload dir still there after RemoveUploads: %v", err)
+	}
+
+	// A dir lost since (a reboot cleaned /tmp) is made anew.
+	r, _, err := c.Upload(ctx, filepath.Join(dir, "hello.ko"), "hello.ko")
+	if err != nil || r == remote {
+		t.Fatalf("Upload after RemoveUploads = %s, %v; want a new dir", r, err)
+	}
+	os.RemoveAll(filepath.Dir(r))
+	r2, _, err := c.Upload(ctx, filepath.Join(dir, "hello.ko"), "hello.ko")
+	if err != nil || r2 == r {
+		t.Fatalf("Upload after its dir vanished = %s, %v; want a new dir", r2, err)
+	}
+	// A dir swapped for a link to one anybody can write to is refused.
+	os.Remove(r2)
+	os.Remove(filepath.Dir(r2))
+	if err := os.Symlink(dir, filepath.Dir(r2)); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(filepath.Dir(r2))
+	if _, _, err := c.Upload(ctx, filepath.Join(dir, "hello.ko"), "hello.ko"); err == nil || !strings.Contains(err.Error(), "not kwatch's") {
+		t.Errorf("Upload into a dir replaced by a symlink: %v, want a refusal", err)
 	}
 }

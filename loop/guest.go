@@ -10,6 +10,9 @@ import (
 	"kwatch/guest"
 )
 
+// cleanupTimeout bounds the removal of this run's uploads at exit.
+const cleanupTimeout = 5 * time.Second
+
 // Guest is the machine modules are loaded into: a VM kwatch manages (VM set)
 // or an existing machine reached over SSH. It hands out one shared SSH client
 // and brings a managed VM back when it has died.
@@ -113,10 +116,18 @@ func (g *Guest) BootID() string {
 	return g.bootID
 }
 
-// Close drops the SSH connection; a managed VM keeps running for the next run.
+// Close removes what this run uploaded and drops the SSH connection; a
+// managed VM keeps running for the next run.
 func (g *Guest) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		if err := g.client.RemoveUploads(ctx); err != nil {
+			g.Report.Report(Event{Type: "notice", Time: time.Now(), Message: "cleaning up in the guest: " + err.Error()})
+		}
+		cancel()
+	}
 	g.dropClient()
 }
 

@@ -144,8 +144,8 @@ func (l *loop) restore(ctx context.Context, goodCrashed bool) {
 func (l *loop) loadGood(ctx context.Context, c *guest.Client) string {
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
-	remote := RemoteDir + "/good-" + l.goodName + ".ko"
-	if _, err := c.Upload(ctx, l.goodKO, remote); err != nil {
+	remote, _, err := c.Upload(ctx, l.goodKO, "good-"+l.goodName+".ko")
+	if err != nil {
 		return err.Error()
 	}
 	r, err := c.Reload(ctx, l.goodName, remote, l.cfg.Params)

@@ -24,9 +24,6 @@ import (
 // ErrFailed means the job failed (a build, load or --run command); main maps it to exit code 1.
 var ErrFailed = errors.New("failed")
 
-// RemoteDir is where modules are uploaded in the guest.
-const RemoteDir = "/tmp/kwatch"
-
 // Config is everything one kwatch run needs.
 type Config struct {
 	Dir      string // the watched root
@@ -276,8 +273,8 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
 	t := time.Now()
-	remote := RemoteDir + "/" + path.Base(b.res.KO)
-	if _, err := c.Upload(sctx, b.res.KO, remote); err != nil {
+	remote, _, err := c.Upload(sctx, b.res.KO, path.Base(b.res.KO))
+	if err != nil {
 		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}
 	uploadTook := time.Since(t)

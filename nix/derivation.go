@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,8 +22,9 @@ type Derivation struct {
 }
 
 // Build builds the derivation and returns the module in its output: a plain
-// .ko anywhere in it, or else the .ko.xz that modules_install put under
-// lib/modules/*/{extra,updates}. It refuses to build when the flake's git
+// .ko anywhere in it, or else the .ko.xz, .ko.zst or .ko.gz that
+// modules_install put under lib/modules/*/{extra,updates}, decompressed next
+// to OutLink (not every insmod in a guest reads every compression). It refuses to build when the flake's git
 // repository lacks a build input, since nix would build the stale code.
 func (d *Derivation) Build(ctx context.Context, out io.Writer) (builder.Result, error) {
 	files, err := untrackedInputs(ctx, d.Flake)
@@ -43,7 +45,35 @@ func (d *Derivation) Build(ctx context.Context, out io.Writer) (builder.Result, 
 	if err != nil {
 		return builder.Result{}, err
 	}
+	if !strings.HasSuffix(ko, ".ko") {
+		if ko, err = d.decompress(ko); err != nil {
+			return builder.Result{}, err
+		}
+	}
 	return builder.Result{KO: ko}, nil
+}
+
+// decompress writes the compressed module ko as a plain .ko into the
+// directory module-ko beside OutLink, and returns its path.
+func (d *Derivation) decompress(ko string) (string, error) {
+	data, err := builder.ReadModule(ko)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(filepath.Dir(d.OutLink), "module-ko")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("decompressing the module: %w", err)
+	}
+	plain := filepath.Join(dir, builder.ModuleBase(ko)+".ko")
+	tmp := plain + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return "", fmt.Errorf("decompressing the module: %w", err)
+	}
+	if err := os.Rename(tmp, plain); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("decompressing the module: %w", err)
+	}
+	return plain, nil
 }
 
 func installable(flake, attr string) string {
@@ -54,7 +84,8 @@ func installable(flake, attr string) string {
 }
 
 // findModule returns the kernel module in a derivation's output: a plain
-// .ko anywhere in it, or else a .ko.xz under lib/modules/*/{extra,updates}.
+// .ko anywhere in it, or else a compressed one (.ko.xz, .ko.zst, .ko.gz)
+// under lib/modules/*/{extra,updates}.
 func findModule(out string) (string, error) {
 	plain, err := findFiles(out, ".ko")
 	if err != nil {
@@ -65,21 +96,23 @@ func findModule(out string) (string, error) {
 		dirs, _ := filepath.Glob(filepath.Join(out, "lib", "modules", "*", "*"))
 		for _, dir := range dirs {
 			if base := filepath.Base(dir); base == "extra" || base == "updates" {
-				xz, err := findFiles(dir, ".ko.xz")
-				if err != nil {
-					return "", err
+				for _, suffix := range builder.ModuleSuffixes[1:] {
+					packed, err := findFiles(dir, suffix)
+					if err != nil {
+						return "", err
+					}
+					found = append(found, packed...)
 				}
-				found = append(found, xz...)
 			}
 		}
 	}
 	names := map[string]bool{}
 	for _, p := range found {
-		names[strings.TrimSuffix(filepath.Base(p), ".xz")] = true
+		names[builder.ModuleBase(p)] = true
 	}
 	switch {
 	case len(names) == 0:
-		return "", fmt.Errorf("%s holds no .ko, and no .ko.xz under lib/modules/*/{extra,updates}: install the module with make modules_install INSTALL_MOD_PATH=$out", out)
+		return "", fmt.Errorf("%s holds no .ko, and no .ko.xz, .ko.zst or .ko.gz under lib/modules/*/{extra,updates}: install the module with make modules_install INSTALL_MOD_PATH=$out", out)
 	case len(names) > 1:
 		list := make([]string, 0, len(names))
 		for name := range names {

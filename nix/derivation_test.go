@@ -44,6 +44,28 @@ func TestDerivationBuild(t *testing.T) {
 	}
 }
 
+// A module installed compressed comes back as a plain .ko beside the out
+// link, whatever the compression.
+func TestDerivationCompressed(t *testing.T) {
+	nixtest.Need(t)
+	flake := nixtest.ModuleFlake(t)
+	for _, attr := range []string{"module-zst", "module-gz"} {
+		state := t.TempDir()
+		d := &Derivation{Flake: flake, Attr: attr, OutLink: filepath.Join(state, "module-result")}
+		var log bytes.Buffer
+		res, err := d.Build(t.Context(), &log)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", attr, err, log.String())
+		}
+		if res.KO != filepath.Join(state, "module-ko", "hello.ko") {
+			t.Errorf("%s: KO = %s, want the plain module beside the out link", attr, res.KO)
+		}
+		if name := modName(t, res.KO); name != "hello" || !bytes.Contains(readBytes(t, res.KO), []byte("hello: version 1 loaded")) {
+			t.Errorf("%s: %s is not the plain hello module (modinfo name %q)", attr, res.KO, name)
+		}
+	}
+}
+
 func TestDerivationUntrackedInput(t *testing.T) {
 	nixtest.Need(t)
 	flake := nixtest.ModuleFlake(t)
@@ -163,6 +185,9 @@ func TestFindModule(t *testing.T) {
 		{"plain preferred", []string{"lib/modules/6.18.1/updates/m.ko.xz", "ko/m.ko"}, "ko/m.ko"},
 		{"compressed", []string{"lib/modules/6.18.1/updates/m.ko.xz"}, "lib/modules/6.18.1/updates/m.ko.xz"},
 		{"extra", []string{"lib/modules/6.18.1/extra/sub/m.ko.xz"}, "lib/modules/6.18.1/extra/sub/m.ko.xz"},
+		{"zstd", []string{"lib/modules/6.18.1/updates/m.ko.zst"}, "lib/modules/6.18.1/updates/m.ko.zst"},
+		{"gzip", []string{"lib/modules/6.18.1/extra/m.ko.gz"}, "lib/modules/6.18.1/extra/m.ko.gz"},
+		{"same module compressed twice", []string{"lib/modules/6.18.1/updates/m.ko.gz", "lib/modules/6.18.1/updates/m.ko.zst"}, "lib/modules/6.18.1/updates/m.ko.zst"},
 		{"same module twice", []string{"ko/m.ko", "lib/modules/6.1.0/updates/m.ko"}, "ko/m.ko"},
 		{"none", []string{"share/doc/README"}, ""},
 		{"xz elsewhere", []string{"share/m.ko.xz"}, ""},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,19 +106,62 @@ func TestTemplatesAreNix(t *testing.T) {
 			parseNix(t, filepath.Join(dir, f))
 		}
 	}
-	out, err := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "-E",
-		`(import `+filepath.Join(dir, "configuration.nix")+` { pkgs = { linuxPackages_latest = null; }; }).users.users.root.openssh.authorizedKeys.keys`).Output()
-	if err != nil {
-		t.Fatalf("evaluating the authorized keys: %v", err)
+	eval := func(withRust bool, attr string) []byte {
+		t.Helper()
+		args := fmt.Sprintf(`{ config.boot.kernelPackages.kernel = { withRust = %v; version = "6.6.1"; }; pkgs.linuxPackages_latest = null; }`, withRust)
+		out, err := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "-E",
+			`(import `+filepath.Join(dir, "configuration.nix")+" "+args+`).`+attr).Output()
+		if err != nil {
+			t.Fatalf("evaluating %s: %v", attr, err)
+		}
+		return out
 	}
+	out := eval(true, "users.users.root.openssh.authorizedKeys.keys")
 	var keys []string
 	if err := json.Unmarshal(out, &keys); err != nil || !reflect.DeepEqual(keys, []string{testKey}) {
 		t.Fatalf("authorized keys = %s (%v), want [%q]", out, err, testKey)
 	}
+
+	// The kernel's Rust support is asserted, not forced with a kernel patch
+	// (which would make nix compile the kernel instead of fetching it).
+	if strings.Contains(readFile(t, filepath.Join(dir, "configuration.nix")), "kernelPatches =") {
+		t.Error("configuration.nix sets boot.kernelPatches")
+	}
+	for _, withRust := range []bool{true, false} {
+		var asserts []struct {
+			Assertion bool
+			Message   string
+		}
+		if err := json.Unmarshal(eval(withRust, "assertions"), &asserts); err != nil || len(asserts) != 1 {
+			t.Fatalf("assertions: %+v, %v; want one", asserts, err)
+		}
+		a := asserts[0]
+		if a.Assertion != withRust || !strings.Contains(a.Message, "linux 6.6.1") || !strings.Contains(a.Message, "boot.kernelPackages") {
+			t.Errorf("withRust %v: assertion %+v, want it to hold exactly when withRust, and a message naming the kernel and the fix", withRust, a)
+		}
+	}
+}
+
+// printerfactKernel is what examples/printerfact legitimately changes in
+// what Init writes: it pins the kernel its Rust was written against, where a
+// new project follows linuxPackages_latest.
+var printerfactKernel = [2]string{
+	`  # The newest kernel in nixpkgs, fetched from its binary cache: Rust misc
+  # devices can implement read() (read_iter) only since Linux 6.18, and the
+  # LTS kernel (linuxPackages) is older.
+  boot.kernelPackages = pkgs.linuxPackages_latest;
+`,
+	`  # Linux 6.18 (an LTS), fetched from the binary cache: src/printerfact.rs
+  # is written against 6.18's Rust misc device API (read_iter came in 6.18,
+  # and the API keeps changing after it), while linuxPackages_latest moves on
+  # to newer kernels. A new kwatch init project follows linuxPackages_latest.
+  boot.kernelPackages = pkgs.linuxPackages_6_18;
+`,
 }
 
 // TestPrinterfactExample keeps examples/printerfact a kwatch init project:
-// everything but its module source is what Init writes.
+// everything but its module source and its pinned kernel
+// (printerfactKernel) is what Init writes.
 // go test ./nix -run Printerfact -update rewrites those files.
 func TestPrinterfactExample(t *testing.T) {
 	example := filepath.Join("..", "examples", "printerfact")
@@ -131,6 +175,12 @@ func TestPrinterfactExample(t *testing.T) {
 			continue
 		}
 		want := readFile(t, filepath.Join(dir, f))
+		if f == "configuration.nix" {
+			if !strings.Contains(want, printerfactKernel[0]) {
+				t.Fatalf("Init's configuration.nix no longer has the kernel lines the example replaces:\n%s", printerfactKernel[0])
+			}
+			want = strings.Replace(want, printerfactKernel[0], printerfactKernel[1], 1)
+		}
 		if *update {
 			if err := os.WriteFile(filepath.Join(example, f), []byte(want), 0o644); err != nil {
 				t.Fatal(err)

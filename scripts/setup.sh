@@ -14,6 +14,8 @@ pkgs=(
 	libelf-dev libssl-dev bc
 	# the Nix path
 	nix-bin
+	# tests: module compression, script(1) for the host key prompt
+	zstd gzip bsdutils
 )
 
 missing=()

@@ -81,7 +81,8 @@ type Flake struct {
 	// Modules, when set, adds packages.x86_64-linux.module: it builds the
 	// module in src/ against Modules/build the way a nixpkgs module
 	// derivation does, make $makeFlags, and installs it under
-	// $out/lib/modules/<version>/updates.
+	// $out/lib/modules/<version>/updates. module-zst and module-gz install
+	// it compressed, as hello.ko.zst and hello.ko.gz.
 	Modules string
 	// Kernel and Initrd, when set, add packages.x86_64-linux.vm, whose
 	// bin/run-test-vm stands in for NixOS's run-<name>-vm and boots them.
@@ -94,9 +95,8 @@ type Flake struct {
 // builds them instead of reusing store paths of earlier tests, and a
 // rewritten flake has a VM with a new out path.
 var flakeTemplate = template.Must(template.New("flake.nix").Parse(`{
-  outputs = { self }: {
-{{- if .Modules}}
-    packages.x86_64-linux.module = derivation {
+  outputs = { self }: let
+    module = compress: derivation {
       name = "hello-module";
       system = "x86_64-linux";
       builder = "/bin/bash";
@@ -110,9 +110,15 @@ var flakeTemplate = template.Must(template.New("flake.nix").Parse(`{
         cp -r $src/. . && chmod -R u+w .
         make $makeFlags
         install -Dm444 hello.ko -t $out/lib/modules/{{.Version}}/updates
+        ${compress} $out/lib/modules/{{.Version}}/updates/hello.ko
         echo installed
       '' ];
     };
+  in {
+{{- if .Modules}}
+    packages.x86_64-linux.module = module "true";
+    packages.x86_64-linux.module-zst = module "zstd -q --rm";
+    packages.x86_64-linux.module-gz = module "gzip";
 {{- end}}
 {{- if .Kernel}}
     packages.x86_64-linux.vm = derivation {

@@ -1,17 +1,20 @@
 # The NixOS VM that kwatch runs the module in.
-{ pkgs, ... }:
+{ config, pkgs, ... }:
 {
-  # The newest kernel: Rust misc devices can implement read() (read_iter)
-  # only since Linux 6.18, and the LTS kernel (linuxPackages) is older.
+  # The newest kernel in nixpkgs, fetched from its binary cache: Rust misc
+  # devices can implement read() (read_iter) only since Linux 6.18, and the
+  # LTS kernel (linuxPackages) is older.
   boot.kernelPackages = pkgs.linuxPackages_latest;
 
-  # Builds the kernel with CONFIG_RUST=y. Redundant on x86_64, where nixpkgs
-  # enables Rust for every kernel since 6.12, but harmless.
-  boot.kernelPatches = [
+  # The module is Rust, so the kernel needs CONFIG_RUST=y. nixpkgs builds
+  # every x86_64 kernel since 6.12 with it. Do not force it with a
+  # boot.kernelPatches entry: any entry changes the kernel's configuration,
+  # the binary cache no longer has that kernel, and nix compiles it locally,
+  # for hours.
+  assertions = [
     {
-      name = "Rust Support";
-      patch = null;
-      features.rust = true;
+      assertion = config.boot.kernelPackages.kernel.withRust;
+      message = "the VM's kernel (linux ${config.boot.kernelPackages.kernel.version}) has no Rust support (CONFIG_RUST), which the module needs: set boot.kernelPackages in configuration.nix to a kernel of 6.12 or newer, where nixpkgs enables Rust on x86_64";
     }
   ];
 
