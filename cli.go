@@ -18,6 +18,7 @@ import (
 	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/nix"
+	"kwatch/statedir"
 )
 
 // options holds every flag; the VM flags are shared by `kwatch` and `kwatch vm`.
@@ -134,6 +135,11 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	lock, err := lockState(setup.stateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 
 	var (
 		report   loop.Reporter
@@ -239,10 +245,20 @@ func (o *options) setup(dir string) (setupInfo, error) {
 	if s.stateDir, err = filepath.Abs(s.stateDir); err != nil {
 		return s, err
 	}
-	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
-		return s, fmt.Errorf("creating the state dir: %w", err)
-	}
 	return s, nil
+}
+
+// lockState creates the state dir and takes its lock, which the caller holds
+// for as long as it may start, stop or replace the VM: one kwatch per state
+// dir, so two never boot two VMs. A second one exits at once and says who
+// holds the lock, rather than wait for a watch that may run for days.
+func lockState(dir string) (*statedir.Lock, error) {
+	l, err := statedir.Acquire(dir)
+	var held *statedir.HeldError
+	if errors.As(err, &held) {
+		return nil, usagef("stop that kwatch first, or pass another --state-dir", "%v", err)
+	}
+	return l, err
 }
 
 // guest wires the machine: a VM kwatch manages or an existing SSH host.

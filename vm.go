@@ -16,6 +16,7 @@ import (
 	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/nix"
+	"kwatch/statedir"
 )
 
 const vmUsage = `usage: kwatch vm up|down|status [flags]   start / stop / describe the guest
@@ -46,6 +47,11 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if s.vm == "ssh" {
 			return usagef("kwatch only starts VMs it manages: --vm qemu or --vm nix", "vm up with --vm ssh")
 		}
+		lock, err := lockState(s.stateDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Release()
 		g, err := o.guest(ctx, s, loop.NewHuman(stdout), stderr)
 		if err != nil {
 			return err
@@ -54,17 +60,28 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, _, err = g.Connect(ctx)
 		return err
 	case "down":
+		// Without a record there is nothing to stop, and nothing to create.
 		st, ok, err := guest.ReadState(s.stateDir)
 		if err != nil {
 			return err
 		}
+		if !ok {
+			fmt.Fprintln(stdout, "no VM was running")
+			return nil
+		}
+		lock, err := lockState(s.stateDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Release()
+		stale := guest.Verify(st)
 		if err := (&guest.VM{StateDir: s.stateDir}).Down(); err != nil {
 			return err
 		}
-		if ok {
-			fmt.Fprintf(stdout, "stopped the %s VM (pid %d)\n", st.Backend, st.PID)
+		if stale != nil {
+			fmt.Fprintf(stdout, "removed a stale VM record (%v); signalled nothing\n", stale)
 		} else {
-			fmt.Fprintln(stdout, "no VM was running")
+			fmt.Fprintf(stdout, "stopped the %s VM (pid %d)\n", st.Backend, st.PID)
 		}
 		return nil
 	case "status":
@@ -76,13 +93,21 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "no VM (state dir %s)\n", s.stateDir)
 			return nil
 		}
-		_, running, _ := (&guest.VM{StateDir: s.stateDir}).Status()
-		state := "stopped"
-		if running {
-			state = fmt.Sprintf("running for %s", time.Since(st.Started).Round(time.Second))
+		if stale := guest.Verify(st); stale != nil {
+			fmt.Fprintf(stdout, "no VM: the record in %s is stale (%v)\n", s.stateDir, stale)
+			// Only the lock's holder may touch the record: a kwatch holding
+			// it may be writing a new one right now.
+			if lock, err := statedir.Acquire(s.stateDir); err == nil {
+				defer lock.Release()
+				if err := (&guest.VM{StateDir: s.stateDir}).Down(); err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout, "removed the stale record; signalled nothing")
+			}
+			return nil
 		}
-		fmt.Fprintf(stdout, "%s VM %s\n  pid %d, ssh 127.0.0.1:%d, accel %s\n  console log %s\n",
-			st.Backend, state, st.PID, st.Port, st.Accel, st.ConsoleLog)
+		fmt.Fprintf(stdout, "%s VM running for %s\n  pid %d, ssh 127.0.0.1:%d, accel %s\n  console log %s\n",
+			st.Backend, time.Since(st.Started).Round(time.Second), st.PID, st.Port, st.Accel, st.ConsoleLog)
 		return nil
 	case "ssh":
 		if len(pos) == 0 {

@@ -27,14 +27,15 @@ type Launcher func(port int, accel string) (*exec.Cmd, error)
 // VMState is persisted as StateDir/vm.json so later kwatch runs (and
 // `kwatch vm status/down`) find the VM.
 type VMState struct {
-	Backend    string    `json:"backend"` // "qemu" or "nix"
-	PID        int       `json:"pid"`
-	Port       int       `json:"ssh_port"`
-	Accel      string    `json:"accel"`
-	Kernel     string    `json:"kernel,omitempty"`
-	Ident      string    `json:"ident"` // what the VM was booted from: a different Ident means restart
-	ConsoleLog string    `json:"console_log"`
-	Started    time.Time `json:"started"`
+	Backend    string        `json:"backend"` // "qemu" or "nix"
+	PID        int           `json:"pid"`
+	Process    proc.Identity `json:"process"` // proves PID is still the VM before it is signalled
+	Port       int           `json:"ssh_port"`
+	Accel      string        `json:"accel"`
+	Kernel     string        `json:"kernel,omitempty"`
+	Ident      string        `json:"ident"` // what the VM was booted from: a different Ident means restart
+	ConsoleLog string        `json:"console_log"`
+	Started    time.Time     `json:"started"`
 }
 
 // VM is a VM kwatch boots and keeps running across its own runs.
@@ -139,9 +140,15 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	id, err := proc.IdentityOf(cmd.Process.Pid)
+	if err != nil {
+		proc.KillGroup(cmd.Process.Pid, proc.Grace)
+		return VMState{}, fmt.Errorf("recording the VM's identity: %w", err)
+	}
 	st := VMState{
 		Backend:    v.Backend,
 		PID:        cmd.Process.Pid,
+		Process:    id,
 		Port:       port,
 		Accel:      accel,
 		Ident:      v.Ident,
@@ -194,6 +201,7 @@ func (v *VM) failure(msg string, early bool) error {
 }
 
 // Down stops the recorded VM and removes its state; no error if there is none.
+// A stale record (see Verify) is removed and nothing is signalled.
 func (v *VM) Down() error {
 	st, running, err := v.Status()
 	if err != nil {
@@ -211,20 +219,28 @@ func (v *VM) Down() error {
 	return nil
 }
 
-// Status returns the recorded VM and whether its process is still running.
+// Status returns the recorded VM and whether its process is still running
+// (Verify).
 func (v *VM) Status() (st VMState, running bool, err error) {
 	st, ok, err := ReadState(v.StateDir)
 	if err != nil || !ok {
 		return st, false, err
 	}
-	return st, ownsGroup(st.PID), nil
+	return st, Verify(st) == nil, nil
 }
 
-// ownsGroup reports whether pid is alive and still leads its own process
-// group, as the VM does; a recycled pid almost never does.
-func ownsGroup(pid int) bool {
-	pgid, err := syscall.Getpgid(pid)
-	return err == nil && pgid == pid && proc.Alive(pid)
+// Verify checks that the recorded VM runs: its pid must be the very process
+// kwatch started (same start time, same boot) and still lead its own process
+// group, which is what stopping it signals. Its error says why the record is
+// stale: a record without that proof is never trusted with a signal.
+func Verify(st VMState) error {
+	if err := proc.Verify(st.PID, st.Process); err != nil {
+		return err
+	}
+	if pgid, err := syscall.Getpgid(st.PID); err != nil || pgid != st.PID {
+		return fmt.Errorf("process %d does not lead its own process group", st.PID)
+	}
+	return nil
 }
 
 // Answering reports whether the recorded VM runs and its SSH server answers.

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kwatch/proc"
+)
+
+// vm.json naming a process that merely leads its own session (an unrelated
+// process after a reboot or pid reuse) must never get a signal: vm status
+// calls the record stale, vm down removes it and kills nothing.
+func TestStaleVMRecord(t *testing.T) {
+	other := exec.Command("sleep", "600")
+	other.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+	pid := other.Process.Pid
+	state := t.TempDir()
+	record := fmt.Sprintf(`{"backend":"qemu","pid":%d,"ssh_port":1,"accel":"tcg","ident":"x","console_log":"/dev/null","started":"2025-01-01T00:00:00Z"}`, pid)
+	writeFile(t, filepath.Join(state, "vm.json"), record)
+	out, _, code := kwatchRun(t, "vm", "status", "--state-dir", state)
+	if code != 0 || !strings.Contains(out, "stale") || strings.Contains(out, "running for") {
+		t.Fatalf("vm status: exit %d, %q; want the record called stale", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(state, "vm.json")); err == nil {
+		t.Error("vm status left the stale record behind")
+	}
+	writeFile(t, filepath.Join(state, "vm.json"), record)
+	out, _, code = kwatchRun(t, "vm", "down", "--state-dir", state)
+	if code != 0 || !strings.Contains(out, "stale") || !strings.Contains(out, "signalled nothing") {
+		t.Fatalf("vm down: exit %d, %q; want the record called stale", code, out)
+	}
+	if !proc.Alive(pid) {
+		t.Fatal("vm down killed a process that was not its VM")
+	}
+	if _, err := os.Stat(filepath.Join(state, "vm.json")); err == nil {
+		t.Error("vm down left the stale record behind")
+	}
+}
+
+// vm status and vm down only look: run where there is no state dir, they
+// create none.
+func TestVMStatusCreatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	for _, sub := range []string{"status", "down"} {
+		cmd := exec.Command(kwatchBin, "vm", sub)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("vm %s: %v\n%s", sub, err, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, ".kwatch")); err == nil {
+			t.Fatalf("vm %s created .kwatch in its working directory", sub)
+		}
+	}
+}
+
+// One kwatch per state dir: a second `vm up` while the first boots says who
+// holds the state dir and starts no second QEMU.
+func TestConcurrentVMUp(t *testing.T) {
+	needGuest(t)
+	state := filepath.Join(t.TempDir(), "state")
+	first := exec.Command(kwatchBin, append([]string{"vm", "up"}, vmArgs(state)...)...)
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- first.Wait() }()
+	t.Cleanup(func() {
+		first.Process.Signal(os.Interrupt)
+		<-done
+		kwatchRun(t, "vm", "down", "--state-dir", state)
+		noStrayProcesses(t, state)
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(state, "vm.json")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first vm up started no VM within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, stderr, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(state)...)...)
+	want := fmt.Sprintf("another kwatch (pid %d) uses the state dir %s", first.Process.Pid, state)
+	if code != 2 || !strings.Contains(stderr, want) {
+		t.Fatalf("second vm up: exit %d, stderr %q; want 2 and %q", code, stderr, want)
+	}
+	if qemus := strayProcesses(state); len(qemus) != 1 {
+		t.Fatalf("%d QEMU processes for one state dir: %v", len(qemus), qemus)
+	}
+}
