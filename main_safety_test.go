@@ -99,3 +99,53 @@ func TestConcurrentVMUp(t *testing.T) {
 		t.Fatalf("%d QEMU processes for one state dir: %v", len(qemus), qemus)
 	}
 }
+
+// A SIGKILLed kwatch runs no cleanup, yet its build must go with it: make and
+// the compiler jobs below it. The build here blocks in a recipe of the
+// module's own Kbuild until it is killed.
+func TestKilledKwatchLeavesNoBuild(t *testing.T) {
+	needGuest(t)
+	root := t.TempDir()
+	dir := filepath.Join(root, "mod")
+	writeModule(t, dir, "kwslow", 1)
+	fifo := filepath.Join(root, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An explicit rule beats Kbuild's pattern rule: compiling the object blocks on the fifo.
+	writeFile(t, filepath.Join(dir, "Kbuild"), "obj-m := kwslow.o\n$(obj)/kwslow.o: FORCE\n\tcat "+fifo+" > $@; true\n")
+	w := startWatch(t, append(vmArgs(e2eState), dir)...)
+	w.next(3*time.Minute, "build_start")
+	deadline := time.Now().Add(time.Minute)
+	for !hasProcess(fifo) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the build never reached its blocking recipe; stderr:\n%s", w.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.cmd.Process.Kill()
+	<-w.done
+	deadline = time.Now().Add(5 * time.Second)
+	for hasProcess(root) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the build outlived the SIGKILLed kwatch: %v", processesWith(root))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func hasProcess(needle string) bool { return len(processesWith(needle)) > 0 }
+
+// processesWith lists the live processes whose command line mentions needle.
+func processesWith(needle string) []string {
+	var found []string
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range pids {
+		cmdline, err := os.ReadFile(p + "/cmdline")
+		cl := strings.ReplaceAll(string(cmdline), "\x00", " ")
+		if err == nil && strings.Contains(cl, needle) {
+			found = append(found, filepath.Base(p)+" "+cl)
+		}
+	}
+	return found
+}
