@@ -342,6 +342,7 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error
 	return &guest.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
+		Kernel:   kernel,
 		Ident:    fmt.Sprintf("%s %d %d %s", kernel, fi.Size(), fi.ModTime().Unix(), modulesDir),
 		Accel:    o.accel,
 		Notify:   notify,

@@ -149,3 +149,24 @@ func processesWith(needle string) []string {
 	}
 	return found
 }
+
+// A kernel image cut short passes the header checks, and QEMU exits without
+// a word: kwatch says that the kernel did not boot and names the image.
+func TestTruncatedKernel(t *testing.T) {
+	needGuest(t)
+	img, err := os.ReadFile(e2eKernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	writeFile(t, kernel, string(img[:len(img)/8]))
+	state := filepath.Join(t.TempDir(), "state")
+	args := vmArgs(state)
+	args[3] = kernel // --kernel
+	_, stderr, code := kwatchRun(t, append([]string{"vm", "up"}, args...)...)
+	want := "the kernel " + kernel + " did not boot"
+	if code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("vm up with a truncated kernel: exit %d, stderr %q; want 1 and %q", code, stderr, want)
+	}
+	noStrayProcesses(t, state)
+}

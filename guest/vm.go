@@ -43,6 +43,7 @@ type VM struct {
 	StateDir string
 	Backend  string
 	Ident    string
+	Kernel   string // the kernel image, named when it does not boot; "" when the launcher picks it
 	Launch   Launcher
 	Accel    string           // "auto" (or ""), "kvm" or "tcg"
 	Notify   func(msg string) // one-line notices for the user; may be nil
@@ -151,6 +152,7 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 		Process:    id,
 		Port:       port,
 		Accel:      accel,
+		Kernel:     v.Kernel,
 		Ident:      v.Ident,
 		ConsoleLog: v.consolePath(),
 		Started:    time.Now(),
@@ -184,6 +186,11 @@ func (v *VM) waitSSH(ctx context.Context, st VMState, exited <-chan error, timeo
 			if err == nil {
 				err = errors.New("exit status 0")
 			}
+			if v.consoleEmpty() {
+				// QEMU itself complains on stderr, which is the console log: a
+				// silent exit means the kernel died before printing anything.
+				return &bootError{msg: fmt.Sprintf("%s did not boot (is the image complete, and an x86_64 kernel?): the VM exited (%v)", v.kernelName(), err), early: true}
+			}
 			return v.failure(fmt.Sprintf("the VM exited (%v) before its SSH port answered", err), true)
 		case <-tick.C:
 		}
@@ -194,6 +201,13 @@ func (v *VM) waitSSH(ctx context.Context, st VMState, exited <-chan error, timeo
 			return v.failure(fmt.Sprintf("guest did not answer on SSH within %s", timeout), false)
 		}
 	}
+}
+
+func (v *VM) kernelName() string {
+	if v.Kernel == "" {
+		return "the kernel"
+	}
+	return "the kernel " + v.Kernel
 }
 
 func (v *VM) failure(msg string, early bool) error {
