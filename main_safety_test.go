@@ -170,3 +170,39 @@ func TestTruncatedKernel(t *testing.T) {
 	}
 	noStrayProcesses(t, state)
 }
+
+// kwatch init touches only what it writes: a refused init leaves nothing
+// behind (no .kwatch, no key), --force keeps the user's .gitignore lines, and
+// only init's files are staged in the git repository it creates.
+func TestInitTouchesOnlyItsOwn(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("needs git")
+	}
+	dir := filepath.Join(t.TempDir(), "mymod")
+	writeFile(t, filepath.Join(dir, "flake.nix"), "mine\n")
+	writeFile(t, filepath.Join(dir, ".gitignore"), "notes/\n")
+	writeFile(t, filepath.Join(dir, "unrelated.txt"), "mine\n")
+	if _, stderr, code := kwatchRun(t, "init", dir); code != 2 || !strings.Contains(stderr, "--force") {
+		t.Fatalf("init over flake.nix: exit %d, %q; want 2 and a --force hint", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".kwatch")); err == nil {
+		t.Fatal("a refused init left .kwatch behind")
+	}
+	if out, stderr, code := kwatchRun(t, "init", "--force", dir); code != 0 {
+		t.Fatalf("init --force: exit %d\n%s%s", code, out, stderr)
+	}
+	ignore, _ := os.ReadFile(filepath.Join(dir, ".gitignore"))
+	if !strings.HasPrefix(string(ignore), "notes/\n") || !strings.Contains(string(ignore), ".kwatch/") {
+		t.Fatalf("init --force lost the user's .gitignore lines:\n%s", ignore)
+	}
+	staged, err := exec.Command("git", "-C", dir, "diff", "--cached", "--name-only").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(staged), "unrelated.txt") || !strings.Contains(string(staged), "flake.nix") {
+		t.Fatalf("init staged %q; want its own files only", staged)
+	}
+	if ignore, _ := os.ReadFile(filepath.Join(dir, ".kwatch", ".gitignore")); !strings.Contains(string(ignore), "*\n") {
+		t.Fatalf(".kwatch/.gitignore = %q, want *", ignore)
+	}
+}
