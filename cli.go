@@ -245,7 +245,19 @@ func (o *options) setup(dir string) (setupInfo, error) {
 	if s.stateDir, err = filepath.Abs(s.stateDir); err != nil {
 		return s, err
 	}
+	if (s.vm == "nix" || o.builder == "nix") && within(s.stateDir, s.flakeRoot) {
+		if in, _ := nix.InGit(context.Background(), s.flakeRoot); !in {
+			return s, usagef(fmt.Sprintf("cd %s && git init && git add flake.nix and the sources (git ignores .kwatch), or pass --state-dir outside it", s.flakeRoot),
+				"the flake in %s is not in a git repository: nix would copy all of it, kwatch's private key in %s included, into the world-readable nix store", s.flakeRoot, s.stateDir)
+		}
+	}
 	return s, nil
+}
+
+// within reports whether path is dir or lies below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // lockState creates the state dir and takes its lock, which the caller holds

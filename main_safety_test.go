@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"kwatch/guest"
+	"kwatch/nix/nixtest"
 	"kwatch/proc"
 )
 
@@ -205,4 +207,35 @@ func TestInitTouchesOnlyItsOwn(t *testing.T) {
 	if ignore, _ := os.ReadFile(filepath.Join(dir, ".kwatch", ".gitignore")); !strings.Contains(string(ignore), "*\n") {
 		t.Fatalf(".kwatch/.gitignore = %q, want *", ignore)
 	}
+}
+
+// A flake outside git is copied whole into the world-readable nix store,
+// .kwatch and its private key included: kwatch refuses to build it while its
+// state dir lies in the flake, and says how to fix that.
+func TestNixFlakeOutsideGit(t *testing.T) {
+	nixtest.Need(t)
+	nixtest.SetConfig()
+	project := t.TempDir()
+	nixtest.WriteFlake(t, project, nixtest.Flake{})
+	nixtest.WriteModule(t, project)
+	state := filepath.Join(project, ".kwatch")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// As kwatch init leaves it: the key exists before the first run.
+	_, pub, err := guest.LoadOrCreateKey(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := kwatchRun(t, "--vm", "nix", "--nix-vm-attr", "packages.x86_64-linux.vm", "--accel", "tcg", "--once", project)
+	if code != 2 || !strings.Contains(stderr, "is not in a git repository") || !strings.Contains(stderr, "git init && git add") {
+		t.Fatalf("kwatch on a flake outside git: exit %d, stderr %q; want 2 and the fix", code, stderr)
+	}
+	copies, _ := filepath.Glob("/nix/store/*/.kwatch/id_ed25519.pub")
+	for _, c := range copies {
+		if b, _ := os.ReadFile(c); string(b) == string(pub) {
+			t.Fatalf("kwatch's key reached the nix store: %s", c)
+		}
+	}
+	noStrayProcesses(t, project)
 }
