@@ -283,6 +283,7 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		if err != nil {
 			return nil, err
 		}
+		cfg.Notify = notify
 		g.SSH = cfg
 	case "qemu":
 		vm, err := o.qemuVM(s.stateDir, notify)
@@ -298,11 +299,12 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		g.VM = vm
 	}
 	if g.VM != nil {
-		signer, _, err := guest.LoadOrCreateKey(s.stateDir)
+		cfg, err := managedSSH(s.stateDir, s.vm)
 		if err != nil {
 			return nil, err
 		}
-		g.SSH = guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts")}
+		cfg.Notify = notify
+		g.SSH = cfg
 	}
 	if g.BootTimeout == 0 {
 		g.BootTimeout = 2 * time.Minute
@@ -311,6 +313,23 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		}
 	}
 	return g, nil
+}
+
+// managedSSH is how kwatch logs into a VM it manages (Addr comes from the
+// VM's state). The qemu backend's guest gets host keys kwatch made, so
+// exactly those are pinned; a NixOS VM makes its own, pinned on first use.
+func managedSSH(stateDir, backend string) (guest.SSHConfig, error) {
+	signer, _, err := guest.LoadOrCreateKey(stateDir)
+	if err != nil {
+		return guest.SSHConfig{}, err
+	}
+	cfg := guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(stateDir, "known_hosts")}
+	if backend == "qemu" {
+		if cfg.HostKeys, err = guest.HostPublicKeys(stateDir); err != nil {
+			return guest.SSHConfig{}, err
+		}
+	}
+	return cfg, nil
 }
 
 func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error) {

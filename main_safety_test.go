@@ -239,3 +239,44 @@ func TestNixFlakeOutsideGit(t *testing.T) {
 	}
 	noStrayProcesses(t, project)
 }
+
+// kwatch makes the qemu guest's host keys, so it pins exactly those: boots on
+// new ports add nothing to known_hosts. With --vm ssh, a corrupt known_hosts
+// line fails at once instead of being retried until the boot timeout.
+func TestManagedVMHostKey(t *testing.T) {
+	needGuest(t)
+	state := filepath.Join(t.TempDir(), "state")
+	t.Cleanup(func() {
+		kwatchRun(t, "vm", "down", "--state-dir", state)
+		noStrayProcesses(t, state)
+	})
+	var ports []int
+	for boot := 0; boot < 2; boot++ {
+		if out, stderr, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(state)...)...); code != 0 {
+			t.Fatalf("vm up: exit %d\n%s%s", code, out, stderr)
+		}
+		guestRun(t, state, "true")
+		st, _, err := guest.ReadState(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, st.Port)
+		if boot == 0 {
+			if _, _, code := kwatchRun(t, "vm", "down", "--state-dir", state); code != 0 {
+				t.Fatal("vm down failed")
+			}
+		}
+	}
+	if kh, err := os.ReadFile(filepath.Join(state, "known_hosts")); err == nil && len(kh) > 0 {
+		t.Errorf("known_hosts grew over boots on ports %v:\n%s", ports, kh)
+	}
+
+	other := t.TempDir()
+	writeFile(t, filepath.Join(other, "known_hosts"), "[127.0.0.1]:22 ssh-ed25519 not-base64!\n")
+	start := time.Now()
+	_, stderr, code := kwatchRun(t, "vm", "ssh", "--vm", "ssh", "--ssh", fmt.Sprintf("root@127.0.0.1:%d", ports[1]),
+		"--identity", filepath.Join(state, "id_ed25519"), "--state-dir", other, "--", "true")
+	if code == 0 || !strings.Contains(stderr, "fix or delete") || time.Since(start) > 10*time.Second {
+		t.Fatalf("vm ssh with a corrupt known_hosts: exit %d after %s, stderr %q; want an immediate error", code, time.Since(start).Round(time.Second), stderr)
+	}
+}

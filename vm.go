@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/nix"
@@ -117,6 +115,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		cfg.Notify = func(msg string) { fmt.Fprintln(stderr, "kwatch: "+msg) }
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		c, err := guest.Dial(dctx, cfg)
@@ -149,12 +148,9 @@ func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
 	if _, running, _ := (&guest.VM{StateDir: s.stateDir}).Status(); !ok || !running {
 		return guest.SSHConfig{}, usagef("start it with `kwatch vm up` or `kwatch DIR`", "no VM is running (state dir %s)", s.stateDir)
 	}
-	signer, _, err := guest.LoadOrCreateKey(s.stateDir)
-	if err != nil {
-		return guest.SSHConfig{}, err
-	}
-	return guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts")}, nil
+	cfg, err := managedSSH(s.stateDir, st.Backend)
+	cfg.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
+	return cfg, err
 }
 
 const initUsage = `usage: kwatch init [--force] [--name NAME] [DIR]

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -26,7 +27,13 @@ type SSHConfig struct {
 	// KnownHosts is the path of kwatch's known_hosts file. A guest's host key
 	// is pinned there on first use and a changed key is refused.
 	KnownHosts string
-	Timeout    time.Duration // per dial attempt (TCP connect and SSH handshake); 0 = 10s
+	// HostKeys, when set, are the only host keys the guest may present (a
+	// VM whose keys kwatch made itself); KnownHosts is then not used.
+	HostKeys []ssh.PublicKey
+	Timeout  time.Duration // per dial attempt (TCP connect and SSH handshake); 0 = 10s
+	// Notify, when set, is told what a connection waits for once that
+	// takes longer than waitNotice.
+	Notify func(msg string)
 }
 
 const (
@@ -39,6 +46,8 @@ const (
 	keepaliveMissed   = 3
 	// How long a cancelled session gets to end before its connection is dropped.
 	killGrace = 2 * time.Second
+	// How long dialling may take before Notify is told what it waits for.
+	waitNotice = 5 * time.Second
 )
 
 // Client is one persistent SSH connection to a guest. When a call finds the
@@ -54,16 +63,18 @@ type Client struct {
 	closing context.Context
 	cancel  context.CancelFunc
 
-	mu     sync.Mutex
-	conn   *ssh.Client // nil while disconnected
-	closed bool
+	mu        sync.Mutex
+	conn      *ssh.Client // nil while disconnected
+	closed    bool
+	connected bool // a connection succeeded once
 }
 
 // Dial connects to cfg.Addr, retrying until the server answers or ctx is
-// done: give ctx a deadline to wait for a booting guest. A refused host key
-// or login fails at once, as retrying cannot help.
+// done: give ctx a deadline to wait for a booting guest. What retrying cannot
+// help fails at once: a refused host key or login, a corrupt known_hosts, an
+// unknown host name, a port that refuses every connection.
 func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
-	if cfg.KnownHosts == "" {
+	if cfg.KnownHosts == "" && len(cfg.HostKeys) == 0 {
 		return nil, errors.New("connecting to the guest: no known_hosts file given")
 	}
 	if cfg.User == "" {
@@ -142,7 +153,7 @@ func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
 		conn.Close()
 		return nil, errClosed
 	}
-	c.conn = conn
+	c.conn, c.connected = conn, true
 	go c.watch(conn)
 	return conn, nil
 }
@@ -217,8 +228,13 @@ func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
 		}
 		return fmt.Errorf("connecting to %s: %w (last attempt: %w)", c.who(), ctx.Err(), last)
 	}
+	c.mu.Lock()
+	firstContact := !c.connected
+	c.mu.Unlock()
+	start, notified, onlyRefusals := time.Now(), false, true
 	for wait := minBackoff; ; wait = min(2*wait, maxBackoff) {
 		conn, err := c.dialOnce(ctx)
+		onlyRefusals = onlyRefusals && errors.Is(err, syscall.ECONNREFUSED)
 		switch {
 		case err == nil:
 			return conn, nil
@@ -226,8 +242,19 @@ func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
 			return nil, gaveUp()
 		case refused(err):
 			return nil, fmt.Errorf("connecting to %s: %w", c.who(), err)
+		case firstContact && onlyRefusals:
+			// A guest kwatch boots accepts connections before its sshd runs
+			// (QEMU's user network does), so a port that never accepted one
+			// is a wrong address, not a slow guest.
+			return nil, fmt.Errorf("connecting to %s: %w: is the address right and its SSH server running?", c.who(), err)
+		case isNotFound(err):
+			return nil, fmt.Errorf("connecting to %s: %w", c.who(), err)
 		}
 		last = err
+		if !notified && c.cfg.Notify != nil && time.Since(start) > waitNotice {
+			c.cfg.Notify(fmt.Sprintf("waiting for the SSH server of %s (%v)", c.who(), err))
+			notified = true
+		}
 		select {
 		case <-ctx.Done():
 			return nil, gaveUp()
@@ -236,11 +263,29 @@ func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
 	}
 }
 
-// refused reports whether the server answered but will not let us in, so
-// that dialling again cannot help.
+// refused reports whether the server answered but will not let us in, or
+// kwatch's own known_hosts is broken, so that dialling again cannot help.
 func refused(err error) bool {
 	var changed *hostKeyChangedError
-	return errors.As(err, &changed) || strings.Contains(err.Error(), "ssh: unable to authenticate")
+	var broken *knownHostsError
+	return errors.As(err, &changed) || errors.As(err, &broken) || strings.Contains(err.Error(), "ssh: unable to authenticate")
+}
+
+// isNotFound reports whether the host name does not resolve.
+func isNotFound(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns) && dns.IsNotFound
+}
+
+// knownHostsError is a known_hosts file kwatch cannot read or parse.
+type knownHostsError struct {
+	path string
+	err  error
+}
+
+func (e *knownHostsError) Error() string {
+	// knownhosts' errors name the file and line already.
+	return fmt.Sprintf("reading known_hosts: %v (fix or delete that line of %s)", e.err, filepath.Base(e.path))
 }
 
 func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {
@@ -265,26 +310,39 @@ func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {
 	return ssh.NewClient(sc, chans, reqs), nil
 }
 
-// hostKeyChangedError is a host key that differs from the one pinned in known_hosts.
+// hostKeyChangedError is a host key that differs from the one pinned in
+// known_hosts, or from the HostKeys expected (want is then empty).
 type hostKeyChangedError struct {
 	host string
 	want knownhosts.KnownKey
 }
 
 func (e *hostKeyChangedError) Error() string {
+	if e.want.Filename == "" {
+		return fmt.Sprintf("%s presented a host key other than the one kwatch made for its VM: another machine answers on this port", e.host)
+	}
 	return fmt.Sprintf("host key of %s changed: if the guest was rebuilt on purpose, delete line %d of %s",
 		e.host, e.want.Line, e.want.Filename)
 }
 
-// checkHostKey accepts the key pinned for hostname in known_hosts, and pins
-// the key of a host seen for the first time.
+// checkHostKey accepts only the expected HostKeys when they are given. Else
+// it accepts the key pinned for hostname in known_hosts, and pins the key of a
+// host seen for the first time.
 func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
+	if len(c.cfg.HostKeys) > 0 {
+		for _, k := range c.cfg.HostKeys {
+			if bytes.Equal(k.Marshal(), key.Marshal()) {
+				return nil
+			}
+		}
+		return &hostKeyChangedError{host: knownhosts.Normalize(hostname)}
+	}
 	path := c.cfg.KnownHosts
 	check, err := knownhosts.New(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist): // nothing pinned yet
 	case err != nil:
-		return fmt.Errorf("reading %s: %w", path, err)
+		return &knownHostsError{path: path, err: err}
 	default:
 		var keyErr *knownhosts.KeyError
 		err := check(hostname, remote, key)
