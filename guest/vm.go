@@ -88,6 +88,9 @@ func (v *VM) Up(ctx context.Context, timeout time.Duration) (VMState, error) {
 	if running && st.Ident == v.Ident && sshBanner(st.Port) == nil {
 		return st, nil
 	}
+	if !running && st.PID != 0 && proc.Alive(st.PID) {
+		v.notify(fmt.Sprintf("the VM record in %s is stale (%v): removing it, stopping nothing", v.StateDir, Verify(st)))
+	}
 	if err := v.Down(); err != nil {
 		return VMState{}, err
 	}
@@ -162,6 +165,7 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 		proc.KillGroup(st.PID, proc.Grace)
 		return VMState{}, err
 	}
+	v.notify(fmt.Sprintf("booting the VM (%s, accel %s); waiting for its SSH server", v.Backend, accel))
 	if err := v.waitSSH(ctx, st, exited, timeout, silence); err != nil {
 		if derr := v.Down(); derr != nil {
 			return VMState{}, fmt.Errorf("%w (and stopping it: %v)", err, derr)
