@@ -19,14 +19,13 @@ import (
 // process after a reboot or pid reuse) must never get a signal: vm status
 // calls the record stale, vm down removes it and kills nothing.
 func TestStaleVMRecord(t *testing.T) {
-	other := exec.Command("sleep", "600")
-	other.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The issue's reproduction: `setsid sleep`, which execs sleep as a session leader.
+	other := exec.Command("setsid", "sleep", "600")
 	if err := other.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
-	pid := other.Process.Pid
-	state := t.TempDir()
+	defer func() { other.Process.Kill(); other.Wait() }()
+	pid, state := other.Process.Pid, t.TempDir()
 	record := fmt.Sprintf(`{"backend":"qemu","pid":%d,"ssh_port":1,"accel":"tcg","ident":"x","console_log":"/dev/null","started":"2025-01-01T00:00:00Z"}`, pid)
 	writeFile(t, filepath.Join(state, "vm.json"), record)
 	out, _, code := kwatchRun(t, "vm", "status", "--state-dir", state)
