@@ -142,13 +142,16 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 	if err != nil {
 		return VMState{}, fmt.Errorf("starting the VM (%s): %w", cmd.Path, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// Read before anyone waits for it: until then even a VM that exited at
+	// once is still in /proc, as a zombie.
 	id, err := proc.IdentityOf(cmd.Process.Pid)
 	if err != nil {
 		proc.KillGroup(cmd.Process.Pid, proc.Grace)
+		cmd.Wait()
 		return VMState{}, fmt.Errorf("recording the VM's identity: %w", err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	st := VMState{
 		Backend:    v.Backend,
 		PID:        cmd.Process.Pid,
