@@ -111,6 +111,11 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(pos) == 0 {
 			return usagef("kwatch vm ssh -- CMD", "no command given")
 		}
+		if s.vm == "ssh" { // known_hosts goes there
+			if err := statedir.Create(s.stateDir); err != nil {
+				return err
+			}
+		}
 		cfg, err := o.sshConfig(s)
 		if err != nil {
 			return err
