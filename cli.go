@@ -18,6 +18,7 @@ import (
 	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/nix"
+	"kwatch/statedir"
 )
 
 // options holds every flag; the VM flags are shared by `kwatch` and `kwatch vm`.
@@ -136,6 +137,11 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	lock, err := lockState(setup.stateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 
 	var (
 		report   loop.Reporter
@@ -245,10 +251,32 @@ func (o *options) setup(dir string) (setupInfo, error) {
 	if s.stateDir, err = filepath.Abs(s.stateDir); err != nil {
 		return s, err
 	}
-	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
-		return s, fmt.Errorf("creating the state dir: %w", err)
+	if (s.vm == "nix" || o.builder == "nix") && within(s.stateDir, s.flakeRoot) {
+		if in, _ := nix.InGit(context.Background(), s.flakeRoot); !in {
+			return s, usagef(fmt.Sprintf("cd %s && git init && git add flake.nix and the sources (git ignores .kwatch), or pass --state-dir outside it", s.flakeRoot),
+				"the flake in %s is not in a git repository: nix would copy all of it, kwatch's private key in %s included, into the world-readable nix store", s.flakeRoot, s.stateDir)
+		}
 	}
 	return s, nil
+}
+
+// within reports whether path is dir or lies below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// lockState creates the state dir and takes its lock, which the caller holds
+// for as long as it may start, stop or replace the VM: one kwatch per state
+// dir, so two never boot two VMs. A second one exits at once and says who
+// holds the lock, rather than wait for a watch that may run for days.
+func lockState(dir string) (*statedir.Lock, error) {
+	l, err := statedir.Acquire(dir)
+	var held *statedir.HeldError
+	if errors.As(err, &held) {
+		return nil, usagef("stop that kwatch first, or pass another --state-dir", "%v", err)
+	}
+	return l, err
 }
 
 // guest wires the machine: a VM kwatch manages or an existing SSH host.
@@ -262,6 +290,7 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		if err != nil {
 			return nil, err
 		}
+		cfg.Notify = notify
 		g.SSH = cfg
 	case "qemu":
 		vm, err := o.qemuVM(s.stateDir, notify)
@@ -277,12 +306,12 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		g.VM = vm
 	}
 	if g.VM != nil {
-		signer, _, err := guest.LoadOrCreateKey(s.stateDir)
+		cfg, err := managedSSH(s.stateDir, s.vm)
 		if err != nil {
 			return nil, err
 		}
-		// kwatch started this VM, so its first host key is trusted.
-		g.SSH = guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts"), TrustNew: true}
+		cfg.Notify = notify
+		g.SSH = cfg
 	}
 	if g.BootTimeout == 0 {
 		g.BootTimeout = 2 * time.Minute
@@ -291,6 +320,24 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		}
 	}
 	return g, nil
+}
+
+// managedSSH is how kwatch logs into a VM it manages (Addr comes from the
+// VM's state). The qemu backend's guest gets host keys kwatch made, so
+// exactly those are pinned; a NixOS VM makes its own, pinned on first use.
+func managedSSH(stateDir, backend string) (guest.SSHConfig, error) {
+	signer, _, err := guest.LoadOrCreateKey(stateDir)
+	if err != nil {
+		return guest.SSHConfig{}, err
+	}
+	// kwatch started the VM, so a NixOS VM's first host key is trusted.
+	cfg := guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(stateDir, "known_hosts"), TrustNew: true}
+	if backend == "qemu" {
+		if cfg.HostKeys, err = guest.HostPublicKeys(stateDir); err != nil {
+			return guest.SSHConfig{}, err
+		}
+	}
+	return cfg, nil
 }
 
 func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error) {
@@ -334,6 +381,7 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error
 	return &guest.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
+		Kernel:   kernel,
 		Ident:    fmt.Sprintf("%s %d %d %s", kernel, fi.Size(), fi.ModTime().Unix(), modulesDir),
 		Accel:    o.accel,
 		Notify:   notify,

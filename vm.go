@@ -11,11 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/nix"
+	"kwatch/statedir"
 )
 
 const vmUsage = `usage: kwatch vm up|down|status [flags]   start / stop / describe the guest
@@ -46,6 +45,11 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if s.vm == "ssh" {
 			return usagef("kwatch only starts VMs it manages: --vm qemu or --vm nix", "vm up with --vm ssh")
 		}
+		lock, err := lockState(s.stateDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Release()
 		g, err := o.guest(ctx, s, loop.NewHuman(stdout), stderr)
 		if err != nil {
 			return err
@@ -54,17 +58,28 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, _, err = g.Connect(ctx)
 		return err
 	case "down":
+		// Without a record there is nothing to stop, and nothing to create.
 		st, ok, err := guest.ReadState(s.stateDir)
 		if err != nil {
 			return err
 		}
+		if !ok {
+			fmt.Fprintln(stdout, "no VM was running")
+			return nil
+		}
+		lock, err := lockState(s.stateDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Release()
+		stale := guest.Verify(st)
 		if err := (&guest.VM{StateDir: s.stateDir}).Down(); err != nil {
 			return err
 		}
-		if ok {
-			fmt.Fprintf(stdout, "stopped the %s VM (pid %d)\n", st.Backend, st.PID)
+		if stale != nil {
+			fmt.Fprintf(stdout, "removed a stale VM record (%v); signalled nothing\n", stale)
 		} else {
-			fmt.Fprintln(stdout, "no VM was running")
+			fmt.Fprintf(stdout, "stopped the %s VM (pid %d)\n", st.Backend, st.PID)
 		}
 		return nil
 	case "status":
@@ -76,22 +91,36 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "no VM (state dir %s)\n", s.stateDir)
 			return nil
 		}
-		_, running, _ := (&guest.VM{StateDir: s.stateDir}).Status()
-		state := "stopped"
-		if running {
-			state = fmt.Sprintf("running for %s", time.Since(st.Started).Round(time.Second))
+		if stale := guest.Verify(st); stale != nil {
+			fmt.Fprintf(stdout, "no VM: the record in %s is stale (%v)\n", s.stateDir, stale)
+			// Only the lock's holder may touch the record: a kwatch holding
+			// it may be writing a new one right now.
+			if lock, err := statedir.Acquire(s.stateDir); err == nil {
+				defer lock.Release()
+				if err := (&guest.VM{StateDir: s.stateDir}).Down(); err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout, "removed the stale record; signalled nothing")
+			}
+			return nil
 		}
-		fmt.Fprintf(stdout, "%s VM %s\n  pid %d, ssh 127.0.0.1:%d, accel %s\n  console log %s\n",
-			st.Backend, state, st.PID, st.Port, st.Accel, st.ConsoleLog)
+		fmt.Fprintf(stdout, "%s VM running for %s\n  pid %d, ssh 127.0.0.1:%d, accel %s\n  console log %s\n",
+			st.Backend, time.Since(st.Started).Round(time.Second), st.PID, st.Port, st.Accel, st.ConsoleLog)
 		return nil
 	case "ssh":
 		if len(pos) == 0 {
 			return usagef("kwatch vm ssh -- CMD", "no command given")
 		}
+		if s.vm == "ssh" { // known_hosts goes there
+			if err := statedir.Create(s.stateDir); err != nil {
+				return err
+			}
+		}
 		cfg, err := o.sshConfig(s)
 		if err != nil {
 			return err
 		}
+		cfg.Notify = func(msg string) { fmt.Fprintln(stderr, "kwatch: "+msg) }
 		var c *guest.Client
 		err = o.trustNewHost(cfg.KnownHosts, stderr, func() (err error) {
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -129,12 +158,9 @@ func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
 	if _, running, _ := (&guest.VM{StateDir: s.stateDir}).Status(); !ok || !running {
 		return guest.SSHConfig{}, usagef("start it with `kwatch vm up` or `kwatch DIR`", "no VM is running (state dir %s)", s.stateDir)
 	}
-	signer, _, err := guest.LoadOrCreateKey(s.stateDir)
-	if err != nil {
-		return guest.SSHConfig{}, err
-	}
-	return guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(s.stateDir, "known_hosts"), TrustNew: true}, nil
+	cfg, err := managedSSH(s.stateDir, st.Backend)
+	cfg.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
+	return cfg, err
 }
 
 const initUsage = `usage: kwatch init [--force] [--name NAME] [DIR]
@@ -158,33 +184,38 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 	default:
 		return usagef("kwatch init [DIR]", "too many arguments: %s", strings.Join(pos, " "))
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
+	// The key is made only once init knows it will write: a refused init
+	// leaves nothing behind.
+	key := func() (string, error) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("creating %s: %w", dir, err)
+		}
+		stateDir := filepath.Join(dir, ".kwatch")
+		if err := statedir.Create(stateDir); err != nil {
+			return "", err
+		}
+		_, authKey, err := guest.LoadOrCreateKey(stateDir)
+		return strings.TrimSpace(string(authKey)), err
 	}
-	stateDir := filepath.Join(dir, ".kwatch")
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return fmt.Errorf("creating the state dir: %w", err)
-	}
-	_, authKey, err := guest.LoadOrCreateKey(stateDir)
-	if err != nil {
-		return err
-	}
-	written, err := nix.Init(dir, nix.InitOptions{Name: *name, AuthorizedKey: strings.TrimSpace(string(authKey)), Force: *force})
+	written, err := nix.Init(dir, nix.InitOptions{Name: *name, AuthorizedKey: key, Force: *force})
 	if err != nil {
 		return usagef("", "%v", err)
 	}
 	for _, f := range written {
 		fmt.Fprintf(stdout, "wrote %s\n", filepath.Join(dir, f))
 	}
-	// Flakes in a git repository only see tracked files; a fresh repo with
-	// everything added keeps .kwatch (the VM's disk) out of every nix build.
+	// Flakes in a git repository only see tracked files, which keeps .kwatch
+	// (keys, the VM's disk) out of the nix store. Only the files init wrote
+	// are added: the user's other files are theirs to stage.
 	if err := exec.Command("git", "-C", dir, "rev-parse", "--is-inside-work-tree").Run(); err != nil {
-		git := exec.Command("sh", "-c", "git init -q && git add -A")
+		git := exec.Command("git", append([]string{"add", "--"}, written...)...)
 		git.Dir = dir
-		if out, err := git.CombinedOutput(); err != nil {
+		if out, err := exec.Command("git", "-C", dir, "init", "-q").CombinedOutput(); err != nil {
 			fmt.Fprintf(stderr, "kwatch: could not create a git repository in %s: %s\n", dir, strings.TrimSpace(string(out)))
+		} else if out, err := git.CombinedOutput(); err != nil {
+			fmt.Fprintf(stderr, "kwatch: could not add the new files to git in %s: %s\n", dir, strings.TrimSpace(string(out)))
 		} else {
-			fmt.Fprintf(stdout, "created a git repository with every file added (nix flakes only see tracked files)\n")
+			fmt.Fprintf(stdout, "created a git repository with the files above added (nix flakes only see tracked files)\n")
 		}
 	}
 	fmt.Fprintf(stdout, "next: cd %s && kwatch   (the first run builds the NixOS VM and its kernel: this takes a while)\n", dir)

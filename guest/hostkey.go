@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -24,13 +25,17 @@ func (e *UnknownHostKeyError) Error() string {
 	return fmt.Sprintf("the host key of %s is not known: %s key %s", e.Addr, e.Key.Type(), ssh.FingerprintSHA256(e.Key))
 }
 
-// hostKeyChangedError is a host key that differs from the one pinned in known_hosts.
+// hostKeyChangedError is a host key that differs from the one pinned in
+// known_hosts, or from the HostKeys expected (want is then empty).
 type hostKeyChangedError struct {
 	host string
 	want knownhosts.KnownKey
 }
 
 func (e *hostKeyChangedError) Error() string {
+	if e.want.Filename == "" {
+		return fmt.Sprintf("%s presented a host key other than the one kwatch made for its VM: another machine answers on this port", e.host)
+	}
 	return fmt.Sprintf("host key of %s changed: if the host was reinstalled on purpose, delete line %d of %s (check the new key first)",
 		e.host, e.want.Line, e.want.Filename)
 }
@@ -51,15 +56,24 @@ func (c *Client) knownHosts() (ssh.HostKeyCallback, error) {
 	}
 	check, err := knownhosts.New(files...)
 	if err != nil {
-		return nil, fmt.Errorf("reading known_hosts: %w", err)
+		return nil, &knownHostsError{err: err}
 	}
 	return check, nil
 }
 
-// checkHostKey accepts a key found in kwatch's or the user's known_hosts and
-// refuses a changed one. An unknown key is pinned with TrustNew, else refused
-// as an *UnknownHostKeyError.
+// checkHostKey accepts only the expected HostKeys when they are given. Else
+// it accepts a key found in kwatch's or the user's known_hosts and refuses a
+// changed one. An unknown key is pinned with TrustNew, else refused as an
+// *UnknownHostKeyError.
 func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
+	if len(c.cfg.HostKeys) > 0 {
+		for _, k := range c.cfg.HostKeys {
+			if bytes.Equal(k.Marshal(), key.Marshal()) {
+				return nil
+			}
+		}
+		return &hostKeyChangedError{host: knownhosts.Normalize(hostname)}
+	}
 	check, err := c.knownHosts()
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -32,7 +33,13 @@ type SSHConfig struct {
 	// for a VM kwatch started itself. Otherwise an unknown key fails Dial with
 	// an *UnknownHostKeyError; PinHostKey accepts it.
 	TrustNew bool
+	// HostKeys, when set, are the only host keys the guest may present (a
+	// VM whose keys kwatch made itself); known_hosts is then not used.
+	HostKeys []ssh.PublicKey
 	Timeout  time.Duration // per dial attempt (TCP connect and SSH handshake); 0 = 10s
+	// Notify, when set, is told what a connection waits for once that
+	// takes longer than waitNotice.
+	Notify func(msg string)
 }
 
 const (
@@ -45,6 +52,8 @@ const (
 	keepaliveMissed   = 3
 	// How long a cancelled session gets to end before its connection is dropped.
 	killGrace = 2 * time.Second
+	// How long dialling may take before Notify is told what it waits for.
+	waitNotice = 5 * time.Second
 )
 
 // Client is one persistent SSH connection to a guest. When a call finds the
@@ -60,9 +69,10 @@ type Client struct {
 	closing context.Context
 	cancel  context.CancelFunc
 
-	mu     sync.Mutex
-	conn   *ssh.Client // nil while disconnected
-	closed bool
+	mu        sync.Mutex
+	conn      *ssh.Client // nil while disconnected
+	closed    bool
+	connected bool // a connection succeeded once
 
 	// The private upload directory (see Upload), its owner and what Upload put there.
 	dirMu  sync.Mutex
@@ -72,10 +82,11 @@ type Client struct {
 }
 
 // Dial connects to cfg.Addr, retrying until the server answers or ctx is
-// done: give ctx a deadline to wait for a booting guest. A refused host key
-// or login fails at once, as retrying cannot help.
+// done: give ctx a deadline to wait for a booting guest. What retrying cannot
+// help fails at once: a refused host key or login, a corrupt known_hosts, an
+// unknown host name, a port that refuses every connection.
 func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
-	if cfg.KnownHosts == "" {
+	if cfg.KnownHosts == "" && len(cfg.HostKeys) == 0 {
 		return nil, errors.New("connecting to the guest: no known_hosts file given")
 	}
 	if cfg.User == "" {
@@ -147,7 +158,7 @@ func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
 		conn.Close()
 		return nil, errClosed
 	}
-	c.conn = conn
+	c.conn, c.connected = conn, true
 	go c.watch(conn)
 	return conn, nil
 }
@@ -222,8 +233,13 @@ func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
 		}
 		return fmt.Errorf("connecting to %s: %w (last attempt: %w)", c.who(), ctx.Err(), last)
 	}
+	c.mu.Lock()
+	firstContact := !c.connected
+	c.mu.Unlock()
+	start, notified, onlyRefusals := time.Now(), false, true
 	for wait := minBackoff; ; wait = min(2*wait, maxBackoff) {
 		conn, err := c.dialOnce(ctx)
+		onlyRefusals = onlyRefusals && errors.Is(err, syscall.ECONNREFUSED)
 		switch {
 		case err == nil:
 			return conn, nil
@@ -231,8 +247,19 @@ func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
 			return nil, gaveUp()
 		case refused(err):
 			return nil, fmt.Errorf("connecting to %s: %w", c.who(), err)
+		case firstContact && onlyRefusals:
+			// A guest kwatch boots accepts connections before its sshd runs
+			// (QEMU's user network does), so a port that never accepted one
+			// is a wrong address, not a slow guest.
+			return nil, fmt.Errorf("connecting to %s: %w: is the address right and its SSH server running?", c.who(), err)
+		case isNotFound(err):
+			return nil, fmt.Errorf("connecting to %s: %w", c.who(), err)
 		}
 		last = err
+		if !notified && c.cfg.Notify != nil && time.Since(start) > waitNotice {
+			c.cfg.Notify(fmt.Sprintf("waiting for the SSH server of %s (%v)", c.who(), err))
+			notified = true
+		}
 		select {
 		case <-ctx.Done():
 			return nil, gaveUp()
@@ -241,12 +268,27 @@ func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
 	}
 }
 
-// refused reports whether the server answered but will not let us in, so
-// that dialling again cannot help.
+// refused reports whether the server answered but will not let us in, or
+// kwatch's own known_hosts is broken, so that dialling again cannot help.
 func refused(err error) bool {
 	var changed *hostKeyChangedError
 	var unknown *UnknownHostKeyError
-	return errors.As(err, &changed) || errors.As(err, &unknown) || strings.Contains(err.Error(), "ssh: unable to authenticate")
+	var broken *knownHostsError
+	return errors.As(err, &changed) || errors.As(err, &unknown) || errors.As(err, &broken) || strings.Contains(err.Error(), "ssh: unable to authenticate")
+}
+
+// isNotFound reports whether the host name does not resolve.
+func isNotFound(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns) && dns.IsNotFound
+}
+
+// knownHostsError is a known_hosts file kwatch cannot read or parse.
+type knownHostsError struct{ err error }
+
+func (e *knownHostsError) Error() string {
+	// knownhosts' errors name the file and line already.
+	return fmt.Sprintf("reading known_hosts: %v (fix or delete that line)", e.err)
 }
 
 func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {

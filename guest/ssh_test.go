@@ -432,6 +432,9 @@ func TestDialRefusedLogin(t *testing.T) {
 func TestDialWaitsForServer(t *testing.T) {
 	d, cfg := newSSHD(t)
 	d.stop()
+	// Until the guest's sshd runs, QEMU's user network accepts connections
+	// and drops them.
+	stopEarly := acceptAndClose(t, cfg.Addr)
 	done := make(chan error, 1)
 	go func() {
 		c, err := Dial(testContext(t), cfg)
@@ -447,21 +450,114 @@ func TestDialWaitsForServer(t *testing.T) {
 		t.Fatalf("Dial returned before the server started: %v", err)
 	default:
 	}
+	stopEarly()
 	d.start(d.hostKey("a"))
 	if err := <-done; err != nil {
 		t.Errorf("Dial after the server came up: %v", err)
 	}
 }
 
+// acceptAndClose listens on addr and drops every connection at once, as
+// QEMU's user network does before the guest listens. stop closes it.
+func acceptAndClose(t *testing.T, addr string) (stop func()) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { l.Close() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// A server that never lets the handshake through is waited for until the
+// deadline, and after waitNotice Notify says what the wait is for.
 func TestDialDeadline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a dial deadline")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	addr := freeAddr(t)
+	acceptAndClose(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), waitNotice+2*time.Second)
 	defer cancel()
-	_, err := Dial(ctx, SSHConfig{Addr: freeAddr(t), KnownHosts: filepath.Join(t.TempDir(), "known_hosts")})
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") {
-		t.Errorf("Dial with nobody listening: error %v, want the deadline and the last attempt's error", err)
+	var notices []string
+	_, err := Dial(ctx, SSHConfig{Addr: addr, KnownHosts: filepath.Join(t.TempDir(), "known_hosts"),
+		Notify: func(msg string) { notices = append(notices, msg) }})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "last attempt") {
+		t.Errorf("Dial to a server that drops every connection: error %v, want the deadline and the last attempt's error", err)
+	}
+	if len(notices) != 1 || !strings.Contains(notices[0], "waiting for the SSH server of root@"+addr) {
+		t.Errorf("notices %q, want one saying what Dial waits for", notices)
+	}
+}
+
+// What retrying cannot mend fails at once, in one line saying what to fix.
+func TestDialPermanentErrors(t *testing.T) {
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(known, []byte("[127.0.0.1]:22 ssh-ed25519 not-base64!\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  SSHConfig
+		want string
+	}{
+		{"nothing listens", SSHConfig{Addr: freeAddr(t), KnownHosts: known}, "is the address right"},
+		{"unknown host", SSHConfig{Addr: "no-such-host.invalid:22", KnownHosts: known}, "no-such-host.invalid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			_, err := Dial(ctx, tc.cfg)
+			if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("Dial = %v; want an immediate one-line error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A corrupt known_hosts line is reported at once, naming the file.
+func TestDialCorruptKnownHosts(t *testing.T) {
+	_, cfg := newSSHD(t)
+	if err := os.WriteFile(cfg.KnownHosts, []byte("[127.0.0.1]:22 ssh-ed25519 not-base64!\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t)
+	_, err := Dial(ctx, cfg)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), cfg.KnownHosts) || !strings.Contains(err.Error(), "fix or delete") {
+		t.Errorf("Dial with a corrupt known_hosts = %v; want an immediate error naming the file", err)
+	}
+}
+
+// With HostKeys given, exactly those keys are accepted, and known_hosts is
+// neither read nor written: a VM kwatch made the keys for needs no pin per port.
+func TestDialExpectedHostKeys(t *testing.T) {
+	d, cfg := newSSHD(t)
+	state := filepath.Join(t.TempDir(), "state")
+	hostKey, err := EnsureHostKey(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.restart(hostKey)
+	if cfg.HostKeys, err = HostPublicKeys(state); err != nil {
+		t.Fatal(err)
+	}
+	dial(t, cfg).Close()
+	if _, err := os.Stat(cfg.KnownHosts); err == nil {
+		t.Error("known_hosts was written although the host keys were given")
+	}
+	d.restart(d.hostKey("b"))
+	ctx := testContext(t)
+	if _, err := Dial(ctx, cfg); err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "other than the one kwatch made") {
+		t.Errorf("Dial to a server with another host key = %v; want an immediate refusal", err)
 	}
 }
 

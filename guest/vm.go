@@ -27,14 +27,15 @@ type Launcher func(port int, accel string) (*exec.Cmd, error)
 // VMState is persisted as StateDir/vm.json so later kwatch runs (and
 // `kwatch vm status/down`) find the VM.
 type VMState struct {
-	Backend    string    `json:"backend"` // "qemu" or "nix"
-	PID        int       `json:"pid"`
-	Port       int       `json:"ssh_port"`
-	Accel      string    `json:"accel"`
-	Kernel     string    `json:"kernel,omitempty"`
-	Ident      string    `json:"ident"` // what the VM was booted from: a different Ident means restart
-	ConsoleLog string    `json:"console_log"`
-	Started    time.Time `json:"started"`
+	Backend    string        `json:"backend"` // "qemu" or "nix"
+	PID        int           `json:"pid"`
+	Process    proc.Identity `json:"process"` // proves PID is still the VM before it is signalled
+	Port       int           `json:"ssh_port"`
+	Accel      string        `json:"accel"`
+	Kernel     string        `json:"kernel,omitempty"`
+	Ident      string        `json:"ident"` // what the VM was booted from: a different Ident means restart
+	ConsoleLog string        `json:"console_log"`
+	Started    time.Time     `json:"started"`
 }
 
 // VM is a VM kwatch boots and keeps running across its own runs.
@@ -42,6 +43,7 @@ type VM struct {
 	StateDir string
 	Backend  string
 	Ident    string
+	Kernel   string // the kernel image, named when it does not boot; "" when the launcher picks it
 	Launch   Launcher
 	Accel    string           // "auto" (or ""), "kvm" or "tcg"
 	Notify   func(msg string) // one-line notices for the user; may be nil
@@ -85,6 +87,9 @@ func (v *VM) Up(ctx context.Context, timeout time.Duration) (VMState, error) {
 	}
 	if running && st.Ident == v.Ident && sshBanner(st.Port) == nil {
 		return st, nil
+	}
+	if !running && st.PID != 0 && proc.Alive(st.PID) {
+		v.notify(fmt.Sprintf("the VM record in %s is stale (%v): removing it, stopping nothing", v.StateDir, Verify(st)))
 	}
 	if err := v.Down(); err != nil {
 		return VMState{}, err
@@ -137,13 +142,23 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 	if err != nil {
 		return VMState{}, fmt.Errorf("starting the VM (%s): %w", cmd.Path, err)
 	}
+	// Read before anyone waits for it: until then even a VM that exited at
+	// once is still in /proc, as a zombie.
+	id, err := proc.IdentityOf(cmd.Process.Pid)
+	if err != nil {
+		proc.KillGroup(cmd.Process.Pid, proc.Grace)
+		cmd.Wait()
+		return VMState{}, fmt.Errorf("recording the VM's identity: %w", err)
+	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	st := VMState{
 		Backend:    v.Backend,
 		PID:        cmd.Process.Pid,
+		Process:    id,
 		Port:       port,
 		Accel:      accel,
+		Kernel:     v.Kernel,
 		Ident:      v.Ident,
 		ConsoleLog: v.consolePath(),
 		Started:    time.Now(),
@@ -153,6 +168,7 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 		proc.KillGroup(st.PID, proc.Grace)
 		return VMState{}, err
 	}
+	v.notify(fmt.Sprintf("booting the VM (%s, accel %s); waiting for its SSH server", v.Backend, accel))
 	if err := v.waitSSH(ctx, st, exited, timeout, silence); err != nil {
 		if derr := v.Down(); derr != nil {
 			return VMState{}, fmt.Errorf("%w (and stopping it: %v)", err, derr)
@@ -177,6 +193,11 @@ func (v *VM) waitSSH(ctx context.Context, st VMState, exited <-chan error, timeo
 			if err == nil {
 				err = errors.New("exit status 0")
 			}
+			if v.consoleEmpty() {
+				// QEMU itself complains on stderr, which is the console log: a
+				// silent exit means the kernel died before printing anything.
+				return &bootError{msg: fmt.Sprintf("%s did not boot (is the image complete, and an x86_64 kernel?): the VM exited (%v)", v.kernelName(), err), early: true}
+			}
 			return v.failure(fmt.Sprintf("the VM exited (%v) before its SSH port answered", err), true)
 		case <-tick.C:
 		}
@@ -189,11 +210,19 @@ func (v *VM) waitSSH(ctx context.Context, st VMState, exited <-chan error, timeo
 	}
 }
 
+func (v *VM) kernelName() string {
+	if v.Kernel == "" {
+		return "the kernel"
+	}
+	return "the kernel " + v.Kernel
+}
+
 func (v *VM) failure(msg string, early bool) error {
 	return &bootError{msg: msg, tail: v.ConsoleTail(consoleTailLines), early: early}
 }
 
 // Down stops the recorded VM and removes its state; no error if there is none.
+// A stale record (see Verify) is removed and nothing is signalled.
 func (v *VM) Down() error {
 	st, running, err := v.Status()
 	if err != nil {
@@ -211,20 +240,28 @@ func (v *VM) Down() error {
 	return nil
 }
 
-// Status returns the recorded VM and whether its process is still running.
+// Status returns the recorded VM and whether its process is still running
+// (Verify).
 func (v *VM) Status() (st VMState, running bool, err error) {
 	st, ok, err := ReadState(v.StateDir)
 	if err != nil || !ok {
 		return st, false, err
 	}
-	return st, ownsGroup(st.PID), nil
+	return st, Verify(st) == nil, nil
 }
 
-// ownsGroup reports whether pid is alive and still leads its own process
-// group, as the VM does; a recycled pid almost never does.
-func ownsGroup(pid int) bool {
-	pgid, err := syscall.Getpgid(pid)
-	return err == nil && pgid == pid && proc.Alive(pid)
+// Verify checks that the recorded VM runs: its pid must be the very process
+// kwatch started (same start time, same boot) and still lead its own process
+// group, which is what stopping it signals. Its error says why the record is
+// stale: a record without that proof is never trusted with a signal.
+func Verify(st VMState) error {
+	if err := proc.Verify(st.PID, st.Process); err != nil {
+		return err
+	}
+	if pgid, err := syscall.Getpgid(st.PID); err != nil || pgid != st.PID {
+		return fmt.Errorf("process %d does not lead its own process group", st.PID)
+	}
+	return nil
 }
 
 // Answering reports whether the recorded VM runs and its SSH server answers.

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,5 +205,64 @@ func TestAutoFallsBackWhenKVMIsSilent(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(v.StateDir, "kvm.pid"))
 	if pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(b), "pid "))); pid == 0 || proc.Alive(pid) {
 		t.Errorf("the silent KVM VM (pid %q) was not stopped", b)
+	}
+}
+
+// A record kwatch cannot prove is its VM is stale: Status does not call it
+// running and Down removes it without signalling anything. The stand-in for
+// the unrelated process leads its own session, as the VM does, which is all
+// kwatch used to check.
+func TestStaleRecordIsNeverSignalled(t *testing.T) {
+	other := exec.Command("sleep", "600")
+	other.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+	pid := other.Process.Pid
+	id, err := proc.IdentityOf(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		id   proc.Identity
+	}{
+		{"record without identity", proc.Identity{}},
+		{"pid recycled", proc.Identity{BootID: id.BootID, StartTime: id.StartTime - 1}},
+		{"machine rebooted", proc.Identity{BootID: "another-boot", StartTime: id.StartTime}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := &VM{StateDir: t.TempDir()}
+			if err := writeState(v.StateDir, VMState{Backend: "qemu", PID: pid, Process: tc.id, Port: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, running, err := v.Status(); running || err != nil {
+				t.Fatalf("Status = running %v, %v; want a stale record", running, err)
+			}
+			if err := v.Down(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, _ := ReadState(v.StateDir); ok {
+				t.Error("Down left the stale record behind")
+			}
+			if !proc.Alive(pid) {
+				t.Fatal("Down killed a process that is not its VM")
+			}
+		})
+	}
+	// The true identity is proof: then the process is the VM, and Down stops it.
+	v := &VM{StateDir: t.TempDir()}
+	if err := writeState(v.StateDir, VMState{Backend: "qemu", PID: pid, Process: id, Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, running, _ := v.Status(); !running {
+		t.Fatalf("Status does not recognise the recorded process: %v", Verify(VMState{PID: pid, Process: id}))
+	}
+	if err := v.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if proc.Alive(pid) {
+		t.Fatal("Down did not stop the proven VM")
 	}
 }

@@ -15,11 +15,8 @@ import (
 // neither tracks nor ignores. A flake in a git repository is copied from
 // git's index, so nix would build without them. Outside git it returns nil.
 func untrackedInputs(ctx context.Context, dir string) ([]string, error) {
-	if err := proc.Run(ctx, exec.Command("git", "-C", dir, "rev-parse", "--show-toplevel")); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, nil // not in a work tree, or no git: nix copies the whole directory
+	if in, err := InGit(ctx, dir); !in || err != nil {
+		return nil, err // outside git nix copies the whole directory
 	}
 	cmd := exec.Command("git", "-C", dir, "ls-files", "--others", "--exclude-standard", "-z")
 	var stdout, stderr bytes.Buffer
@@ -34,6 +31,16 @@ func untrackedInputs(ctx context.Context, dir string) ([]string, error) {
 		}
 	}
 	return inputs, nil
+}
+
+// InGit reports whether dir lies in a git work tree. Only then does nix copy
+// just the tracked files of a flake into the (world-readable) store: outside
+// git it copies the whole directory. The error is ctx's only.
+func InGit(ctx context.Context, dir string) (bool, error) {
+	if err := proc.Run(ctx, exec.Command("git", "-C", dir, "rev-parse", "--show-toplevel")); err != nil {
+		return false, ctx.Err() // not in a work tree, or no git
+	}
+	return true, nil
 }
 
 // buildInput reports whether a path (slash-separated) is a file a module's

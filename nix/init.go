@@ -18,15 +18,19 @@ var templates embed.FS
 
 // InitOptions configures Init.
 type InitOptions struct {
-	Name          string // module name; default: the base name of the directory. Made [a-z0-9_].
-	AuthorizedKey string // SSH public key that may log in to the VM as root
-	Force         bool   // overwrite existing files
+	Name string // module name; default: the base name of the directory. Made [a-z0-9_].
+	// AuthorizedKey returns the SSH public key that may log in to the VM as
+	// root. Init calls it only once it knows it will write the project, so a
+	// refused Init leaves no key behind either.
+	AuthorizedKey func() (string, error)
+	Force         bool // overwrite existing files (an existing .gitignore is merged, never overwritten)
 }
 
 // Init writes a new kwatch project into dir: a flake with a NixOS VM
 // (configuration.nix), the module's derivation (module.nix) and a Rust hello
 // module in src/. It returns the files written, relative to dir. Without
-// opts.Force it writes nothing if any of them exists.
+// opts.Force it writes nothing if any of them exists. Its lines are added
+// to an existing .gitignore, whose own lines stay.
 func Init(dir string, opts InitOptions) (written []string, err error) {
 	dir, err = filepath.Abs(dir)
 	if err != nil {
@@ -40,28 +44,41 @@ func Init(dir string, opts InitOptions) (written []string, err error) {
 	if name == "" || name[0] < 'a' || name[0] > 'z' {
 		return nil, fmt.Errorf("module name %q does not start with a letter: pass --name", name)
 	}
-	if strings.ContainsAny(opts.AuthorizedKey, "\r\n") {
-		return nil, errors.New("the authorized SSH key must be one line")
-	}
-	data := templateData{Name: name, Type: typeName(name), AuthorizedKey: opts.AuthorizedKey}
-
-	files, err := render(data)
-	if err != nil {
-		return nil, err
-	}
 	if !opts.Force {
 		var exist []string
-		for _, f := range files {
-			if _, err := os.Lstat(filepath.Join(dir, f.path)); err == nil {
-				exist = append(exist, f.path)
+		for _, t := range targets(name) {
+			if _, err := os.Lstat(filepath.Join(dir, t.path)); err == nil && t.path != ".gitignore" {
+				exist = append(exist, t.path)
 			}
 		}
 		if len(exist) > 0 {
 			return nil, fmt.Errorf("%s exists: pass --force to overwrite", strings.Join(exist, ", "))
 		}
 	}
+	key := ""
+	if opts.AuthorizedKey != nil {
+		if key, err = opts.AuthorizedKey(); err != nil {
+			return nil, err
+		}
+	}
+	if strings.ContainsAny(key, "\r\n") {
+		return nil, errors.New("the authorized SSH key must be one line")
+	}
+	files, err := render(templateData{Name: name, Type: typeName(name), AuthorizedKey: key})
+	if err != nil {
+		return nil, err
+	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.path)
+		if f.path == ".gitignore" {
+			old, err := os.ReadFile(p)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return written, fmt.Errorf("reading %s: %w", f.path, err)
+			}
+			if f.content = mergeLines(old, f.content); bytes.Equal(f.content, old) {
+				continue
+			}
+		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return written, fmt.Errorf("creating the directory for %s: %w", f.path, err)
 		}
@@ -71,6 +88,28 @@ func Init(dir string, opts InitOptions) (written []string, err error) {
 		written = append(written, f.path)
 	}
 	return written, nil
+}
+
+// mergeLines appends to old the lines of add that old lacks.
+func mergeLines(old, add []byte) []byte {
+	if len(old) == 0 {
+		return add
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Split(string(old), "\n") {
+		have[l] = true
+	}
+	out := bytes.Clone(old)
+	if out[len(out)-1] != '\n' {
+		out = append(out, '\n')
+	}
+	for _, l := range strings.SplitAfter(string(add), "\n") {
+		if line := strings.TrimSuffix(l, "\n"); line != "" && !have[line] {
+			out = append(out, line+"\n"...)
+			have[line] = true
+		}
+	}
+	return out
 }
 
 type templateData struct {
@@ -84,20 +123,25 @@ type file struct {
 	content []byte
 }
 
-// render fills in the templates, in the order Init reports them.
-func render(data templateData) ([]file, error) {
-	funcs := template.FuncMap{"nixString": nixString}
-	targets := []struct{ tmpl, path string }{
+// targets are the templates and the files they become, in the order Init
+// reports them.
+func targets(name string) []struct{ tmpl, path string } {
+	return []struct{ tmpl, path string }{
 		{"flake.nix", "flake.nix"},
 		{"configuration.nix", "configuration.nix"},
 		{"module.nix", "module.nix"},
 		{"src/Kbuild", "src/Kbuild"},
 		{"src/Makefile", "src/Makefile"},
-		{"src/module.rs", "src/" + data.Name + ".rs"},
+		{"src/module.rs", "src/" + name + ".rs"},
 		{"gitignore", ".gitignore"},
 	}
+}
+
+// render fills in the templates.
+func render(data templateData) ([]file, error) {
+	funcs := template.FuncMap{"nixString": nixString}
 	var files []file
-	for _, t := range targets {
+	for _, t := range targets(data.Name) {
 		text, err := fs.ReadFile(templates, path.Join("template", t.tmpl))
 		if err != nil {
 			return nil, err

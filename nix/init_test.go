@@ -21,7 +21,7 @@ const testKey = `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH2k kwatch "quoted" ${not-
 
 func TestInitWritesProject(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "My-Module")
-	written, err := Init(dir, InitOptions{AuthorizedKey: testKey})
+	written, err := Init(dir, InitOptions{AuthorizedKey: constKey(testKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,11 @@ func TestInitRefusesToOverwrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	written, err := Init(dir, InitOptions{Name: "x"})
+	keyMade := false
+	written, err := Init(dir, InitOptions{Name: "x", AuthorizedKey: func() (string, error) { keyMade = true; return testKey, nil }})
+	if keyMade {
+		t.Error("Init made a key although it refused to write")
+	}
 	if err == nil || err.Error() != "flake.nix, src/Makefile exists: pass --force to overwrite" {
 		t.Fatalf("Init over existing files: %v (wrote %q)", err, written)
 	}
@@ -97,7 +101,7 @@ func TestNames(t *testing.T) {
 func TestTemplatesAreNix(t *testing.T) {
 	nixtest.Need(t)
 	dir := t.TempDir()
-	written, err := Init(dir, InitOptions{Name: "hello", AuthorizedKey: testKey})
+	written, err := Init(dir, InitOptions{Name: "hello", AuthorizedKey: constKey(testKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,4 +224,34 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func constKey(k string) func() (string, error) { return func() (string, error) { return k, nil } }
+
+// The user's .gitignore is never a conflict and never overwritten: Init adds
+// the lines it lacks and keeps the user's.
+func TestInitMergesGitignore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ".gitignore"), []byte("secrets.txt\n*.o"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	written, err := Init(dir, InitOptions{Name: "x", AuthorizedKey: constKey(testKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readFile(t, filepath.Join(dir, ".gitignore"))
+	if !strings.HasPrefix(got, "secrets.txt\n*.o\nresult*\n.kwatch/\n") || strings.Count(got, "*.o\n") != 1 {
+		t.Fatalf(".gitignore after Init:\n%s", got)
+	}
+	if written[len(written)-1] != ".gitignore" {
+		t.Fatalf("written = %q, want .gitignore reported", written)
+	}
+	// Run again with nothing to add, .gitignore is left alone and not reported.
+	written, err = Init(dir, InitOptions{Name: "x", AuthorizedKey: constKey(testKey), Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := readFile(t, filepath.Join(dir, ".gitignore")); again != got || written[len(written)-1] == ".gitignore" {
+		t.Fatalf("second Init changed .gitignore to %q or reported it (%q)", again, written)
+	}
 }

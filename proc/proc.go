@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,10 +22,19 @@ const Grace = 3 * time.Second
 
 // Run starts cmd in a new process group and waits for it. When ctx is done
 // the whole group is terminated and Run returns ctx.Err() once the group is gone.
+//
+// The group dies with kwatch too, however kwatch ends (a reaper, see reap).
 func Run(ctx context.Context, cmd *exec.Cmd) error {
 	if err := Start(cmd); err != nil {
 		return err
 	}
+	stopReaper, err := reap(cmd.Process.Pid)
+	if err != nil {
+		KillGroup(cmd.Process.Pid, 0)
+		cmd.Wait()
+		return err
+	}
+	defer stopReaper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -37,6 +47,33 @@ func Run(ctx context.Context, cmd *exec.Cmd) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// reap starts a reaper in process group pgid: a shell that waits for the end
+// of a pipe only kwatch holds, then kills its whole group. So when kwatch is
+// SIGKILLed (and its cleanup never runs) the build goes too. Pdeathsig is not
+// enough: it reaches only the group's leader, and make leaves its running
+// jobs behind when killed. stop ends the reaper, and with it the group.
+func reap(pgid int) (stop func(), err error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("starting the reaper: %w", err)
+	}
+	cmd := exec.Command("sh", "-c", "read _; kill -9 0")
+	cmd.Stdin = r
+	// Started before anyone waits for the leader: a group exists while its
+	// leader is a zombie, so the reaper can always join it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid}
+	err = cmd.Start()
+	r.Close()
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("starting the reaper: %w", err)
+	}
+	return func() {
+		w.Close()
+		cmd.Wait()
+	}, nil
 }
 
 // Start starts cmd as the leader of a new process group.

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kwatch/guest"
+	"kwatch/nix/nixtest"
+	"kwatch/proc"
+)
+
+// vm.json naming a process that merely leads its own session (an unrelated
+// process after a reboot or pid reuse) must never get a signal: vm status
+// calls the record stale, vm down removes it and kills nothing.
+func TestStaleVMRecord(t *testing.T) {
+	// The issue's reproduction: `setsid sleep`, which execs sleep as a session leader.
+	other := exec.Command("setsid", "sleep", "600")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	pid, state := other.Process.Pid, t.TempDir()
+	record := fmt.Sprintf(`{"backend":"qemu","pid":%d,"ssh_port":1,"accel":"tcg","ident":"x","console_log":"/dev/null","started":"2025-01-01T00:00:00Z"}`, pid)
+	writeFile(t, filepath.Join(state, "vm.json"), record)
+	out, _, code := kwatchRun(t, "vm", "status", "--state-dir", state)
+	if code != 0 || !strings.Contains(out, "stale") || strings.Contains(out, "running for") {
+		t.Fatalf("vm status: exit %d, %q; want the record called stale", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(state, "vm.json")); err == nil {
+		t.Error("vm status left the stale record behind")
+	}
+	writeFile(t, filepath.Join(state, "vm.json"), record)
+	out, _, code = kwatchRun(t, "vm", "down", "--state-dir", state)
+	if code != 0 || !strings.Contains(out, "stale") || !strings.Contains(out, "signalled nothing") {
+		t.Fatalf("vm down: exit %d, %q; want the record called stale", code, out)
+	}
+	if !proc.Alive(pid) {
+		t.Fatal("vm down killed a process that was not its VM")
+	}
+	if _, err := os.Stat(filepath.Join(state, "vm.json")); err == nil {
+		t.Error("vm down left the stale record behind")
+	}
+}
+
+// vm status and vm down only look: run where there is no state dir, they
+// create none.
+func TestVMStatusCreatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	for _, sub := range []string{"status", "down"} {
+		cmd := exec.Command(kwatchBin, "vm", sub)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("vm %s: %v\n%s", sub, err, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, ".kwatch")); err == nil {
+			t.Fatalf("vm %s created .kwatch in its working directory", sub)
+		}
+	}
+}
+
+// One kwatch per state dir: a second `vm up` while the first boots says who
+// holds the state dir and starts no second QEMU.
+func TestConcurrentVMUp(t *testing.T) {
+	needGuest(t)
+	state := filepath.Join(t.TempDir(), "state")
+	first := exec.Command(kwatchBin, append([]string{"vm", "up"}, vmArgs(state)...)...)
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- first.Wait() }()
+	t.Cleanup(func() {
+		first.Process.Signal(os.Interrupt)
+		<-done
+		kwatchRun(t, "vm", "down", "--state-dir", state)
+		noStrayProcesses(t, state)
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(state, "vm.json")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first vm up started no VM within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, stderr, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(state)...)...)
+	want := fmt.Sprintf("another kwatch (pid %d) uses the state dir %s", first.Process.Pid, state)
+	if code != 2 || !strings.Contains(stderr, want) {
+		t.Fatalf("second vm up: exit %d, stderr %q; want 2 and %q", code, stderr, want)
+	}
+	if qemus := strayProcesses(state); len(qemus) != 1 {
+		t.Fatalf("%d QEMU processes for one state dir: %v", len(qemus), qemus)
+	}
+}
+
+// A SIGKILLed kwatch runs no cleanup, yet its build must go with it: make and
+// the compiler jobs below it. The build here blocks in a recipe of the
+// module's own Kbuild until it is killed.
+func TestKilledKwatchLeavesNoBuild(t *testing.T) {
+	needGuest(t)
+	root := t.TempDir()
+	dir := filepath.Join(root, "mod")
+	writeModule(t, dir, "kwslow", 1)
+	fifo := filepath.Join(root, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An explicit rule beats Kbuild's pattern rule: compiling the object blocks on the fifo.
+	writeFile(t, filepath.Join(dir, "Kbuild"), "obj-m := kwslow.o\n$(obj)/kwslow.o: FORCE\n\tcat "+fifo+" > $@; true\n")
+	w := startWatch(t, append(vmArgs(e2eState), dir)...)
+	w.next(3*time.Minute, "build_start")
+	deadline := time.Now().Add(time.Minute)
+	for !hasProcess(fifo) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the build never reached its blocking recipe; stderr:\n%s", w.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.cmd.Process.Kill()
+	<-w.done
+	deadline = time.Now().Add(5 * time.Second)
+	for hasProcess(root) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the build outlived the SIGKILLed kwatch: %v", processesWith(root))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func hasProcess(needle string) bool { return len(processesWith(needle)) > 0 }
+
+// processesWith lists the live processes whose command line mentions needle.
+func processesWith(needle string) []string {
+	var found []string
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range pids {
+		cmdline, err := os.ReadFile(p + "/cmdline")
+		cl := strings.ReplaceAll(string(cmdline), "\x00", " ")
+		if err == nil && strings.Contains(cl, needle) {
+			found = append(found, filepath.Base(p)+" "+cl)
+		}
+	}
+	return found
+}
+
+// A kernel image cut short passes the header checks, and QEMU exits without
+// a word: kwatch says that the kernel did not boot and names the image.
+func TestTruncatedKernel(t *testing.T) {
+	needGuest(t)
+	img, err := os.ReadFile(e2eKernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	writeFile(t, kernel, string(img[:len(img)/8]))
+	state := filepath.Join(t.TempDir(), "state")
+	args := vmArgs(state)
+	args[3] = kernel // --kernel
+	_, stderr, code := kwatchRun(t, append([]string{"vm", "up"}, args...)...)
+	want := "the kernel " + kernel + " did not boot"
+	if code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("vm up with a truncated kernel: exit %d, stderr %q; want 1 and %q", code, stderr, want)
+	}
+	noStrayProcesses(t, state)
+}
+
+// kwatch init touches only what it writes: a refused init leaves nothing
+// behind (no .kwatch, no key), --force keeps the user's .gitignore lines, and
+// only init's files are staged in the git repository it creates.
+func TestInitTouchesOnlyItsOwn(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("needs git")
+	}
+	dir := filepath.Join(t.TempDir(), "mymod")
+	writeFile(t, filepath.Join(dir, "flake.nix"), "mine\n")
+	writeFile(t, filepath.Join(dir, ".gitignore"), "notes/\n")
+	writeFile(t, filepath.Join(dir, "unrelated.txt"), "mine\n")
+	if _, stderr, code := kwatchRun(t, "init", dir); code != 2 || !strings.Contains(stderr, "--force") {
+		t.Fatalf("init over flake.nix: exit %d, %q; want 2 and a --force hint", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".kwatch")); err == nil {
+		t.Fatal("a refused init left .kwatch behind")
+	}
+	if out, stderr, code := kwatchRun(t, "init", "--force", dir); code != 0 {
+		t.Fatalf("init --force: exit %d\n%s%s", code, out, stderr)
+	}
+	ignore, _ := os.ReadFile(filepath.Join(dir, ".gitignore"))
+	if !strings.HasPrefix(string(ignore), "notes/\n") || !strings.Contains(string(ignore), ".kwatch/") {
+		t.Fatalf("init --force lost the user's .gitignore lines:\n%s", ignore)
+	}
+	staged, err := exec.Command("git", "-C", dir, "diff", "--cached", "--name-only").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(staged), "unrelated.txt") || !strings.Contains(string(staged), "flake.nix") {
+		t.Fatalf("init staged %q; want its own files only", staged)
+	}
+	if ignore, _ := os.ReadFile(filepath.Join(dir, ".kwatch", ".gitignore")); !strings.Contains(string(ignore), "*\n") {
+		t.Fatalf(".kwatch/.gitignore = %q, want *", ignore)
+	}
+}
+
+// A flake outside git is copied whole into the world-readable nix store,
+// .kwatch and its private key included: kwatch refuses to build it while its
+// state dir lies in the flake, and says how to fix that.
+func TestNixFlakeOutsideGit(t *testing.T) {
+	nixtest.Need(t)
+	nixtest.SetConfig()
+	project := t.TempDir()
+	nixtest.WriteFlake(t, project, nixtest.Flake{})
+	nixtest.WriteModule(t, project)
+	state := filepath.Join(project, ".kwatch")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// As kwatch init leaves it: the key exists before the first run.
+	_, pub, err := guest.LoadOrCreateKey(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := kwatchRun(t, "--vm", "nix", "--nix-vm-attr", "packages.x86_64-linux.vm", "--accel", "tcg", "--once", project)
+	if code != 2 || !strings.Contains(stderr, "is not in a git repository") || !strings.Contains(stderr, "git init && git add") {
+		t.Fatalf("kwatch on a flake outside git: exit %d, stderr %q; want 2 and the fix", code, stderr)
+	}
+	copies, _ := filepath.Glob("/nix/store/*/.kwatch/id_ed25519.pub")
+	for _, c := range copies {
+		if b, _ := os.ReadFile(c); string(b) == string(pub) {
+			t.Fatalf("kwatch's key reached the nix store: %s", c)
+		}
+	}
+	noStrayProcesses(t, project)
+}
+
+// kwatch makes the qemu guest's host keys, so it pins exactly those: boots on
+// new ports add nothing to known_hosts. With --vm ssh, a corrupt known_hosts
+// line fails at once instead of being retried until the boot timeout.
+func TestManagedVMHostKey(t *testing.T) {
+	needGuest(t)
+	state := filepath.Join(t.TempDir(), "state")
+	t.Cleanup(func() {
+		kwatchRun(t, "vm", "down", "--state-dir", state)
+		noStrayProcesses(t, state)
+	})
+	var ports []int
+	for boot := 0; boot < 2; boot++ {
+		if out, stderr, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(state)...)...); code != 0 {
+			t.Fatalf("vm up: exit %d\n%s%s", code, out, stderr)
+		}
+		guestRun(t, state, "true")
+		st, _, err := guest.ReadState(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, st.Port)
+		if boot == 0 {
+			if _, _, code := kwatchRun(t, "vm", "down", "--state-dir", state); code != 0 {
+				t.Fatal("vm down failed")
+			}
+		}
+	}
+	if kh, err := os.ReadFile(filepath.Join(state, "known_hosts")); err == nil && len(kh) > 0 {
+		t.Errorf("known_hosts grew over boots on ports %v:\n%s", ports, kh)
+	}
+
+	other := t.TempDir()
+	writeFile(t, filepath.Join(other, "known_hosts"), "[127.0.0.1]:22 ssh-ed25519 not-base64!\n")
+	start := time.Now()
+	_, stderr, code := kwatchRun(t, "vm", "ssh", "--vm", "ssh", "--ssh", fmt.Sprintf("root@127.0.0.1:%d", ports[1]),
+		"--identity", filepath.Join(state, "id_ed25519"), "--state-dir", other, "--", "true")
+	if code == 0 || !strings.Contains(stderr, "fix or delete") || time.Since(start) > 10*time.Second {
+		t.Fatalf("vm ssh with a corrupt known_hosts: exit %d after %s, stderr %q; want an immediate error", code, time.Since(start).Round(time.Second), stderr)
+	}
+}
