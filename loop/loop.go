@@ -139,8 +139,11 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 		pending     = true // build once at start
 		configDirty bool
 		tick        = time.NewTicker(tickEvery)
+		net         = newNetCheck()
 	)
 	defer tick.Stop()
+	nctx, stopNet := context.WithCancel(ctx)
+	defer func() { stopNet(); net.wg.Wait() }()
 	for {
 		if pending && !building {
 			pending = false
@@ -174,6 +177,8 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 			}
 		case <-tick.C:
 			l.tick(ctx, building)
+		case mm := <-net.found:
+			l.fastPathWrong(ctx, mm)
 		case d := <-done:
 			building = false
 			cancelBuild()
@@ -183,6 +188,7 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 					continue // sources changed since this build started
 				}
 				l.deploy(ctx, d.res, d.took, d.start)
+				net.start(nctx, l.cfg.Builder, d.res, l.error)
 			case errors.Is(d.err, context.Canceled):
 			case errors.Is(d.err, builder.ErrSourcesChanged):
 				pending = true // the batch with the change may still be on its way
@@ -249,7 +255,7 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 		return ErrFailed
 	}
 	l.crashes.setModule(info.Name)
-	l.report.Report(Event{Type: "build_ok", Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds()})
+	l.report.Report(Event{Type: "build_ok", Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
 }
 
@@ -332,7 +338,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
 	l.kmsg.sync(ctx, c, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
-	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO),
+	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path,
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 
