@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -176,4 +178,57 @@ func checkLikeMake(t *testing.T, step string, m *Make, ko string) {
 	}
 	// Let the next edit's mtime differ from every output's.
 	time.Sleep(10 * time.Millisecond)
+}
+
+// clangdErrors runs Debian's clangd on file in dir and returns the number of
+// errors it reports.
+func clangdErrors(t *testing.T, dir, file string) (int, string) {
+	t.Helper()
+	if _, err := exec.LookPath("clangd"); err != nil {
+		t.Fatal("no clangd: run scripts/setup.sh")
+	}
+	cmd := exec.Command("clangd", "--check="+file)
+	cmd.Dir = dir
+	out, _ := cmd.CombinedOutput()
+	m := regexp.MustCompile(`All checks completed, (\d+) errors`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("clangd --check=%s gave no summary:\n%s", file, out)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n, string(out)
+}
+
+// The compile_commands.json a full build writes gives clangd the kernel's
+// flags: without it clangd cannot even find the kernel's headers.
+func TestEditorFilesClangd(t *testing.T) {
+	kdir, _ := headersDirForTest(t)
+	dir := copyExample(t, "printerfact-c")
+	m, err := Kbuild(dir, KbuildOptions{KDir: kdir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.EditorFiles = true
+	var log syncBuffer
+	if _, err := m.Build(context.Background(), &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	db := filepath.Join(dir, "compile_commands.json")
+	if n, out := clangdErrors(t, dir, "printerfact.c"); n != 0 {
+		t.Errorf("clangd reports %d errors with the generated compile_commands.json:\n%s", n, out)
+	}
+	if err := os.Remove(db); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := clangdErrors(t, dir, "printerfact.c"); n == 0 {
+		t.Error("clangd reports no errors without compile_commands.json: the check proves nothing")
+	}
+	// Off: a full build writes nothing.
+	m.EditorFiles = false
+	edit(t, filepath.Join(dir, "Kbuild"), "obj-m", "# edited\nobj-m")
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Path != PathKbuild {
+		t.Fatalf("path %q, %v", res.Path, err)
+	}
+	if _, err := os.Stat(db); err == nil {
+		t.Error("compile_commands.json written with EditorFiles off")
+	}
 }

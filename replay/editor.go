@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -36,6 +38,9 @@ func (g *Graph) CompileCommands() []byte {
 	if len(cmds) == 0 {
 		return nil
 	}
+	for i := range cmds {
+		cmds[i].Command = g.forClang(cmds[i].Command)
+	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].File < cmds[j].File })
 	out, _ := json.MarshalIndent(cmds, "", "  ")
 	return append(out, '\n')
@@ -52,4 +57,35 @@ func WriteIfChanged(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// rejected is how clang names an option it will not take: "unknown
+// argument: '-fconserve-stack'", "unsupported option '-mrecord-mcount' for
+// target ...", "'-ftrivial-auto-var-init=zero' hasn't been enabled".
+var rejected = regexp.MustCompile(`error: (?:unknown argument: |unsupported option )?'(-[^']+)'`)
+
+// forClang drops from a GCC command the options clang rejects: clangd
+// reports each as an error on every file, then ignores it anyway. Without
+// clang installed the command stays as it is.
+func (g *Graph) forClang(command string) string {
+	args := strings.Fields(command)
+	if len(args) == 0 || strings.Contains(args[0], "clang") {
+		return command
+	}
+	clang, err := exec.LookPath("clang")
+	if err != nil {
+		return command
+	}
+	// -### only prints what clang would run; the rest is the command's shell text.
+	cmd := exec.Command("sh", "-c", `"$0" -### `+strings.Join(args[1:], " "), clang)
+	cmd.Dir = g.Objtree
+	out, _ := cmd.CombinedOutput()
+	var drop []string
+	for _, m := range rejected.FindAllStringSubmatch(string(out), -1) {
+		drop = append(drop, m[1])
+	}
+	if len(drop) == 0 {
+		return command
+	}
+	return strings.Join(slices.DeleteFunc(args, func(a string) bool { return slices.Contains(drop, a) }), " ")
 }
