@@ -101,7 +101,7 @@ func Read(dir string, env []string) (*Graph, error) {
 			ko += ".ko"
 		}
 		if g.Objects[ko] == nil {
-			return nil, fmt.Errorf("Kbuild left no record of how %s was linked", ko)
+			return nil, fmt.Errorf("no Kbuild record of how %s was linked", ko)
 		}
 		g.Modules = append(g.Modules, ko)
 	}
