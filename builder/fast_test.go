@@ -95,9 +95,18 @@ func TestFastPathEquivalence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			m.EditorFiles = true
 			var log syncBuffer
 			if res, err := m.Build(context.Background(), &log); err != nil || res.Path != PathKbuild {
 				t.Fatalf("first build: path %q, %v\n%s", res.Path, err, log.String())
+			}
+			// The editor's file names the module's own sources.
+			editorFile := "compile_commands.json"
+			if strings.HasSuffix(mod.example, "-rust") {
+				editorFile = "rust-project.json"
+			}
+			if data, err := os.ReadFile(filepath.Join(dir, editorFile)); err != nil || !strings.Contains(string(data), `"`+dir+"/") {
+				t.Errorf("%s after the first build: %v\n%.500s", editorFile, err, data)
 			}
 			for _, st := range mod.steps {
 				st.edit(t, dir)

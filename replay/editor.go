@@ -24,18 +24,20 @@ type compileCommand struct {
 
 // CompileCommands returns the compile_commands.json of the module's C
 // objects, as the kernel's scripts/clang-tools/gen_compile_commands.py would
-// write it, or nil if the module has none.
+// write it, or nil if the module has no C source (only modpost's .mod.c).
 func (g *Graph) CompileCommands() []byte {
 	var cmds []compileCommand
+	hasC := false
 	for _, o := range g.Objects {
 		m := compileLine.FindStringSubmatch(o.Cmd)
 		if m == nil || !strings.HasSuffix(o.Target, ".o") {
 			continue
 		}
+		hasC = hasC || !strings.HasSuffix(m[2], ".mod.c")
 		prefix := strings.NewReplacer(`\#`, "#", "$(pound)", "#").Replace(m[1])
 		cmds = append(cmds, compileCommand{Directory: g.Objtree, File: g.abs(m[2]), Command: prefix + m[2]})
 	}
-	if len(cmds) == 0 {
+	if !hasC {
 		return nil
 	}
 	for i := range cmds {
