@@ -115,17 +115,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		out = io.Discard
 	}
 	m.StopVerify() // the build dir is this build's now
-	m.mu.Lock()
-	g := m.graph
-	if g != nil && !m.noFast {
-		if why := g.Check(); why != "" {
-			fmt.Fprintf(out, "kwatch: full make: %s\n", why)
-			g = nil
-		}
-	} else {
-		g = nil
-	}
-	m.mu.Unlock()
+	g, steps := m.fastPath(out)
 
 	s := newScanner(dir, out, argValue(m.Args, "RUSTC=", "rustc"), argValue(m.Args, "-C", "the kernel build dir"))
 	before := sourceStamps(dir)
@@ -133,7 +123,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	start := time.Now().Add(-20 * time.Millisecond)
 	var env []string
 	if g != nil {
-		err = runReplay(ctx, g, s)
+		err = runSteps(ctx, steps, s)
 		env = g.Env
 	} else {
 		env, err = m.runFull(ctx, dir, s)
@@ -216,12 +206,30 @@ func (m *Make) runFull(ctx context.Context, dir string, out io.Writer) ([]string
 	return env, err
 }
 
-// runReplay runs Kbuild's per-module steps, stopping at the first that fails.
-func runReplay(ctx context.Context, g *replay.Graph, out io.Writer) error {
-	steps, err := g.Steps(runtime.NumCPU())
-	if err != nil {
-		return err
+// fastPath returns the records of the last good build and the steps that
+// bring it up to date, or nil when the full make must run (it says why on out).
+func (m *Make) fastPath(out io.Writer) (*replay.Graph, []*exec.Cmd) {
+	m.mu.Lock()
+	g := m.graph
+	off := m.noFast
+	m.mu.Unlock()
+	if g == nil || off {
+		return nil, nil
 	}
+	why := g.Check()
+	steps, err := g.Steps(runtime.NumCPU())
+	if err != nil && why == "" {
+		why = err.Error()
+	}
+	if why != "" {
+		fmt.Fprintf(out, "kwatch: full make: %s\n", why)
+		return nil, nil
+	}
+	return g, steps
+}
+
+// runSteps runs Kbuild's per-module steps, stopping at the first that fails.
+func runSteps(ctx context.Context, steps []*exec.Cmd, out io.Writer) error {
 	for _, c := range steps {
 		c.Stdout, c.Stderr = out, out
 		if err := proc.Run(ctx, c); err != nil {
