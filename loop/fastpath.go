@@ -17,13 +17,26 @@ type verifier interface {
 // fast build, while the guest is idle (a new build stops it), and sends
 // what it found, if anything, on found.
 type netCheck struct {
-	found chan *builder.Mismatch
-	wg    sync.WaitGroup
+	found  chan *builder.Mismatch
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-func newNetCheck() *netCheck { return &netCheck{found: make(chan *builder.Mismatch, 1)} }
+func newNetCheck(ctx context.Context) *netCheck {
+	n := &netCheck{found: make(chan *builder.Mismatch, 1)}
+	n.ctx, n.cancel = context.WithCancel(ctx)
+	return n
+}
 
-func (n *netCheck) start(ctx context.Context, b builder.Builder, res builder.Result, report func(error)) {
+// stop stops a running check and waits for it.
+func (n *netCheck) stop() {
+	n.cancel()
+	n.wg.Wait()
+}
+
+func (n *netCheck) start(b builder.Builder, res builder.Result, report func(error)) {
+	ctx := n.ctx
 	v, ok := b.(verifier)
 	if !ok || res.Path != builder.PathFast {
 		return

@@ -139,11 +139,10 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 		pending     = true // build once at start
 		configDirty bool
 		tick        = time.NewTicker(tickEvery)
-		net         = newNetCheck()
+		net         = newNetCheck(ctx)
 	)
 	defer tick.Stop()
-	nctx, stopNet := context.WithCancel(ctx)
-	defer func() { stopNet(); net.wg.Wait() }()
+	defer net.stop()
 	for {
 		if pending && !building {
 			pending = false
@@ -188,7 +187,7 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 					continue // sources changed since this build started
 				}
 				l.deploy(ctx, d.res, d.took, d.start)
-				net.start(nctx, l.cfg.Builder, d.res, l.error)
+				net.start(l.cfg.Builder, d.res, l.error)
 			case errors.Is(d.err, context.Canceled):
 			case errors.Is(d.err, builder.ErrSourcesChanged):
 				pending = true // the batch with the change may still be on its way
