@@ -240,18 +240,6 @@ func (g *Graph) rel(p string) string {
 	return p
 }
 
-// Outputs returns every file the records say a build writes in the module
-// directory: objects, modules, their lists and Kbuild's own records.
-func (g *Graph) Outputs() []string {
-	var out []string
-	for t := range g.Objects {
-		if strings.HasPrefix(t, g.Dir+"/") {
-			out = append(out, t, filepath.Join(filepath.Dir(t), "."+filepath.Base(t)+".cmd"))
-		}
-	}
-	return out
-}
-
 // IsInput reports whether path is a file a module build reads: a source or a
 // Kbuild file (modpost's .mod.c is an output).
 func IsInput(path string) bool {
