@@ -30,7 +30,7 @@ type options struct {
 
 	kdir, params, builder, nixMode, moduleAttr, rustc string
 	run                                               multiFlag
-	once, json                                        bool
+	once, json, editorFiles                           bool
 	debounce                                          time.Duration
 }
 
@@ -64,6 +64,7 @@ func (o *options) watchFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.moduleAttr, "module-attr", "module", "flake attribute of the module for --builder nix")
 	fs.StringVar(&o.rustc, "rustc", "", "rustc for Rust modules (default: the one the kernel tree was built with)")
 	fs.DurationVar(&o.debounce, "debounce", 75*time.Millisecond, "quiet period that closes a batch of file changes")
+	fs.BoolVar(&o.editorFiles, "editor-files", true, "write compile_commands.json (C) or rust-project.json (Rust) into the module dir after each full Kbuild build")
 }
 
 // parseInterleaved parses flags that may come before or after positional

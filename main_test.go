@@ -253,6 +253,7 @@ func guestRun(t *testing.T, state, cmd string) string {
 
 type event struct {
 	Event       string   `json:"event"`
+	Path        string   `json:"path"`
 	Module      string   `json:"module"`
 	Message     string   `json:"message"`
 	Diagnostics []string `json:"diagnostics"`

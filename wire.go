@@ -83,6 +83,7 @@ func (o *options) newBuilder(s setupInfo, dir, release string, g *loop.Guest, lo
 		if err != nil {
 			return nil, "", nil, usagef("", "%v", err)
 		}
+		mk.EditorFiles = o.editorFiles
 		return mk, src, nil, nil
 	case "nix":
 		if s.flakeRoot == "" {

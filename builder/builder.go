@@ -16,8 +16,15 @@ type Builder interface {
 
 // Result is a successful build.
 type Result struct {
-	KO string // absolute path of the built module (.ko, or .ko.xz from a nix derivation)
+	KO   string // absolute path of the built module (.ko, or .ko.xz from a nix derivation)
+	Path string // how it was built: PathFast, PathKbuild, or "" for a nix derivation
 }
+
+// The paths a Kbuild build takes.
+const (
+	PathFast   = "fast"   // Kbuild's per-module steps run directly (package replay)
+	PathKbuild = "kbuild" // the full make
+)
 
 // Error is a failed build: the lines worth showing the user and an optional one-line hint.
 type Error struct {

@@ -12,19 +12,36 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"kwatch/proc"
+	"kwatch/replay"
 )
 
 // Make runs `make Args...` in Dir with Env (nil = os.Environ()) and returns the
 // module named by Dir/modules.order. It is the core of the Kbuild builder and of
 // nix's incremental builder, so it knows nothing about either.
+//
+// After a full make it keeps what Kbuild recorded (package replay), and
+// rebuilds the next change that those records cover without the full make:
+// the fast path. A Make must not be copied once used.
 type Make struct {
 	Dir  string
 	Args []string
 	Env  []string
+	// EditorFiles writes compile_commands.json (C) or, through Kbuild's
+	// rust-analyzer target, rust-project.json (Rust) into Dir after each full make.
+	EditorFiles bool
+
+	mu       sync.Mutex
+	graph    *replay.Graph // the last good build's records; nil: the next build runs the full make
+	noFast   bool          // the full make once disagreed with the fast path
+	lastKO   string        // the last good build's module
+	lastFast bool          // whether the fast path built it
+	net      *netRun       // a running Verify
 }
 
 // ErrSourcesChanged means a source file changed while make ran; what the
@@ -40,60 +57,33 @@ type stamp struct {
 // sourceStamps stamps every build input under dir (outside dot-directories).
 func sourceStamps(dir string) map[string]stamp {
 	stamps := map[string]stamp{}
-	walkFiles(dir, func(path string, fi fs.FileInfo) {
-		if isSource(path) {
+	replay.WalkFiles(dir, func(path string, fi fs.FileInfo) {
+		if replay.IsInput(path) {
 			stamps[path] = stamp{fi.ModTime(), fi.Size()}
 		}
 	})
 	return stamps
 }
 
-// removeOutputsSince removes the objects and modules under dir written at or
-// after t (one written just before costs only a recompile).
+// removeOutputsSince removes the objects and modules under dir that a build
+// wrote at or after t (one written just before costs only a recompile). Only
+// files Kbuild keeps a record of (.NAME.cmd next to NAME) count as the
+// build's: an object the user put there stays.
 func removeOutputsSince(dir string, t time.Time) error {
 	var errs []error
-	walkFiles(dir, func(path string, fi fs.FileInfo) {
-		if ext := filepath.Ext(path); (ext == ".o" || ext == ".ko") && !fi.ModTime().Before(t) {
-			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
-			}
+	replay.WalkFiles(dir, func(path string, fi fs.FileInfo) {
+		ext := filepath.Ext(path)
+		if (ext != ".o" && ext != ".ko") || fi.ModTime().Before(t) {
+			return
+		}
+		if _, err := os.Stat(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".cmd")); err != nil {
+			return
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	})
 	return errors.Join(errs...)
-}
-
-func isSource(path string) bool {
-	if strings.HasSuffix(path, ".mod.c") { // written by Kbuild's modpost
-		return false
-	}
-	switch filepath.Ext(path) {
-	case ".c", ".h", ".S", ".rs":
-		return true
-	}
-	switch filepath.Base(path) {
-	case "Makefile", "Kbuild", "Kconfig":
-		return true
-	}
-	return false
-}
-
-// walkFiles calls fn for each regular file under dir, skipping dot-directories.
-func walkFiles(dir string, fn func(path string, fi fs.FileInfo)) {
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if d.IsDir() {
-			if path != dir && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() {
-			fn(path, fi)
-		}
-		return nil
-	})
 }
 
 // withoutMakeVars drops the variables an outer make (`make demo`, `make
@@ -113,7 +103,9 @@ func withoutMakeVars(env []string) []string {
 	return out
 }
 
-// Build runs make once, in place: Kbuild's own dependency tracking makes it incremental.
+// Build rebuilds the module in place: through the fast path when Kbuild's
+// records cover every change since the last good build, else with the full
+// make, whose own dependency tracking makes it incremental.
 func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	dir, err := filepath.Abs(m.Dir)
 	if err != nil {
@@ -122,21 +114,26 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	if out == nil {
 		out = io.Discard
 	}
+	m.StopVerify() // the build dir is this build's now
+	g, steps := m.fastPath(out)
+
 	s := newScanner(dir, out, argValue(m.Args, "RUSTC=", "rustc"), argValue(m.Args, "-C", "the kernel build dir"))
-	cmd := exec.Command("make", m.Args...)
-	cmd.Dir = dir
-	cmd.Env = withoutMakeVars(m.Env)
-	// One writer for both streams: exec then copies them from a single pipe, in order.
-	cmd.Stdout, cmd.Stderr = s, s
 	before := sourceStamps(dir)
 	// Files are stamped by a coarse clock that may lag behind time.Now.
 	start := time.Now().Add(-20 * time.Millisecond)
-	err = proc.Run(ctx, cmd)
+	var env []string
+	if g != nil {
+		err = runSteps(ctx, steps, s)
+		env = g.Env
+	} else {
+		env, err = m.runFull(ctx, dir, s)
+	}
 	s.flush()
 	if !maps.Equal(before, sourceStamps(dir)) {
 		// An object compiled from a source that was rewritten while the
 		// compiler ran is newer than that source, so make would keep it:
 		// remove what this build wrote so the next one compiles it again.
+		m.setGraph(nil, "", false)
 		if rmErr := removeOutputsSince(dir, start); rmErr != nil {
 			return Result{}, fmt.Errorf("removing outputs of a build whose sources changed: %w", rmErr)
 		}
@@ -148,20 +145,131 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		return Result{}, ctx.Err()
 	}
 	if err != nil {
+		if g == nil {
+			m.setGraph(nil, "", false) // a full make that failed may have left records half-written
+		}
 		return Result{}, s.failure(err)
 	}
-	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
-	if err != nil {
-		return Result{}, fmt.Errorf("finding the built module: %w", err)
-	}
-	ko, err := firstModule(dir, order)
+	ko, err := builtModule(dir)
 	if err != nil {
 		return Result{}, err
 	}
-	if _, err := os.Stat(ko); err != nil {
-		return Result{}, fmt.Errorf("make succeeded but did not produce %s: %w", ko, err)
+	res := Result{KO: ko, Path: PathKbuild}
+	if g != nil {
+		res.Path = PathFast
 	}
-	return Result{KO: ko}, nil
+	m.refresh(ctx, dir, env, g == nil, res, out)
+	return res, nil
+}
+
+// builtModule returns the module a successful make built in dir.
+func builtModule(dir string) (string, error) {
+	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
+	if err != nil {
+		return "", fmt.Errorf("finding the built module: %w", err)
+	}
+	ko, err := firstModule(dir, order)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(ko); err != nil {
+		return "", fmt.Errorf("make succeeded but did not produce %s: %w", ko, err)
+	}
+	return ko, nil
+}
+
+// runFull runs the full make and returns the environment Kbuild's top-level
+// make gave its sub-makes (nil if it did not get that far).
+func (m *Make) runFull(ctx context.Context, dir string, out io.Writer) ([]string, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
+	cmd := exec.Command("make", append(append([]string{}, m.Args...), replay.CaptureArgs...)...)
+	cmd.Dir = dir
+	cmd.Env = withoutMakeVars(m.Env)
+	// One writer for both streams: exec then copies them from a single pipe, in order.
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = []*os.File{pw} // replay.CaptureFD
+	dump := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(pr)
+		dump <- b
+	}()
+	err = proc.Run(ctx, cmd)
+	pw.Close()
+	env, envErr := replay.ParseEnv(<-dump)
+	if envErr != nil {
+		env = nil
+	}
+	return env, err
+}
+
+// fastPath returns the records of the last good build and the steps that
+// bring it up to date, or nil when the full make must run (it says why on out).
+func (m *Make) fastPath(out io.Writer) (*replay.Graph, []*exec.Cmd) {
+	m.mu.Lock()
+	g := m.graph
+	off := m.noFast
+	m.mu.Unlock()
+	if g == nil || off {
+		return nil, nil
+	}
+	why := g.Check()
+	steps, err := g.Steps(runtime.NumCPU())
+	if err != nil && why == "" {
+		why = err.Error()
+	}
+	if why != "" {
+		fmt.Fprintf(out, "kwatch: full make: %s\n", why)
+		return nil, nil
+	}
+	return g, steps
+}
+
+// runSteps runs Kbuild's per-module steps, stopping at the first that fails.
+func runSteps(ctx context.Context, steps []*exec.Cmd, out io.Writer) error {
+	for _, c := range steps {
+		c.Stdout, c.Stderr = out, out
+		if err := proc.Run(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refresh reads the records of the good build that just finished, for the
+// next build's fast path, and after a full make updates the editor files.
+func (m *Make) refresh(ctx context.Context, dir string, env []string, full bool, res Result, out io.Writer) {
+	var g *replay.Graph
+	if env != nil {
+		var err error
+		if g, err = replay.Read(dir, env); err != nil {
+			fmt.Fprintf(out, "kwatch: no fast path for the next build: %v\n", err)
+		}
+	}
+	m.setGraph(g, res.KO, res.Path == PathFast)
+	if g == nil || !full || !m.EditorFiles {
+		return
+	}
+	if cc := g.CompileCommands(); cc != nil {
+		if err := replay.WriteIfChanged(filepath.Join(dir, "compile_commands.json"), cc); err != nil {
+			fmt.Fprintf(out, "kwatch: writing compile_commands.json: %v\n", err)
+		}
+	}
+	if ra := g.RustAnalyzer(); ra != nil {
+		ra.Stdout, ra.Stderr = out, out
+		if err := proc.Run(ctx, ra); err != nil {
+			fmt.Fprintf(out, "kwatch: writing rust-project.json: %v\n", err)
+		}
+	}
+}
+
+func (m *Make) setGraph(g *replay.Graph, ko string, fast bool) {
+	m.mu.Lock()
+	m.graph, m.lastKO, m.lastFast = g, ko, fast
+	m.mu.Unlock()
 }
 
 // firstModule returns the .ko for the first entry of a modules.order, which

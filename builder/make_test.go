@@ -199,14 +199,17 @@ func TestMakeCancel(t *testing.T) {
 
 // A source rewritten while make runs leaves an object newer than it but
 // compiled from the old text; make would keep it. Build must say so and
-// remove what it wrote, while older objects stay.
+// remove what it wrote (what Kbuild keeps a .NAME.cmd record of), while
+// older objects and one the user copied in during the build stay.
 func TestMakeSourcesChangedDuringBuild(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "old.o"), "built long ago")
+	writeFile(t, filepath.Join(dir, ".old.o.cmd"), "cmd_old.o := cc -c old.c")
 	past := time.Now().Add(-time.Hour)
 	os.Chtimes(filepath.Join(dir, "old.o"), past, past)
 	writeFile(t, filepath.Join(dir, "m.c"), "v1")
-	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t@cp m.c m.o; echo v2 > m.c; echo m.o > modules.order; cp m.o m.ko\n")
+	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t@cp m.c m.o; echo 'cmd_m.o := cp m.c m.o' > .m.o.cmd; "+
+		"echo v2 > m.c; echo blob > vendor.o; echo m.o > modules.order; cp m.o m.ko; echo 'cmd_m.ko := cp m.o m.ko' > .m.ko.cmd\n")
 	// Let the writes above age past the build's start.
 	time.Sleep(50 * time.Millisecond)
 	_, err := (&Make{Dir: dir}).Build(context.Background(), nil)
@@ -218,8 +221,10 @@ func TestMakeSourcesChangedDuringBuild(t *testing.T) {
 			t.Errorf("%s written from the old source was kept (%v)", f, err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "old.o")); err != nil {
-		t.Errorf("an object from an earlier build was removed: %v", err)
+	for _, f := range []string{"old.o", "vendor.o"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s, which this build did not write, was removed: %v", f, err)
+		}
 	}
 	// Nothing changes during the next build: it succeeds.
 	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t@cp m.c m.o; echo m.o > modules.order; cp m.o m.ko\n")

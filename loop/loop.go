@@ -136,8 +136,10 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 		pending     = true // build once at start
 		configDirty bool
 		tick        = time.NewTicker(tickEvery)
+		net         = newNetCheck(ctx)
 	)
 	defer tick.Stop()
+	defer net.stop()
 	for {
 		if pending && !building {
 			pending = false
@@ -171,6 +173,8 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 			}
 		case <-tick.C:
 			l.tick(ctx, building)
+		case mm := <-net.found:
+			l.fastPathWrong(ctx, mm)
 		case d := <-done:
 			building = false
 			cancelBuild()
@@ -180,6 +184,7 @@ func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
 					continue // sources changed since this build started
 				}
 				l.deploy(ctx, d.res, d.took, d.start)
+				net.start(l.cfg.Builder, d.res, l.error)
 			case errors.Is(d.err, context.Canceled):
 			case errors.Is(d.err, builder.ErrSourcesChanged):
 				pending = true // the batch with the change may still be on its way
@@ -246,7 +251,7 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 		return ErrFailed
 	}
 	l.crashes.setModule(info.Name)
-	l.report.Report(Event{Type: "build_ok", Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds()})
+	l.report.Report(Event{Type: "build_ok", Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
 }
 
@@ -329,7 +334,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
 	l.kmsg.sync(ctx, c, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
-	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO),
+	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path,
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 

@@ -49,11 +49,15 @@ func TestHumanBuildOutput(t *testing.T) {
 	h.BuildLog().Write([]byte("  CC [M]  hello.o\n"))
 	h.Report(Event{Type: "build_ok"})
 	h.Report(Event{Type: "loaded", Module: "hello.ko", TotalMS: 1240, BuildMS: 1100, UploadMS: 8, ReloadMS: 41})
+	h.Report(Event{Type: "loaded", Module: "hello.ko", TotalMS: 400, BuildMS: 310, UploadMS: 8, ReloadMS: 41, Path: "fast"})
 	if strings.Contains(out.String(), "CC [M]") {
 		t.Errorf("a good build's output was shown:\n%s", out.String())
 	}
-	if !strings.Contains(out.String(), "hello.ko loaded in 1.24s (build 1.10s · upload 8ms · reload 41ms)") {
-		t.Errorf("no status line:\n%s", out.String())
+	for _, want := range []string{"hello.ko loaded in 1.24s (build 1.10s · upload 8ms · reload 41ms)",
+		"hello.ko loaded in 400ms (build 310ms · fast · upload 8ms · reload 41ms)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no status line %q:\n%s", want, out.String())
+		}
 	}
 
 	out.Reset()
@@ -82,7 +86,7 @@ func TestJSONReporter(t *testing.T) {
 	r := NewJSON(&out)
 	exit := 3
 	r.Report(Event{Type: "run_output", Time: time.Unix(1, 0), Command: "cat x", Output: "y\n", Exit: &exit})
-	r.Report(Event{Type: "loaded", Time: time.Unix(2, 0), Module: "m.ko", TotalMS: 12})
+	r.Report(Event{Type: "loaded", Time: time.Unix(2, 0), Module: "m.ko", TotalMS: 12, Path: "kbuild"})
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("%d lines, want 2:\n%s", len(lines), out.String())
@@ -94,7 +98,7 @@ func TestJSONReporter(t *testing.T) {
 	if e["event"] != "run_output" || e["exit"] != 3.0 || e["command"] != "cat x" || e["time"] == nil {
 		t.Errorf("run_output event: %v", e)
 	}
-	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e["total_ms"] != 12.0 {
+	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e["total_ms"] != 12.0 || e["path"] != "kbuild" {
 		t.Errorf("loaded event: %v (%v)", e, err)
 	}
 }

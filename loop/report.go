@@ -17,13 +17,16 @@ import (
 // Event is one thing that happened in the loop. With --json each event is one
 // line on stdout; the human reporter turns them into status lines.
 type Event struct {
-	Type string    `json:"event"` // build_start, build_ok, build_failed, loaded, load_failed, run_output, kmsg, crash, vm_ready, error, notice
+	Type string    `json:"event"` // build_start, build_ok, build_failed, loaded, load_failed, run_output, kmsg, crash, vm_ready, fast_path_bug, error, notice
 	Time time.Time `json:"time"`
 
 	Module      string   `json:"module,omitempty"`
 	Message     string   `json:"message,omitempty"`
 	Diagnostics []string `json:"diagnostics,omitempty"`
 	Hint        string   `json:"hint,omitempty"`
+
+	// build_ok, loaded: how the module was built (builder.PathFast, builder.PathKbuild)
+	Path string `json:"path,omitempty"`
 
 	// Timings in milliseconds.
 	BuildMS  int64 `json:"build_ms,omitempty"`
@@ -144,8 +147,12 @@ func (r *Human) Report(e Event) {
 		}
 		fmt.Fprintf(w, "  %s\n", dim("the previously loaded module stays loaded"))
 	case "loaded":
+		build := ms(e.BuildMS)
+		if e.Path != "" {
+			build += " · " + e.Path
+		}
 		fmt.Fprintf(w, "%s %s loaded in %s %s\n", green("✓"), e.Module, ms(e.TotalMS),
-			dim(fmt.Sprintf("(build %s · upload %s · reload %s)", ms(e.BuildMS), ms(e.UploadMS), ms(e.ReloadMS))))
+			dim(fmt.Sprintf("(build %s · upload %s · reload %s)", build, ms(e.UploadMS), ms(e.ReloadMS))))
 	case "load_failed":
 		fmt.Fprintf(w, "%s %s not loaded: %s\n", red("✗"), e.Module, e.Message)
 		for _, h := range e.Holders {
@@ -175,7 +182,7 @@ func (r *Human) Report(e Event) {
 		humanCrash(w, e)
 	case "vm_ready":
 		fmt.Fprintf(w, "%s %s\n", green("●"), e.Message)
-	case "error":
+	case "error", "fast_path_bug":
 		fmt.Fprintf(w, "%s %s\n", red("kwatch: error:"), e.Message)
 		if e.Hint != "" {
 			fmt.Fprintf(w, "%s %s\n", yellow("kwatch: hint:"), e.Hint)

@@ -132,20 +132,20 @@ func TestIncrementalBuild(t *testing.T) {
 	}
 
 	b := &Incremental{Flake: flake, Attr: "module", Src: filepath.Join(flake, "src"), BuildDir: filepath.Join(t.TempDir(), "build")}
-	build := func() (string, string) {
+	build := func() (builder.Result, string) {
 		t.Helper()
 		var log bytes.Buffer
 		res, err := b.Build(t.Context(), &log)
 		if err != nil {
 			t.Fatalf("%v\n%s", err, log.String())
 		}
-		return res.KO, log.String()
+		return res, log.String()
 	}
-	ko, _ := build()
-	if ko != filepath.Join(b.BuildDir, "hello.ko") {
-		t.Errorf("KO = %s, want it in the build dir", ko)
+	res, _ := build()
+	if res.KO != filepath.Join(b.BuildDir, "hello.ko") || res.Path != builder.PathKbuild {
+		t.Errorf("KO = %s through the %q path, want it in the build dir through the full make", res.KO, res.Path)
 	}
-	if got, want := modName(t, ko), modName(t, want.KO); got != want {
+	if got, want := modName(t, res.KO), modName(t, want.KO); got != want {
 		t.Errorf("incremental module is %q, the derivation's %q", got, want)
 	}
 
@@ -153,20 +153,23 @@ func TestIncrementalBuild(t *testing.T) {
 		t.Errorf("nothing changed, yet make compiled:\n%s", log)
 	}
 	nixtest.WriteFile(t, filepath.Join(flake, "src", "hello.c"), nixtest.HelloC(`"2"`))
-	ko, log := build()
-	if !strings.Contains(log, "CC [M]") || !bytes.Contains(readBytes(t, ko), []byte("hello: version 2 loaded")) {
+	res, log := build()
+	if !strings.Contains(log, "CC [M]") || !bytes.Contains(readBytes(t, res.KO), []byte("hello: version 2 loaded")) {
 		t.Errorf("the edit was not built:\n%s", log)
 	}
+	if res.Path != builder.PathFast {
+		t.Errorf("an edit of hello.c took the %q path, want the fast one:\n%s", res.Path, log)
+	}
 
-	// The build environment is cached until Invalidate.
+	// The build environment is cached until Invalidate, and so is the fast path.
 	flakeNix := filepath.Join(flake, "flake.nix")
 	nixtest.WriteFile(t, flakeNix, strings.Replace(readFile(t, flakeNix), `makeFlags = [ "`, `makeFlags = [ "EXTRA=yes" "`, 1))
-	if _, log := build(); !strings.Contains(log, "extra flag: \n") {
-		t.Errorf("the cached environment was not used:\n%s", log)
+	if res, log := build(); res.Path != builder.PathFast || strings.Contains(log, "extra flag: yes") {
+		t.Errorf("the cached environment was not used (path %q):\n%s", res.Path, log)
 	}
 	b.Invalidate()
-	if _, log := build(); !strings.Contains(log, "extra flag: yes\n") {
-		t.Errorf("Invalidate did not fetch the new makeFlags:\n%s", log)
+	if res, log := build(); !strings.Contains(log, "extra flag: yes\n") || res.Path != builder.PathKbuild {
+		t.Errorf("Invalidate did not fetch the new makeFlags and run the full make (path %q):\n%s", res.Path, log)
 	}
 
 	nixtest.WriteFile(t, filepath.Join(flake, "src", "hello.c"), nixtest.HelloC(`"2"`)+"int broken = ;\n")

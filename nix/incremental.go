@@ -23,6 +23,7 @@ type Incremental struct {
 
 	mu  sync.Mutex
 	env *DevEnv
+	mk  *builder.Make // kept between builds for its fast path; dropped with env
 }
 
 // Build mirrors Src into BuildDir and runs make there with the derivation's
@@ -39,18 +40,43 @@ func (b *Incremental) Build(ctx context.Context, out io.Writer) (builder.Result,
 	if err := syncTree(b.Src, b.BuildDir); err != nil {
 		return builder.Result{}, err
 	}
-	args := append(strings.Fields(env.Vars["makeFlags"]), strings.Fields(env.Vars["buildFlags"])...)
-	args = append(args, fmt.Sprintf("-j%d", runtime.NumCPU()))
-	m := &builder.Make{Dir: b.BuildDir, Args: args, Env: env.Environ()}
-	return m.Build(ctx, out)
+	return b.make(env).Build(ctx, out)
 }
 
-// Invalidate makes the next Build ask nix for the build environment again;
-// call it when a .nix file or flake.lock changed.
+// make returns the Make for env, a new one (whose first build is a full
+// make) whenever the build environment may have changed.
+func (b *Incremental) make(env *DevEnv) *builder.Make {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mk == nil {
+		args := append(strings.Fields(env.Vars["makeFlags"]), strings.Fields(env.Vars["buildFlags"])...)
+		args = append(args, fmt.Sprintf("-j%d", runtime.NumCPU()))
+		b.mk = &builder.Make{Dir: b.BuildDir, Args: args, Env: env.Environ()}
+	}
+	return b.mk
+}
+
+// Verify is the fast path's correctness net (builder.Make.Verify).
+func (b *Incremental) Verify(ctx context.Context) (*builder.Mismatch, error) {
+	b.mu.Lock()
+	mk := b.mk
+	b.mu.Unlock()
+	if mk == nil {
+		return nil, nil
+	}
+	return mk.Verify(ctx)
+}
+
+// Invalidate makes the next Build ask nix for the build environment again
+// and run the full make; call it when a .nix file or flake.lock changed.
 func (b *Incremental) Invalidate() {
 	b.mu.Lock()
-	b.env = nil
+	mk := b.mk
+	b.env, b.mk = nil, nil
 	b.mu.Unlock()
+	if mk != nil {
+		mk.StopVerify() // the next Make builds in the same dir
+	}
 }
 
 func (b *Incremental) devEnv(ctx context.Context) (*DevEnv, error) {

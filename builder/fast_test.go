@@ -1,0 +1,243 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// step is one edit of a module's sources and how the next build must go.
+type step struct {
+	name     string
+	edit     func(t *testing.T, dir string)
+	wantPath string // PathFast or PathKbuild
+	wantErr  bool   // the build fails (and so does the full make)
+}
+
+func replaceIn(file, old, new string) func(t *testing.T, dir string) {
+	return func(t *testing.T, dir string) { edit(t, filepath.Join(dir, file), old, new) }
+}
+
+func writeIn(file, content string) func(t *testing.T, dir string) {
+	return func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, file), content) }
+}
+
+func appendTo(file, text string) func(t *testing.T, dir string) {
+	return func(t *testing.T, dir string) {
+		data, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, file), string(data)+text)
+	}
+}
+
+// cSteps are the edits every C example goes through; src is the file with
+// module_init, ver the version macro's line in it (or in a header).
+func cSteps(src, verFile, ver string) []step {
+	return []step{
+		{"body change", replaceIn(verFile, ver+" 1", ver+" 2"), PathFast, false},
+		{"new kernel #include", replaceIn(src, "#include <linux/init.h>", "#include <linux/init.h>\n#include <linux/jiffies.h>"), PathFast, false},
+		{"new local header", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "kw_extra.h"), "#define KW_EXTRA 1\n")
+			edit(t, filepath.Join(dir, src), "#include <linux/init.h>", "#include <linux/init.h>\n#include \"kw_extra.h\"")
+		}, PathKbuild, false},
+		{"header change", writeIn("kw_extra.h", "#define KW_EXTRA 2\nstatic inline int kw_extra(void) { return KW_EXTRA; }\n"), PathFast, false},
+		{"new EXPORT_SYMBOL", appendTo(src, "\nint kw_exported(void) { return kw_extra(); }\nEXPORT_SYMBOL_GPL(kw_exported);\n"), PathFast, false},
+		{"syntax error", appendTo(src, "\nint kw_broken(void) { return 1 }\n"), PathFast, true},
+		{"syntax error fixed", replaceIn(src, "return 1 }", "return 1; }\nEXPORT_SYMBOL_GPL(kw_broken);"), PathFast, false},
+		{"new file", writeIn("kw_unused.c", "int kw_unused;\n"), PathKbuild, false},
+		{"Kbuild edit", appendTo("Kbuild", "ccflags-y += -DKW_FLAG=1\n"), PathKbuild, false},
+		{"body change after Kbuild edit", replaceIn(verFile, ver+" 2", ver+" 3"), PathFast, false},
+	}
+}
+
+// TestFastPathEquivalence edits real modules and checks after each edit
+// that the build took the path it should, that the full make then has
+// nothing left to do, and that the module equals, in code and data, the one
+// the full make builds from scratch.
+func TestFastPathEquivalence(t *testing.T) {
+	headers, _ := headersDirForTest(t)
+	type module struct {
+		example string
+		kdir    func(t *testing.T) string
+		steps   []step
+	}
+	hdrs := func(*testing.T) string { return headers }
+	modules := []module{
+		{"hello-c", hdrs, cSteps("hello.c", "hello.c", "#define HELLO_VERSION")},
+		{"printerfact-c", hdrs, cSteps("printerfact.c", "printerfact.c", "#define PRINTERFACT_VERSION")},
+		{"tally-c", hdrs, append([]step{
+			{"shared header change", replaceIn("tally.h", "TALLY_STEP 1", "TALLY_STEP 2"), PathFast, false},
+		}, cSteps("main.c", "tally.h", "#define TALLY_VERSION")...)},
+		{"hello-rust", rustTreeForTest, []step{
+			{"body change", replaceIn("hello_rust.rs", "VERSION: u32 = 1", "VERSION: u32 = 2"), PathFast, false},
+			{"syntax error", replaceIn("hello_rust.rs", "Ok(HelloRust)", "Ok(HelloRust"), PathFast, true},
+			{"syntax error fixed", replaceIn("hello_rust.rs", "Ok(HelloRust", "Ok(HelloRust)"), PathFast, false},
+			{"new file", writeIn("kw_unused.rs", "// not built\n"), PathKbuild, false},
+			{"Kbuild edit", appendTo("Kbuild", "# edited\n"), PathKbuild, false},
+			{"body change after Kbuild edit", replaceIn("hello_rust.rs", "VERSION: u32 = 2", "VERSION: u32 = 3"), PathFast, false},
+		}},
+	}
+	for _, mod := range modules {
+		t.Run(mod.example, func(t *testing.T) {
+			kdir := mod.kdir(t)
+			dir := copyExample(t, mod.example)
+			m, err := Kbuild(dir, KbuildOptions{KDir: kdir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.EditorFiles = true
+			var log syncBuffer
+			if res, err := m.Build(context.Background(), &log); err != nil || res.Path != PathKbuild {
+				t.Fatalf("first build: path %q, %v\n%s", res.Path, err, log.String())
+			}
+			// The editor's file names the module's own sources.
+			editorFile := "compile_commands.json"
+			if strings.HasSuffix(mod.example, "-rust") {
+				editorFile = "rust-project.json"
+			}
+			if data, err := os.ReadFile(filepath.Join(dir, editorFile)); err != nil || !strings.Contains(string(data), `"`+dir+"/") {
+				t.Errorf("%s after the first build: %v\n%.500s", editorFile, err, data)
+			}
+			for _, st := range mod.steps {
+				st.edit(t, dir)
+				var log syncBuffer
+				res, err := m.Build(context.Background(), &log)
+				if st.wantErr {
+					var be *Error
+					if !errors.As(err, &be) {
+						t.Fatalf("%s: err = %v, want a build error\n%s", st.name, err, log.String())
+					}
+					if strings.Contains(log.String(), "kwatch: full make") != (st.wantPath == PathKbuild) {
+						t.Errorf("%s: want the %s path\n%s", st.name, st.wantPath, log.String())
+					}
+					if out, err := fullMake(m); err == nil {
+						t.Errorf("%s: the full make succeeded where the fast path failed\n%s", st.name, out)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", st.name, err, log.String())
+				}
+				if res.Path != st.wantPath {
+					t.Errorf("%s: path %q, want %q\n%s", st.name, res.Path, st.wantPath, log.String())
+				}
+				checkLikeMake(t, st.name, m, res.KO)
+			}
+		})
+	}
+}
+
+// rustTreeForTest returns the Rust kernel tree: KWATCH_RUST_KERNEL (set by
+// `make test`), else the cached one.
+func rustTreeForTest(t *testing.T) string {
+	if tree := os.Getenv("KWATCH_RUST_KERNEL"); tree != "" {
+		return tree
+	}
+	return rustKernelForTest(t)
+}
+
+func fullMake(m *Make) (string, error) {
+	cmd := exec.Command("make", m.Args...)
+	cmd.Dir, cmd.Env = m.Dir, withoutMakeVars(m.Env)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// checkLikeMake checks that the full make has nothing to do after a build
+// that produced ko, and that a full make from scratch gives the same code
+// and data.
+func checkLikeMake(t *testing.T, step string, m *Make, ko string) {
+	t.Helper()
+	want, err := loadSections(ko)
+	if err != nil {
+		t.Fatalf("%s: %v", step, err)
+	}
+	fi, _ := os.Stat(ko)
+	if out, err := fullMake(m); err != nil {
+		t.Fatalf("%s: full make: %v\n%s", step, err, out)
+	} else if fi2, _ := os.Stat(ko); !fi2.ModTime().Equal(fi.ModTime()) {
+		t.Errorf("%s: the full make after the build linked %s again: Kbuild's records were not left as make leaves them\n%s", step, filepath.Base(ko), out)
+	}
+	// From scratch, in the same dir: paths end up in the module too.
+	// Kbuild's Args end with the goal, "modules".
+	clean := exec.Command("make", append(slices.Clone(m.Args[:len(m.Args)-1]), "clean")...)
+	clean.Dir, clean.Env = m.Dir, withoutMakeVars(m.Env)
+	if out, err := clean.CombinedOutput(); err != nil {
+		t.Fatalf("make clean: %v\n%s", err, out)
+	}
+	if out, err := fullMake(m); err != nil {
+		t.Fatalf("%s: full make from scratch: %v\n%s", step, err, out)
+	}
+	got, err := loadSections(ko)
+	if err != nil {
+		t.Fatalf("%s: after make clean and make: %v", step, err)
+	}
+	if diff := differentSections(want, got); len(diff) > 0 {
+		t.Errorf("%s: the module differs from the full make's in %s", step, strings.Join(diff, ", "))
+	}
+	// Let the next edit's mtime differ from every output's.
+	time.Sleep(10 * time.Millisecond)
+}
+
+// clangdErrors runs Debian's clangd on file in dir and returns the number of
+// errors it reports.
+func clangdErrors(t *testing.T, dir, file string) (int, string) {
+	t.Helper()
+	if _, err := exec.LookPath("clangd"); err != nil {
+		t.Fatal("no clangd: run scripts/setup.sh")
+	}
+	cmd := exec.Command("clangd", "--check="+file)
+	cmd.Dir = dir
+	out, _ := cmd.CombinedOutput()
+	m := regexp.MustCompile(`All checks completed, (\d+) errors`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("clangd --check=%s gave no summary:\n%s", file, out)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n, string(out)
+}
+
+// The compile_commands.json a full build writes gives clangd the kernel's
+// flags: without it clangd cannot even find the kernel's headers.
+func TestEditorFilesClangd(t *testing.T) {
+	kdir, _ := headersDirForTest(t)
+	dir := copyExample(t, "printerfact-c")
+	m, err := Kbuild(dir, KbuildOptions{KDir: kdir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.EditorFiles = true
+	var log syncBuffer
+	if _, err := m.Build(context.Background(), &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	db := filepath.Join(dir, "compile_commands.json")
+	if n, out := clangdErrors(t, dir, "printerfact.c"); n != 0 {
+		t.Errorf("clangd reports %d errors with the generated compile_commands.json:\n%s", n, out)
+	}
+	if err := os.Remove(db); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := clangdErrors(t, dir, "printerfact.c"); n == 0 {
+		t.Error("clangd reports no errors without compile_commands.json: the check proves nothing")
+	}
+	// Off: a full build writes nothing.
+	m.EditorFiles = false
+	edit(t, filepath.Join(dir, "Kbuild"), "obj-m", "# edited\nobj-m")
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Path != PathKbuild {
+		t.Fatalf("path %q, %v", res.Path, err)
+	}
+	if _, err := os.Stat(db); err == nil {
+		t.Error("compile_commands.json written with EditorFiles off")
+	}
+}

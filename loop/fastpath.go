@@ -1,0 +1,68 @@
+package loop
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"kwatch/builder"
+)
+
+// verifier is a builder whose fast path has a correctness net (builder.Make).
+type verifier interface {
+	Verify(ctx context.Context) (*builder.Mismatch, error)
+}
+
+// netCheck runs the builder's correctness net in the background after a
+// fast build, while the guest is idle (a new build stops it), and sends
+// what it found, if anything, on found.
+type netCheck struct {
+	found  chan *builder.Mismatch
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newNetCheck(ctx context.Context) *netCheck {
+	n := &netCheck{found: make(chan *builder.Mismatch, 1)}
+	n.ctx, n.cancel = context.WithCancel(ctx)
+	return n
+}
+
+// stop stops a running check and waits for it.
+func (n *netCheck) stop() {
+	n.cancel()
+	n.wg.Wait()
+}
+
+func (n *netCheck) start(b builder.Builder, res builder.Result, report func(error)) {
+	ctx := n.ctx
+	v, ok := b.(verifier)
+	if !ok || res.Path != builder.PathFast {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		mm, err := v.Verify(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			report(err)
+		case mm != nil:
+			select {
+			case n.found <- mm:
+			case <-ctx.Done():
+			}
+		}
+	}()
+}
+
+// fastPathWrong reports a module the full make built differently from the
+// fast path as a bug, and loads the full make's.
+func (l *loop) fastPathWrong(ctx context.Context, mm *builder.Mismatch) {
+	l.report.Report(Event{Type: "fast_path_bug", Time: time.Now(), Message: mm.Error() + "; the fast path is off for the rest of this run",
+		Hint: "this is a bug in kwatch: please report it with the module's sources"})
+	if mm.Err == nil {
+		l.deploy(ctx, builder.Result{KO: mm.KO, Path: builder.PathKbuild}, 0, time.Now())
+	}
+}

@@ -1,0 +1,93 @@
+package replay
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// compileLine is gen_compile_commands.py's reading of a cmd_ line: the
+// compiler's arguments up to the .c file it compiles (what follows a ";",
+// such as objtool, is not part of the compile).
+var compileLine = regexp.MustCompile(`^(.* )([^ ]*\.c) *(;|$)`)
+
+type compileCommand struct {
+	Directory string `json:"directory"`
+	File      string `json:"file"`
+	Command   string `json:"command"`
+}
+
+// CompileCommands returns the compile_commands.json of the module's C
+// objects, as the kernel's scripts/clang-tools/gen_compile_commands.py would
+// write it, or nil if the module has no C source (only modpost's .mod.c).
+func (g *Graph) CompileCommands() []byte {
+	var cmds []compileCommand
+	hasC := false
+	for _, o := range g.Objects {
+		m := compileLine.FindStringSubmatch(o.Cmd)
+		if m == nil || !strings.HasSuffix(o.Target, ".o") {
+			continue
+		}
+		hasC = hasC || !strings.HasSuffix(m[2], ".mod.c")
+		prefix := strings.NewReplacer(`\#`, "#", "$(pound)", "#").Replace(m[1])
+		cmds = append(cmds, compileCommand{Directory: g.Objtree, File: g.abs(m[2]), Command: prefix + m[2]})
+	}
+	if !hasC {
+		return nil
+	}
+	for i := range cmds {
+		cmds[i].Command = g.forClang(cmds[i].Command)
+	}
+	sort.Slice(cmds, func(i, j int) bool { return cmds[i].File < cmds[j].File })
+	out, _ := json.MarshalIndent(cmds, "", "  ")
+	return append(out, '\n')
+}
+
+// WriteIfChanged writes data to path unless it already holds exactly that,
+// so an editor watching the file only reloads it when it changed.
+func WriteIfChanged(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// rejected is how clang names an option it will not take: "unknown
+// argument: '-fconserve-stack'", "unsupported option '-mrecord-mcount' for
+// target ...", "'-ftrivial-auto-var-init=zero' hasn't been enabled".
+var rejected = regexp.MustCompile(`error: (?:unknown argument: |unsupported option )?'(-[^']+)'`)
+
+// forClang drops from a GCC command the options clang rejects: clangd
+// reports each as an error on every file, then ignores it anyway. Without
+// clang installed the command stays as it is.
+func (g *Graph) forClang(command string) string {
+	args := strings.Fields(command)
+	if len(args) == 0 || strings.Contains(args[0], "clang") {
+		return command
+	}
+	clang, err := exec.LookPath("clang")
+	if err != nil {
+		return command
+	}
+	// -### only prints what clang would run; the rest is the command's shell text.
+	cmd := exec.Command("sh", "-c", `"$0" -### `+strings.Join(args[1:], " "), clang)
+	cmd.Dir = g.Objtree
+	out, _ := cmd.CombinedOutput()
+	var drop []string
+	for _, m := range rejected.FindAllStringSubmatch(string(out), -1) {
+		drop = append(drop, m[1])
+	}
+	if len(drop) == 0 {
+		return command
+	}
+	return strings.Join(slices.DeleteFunc(args, func(a string) bool { return slices.Contains(drop, a) }), " ")
+}

@@ -1,0 +1,287 @@
+// Package replay rebuilds an external kernel module without Kbuild's
+// top-level make, which spends most of a rebuild re-reading the kernel's
+// Makefiles and re-running its compiler probes. After a full build it reads
+// what Kbuild recorded (the .*.cmd files, modules.order, the *.mod lists)
+// and the environment the top-level make exported to its sub-makes. On a
+// save it first shows that the change is one Kbuild's records cover (a
+// recorded source or header changed; no Kbuild file, no kernel tree, no
+// flag changed, no source came or went), then runs the steps the top-level
+// make would have run next: Makefile.build, modules-check, Makefile.modpost
+// and Makefile.modfinal, with that same environment. Those steps compare the
+// same records and run only the commands the change requires (fixdep,
+// genksyms and the .mod.o compile included), so the result and the records
+// left behind are the ones make leaves.
+package replay
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Object is what Kbuild recorded about one target (.o, .ko, .mod ...).
+type Object struct {
+	Target string   // absolute path
+	Cmd    string   // the command that built it, as make runs it
+	Source string   // absolute path of the source compiled into it; "" for links
+	Deps   []string // absolute paths of every file it depends on (headers, kernel config)
+}
+
+// Graph is a module build as Kbuild recorded it, plus the state of every file
+// the records name, so that a later Check sees what changed since.
+type Graph struct {
+	Dir     string             // the module directory (M=)
+	Objtree string             // the kernel build dir: the working dir of every command
+	Env     []string           // the environment make gave its sub-makes
+	Objects map[string]*Object // by target
+	Modules []string           // the .ko files modules.order names
+
+	stamps map[string]stamp // every input file under Dir, every recorded source and dependency
+	tree   map[string]stamp // the kernel tree's configuration and symbols
+}
+
+// stamp is what tells a file's content changed without reading it; the zero
+// stamp means the file did not exist.
+type stamp struct {
+	mtime time.Time
+	size  int64
+}
+
+func stampOf(path string) stamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return stamp{}
+	}
+	return stamp{fi.ModTime(), fi.Size()}
+}
+
+// treeFiles change with the kernel tree's configuration or its exported
+// symbols; a module built against a changed tree needs the full make.
+var treeFiles = []string{".config", "include/config/auto.conf", "Module.symvers"}
+
+// Read reads the records a finished build left in dir. env is the
+// environment make gave its sub-makes (see ParseEnv).
+func Read(dir string, env []string) (*Graph, error) {
+	objtree := lookup(env, "abs_objtree")
+	if objtree == "" {
+		objtree = lookup(env, "PWD")
+	}
+	if objtree == "" {
+		return nil, fmt.Errorf("make's environment names no kernel build dir (abs_objtree)")
+	}
+	g := &Graph{Dir: dir, Objtree: objtree, Env: env, Objects: map[string]*Object{},
+		stamps: map[string]stamp{}, tree: map[string]stamp{}}
+	var errs []error
+	WalkFiles(dir, func(path string, fi fs.FileInfo) {
+		name := filepath.Base(path)
+		switch {
+		case strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".cmd"):
+			if err := g.readCmd(path); err != nil {
+				errs = append(errs, err)
+			}
+		case IsInput(path):
+			g.stamps[path] = stamp{fi.ModTime(), fi.Size()}
+		}
+	})
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
+	if err != nil {
+		return nil, fmt.Errorf("reading Kbuild's records: %w", err)
+	}
+	for _, line := range strings.Fields(string(order)) {
+		ko := g.abs(strings.TrimSuffix(line, ".o"))
+		if !strings.HasSuffix(ko, ".ko") {
+			ko += ".ko"
+		}
+		if g.Objects[ko] == nil {
+			return nil, fmt.Errorf("no Kbuild record of how %s was linked", ko)
+		}
+		g.Modules = append(g.Modules, ko)
+	}
+	if len(g.Modules) == 0 {
+		return nil, fmt.Errorf("modules.order in %s names no module", dir)
+	}
+	for _, o := range g.Objects {
+		for _, p := range append(o.Deps, o.Source) {
+			if p != "" {
+				g.stamps[p] = stampOf(p)
+			}
+		}
+	}
+	for _, name := range treeFiles {
+		p := filepath.Join(objtree, name)
+		g.tree[p] = stampOf(p)
+	}
+	return g, nil
+}
+
+// readCmd parses one .NAME.cmd file: `cmd_T := ...`, `source_T := ...` and
+// `deps_T := \` followed by one dependency per line, as fixdep (or, for
+// Rust, Kbuild's sed over rustc's dep-info) wrote them.
+func (g *Graph) readCmd(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var o *Object
+	inDeps := false
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if inDeps {
+			dep, more := strings.CutSuffix(strings.TrimSpace(line), `\`)
+			dep = strings.TrimSpace(dep)
+			if w, ok := strings.CutPrefix(dep, "$(wildcard "); ok {
+				dep = strings.TrimSuffix(w, ")")
+			}
+			if dep != "" {
+				o.Deps = append(o.Deps, g.abs(dep))
+			}
+			inDeps = more
+			continue
+		}
+		key, val, ok := strings.Cut(line, " := ")
+		if !ok {
+			continue
+		}
+		kind, target, ok := strings.Cut(key, "_")
+		if !ok || (o != nil && g.abs(target) != o.Target) {
+			continue
+		}
+		if o == nil {
+			o = &Object{Target: g.abs(target)}
+		}
+		switch kind {
+		case "cmd":
+			o.Cmd = strings.TrimSpace(val)
+		case "source":
+			o.Source = g.abs(strings.TrimSpace(val))
+		case "deps":
+			inDeps = strings.HasSuffix(strings.TrimSpace(val), `\`)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if o == nil || o.Cmd == "" {
+		return fmt.Errorf("%s is not a Kbuild record: no cmd_ line", path)
+	}
+	g.Objects[o.Target] = o
+	return nil
+}
+
+// abs resolves a path in a record: commands run in the kernel build dir.
+func (g *Graph) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(g.Objtree, p)
+}
+
+// Check returns why the fast path cannot stand in for the full make since
+// Read, or "" if it can: every file that changed is a source or a dependency
+// Kbuild recorded, and no Kbuild file, kernel tree file or source set changed.
+func (g *Graph) Check() string {
+	for p, s := range g.tree {
+		if stampOf(p) != s {
+			return "the kernel tree changed (" + filepath.Base(p) + ")"
+		}
+	}
+	now := map[string]stamp{}
+	WalkFiles(g.Dir, func(path string, fi fs.FileInfo) {
+		if IsInput(path) {
+			now[path] = stamp{fi.ModTime(), fi.Size()}
+		}
+	})
+	for p := range now {
+		if _, ok := g.stamps[p]; !ok {
+			return g.rel(p) + " was added"
+		}
+	}
+	recorded := map[string]bool{}
+	for _, o := range g.Objects {
+		recorded[o.Source] = true
+		for _, d := range o.Deps {
+			recorded[d] = true
+		}
+	}
+	for p, s := range g.stamps {
+		cur, inDir := now[p]
+		if !inDir {
+			cur = stampOf(p)
+		}
+		switch {
+		case cur == s:
+		case isKbuildFile(p):
+			return g.rel(p) + " changed"
+		case cur == stamp{} && strings.HasPrefix(p, g.Dir+"/"):
+			return g.rel(p) + " was removed"
+		case !recorded[p]:
+			return g.rel(p) + " changed and no Kbuild record names it"
+		case !strings.HasPrefix(p, g.Dir+"/"):
+			return "the kernel tree changed (" + p + ")"
+		}
+	}
+	return ""
+}
+
+func (g *Graph) rel(p string) string {
+	if r, err := filepath.Rel(g.Dir, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
+}
+
+// IsInput reports whether path is a file a module build reads: a source or a
+// Kbuild file (modpost's .mod.c is an output).
+func IsInput(path string) bool {
+	if strings.HasSuffix(path, ".mod.c") {
+		return false
+	}
+	switch filepath.Ext(path) {
+	case ".c", ".h", ".S", ".rs":
+		return true
+	}
+	return isKbuildFile(path)
+}
+
+func isKbuildFile(path string) bool {
+	name := filepath.Base(path)
+	switch name {
+	case "Makefile", "makefile", "GNUmakefile", "Kbuild", "Kconfig":
+		return true
+	}
+	for _, prefix := range []string{"Makefile.", "Kbuild.", "Kconfig."} {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// WalkFiles calls fn for each regular file under dir, skipping dot-directories.
+func WalkFiles(dir string, fn func(path string, fi fs.FileInfo)) {
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if path != dir && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() {
+			fn(path, fi)
+		}
+		return nil
+	})
+}
