@@ -3,6 +3,7 @@ package watcher
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -23,6 +24,9 @@ func newWatcher(t *testing.T, root string, opts Options) *Watcher {
 	t.Helper()
 	if opts.Quiet == 0 {
 		opts.Quiet = testQuiet
+	}
+	if opts.Settle == 0 {
+		opts.Settle = testQuiet
 	}
 	w, err := New(root, opts)
 	if err != nil {
@@ -136,6 +140,60 @@ func TestSaveSequences(t *testing.T) {
 			w := newWatcher(t, root, Options{})
 			tt.save(t, root)
 			expectBatch(t, w, Batch{Changed: []string{"x.c"}})
+			expectOnlyMarker(t, w, root)
+		})
+	}
+}
+
+// TestCompleteSaveEndsWait checks that a batch closes as soon as its files
+// are complete, with no quiet period: Quiet and MaxWait are an hour here, so
+// only a completed save can close a batch before the hang guard fires.
+func TestCompleteSaveEndsWait(t *testing.T) {
+	tests := []struct {
+		name string
+		save func(t *testing.T, dir string)
+		want []string
+	}{
+		{"write and close", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "x.c"), "int v2;\n")
+		}, []string{"x.c"}},
+		{"rename over", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "x.c.tmp"), "int v2;\n")
+			must(t, os.Rename(filepath.Join(dir, "x.c.tmp"), filepath.Join(dir, "x.c")))
+		}, []string{"x.c"}},
+		{"vim rename-over", func(t *testing.T, dir string) {
+			x := filepath.Join(dir, "x.c")
+			must(t, os.Rename(x, x+"~"))
+			writeFile(t, x, "int v2;\n")
+			must(t, os.Remove(x+"~"))
+		}, []string{"x.c"}},
+		{"touch", func(t *testing.T, dir string) {
+			if out, err := exec.Command("touch", filepath.Join(dir, "x.c")).CombinedOutput(); err != nil {
+				t.Fatalf("touch: %v: %s", err, out)
+			}
+		}, []string{"x.c"}},
+		{"burst", func(t *testing.T, dir string) {
+			for _, name := range []string{"a.c", "b.h", "x.c"} {
+				writeFile(t, filepath.Join(dir, name), "int v2;\n")
+			}
+		}, []string{"a.c", "b.h", "x.c"}},
+		{"one file still open", func(t *testing.T, dir string) {
+			f, err := os.OpenFile(filepath.Join(dir, "x.c"), os.O_WRONLY|os.O_TRUNC, 0)
+			must(t, err)
+			_, err = f.WriteString("int v2;\n")
+			must(t, err)
+			writeFile(t, filepath.Join(dir, "a.c"), "int a;\n")
+			time.Sleep(3 * testQuiet) // a batch closing on a.c alone would be out by now
+			must(t, f.Close())
+		}, []string{"a.c", "x.c"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeFile(t, filepath.Join(root, "x.c"), "int v1;\n")
+			w := newWatcher(t, root, Options{Quiet: time.Hour, MaxWait: time.Hour})
+			tt.save(t, root)
+			expectBatch(t, w, Batch{Changed: tt.want})
 			expectOnlyMarker(t, w, root)
 		})
 	}
@@ -309,6 +367,13 @@ func TestTouchAndChmod(t *testing.T) {
 	now := time.Now()
 	must(t, os.Chtimes(x, now, now))
 	expectBatch(t, w, Batch{Changed: []string{"x.c"}})
+	expectOnlyMarker(t, w, root)
+
+	// A mode change right after a save (vim sets it after closing the
+	// file) is not a second change.
+	writeFile(t, x, "int v2;\n")
+	expectBatch(t, w, Batch{Changed: []string{"x.c"}})
+	must(t, os.Chmod(x, 0o644))
 	expectOnlyMarker(t, w, root)
 }
 
