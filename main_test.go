@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -327,6 +329,7 @@ func TestOnce(t *testing.T) {
 	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwonce/version")); got != "1" {
 		t.Fatalf("guest runs version %q, want 1", got)
 	}
+	checkStrippedUpload(t, filepath.Join(dir, "kwonce.ko"), "/tmp/kwatch/kwonce.ko")
 
 	// A failing --run command makes --once exit 1.
 	_, _, code = kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", "--run", "exit 7", dir)...)
@@ -348,6 +351,45 @@ func TestOnce(t *testing.T) {
 		t.Fatalf("after a failed build the guest runs version %q, want 1 still", got)
 	}
 	noStrayProcesses(t, dir)
+}
+
+// checkStrippedUpload checks that the guest got a copy of ko without debug
+// sections, kept in the state dir, while ko itself keeps them for the host.
+func checkStrippedUpload(t *testing.T, ko, remote string) {
+	t.Helper()
+	stripped := filepath.Join(e2eState, "upload", filepath.Base(ko))
+	sections := func(name string) (debug int, size int64) {
+		f, err := elf.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for _, s := range f.Sections {
+			if strings.HasPrefix(s.Name, ".debug_") {
+				debug++
+			}
+		}
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return debug, fi.Size()
+	}
+	fullDebug, fullSize := sections(ko)
+	debug, size := sections(stripped)
+	if fullDebug == 0 || debug != 0 || size >= fullSize {
+		t.Fatalf("%s: %d debug sections, %d bytes; the upload %s: %d debug sections, %d bytes; want the debug info on the host only",
+			ko, fullDebug, fullSize, stripped, debug, size)
+	}
+	data, err := os.ReadFile(stripped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%x", sha256.Sum256(data))
+	if got := strings.Fields(guestRun(t, e2eState, "sha256sum "+remote)); len(got) == 0 || got[0] != want {
+		t.Fatalf("the guest's %s has sha256 %v, want the stripped copy's %s", remote, got, want)
+	}
+	t.Logf("uploaded %d of %d bytes", size, fullSize)
 }
 
 // watchProc is a kwatch process running in watch mode with --json.

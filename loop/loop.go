@@ -277,7 +277,14 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	defer cancel()
 	t := time.Now()
 	remote := RemoteDir + "/" + path.Base(b.res.KO)
-	if _, err := c.Upload(sctx, b.res.KO, remote); err != nil {
+	upload := b.res.KO
+	if l.cfg.StateDir != "" {
+		if upload, err = stripDebug(sctx, b.res.KO, filepath.Join(l.cfg.StateDir, "upload")); err != nil {
+			l.notice(fmt.Sprintf("uploading %s with its debug info: %v", path.Base(b.res.KO), err))
+			upload = b.res.KO
+		}
+	}
+	if _, err := c.Upload(sctx, upload, remote); err != nil {
 		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}
 	uploadTook := time.Since(t)
