@@ -209,68 +209,73 @@ func (b *bench) benchModuleFloor(ctx context.Context, p *project) error {
 	return ctx.Err()
 }
 
+// example is an example module of the repository and how to edit it.
+type example struct{ src, file, re, line, initLine string }
+
+var (
+	printerfactC = example{"examples/printerfact-c", "printerfact.c",
+		`#define PRINTERFACT_VERSION \d+`, "#define PRINTERFACT_VERSION %d", "(version %d)"}
+	helloRust = example{"examples/hello-rust", "hello_rust.rs",
+		`const VERSION: u32 = \d+;`, "const VERSION: u32 = %d;", "version %d loaded"}
+)
+
+func (e example) copy(to string) (*module, error) {
+	return copyModule(e.src, to, e.file, e.re, e.line, e.initLine)
+}
+
 // moduleVersion measures kwatch and the compiler floor on printerfact-c,
 // whose MODULE_VERSION makes every edit recompile its .mod.o too.
 func (b *bench) moduleVersion(ctx context.Context) error {
-	row := &moduleRow{name: "printerfact-c (MODULE_VERSION)"}
-	b.res.modules = append(b.res.modules, row)
-	const src, file, re, line, init = "examples/printerfact-c", "printerfact.c",
-		`#define PRINTERFACT_VERSION \d+`, "#define PRINTERFACT_VERSION %d", "(version %d)"
-	m, err := copyModule(src, filepath.Join(b.work, "printerfact-c"), file, re, line, init)
-	if err != nil {
-		row.err = err
-		return nil
-	}
-	row.kwatch, err = b.kwatch(ctx, m, "printerfact", "kwatch (Kbuild), printerfact-c", b.vmArgs(), m.dir, false)
-	row.kwatch.err = err
-	b.res.reload = append(b.res.reload, row.kwatch)
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if m, err = copyModule(src, filepath.Join(b.work, "floor-printerfact-c"), file, re, line, init); err == nil {
-		row.floor, row.full, row.stripped, err = b.floorAndSizes(ctx, m, b.kdir, row.name)
-	}
-	row.err = err
-	return ctx.Err()
+	return b.measureExample(ctx, "printerfact-c (MODULE_VERSION)", printerfactC, b.vmArgs(), b.kdir, nil)
 }
 
 // rust measures kwatch and the compiler floor on examples/hello-rust, in a
 // guest of its own running the Rust-enabled kernel it is built against. It
 // runs after the Debian guest is stopped.
 func (b *bench) rust(ctx context.Context) error {
-	row := &moduleRow{name: "hello-rust (Rust 6.1 kernel)"}
-	b.res.modules = append(b.res.modules, row)
+	const name = "hello-rust (Rust 6.1 kernel)"
 	tree := b.cfg.rust
 	if tree == "" {
-		row.err = fmt.Errorf("no Rust kernel: pass -rust-kernel $(scripts/rust-kernel.sh) (make bench does)")
+		b.res.modules = append(b.res.modules, &moduleRow{name: name,
+			err: fmt.Errorf("no Rust kernel: pass -rust-kernel $(scripts/rust-kernel.sh) (make bench does)")})
 		return nil
 	}
 	if err := b.buildKwatch(ctx); err != nil {
 		return err
 	}
-	step("reload latency: hello-rust on the Rust kernel (TCG)")
+	step("reload latency and compiler floor: hello-rust on the Rust kernel (TCG)")
 	state := filepath.Join(b.work, "rust-state")
 	vm := []string{"--vm", "qemu", "--kernel", filepath.Join(tree, "arch/x86/boot/bzImage"), "--accel", "tcg", "--state-dir", state}
-	const src, file, re, line, init = "examples/hello-rust", "hello_rust.rs",
-		`const VERSION: u32 = \d+;`, "const VERSION: u32 = %d;", "version %d loaded"
-	m, err := copyModule(src, filepath.Join(b.work, "hello-rust"), file, re, line, init)
-	if err != nil {
-		row.err = err
-		return nil
+	stop := func() {
+		step("stopping the Rust guest")
+		if out, err := exec.Command(b.bin, "vm", "down", "--state-dir", state).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: kwatch vm down: %v\n%s", err, out)
+		}
 	}
-	row.kwatch, err = b.kwatch(ctx, m, "rust", "kwatch (Kbuild), hello-rust", vm, m.dir, false, "--kdir", tree)
-	row.kwatch.err = err
-	b.res.reload = append(b.res.reload, row.kwatch)
-	step("stopping the Rust guest")
-	if out, err := exec.Command(b.bin, "vm", "down", "--state-dir", state).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: kwatch vm down: %v\n%s", err, out)
+	return b.measureExample(ctx, name, helloRust, vm, tree, stop, "--kdir", tree)
+}
+
+// measureExample measures kwatch on a copy of e, on the guest vm picks and
+// with args, then calls done (if not nil) and measures e's compiler floor
+// against kdir on another copy.
+func (b *bench) measureExample(ctx context.Context, name string, e example, vm []string, kdir string, done func(), args ...string) error {
+	row := &moduleRow{name: name}
+	b.res.modules = append(b.res.modules, row)
+	base := filepath.Join(b.work, filepath.Base(e.src))
+	m, err := e.copy(base)
+	if err == nil {
+		row.kwatch, err = b.kwatch(ctx, m, filepath.Base(e.src), "kwatch (Kbuild), "+filepath.Base(e.src), vm, m.dir, false, args...)
+		row.kwatch.err = err
+		b.res.reload = append(b.res.reload, row.kwatch)
+	}
+	if done != nil {
+		done()
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	step("compiler floor: hello-rust")
-	if m, err = copyModule(src, filepath.Join(b.work, "floor-hello-rust"), file, re, line, init); err == nil {
-		row.floor, row.full, row.stripped, err = b.floorAndSizes(ctx, m, tree, row.name)
+	if m, err = e.copy(base + "-floor"); err == nil {
+		row.floor, row.full, row.stripped, err = b.floorAndSizes(ctx, m, kdir, name)
 	}
 	row.err = err
 	return ctx.Err()
