@@ -12,12 +12,16 @@
 //   - A batch closes Settle (10 ms) after its last event once every file in
 //     it is complete: closed after writing, or renamed into place. Then the
 //     build starts at once instead of after a guess at when the editor is
-//     done. While some file is still being written (or is removed, or only
-//     touched by a path-based utimes) the batch closes after Quiet (75 ms)
-//     without a relevant event. A vim save takes about 1 ms and a 200-file
-//     git checkout 14 ms, so both waits swallow whole bursts. MaxWait (1 s)
-//     after it opened is the cap: one timer armed when the batch opens, so a
-//     steady stream of writes cannot postpone a build forever.
+//     done. Otherwise it closes after Quiet (75 ms) without a relevant event:
+//     while some file is still being written (or is removed, or only touched
+//     by a path-based utimes), and during a burst, when the batch opened
+//     less than Quiet after the last one closed (a save storm, a script
+//     rewriting files one by one): the first save's build starts at once,
+//     the rest of the burst waits to be one batch. A vim save takes about
+//     1 ms and a 200-file git checkout 14 ms, so both waits swallow whole
+//     bursts. MaxWait (1 s) after it opened is the cap: one timer armed when
+//     the batch opens, so a steady stream of writes cannot postpone a build
+//     forever.
 //   - Completion comes from a second inotify instance (closes.go), because
 //     fsnotify does not export IN_CLOSE_WRITE and reports IN_MOVED_TO as a
 //     plain Create.
@@ -103,6 +107,8 @@ type Watcher struct {
 	pending  map[string]change // relevant paths seen in the open batch
 	rescan   bool              // the open batch follows a queue overflow
 	open     bool              // a batch is collecting
+	burst    bool              // it opened less than Quiet after the last batch closed
+	closedAt time.Time         // when the last batch closed
 	quiet    *time.Timer
 	deadline *time.Timer
 	outbox   map[string]bool      // closed but unsent changes: true changed, false removed
@@ -290,14 +296,15 @@ func (w *Watcher) run() {
 }
 
 // activity opens a batch if none is open and restarts its quiet period:
-// Settle when every file in it is complete, Quiet otherwise.
+// Settle when every file in it is complete, outside a burst; Quiet otherwise.
 func (w *Watcher) activity() {
 	if !w.open {
 		w.open = true
+		w.burst = time.Since(w.closedAt) < w.opts.Quiet
 		w.deadline.Reset(w.opts.MaxWait)
 	}
 	wait := w.opts.Settle
-	if w.rescan || len(w.walking) > 0 {
+	if w.burst || w.rescan || len(w.walking) > 0 {
 		wait = w.opts.Quiet
 	}
 	for _, c := range w.pending {
@@ -417,6 +424,7 @@ func (w *Watcher) merge(s scan) {
 // closeBatch classifies the pending paths by their state now and moves them to the outbox.
 func (w *Watcher) closeBatch() {
 	w.open = false
+	w.closedAt = time.Now()
 	w.quiet.Stop()
 	w.deadline.Stop()
 	for rel, c := range w.pending {

@@ -147,7 +147,8 @@ func TestSaveSequences(t *testing.T) {
 
 // TestCompleteSaveEndsWait checks that a batch closes as soon as its files
 // are complete, with no quiet period: Quiet and MaxWait are an hour here, so
-// only a completed save can close a batch before the hang guard fires.
+// only a completed save can close a batch before the hang guard fires. Once
+// it has, nothing of the save may be left for another batch.
 func TestCompleteSaveEndsWait(t *testing.T) {
 	tests := []struct {
 		name string
@@ -194,9 +195,53 @@ func TestCompleteSaveEndsWait(t *testing.T) {
 			w := newWatcher(t, root, Options{Quiet: time.Hour, MaxWait: time.Hour})
 			tt.save(t, root)
 			expectBatch(t, w, Batch{Changed: tt.want})
-			expectOnlyMarker(t, w, root)
+			must(t, w.Close())
+			for b := range w.Batches() {
+				t.Errorf("another batch: %+v", b)
+			}
+			if len(w.pending) > 0 {
+				t.Errorf("left pending: %v", w.pending)
+			}
 		})
 	}
+}
+
+// TestSaveStorm checks that saves coming faster than the quiet period are
+// one batch after the first: the first save's build starts at once, the
+// rest wait for the storm to end. The saves are further apart than Settle,
+// so each would be a batch of its own without the burst rule.
+func TestSaveStorm(t *testing.T) {
+	root := t.TempDir()
+	x := filepath.Join(root, "x.c")
+	writeFile(t, x, "int v0;\n")
+	w := newWatcher(t, root, Options{Quiet: 500 * time.Millisecond, Settle: 20 * time.Millisecond, MaxWait: time.Minute})
+	writeFile(t, x, "int v1;\n")
+	expectBatch(t, w, Batch{Changed: []string{"x.c"}})
+	// Read as the storm goes, so that batches are not merged for a slow reader.
+	got := make(chan Batch, 100)
+	go func() {
+		for b := range w.Batches() {
+			got <- b
+		}
+	}()
+	for i := 2; i <= 10; i++ {
+		writeFile(t, x, fmt.Sprintf("int v%d;\n", i))
+		time.Sleep(60 * time.Millisecond)
+	}
+	next := func(want Batch) {
+		t.Helper()
+		select {
+		case b := <-got:
+			if !reflect.DeepEqual(b, want) {
+				t.Fatalf("batch = %+v, want %+v", b, want)
+			}
+		case <-time.After(batchTimeout):
+			t.Fatal("no batch")
+		}
+	}
+	next(Batch{Changed: []string{"x.c"}})
+	writeFile(t, filepath.Join(root, "marker.c"), "")
+	next(Batch{Changed: []string{"marker.c"}})
 }
 
 func TestNewDirectories(t *testing.T) {
