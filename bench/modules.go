@@ -264,7 +264,7 @@ func (b *bench) measureExample(ctx context.Context, name string, e example, vm [
 	base := filepath.Join(b.work, filepath.Base(e.src))
 	m, err := e.copy(base)
 	if err == nil {
-		row.kwatch, err = b.kwatch(ctx, m, filepath.Base(e.src), "kwatch (Kbuild), "+filepath.Base(e.src), vm, m.dir, false, args...)
+		row.kwatch, err = b.kwatch(ctx, m, filepath.Base(e.src), filepath.Base(e.src)+": kwatch (Kbuild)", vm, m.dir, false, args...)
 		row.kwatch.err = err
 		b.res.reload = append(b.res.reload, row.kwatch)
 	}
