@@ -9,6 +9,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,9 +25,12 @@ const closeMask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_ONLYDIR | uni
 // write. Its events are not ordered with fsnotify's, so they only decide
 // when a batch may close early, never what is in it.
 type closeWatch struct {
-	f    *os.File // non-blocking, so Close unblocks a pending Read
-	mu   sync.Mutex
-	dirs map[int32]string // watch descriptor → absolute directory
+	f  *os.File // non-blocking, so closing it ends a pending Read
+	fd int      // f's descriptor, for adding and removing watches
+
+	mu     sync.Mutex
+	dirs   map[int32]string // watch descriptor → absolute directory
+	closed bool             // fd is closed, and its number may be reused
 }
 
 func newCloseWatch() (*closeWatch, error) {
@@ -34,7 +38,7 @@ func newCloseWatch() (*closeWatch, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &closeWatch{f: os.NewFile(uintptr(fd), "inotify"), dirs: map[int32]string{}}, nil
+	return &closeWatch{f: os.NewFile(uintptr(fd), "inotify"), fd: fd, dirs: map[int32]string{}}, nil
 }
 
 // add watches dir, an absolute path; watching the same directory again only
@@ -42,7 +46,10 @@ func newCloseWatch() (*closeWatch, error) {
 func (c *closeWatch) add(dir string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	wd, err := unix.InotifyAddWatch(int(c.f.Fd()), dir, closeMask)
+	if c.closed {
+		return fsnotify.ErrClosed
+	}
+	wd, err := unix.InotifyAddWatch(c.fd, dir, closeMask)
 	if err != nil {
 		return err
 	}
@@ -54,9 +61,12 @@ func (c *closeWatch) add(dir string) error {
 func (c *closeWatch) removeUnder(dir string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
 	for wd, p := range c.dirs {
 		if p == dir || strings.HasPrefix(p, dir+"/") {
-			_, _ = unix.InotifyRmWatch(int(c.f.Fd()), uint32(wd)) // fails when the directory is gone already
+			_, _ = unix.InotifyRmWatch(c.fd, uint32(wd)) // fails when the directory is gone already
 			delete(c.dirs, wd)
 		}
 	}
@@ -98,4 +108,9 @@ func (c *closeWatch) read(out chan<- string, stop <-chan struct{}) error {
 	}
 }
 
-func (c *closeWatch) close() error { return c.f.Close() }
+func (c *closeWatch) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	return c.f.Close()
+}

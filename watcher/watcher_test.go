@@ -470,6 +470,26 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 }
 
+// TestCloseWhileIdle checks that Close ends the readers of both inotify
+// instances when no event is coming to wake them.
+func TestCloseWhileIdle(t *testing.T) {
+	w, err := New(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the readers are waiting for events
+	closed := make(chan error)
+	go func() { closed <- w.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(batchTimeout):
+		t.Fatal("Close hangs")
+	}
+}
+
 func TestNewErrors(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "file.c"), "")
