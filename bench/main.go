@@ -94,6 +94,7 @@ type bench struct {
 	work    string // temporary dir holding everything below
 	bin     string // the kwatch binary
 	state   string // kwatch's state dir: the one guest every part uses
+	source  string // git describe of the kwatch built
 	release string // the guest's kernel release
 	kdir    string // its build dir
 	res     results
@@ -235,6 +236,9 @@ func (b *bench) buildKwatch(ctx context.Context) error {
 		return nil
 	}
 	step("building kwatch")
+	// The source is read now: it may change while the bench runs.
+	out, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	b.source = strings.TrimSpace(string(out))
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "kwatch").CombinedOutput(); err != nil {
 		return fmt.Errorf("building kwatch: %v\n%s", err, out)
 	}
@@ -246,7 +250,7 @@ func (b *bench) kwatchName() string {
 	if b.cfg.kwatch != "" {
 		return b.cfg.kwatch
 	}
-	return "built from the working tree"
+	return "built from the working tree, source " + b.source
 }
 
 // vmArgs are the flags that pick the shared guest.
@@ -287,7 +291,7 @@ func environment(release, kernel, bin string) [][2]string {
 		{"nix", first("nix", "--version")},
 		{"openssh", first("ssh", "-V")},
 		{"gcc", first("gcc", "--version")},
-		{"kwatch", bin + ", source " + first("git", "describe", "--always", "--dirty")},
+		{"kwatch", bin},
 	}
 }
 
