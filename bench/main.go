@@ -247,10 +247,13 @@ func (b *bench) buildKwatch(ctx context.Context) error {
 
 // kwatchName says which kwatch was measured.
 func (b *bench) kwatchName() string {
-	if b.cfg.kwatch != "" {
+	switch {
+	case b.cfg.kwatch != "":
 		return b.cfg.kwatch
+	case b.source != "":
+		return "built from the working tree, source " + b.source
 	}
-	return "built from the working tree, source " + b.source
+	return "not run"
 }
 
 // vmArgs are the flags that pick the shared guest.
