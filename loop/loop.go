@@ -284,7 +284,8 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 			upload = b.res.KO
 		}
 	}
-	if _, err := c.Upload(sctx, upload, remote); err != nil {
+	sent, err := c.Upload(sctx, upload, remote)
+	if err != nil {
 		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}
 	uploadTook := time.Since(t)
@@ -340,7 +341,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	// init messages come before the status line (and before --once exits).
 	l.kmsg.sync(ctx, c, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
 	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO),
-		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
+		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 
 	failed := false

@@ -34,6 +34,8 @@ type Event struct {
 	ReloadMS int64 `json:"reload_ms,omitempty"`
 	TotalMS  int64 `json:"total_ms,omitempty"`
 
+	UploadBytes int64 `json:"upload_bytes,omitempty"` // loaded: the size of the module copied into the guest
+
 	// run_output
 	Command string `json:"command,omitempty"`
 	Output  string `json:"output,omitempty"`
