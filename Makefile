@@ -22,9 +22,10 @@ test: setup
 test-short:
 	go test -short -count=1 ./...
 
-# One run on one TCG guest (about 5 min): prints the table, writes bench/results.md.
+# One run (about 7 min) on a TCG guest, then on one running the cached Rust kernel:
+# prints the table, writes bench/results.md.
 bench: setup
-	go run ./bench -kernel $(KERNEL) $(BENCHFLAGS)
+	tree=$$(scripts/rust-kernel.sh) && go run ./bench -kernel $(KERNEL) -rust-kernel $$tree $(BENCHFLAGS)
 
 vet:
 	gofmt -l . | tee /dev/stderr | (! read)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -267,6 +268,8 @@ type event struct {
 	InModule *bool    `json:"in_module"`
 	Holders  []string `json:"holders"`
 	Hint     string   `json:"hint"`
+	// loaded
+	UploadBytes int64 `json:"upload_bytes"`
 }
 
 func parseEvents(t *testing.T, stdout string) []event {
@@ -362,6 +365,8 @@ func TestOnce(t *testing.T) {
 	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwonce/version")); got != "1" {
 		t.Fatalf("guest runs version %q, want 1", got)
 	}
+	loaded, _ := findEvent(evs, "loaded")
+	checkStrippedUpload(t, filepath.Join(dir, "kwonce.ko"), loaded.UploadBytes)
 
 	// A failing --run command makes --once exit 1.
 	_, _, code = kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", "--run", "exit 7", dir)...)
@@ -383,6 +388,41 @@ func TestOnce(t *testing.T) {
 		t.Fatalf("after a failed build the guest runs version %q, want 1 still", got)
 	}
 	noStrayProcesses(t, dir)
+}
+
+// checkStrippedUpload checks that the guest got (uploaded bytes of) a copy of
+// ko without debug sections, kept in the state dir, while ko itself keeps
+// them for the host.
+func checkStrippedUpload(t *testing.T, ko string, uploaded int64) {
+	t.Helper()
+	stripped := filepath.Join(e2eState, "upload", filepath.Base(ko))
+	sections := func(name string) (debug int, size int64) {
+		f, err := elf.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for _, s := range f.Sections {
+			if strings.HasPrefix(s.Name, ".debug_") {
+				debug++
+			}
+		}
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return debug, fi.Size()
+	}
+	fullDebug, fullSize := sections(ko)
+	debug, size := sections(stripped)
+	if fullDebug == 0 || debug != 0 || size >= fullSize {
+		t.Fatalf("%s: %d debug sections, %d bytes; the upload %s: %d debug sections, %d bytes; want the debug info on the host only",
+			ko, fullDebug, fullSize, stripped, debug, size)
+	}
+	if uploaded != size {
+		t.Fatalf("uploaded %d bytes, want the stripped copy's %d (the full module has %d)", uploaded, size, fullSize)
+	}
+	t.Logf("uploaded %d of %d bytes", size, fullSize)
 }
 
 // watchProc is a kwatch process running in watch mode with --json.

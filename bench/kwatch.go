@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,15 +35,15 @@ type kwatchProc struct {
 	log    string // its stderr (build output and errors)
 }
 
-// startKwatch runs kwatch --json with args; its stderr goes to log.
-func (b *bench) startKwatch(name string, args ...string) (*kwatchProc, error) {
+// startKwatch runs kwatch --json on the guest vm picks, with args; its stderr goes to log.
+func (b *bench) startKwatch(name string, vm []string, args ...string) (*kwatchProc, error) {
 	log := filepath.Join(b.work, name+".log")
 	errFile, err := os.Create(log)
 	if err != nil {
 		return nil, err
 	}
 	defer errFile.Close()
-	cmd := exec.Command(b.bin, slices.Concat([]string{"--json"}, b.vmArgs(), b.cfg.flags, args)...)
+	cmd := exec.Command(b.bin, slices.Concat([]string{"--json"}, vm, b.cfg.flags, args)...)
 	cmd.Stderr = errFile
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -124,13 +125,20 @@ func (k *kwatchProc) stop() {
 	proc.KillGroup(pid, 0) // a make it started, should one have outlived it
 }
 
-// kwatch measures one kwatch variant: kwatch watches dir; after its first
-// load, every edit is timed from the save to the new init line's arrival in
-// the event stream. With idle, kwatch's idle CPU and memory are measured
-// after the edits.
-func (b *bench) kwatch(ctx context.Context, p *project, id, name, dir string, idle bool, args ...string) (*variant, error) {
+// editor saves the next version of a module's source, like an editor does.
+// It returns the end of the init line that version logs, and the save time,
+// taken just before the write.
+type editor interface {
+	edit() (initLine string, saved time.Time, err error)
+}
+
+// kwatch measures one kwatch variant: kwatch watches dir on the guest vm
+// picks; after its first load, every edit is timed from the save to the new
+// init line's arrival in the event stream. With idle, kwatch's idle CPU and
+// memory are measured after the edits.
+func (b *bench) kwatch(ctx context.Context, p editor, id, name string, vm []string, dir string, idle bool, args ...string) (*variant, error) {
 	v := &variant{name: name, steps: []string{"debounce", "build", "upload", "reload", "log line + rest"}}
-	k, err := b.startKwatch(id, append(args, dir)...)
+	k, err := b.startKwatch(id, vm, append(args, dir)...)
 	if err != nil {
 		return v, err
 	}
@@ -153,7 +161,7 @@ func (b *bench) kwatch(ctx context.Context, p *project, id, name, dir string, id
 			switch {
 			case e.Event == "build_start" && started.IsZero():
 				started = e.Time
-			case e.Event == "kmsg" && e.Message == want:
+			case e.Event == "kmsg" && strings.HasSuffix(e.Message, want):
 				line = e.Time
 			case e.Event == "loaded":
 				loaded = e
@@ -163,7 +171,7 @@ func (b *bench) kwatch(ctx context.Context, p *project, id, name, dir string, id
 			return v, err
 		}
 		if line.IsZero() {
-			return v, fmt.Errorf("version %d loaded but its init line %q never came", p.version, want)
+			return v, fmt.Errorf("a new version loaded but its init line %q never came", want)
 		}
 		debounce := started.Sub(saved)
 		build := ms(loaded.BuildMS)

@@ -28,6 +28,7 @@ import (
 const nixConfig = "experimental-features = nix-command flakes\nsandbox = false\nsubstituters =\nbuild-users-group ="
 
 type config struct {
+	rust   string // the Rust-enabled kernel tree; "" = no Rust rows
 	edits  int
 	lines  int
 	idle   time.Duration
@@ -41,7 +42,7 @@ type config struct {
 func (c *config) wants(part string) bool { return len(c.only) == 0 || c.only[part] }
 
 // parts are the names -only accepts, in the order they run.
-var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "flood"}
+var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "rust"}
 
 func main() {
 	var c config
@@ -50,6 +51,7 @@ func main() {
 	flag.IntVar(&c.lines, "lines", 50000, "kernel log lines the flood module prints")
 	flag.DurationVar(&c.idle, "idle", 10*time.Second, "how long kwatch's idle CPU is measured")
 	flag.StringVar(&c.kernel, "kernel", "", "guest kernel image (default: the newest /boot/vmlinuz-*)")
+	flag.StringVar(&c.rust, "rust-kernel", "", "the Rust-enabled kernel tree scripts/rust-kernel.sh prints, for the Rust rows")
 	flag.StringVar(&c.kwatch, "kwatch", "", "kwatch binary to measure (default: build the working tree)")
 	flag.StringVar(&flags, "kwatch-flags", "", `extra flags for every kwatch run, e.g. "--debounce 20ms"`)
 	flag.StringVar(&c.out, "out", "bench/results.md", "where the results go (markdown)")
@@ -92,6 +94,7 @@ type bench struct {
 	work    string // temporary dir holding everything below
 	bin     string // the kwatch binary
 	state   string // kwatch's state dir: the one guest every part uses
+	source  string // git describe of the kwatch built
 	release string // the guest's kernel release
 	kdir    string // its build dir
 	res     results
@@ -120,6 +123,11 @@ func run(ctx context.Context, c config) error {
 	if err := b.withGuest(ctx); err != nil {
 		return err
 	}
+	if c.wants("rust") {
+		if err := b.rust(ctx); err != nil {
+			return err
+		}
+	}
 	b.res.env = append(environment(b.release, c.kernel, b.kwatchName()),
 		[2]string{"load average (1 min), start → end", loadStart + " → " + loadavg()},
 		[2]string{"other QEMU guests running, start → end", fmt.Sprintf("%d → %d", qemuStart, len(otherQEMUs()))})
@@ -140,19 +148,14 @@ func run(ctx context.Context, c config) error {
 // stops the guest again, whatever happened.
 func (b *bench) withGuest(ctx context.Context) error {
 	guestParts := false
-	for _, p := range parts[1:] {
+	for _, p := range parts[1 : len(parts)-1] {
 		guestParts = guestParts || b.cfg.wants(p)
 	}
 	if !guestParts {
 		return nil
 	}
-	if b.cfg.kwatch != "" {
-		b.bin = b.cfg.kwatch
-	} else {
-		step("building kwatch")
-		if out, err := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "kwatch").CombinedOutput(); err != nil {
-			return fmt.Errorf("building kwatch: %v\n%s", err, out)
-		}
+	if err := b.buildKwatch(ctx); err != nil {
+		return err
 	}
 	step("booting the guest (TCG)")
 	defer func() {
@@ -176,12 +179,14 @@ func (b *bench) withGuest(ctx context.Context) error {
 	reloads := []part{
 		{"floor", func() (*variant, error) { return b.floor(ctx, p) }},
 		{"seed", func() (*variant, error) { return b.seed(ctx, p) }},
-		{"kbuild", func() (*variant, error) { return b.kwatch(ctx, p, "kbuild", "kwatch (Kbuild)", p.src, true) }},
+		{"kbuild", func() (*variant, error) {
+			return b.kwatch(ctx, p, "kbuild", "kwatch (Kbuild)", b.vmArgs(), p.src, true)
+		}},
 		{"nix-incremental", func() (*variant, error) {
-			return b.kwatch(ctx, p, "nix-incremental", "kwatch (nix incremental)", p.root, false, "--builder", "nix", "--nix-mode", "incremental")
+			return b.kwatch(ctx, p, "nix-incremental", "kwatch (nix incremental)", b.vmArgs(), p.root, false, "--builder", "nix", "--nix-mode", "incremental")
 		}},
 		{"nix-derivation", func() (*variant, error) {
-			return b.kwatch(ctx, p, "nix-derivation", "kwatch (nix derivation)", p.root, false, "--builder", "nix", "--nix-mode", "derivation")
+			return b.kwatch(ctx, p, "nix-derivation", "kwatch (nix derivation)", b.vmArgs(), p.root, false, "--builder", "nix", "--nix-mode", "derivation")
 		}},
 	}
 	for _, r := range reloads {
@@ -199,6 +204,18 @@ func (b *bench) withGuest(ctx context.Context) error {
 		}
 		b.res.reload = append(b.res.reload, v)
 	}
+	if b.cfg.wants("compiler-floor") {
+		step("compiler floor: the bench's C module")
+		if err := b.benchModuleFloor(ctx, p); err != nil {
+			return err
+		}
+	}
+	if b.cfg.wants("module-version") {
+		step("reload latency and compiler floor: printerfact-c (MODULE_VERSION)")
+		if err := b.moduleVersion(ctx); err != nil {
+			return err
+		}
+	}
 	if b.cfg.wants("flood") {
 		step(fmt.Sprintf("kernel log flood of %d lines", b.cfg.lines))
 		b.res.floods, err = b.floods(ctx)
@@ -209,12 +226,34 @@ func (b *bench) withGuest(ctx context.Context) error {
 	return nil
 }
 
+// buildKwatch builds the kwatch to measure, once.
+func (b *bench) buildKwatch(ctx context.Context) error {
+	if b.cfg.kwatch != "" {
+		b.bin = b.cfg.kwatch
+		return nil
+	}
+	if _, err := os.Stat(b.bin); err == nil {
+		return nil
+	}
+	step("building kwatch")
+	// The source is read now: it may change while the bench runs.
+	out, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	b.source = strings.TrimSpace(string(out))
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", b.bin, "kwatch").CombinedOutput(); err != nil {
+		return fmt.Errorf("building kwatch: %v\n%s", err, out)
+	}
+	return nil
+}
+
 // kwatchName says which kwatch was measured.
 func (b *bench) kwatchName() string {
-	if b.cfg.kwatch != "" {
+	switch {
+	case b.cfg.kwatch != "":
 		return b.cfg.kwatch
+	case b.source != "":
+		return "built from the working tree, source " + b.source
 	}
-	return "built from the working tree"
+	return "not run"
 }
 
 // vmArgs are the flags that pick the shared guest.
@@ -255,7 +294,7 @@ func environment(release, kernel, bin string) [][2]string {
 		{"nix", first("nix", "--version")},
 		{"openssh", first("ssh", "-V")},
 		{"gcc", first("gcc", "--version")},
-		{"kwatch", bin + ", source " + first("git", "describe", "--always", "--dirty")},
+		{"kwatch", bin},
 	}
 }
 
@@ -314,9 +353,5 @@ func lastLines(path string, n int) string {
 	if err != nil {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return lastOf(string(data), n)
 }

@@ -124,11 +124,13 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 	if b.res.sessionRTT, err = sessionRTT(ctx, c); err != nil {
 		return v, err
 	}
-	mk, err := builder.Kbuild(p.src, builder.KbuildOptions{KDir: b.kdir})
-	if err != nil {
-		return v, err
-	}
 	for range b.cfg.edits {
+		// A fresh builder each time: one that has built before takes kwatch's
+		// fast path, and this row is plain Kbuild's floor.
+		mk, err := builder.Kbuild(p.src, builder.KbuildOptions{KDir: b.kdir})
+		if err != nil {
+			return v, err
+		}
 		want, saved, err := p.edit()
 		if err != nil {
 			return v, err

@@ -278,7 +278,14 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
 	t := time.Now()
-	remote, _, err := c.Upload(sctx, b.res.KO, path.Base(b.res.KO))
+	upload := b.res.KO
+	if l.cfg.StateDir != "" {
+		if upload, err = stripDebug(sctx, b.res.KO, filepath.Join(l.cfg.StateDir, "upload")); err != nil {
+			l.notice(fmt.Sprintf("uploading %s with its debug info: %v", path.Base(b.res.KO), err))
+			upload = b.res.KO
+		}
+	}
+	remote, sent, err := c.Upload(sctx, upload, path.Base(b.res.KO))
 	if err != nil {
 		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}
@@ -335,7 +342,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	// init messages come before the status line (and before --once exits).
 	l.kmsg.sync(ctx, c, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
 	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path,
-		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
+		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 
 	failed := false

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fatih/color"
+
+	"kwatch/guest"
 	"kwatch/watcher"
 )
 
@@ -172,5 +175,46 @@ func TestCrashWatchDedupesAndMarksDirty(t *testing.T) {
 	boot = "boot-1"
 	if w.takeDirty() == "" || w.dirtyNow() != "" {
 		t.Error("takeDirty did not hand over and clear the dirty mark")
+	}
+}
+
+// Text from the guest reaches the terminal with its control characters made
+// visible; kwatch's own colours stay.
+func TestHumanNeutralisesControls(t *testing.T) {
+	saved := color.NoColor
+	color.NoColor = false
+	t.Cleanup(func() { color.NoColor = saved })
+	exit := 0
+	hostile := "x\x1b[2J\a\ry\x9b31m\u009b\x00"
+	tests := []struct {
+		name string
+		ev   Event
+		want []string
+	}{
+		{"kmsg", Event{Type: "kmsg", record: &guest.Record{Level: 6, Message: "evil: " + hostile + "\nnext line"}},
+			[]string{`evil: x\x1b[2J\x07\x0dy\x9b31m\x9b\x00`, "next line"}},
+		{"run output", Event{Type: "run_output", Command: "cat /dev/evil", Exit: &exit, Output: "out " + hostile + "\r\nsecond\r\n"},
+			[]string{`out x\x1b[2J\x07\x0dy\x9b31m\x9b\x00`, "  second\n", "\x1b[32;1mok"}},
+		{"load failed", Event{Type: "load_failed", Module: "m", Message: "insmod: " + hostile},
+			[]string{`insmod: x\x1b[2J`}},
+		{"crash", Event{Type: "crash", Severity: "oops", Title: "BUG " + hostile, Lines: []string{"RIP " + hostile}},
+			[]string{`BUG x\x1b[2J`, `RIP x\x1b[2J`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			NewHuman(&out).Report(tt.ev)
+			got := out.String()
+			for _, bad := range []string{"\x1b[2J", "\a", "\r", "\x9b", "\u009b", "\x00"} {
+				if strings.Contains(got, bad) {
+					t.Errorf("output holds the raw %q:\n%q", bad, got)
+				}
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(got, want) {
+					t.Errorf("output lacks %q:\n%q", want, got)
+				}
+			}
+		})
 	}
 }

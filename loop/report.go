@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/fatih/color"
 
@@ -33,6 +36,8 @@ type Event struct {
 	UploadMS int64 `json:"upload_ms,omitempty"`
 	ReloadMS int64 `json:"reload_ms,omitempty"`
 	TotalMS  int64 `json:"total_ms,omitempty"`
+
+	UploadBytes int64 `json:"upload_bytes,omitempty"` // loaded: the size of the module copied into the guest
 
 	// run_output
 	Command string `json:"command,omitempty"`
@@ -121,6 +126,7 @@ func (r *Human) Report(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w := r.w
+	e = printableEvent(e)
 	switch e.Type {
 	case "build_start":
 		r.build.Reset()
@@ -191,6 +197,55 @@ func (r *Human) Report(e Event) {
 		fmt.Fprintf(w, "%s %s\n", dim("kwatch:"), e.Message)
 	}
 }
+
+// printableEvent returns e with the control characters in its texts made
+// visible. Most of them come from the guest (its kernel log, --run output,
+// insmod's errors), and an escape sequence there must not clear the screen,
+// move the cursor or recolour the terminal. kwatch adds its own colours after.
+func printableEvent(e Event) Event {
+	for _, s := range []*string{&e.Module, &e.Message, &e.Hint, &e.Command, &e.Output, &e.Title, &e.Function, &e.UserModule} {
+		*s = printable(*s)
+	}
+	for _, l := range []*[]string{&e.Diagnostics, &e.Lines, &e.Holders} {
+		*l = slices.Clone(*l)
+		for i := range *l {
+			(*l)[i] = printable((*l)[i])
+		}
+	}
+	if e.record != nil {
+		rec := *e.record
+		rec.Message = printable(rec.Message)
+		e.record = &rec
+	}
+	return e
+}
+
+// printable replaces each control character but newline and tab, and each
+// byte that is not UTF-8 (a lone 0x9b is CSI to some terminals), with a \xNN
+// escape, the form the kernel itself uses in /dev/kmsg. A CRLF line end
+// becomes a newline.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, isControl) && utf8.ValidString(s) {
+		return s
+	}
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	var b strings.Builder
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case isControl(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			b.WriteString(s[:n])
+		}
+		s = s[n:]
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool { return r != '\n' && r != '\t' && unicode.IsControl(r) }
 
 // crashShown caps the report lines a person sees; --json has them all.
 const crashShown = 25

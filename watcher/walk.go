@@ -116,6 +116,7 @@ func (w *Watcher) unwatch(dir string) {
 			_ = w.fsw.Remove(p)
 		}
 	}
+	w.closes.removeUnder(abs)
 }
 
 // watchTree adds a watch for dir and every directory below it that is not
@@ -142,7 +143,7 @@ func (w *Watcher) watchTree(dir string) (tree, error) {
 		if rel != dir && w.rules.excluded(rel, true) {
 			return filepath.SkipDir
 		}
-		if err := w.fsw.Add(p); err != nil {
+		if err := w.addWatch(p); err != nil {
 			switch {
 			case errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR):
 				return filepath.SkipDir
@@ -156,4 +157,12 @@ func (w *Watcher) watchTree(dir string) (tree, error) {
 		return nil
 	})
 	return t, err
+}
+
+// addWatch watches dir with fsnotify and for completed saves.
+func (w *Watcher) addWatch(dir string) error {
+	if err := w.fsw.Add(dir); err != nil {
+		return err
+	}
+	return w.closes.add(dir)
 }

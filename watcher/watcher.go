@@ -9,11 +9,22 @@
 //   - fsnotify has no recursive mode and `mkdir -p a/b/c && echo > a/b/c/x.c`
 //     yields only "CREATE a". So a new directory is watched first and walked
 //     afterwards, and every input found inside is reported as changed.
-//   - A batch closes after Quiet (75 ms) without a relevant event, or MaxWait
-//     (1 s) after it opened. A vim save takes about 1 ms and a 200-file git
-//     checkout 14 ms, so 75 ms swallows whole bursts while still feeling
-//     instant. The cap is one timer armed when the batch opens, so a steady
-//     stream of writes cannot postpone a build forever.
+//   - A batch closes Settle (10 ms) after its last event once every file in
+//     it is complete: closed after writing, or renamed into place. Then the
+//     build starts at once instead of after a guess at when the editor is
+//     done. Otherwise it closes after Quiet (75 ms) without a relevant event:
+//     while some file is still being written (or is removed, or only touched
+//     by a path-based utimes), and during a burst, when the batch opened
+//     less than Quiet after the last one closed (a save storm, a script
+//     rewriting files one by one): the first save's build starts at once,
+//     the rest of the burst waits to be one batch. A vim save takes about
+//     1 ms and a 200-file git checkout 14 ms, so both waits swallow whole
+//     bursts. MaxWait (1 s) after it opened is the cap: one timer armed when
+//     the batch opens, so a steady stream of writes cannot postpone a build
+//     forever.
+//   - Completion comes from a second inotify instance (closes.go), because
+//     fsnotify does not export IN_CLOSE_WRITE and reports IN_MOVED_TO as a
+//     plain Create.
 //   - What changed is decided when the batch closes, by os.Lstat of each
 //     collected path, not from the event ops: every editor emits a different
 //     sequence of renames and temporaries, but only the final state matters to
@@ -47,6 +58,7 @@ import (
 // Defaults for Options; see the package comment for why.
 const (
 	DefaultQuiet   = 75 * time.Millisecond
+	DefaultSettle  = 10 * time.Millisecond
 	DefaultMaxWait = time.Second
 )
 
@@ -59,6 +71,7 @@ const touchWindow = time.Second
 // Options tune a Watcher; the zero value gives the defaults.
 type Options struct {
 	Quiet   time.Duration // trailing quiet period closing a batch; 0 means 75ms
+	Settle  time.Duration // shorter quiet period once every file in the batch is complete; 0 means 10ms
 	MaxWait time.Duration // hard cap from the first event of a batch; 0 means 1s
 	Ignore  []string      // extra ignore patterns (gitignore syntax), e.g. the state dir relative to Root
 }
@@ -76,6 +89,8 @@ type Watcher struct {
 	opts    Options
 	rules   *rules
 	fsw     *fsnotify.Watcher
+	closes  *closeWatch
+	done    chan string // closes → run: absolute paths of completed files
 	batches chan Batch
 	errs    chan error
 	jobs    jobQueue  // run → walk, never blocks run
@@ -92,16 +107,20 @@ type Watcher struct {
 	pending  map[string]change // relevant paths seen in the open batch
 	rescan   bool              // the open batch follows a queue overflow
 	open     bool              // a batch is collecting
+	burst    bool              // it opened less than Quiet after the last batch closed
+	closedAt time.Time         // when the last batch closed
 	quiet    *time.Timer
 	deadline *time.Timer
-	outbox   map[string]bool // closed but unsent changes: true changed, false removed
-	outRes   bool            // the unsent changes include a rescan
+	outbox   map[string]bool      // closed but unsent changes: true changed, false removed
+	outRes   bool                 // the unsent changes include a rescan
+	sent     map[string]time.Time // modification time of each file when last reported changed
 }
 
 // change is what the open batch knows about one path.
 type change struct {
 	content  bool      // an event other than Chmod arrived
 	attribAt time.Time // when the first Chmod arrived
+	complete bool      // the file was closed after writing or renamed into place
 }
 
 // New walks root, adds a watch per non-ignored directory (never following symlinks) and starts watching.
@@ -109,6 +128,10 @@ func New(root string, opts Options) (*Watcher, error) {
 	if opts.Quiet <= 0 {
 		opts.Quiet = DefaultQuiet
 	}
+	if opts.Settle <= 0 {
+		opts.Settle = DefaultSettle
+	}
+	opts.Settle = min(opts.Settle, opts.Quiet) // a shorter --debounce wins
 	if opts.MaxWait <= 0 {
 		opts.MaxWait = DefaultMaxWait
 	}
@@ -124,11 +147,18 @@ func New(root string, opts Options) (*Watcher, error) {
 	if err != nil {
 		return nil, explainLimit(abs, err)
 	}
+	closes, err := newCloseWatch()
+	if err != nil {
+		fsw.Close()
+		return nil, explainLimit(abs, err)
+	}
 	w := &Watcher{
 		root:     abs,
 		opts:     opts,
 		rules:    r,
 		fsw:      fsw,
+		closes:   closes,
+		done:     make(chan string),
 		batches:  make(chan Batch),
 		errs:     make(chan error, 16),
 		jobs:     jobQueue{wake: make(chan struct{}, 1)},
@@ -139,18 +169,26 @@ func New(root string, opts Options) (*Watcher, error) {
 		quiet:    stoppedTimer(),
 		deadline: stoppedTimer(),
 		outbox:   map[string]bool{},
+		sent:     map[string]time.Time{},
 	}
 	w.tree, err = w.watchTree(".")
 	if err != nil {
 		fsw.Close()
+		closes.close()
 		return nil, err
 	}
 	if warn := remoteWarning(abs); warn != nil {
 		w.report(warn)
 	}
-	w.wg.Add(2)
+	w.wg.Add(3)
 	go w.run()
 	go w.walk()
+	go func() {
+		defer w.wg.Done()
+		if err := w.closes.read(w.done, w.stop); err != nil {
+			w.report(fmt.Errorf("watching %s: %w; builds now start %s after the last change", abs, err, opts.Quiet))
+		}
+	}()
 	return w, nil
 }
 
@@ -199,6 +237,7 @@ func (w *Watcher) Close() error {
 		// to run; only then can run and walk be stopped safely.
 		w.closeErr = w.fsw.Close()
 		close(w.stop)
+		w.closes.close()
 		w.wg.Wait()
 		close(w.batches)
 		close(w.errs)
@@ -234,6 +273,8 @@ func (w *Watcher) run() {
 				return
 			}
 			w.handleError(err)
+		case name := <-w.done:
+			w.handleComplete(name)
 		case s := <-w.results:
 			w.merge(s)
 		case <-w.quiet.C:
@@ -254,13 +295,39 @@ func (w *Watcher) run() {
 	}
 }
 
-// activity opens a batch if none is open and restarts its quiet period.
+// activity opens a batch if none is open and restarts its quiet period:
+// Settle when every file in it is complete, outside a burst; Quiet otherwise.
 func (w *Watcher) activity() {
 	if !w.open {
 		w.open = true
+		w.burst = time.Since(w.closedAt) < w.opts.Quiet
 		w.deadline.Reset(w.opts.MaxWait)
 	}
-	w.quiet.Reset(w.opts.Quiet)
+	wait := w.opts.Settle
+	if w.burst || w.rescan || len(w.walking) > 0 {
+		wait = w.opts.Quiet
+	}
+	for _, c := range w.pending {
+		if !c.complete {
+			wait = w.opts.Quiet
+			break
+		}
+	}
+	w.quiet.Reset(wait)
+}
+
+// handleComplete marks a file as complete: closed after writing or renamed
+// into place. fsnotify's events for the same save may arrive before or
+// after this, so they never undo it.
+func (w *Watcher) handleComplete(name string) {
+	rel, ok := w.rel(name)
+	if !ok || !w.rules.relevant(rel) {
+		return
+	}
+	c := w.pending[rel]
+	c.content, c.complete = true, true
+	w.pending[rel] = c
+	w.activity()
 }
 
 func (w *Watcher) handle(ev fsnotify.Event) {
@@ -357,18 +424,24 @@ func (w *Watcher) merge(s scan) {
 // closeBatch classifies the pending paths by their state now and moves them to the outbox.
 func (w *Watcher) closeBatch() {
 	w.open = false
+	w.closedAt = time.Now()
 	w.quiet.Stop()
 	w.deadline.Stop()
 	for rel, c := range w.pending {
 		fi, err := os.Lstat(filepath.Join(w.root, rel))
 		switch {
 		case err == nil && !fi.IsDir():
-			if c.content || !fi.ModTime().Before(c.attribAt.Add(-touchWindow)) {
+			// A bare attribute change after the save was reported (vim
+			// sets the mode after closing) is not a new change.
+			touched := !fi.ModTime().Before(c.attribAt.Add(-touchWindow)) && !fi.ModTime().Equal(w.sent[rel])
+			if c.content || touched {
 				w.outbox[rel] = true
+				w.sent[rel] = fi.ModTime()
 				w.tree.addFile(rel)
 			}
 		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR):
 			w.outbox[rel] = false
+			delete(w.sent, rel)
 			w.tree.removeFile(rel)
 		}
 	}

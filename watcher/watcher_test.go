@@ -3,6 +3,7 @@ package watcher
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -23,6 +24,9 @@ func newWatcher(t *testing.T, root string, opts Options) *Watcher {
 	t.Helper()
 	if opts.Quiet == 0 {
 		opts.Quiet = testQuiet
+	}
+	if opts.Settle == 0 {
+		opts.Settle = testQuiet
 	}
 	w, err := New(root, opts)
 	if err != nil {
@@ -139,6 +143,105 @@ func TestSaveSequences(t *testing.T) {
 			expectOnlyMarker(t, w, root)
 		})
 	}
+}
+
+// TestCompleteSaveEndsWait checks that a batch closes as soon as its files
+// are complete, with no quiet period: Quiet and MaxWait are an hour here, so
+// only a completed save can close a batch before the hang guard fires. Once
+// it has, nothing of the save may be left for another batch.
+func TestCompleteSaveEndsWait(t *testing.T) {
+	tests := []struct {
+		name string
+		save func(t *testing.T, dir string)
+		want []string
+	}{
+		{"write and close", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "x.c"), "int v2;\n")
+		}, []string{"x.c"}},
+		{"rename over", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "x.c.tmp"), "int v2;\n")
+			must(t, os.Rename(filepath.Join(dir, "x.c.tmp"), filepath.Join(dir, "x.c")))
+		}, []string{"x.c"}},
+		{"vim rename-over", func(t *testing.T, dir string) {
+			x := filepath.Join(dir, "x.c")
+			must(t, os.Rename(x, x+"~"))
+			writeFile(t, x, "int v2;\n")
+			must(t, os.Remove(x+"~"))
+		}, []string{"x.c"}},
+		{"touch", func(t *testing.T, dir string) {
+			if out, err := exec.Command("touch", filepath.Join(dir, "x.c")).CombinedOutput(); err != nil {
+				t.Fatalf("touch: %v: %s", err, out)
+			}
+		}, []string{"x.c"}},
+		{"burst", func(t *testing.T, dir string) {
+			for _, name := range []string{"a.c", "b.h", "x.c"} {
+				writeFile(t, filepath.Join(dir, name), "int v2;\n")
+			}
+		}, []string{"a.c", "b.h", "x.c"}},
+		{"one file still open", func(t *testing.T, dir string) {
+			f, err := os.OpenFile(filepath.Join(dir, "x.c"), os.O_WRONLY|os.O_TRUNC, 0)
+			must(t, err)
+			_, err = f.WriteString("int v2;\n")
+			must(t, err)
+			writeFile(t, filepath.Join(dir, "a.c"), "int a;\n")
+			time.Sleep(3 * testQuiet) // a batch closing on a.c alone would be out by now
+			must(t, f.Close())
+		}, []string{"a.c", "x.c"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeFile(t, filepath.Join(root, "x.c"), "int v1;\n")
+			w := newWatcher(t, root, Options{Quiet: time.Hour, MaxWait: time.Hour})
+			tt.save(t, root)
+			expectBatch(t, w, Batch{Changed: tt.want})
+			must(t, w.Close())
+			for b := range w.Batches() {
+				t.Errorf("another batch: %+v", b)
+			}
+			if len(w.pending) > 0 {
+				t.Errorf("left pending: %v", w.pending)
+			}
+		})
+	}
+}
+
+// TestSaveStorm checks that saves coming faster than the quiet period are
+// one batch after the first: the first save's build starts at once, the
+// rest wait for the storm to end. The saves are further apart than Settle,
+// so each would be a batch of its own without the burst rule.
+func TestSaveStorm(t *testing.T) {
+	root := t.TempDir()
+	x := filepath.Join(root, "x.c")
+	writeFile(t, x, "int v0;\n")
+	w := newWatcher(t, root, Options{Quiet: 500 * time.Millisecond, Settle: 20 * time.Millisecond, MaxWait: time.Minute})
+	writeFile(t, x, "int v1;\n")
+	expectBatch(t, w, Batch{Changed: []string{"x.c"}})
+	// Read as the storm goes, so that batches are not merged for a slow reader.
+	got := make(chan Batch, 100)
+	go func() {
+		for b := range w.Batches() {
+			got <- b
+		}
+	}()
+	for i := 2; i <= 10; i++ {
+		writeFile(t, x, fmt.Sprintf("int v%d;\n", i))
+		time.Sleep(60 * time.Millisecond)
+	}
+	next := func(want Batch) {
+		t.Helper()
+		select {
+		case b := <-got:
+			if !reflect.DeepEqual(b, want) {
+				t.Fatalf("batch = %+v, want %+v", b, want)
+			}
+		case <-time.After(batchTimeout):
+			t.Fatal("no batch")
+		}
+	}
+	next(Batch{Changed: []string{"x.c"}})
+	writeFile(t, filepath.Join(root, "marker.c"), "")
+	next(Batch{Changed: []string{"marker.c"}})
 }
 
 func TestNewDirectories(t *testing.T) {
@@ -310,6 +413,13 @@ func TestTouchAndChmod(t *testing.T) {
 	must(t, os.Chtimes(x, now, now))
 	expectBatch(t, w, Batch{Changed: []string{"x.c"}})
 	expectOnlyMarker(t, w, root)
+
+	// A mode change right after a save (vim sets it after closing the
+	// file) is not a second change.
+	writeFile(t, x, "int v2;\n")
+	expectBatch(t, w, Batch{Changed: []string{"x.c"}})
+	must(t, os.Chmod(x, 0o644))
+	expectOnlyMarker(t, w, root)
 }
 
 // TestSlowConsumer checks that batches closed while nobody reads are merged,
@@ -357,6 +467,26 @@ func TestCloseStopsEverything(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		buf := make([]byte, 1<<16)
 		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestCloseWhileIdle checks that Close ends the readers of both inotify
+// instances when no event is coming to wake them.
+func TestCloseWhileIdle(t *testing.T) {
+	w, err := New(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the readers are waiting for events
+	closed := make(chan error)
+	go func() { closed <- w.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(batchTimeout):
+		t.Fatal("Close hangs")
 	}
 }
 

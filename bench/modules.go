@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"kwatch/builder"
+)
+
+// module is a copy of an example module that the bench edits: each edit
+// rewrites the line holding its version number, which its init line logs.
+type module struct {
+	dir, file string         // the copy, and the source edited in it
+	re        *regexp.Regexp // the version line
+	line      string         // the version line to write, %d for the version
+	initLine  string         // the end of the init line, %d for the version
+	version   int
+}
+
+// copyModule copies the example at from to to; its sources hold version 1.
+func copyModule(from, to, file, re, line, initLine string) (*module, error) {
+	if out, err := exec.Command("cp", "-r", from+"/.", to).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("copying %s: %v: %s", from, err, out)
+	}
+	return &module{dir: to, file: file, re: regexp.MustCompile(re), line: line, initLine: initLine, version: 1}, nil
+}
+
+func (m *module) edit() (string, time.Time, error) {
+	m.version++
+	name := filepath.Join(m.dir, m.file)
+	src, err := os.ReadFile(name)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if !m.re.Match(src) {
+		return "", time.Time{}, fmt.Errorf("%s has no line matching %s", name, m.re)
+	}
+	src = m.re.ReplaceAllLiteral(src, fmt.Appendf(nil, m.line, m.version))
+	saved := time.Now()
+	if err := os.WriteFile(name, src, 0o644); err != nil {
+		return "", saved, fmt.Errorf("saving %s: %w", name, err)
+	}
+	return fmt.Sprintf(m.initLine, m.version), saved, nil
+}
+
+// moduleRow compares kwatch on one module with that module's compiler floor.
+type moduleRow struct {
+	name           string
+	kwatch, floor  *variant
+	full, stripped int64 // the .ko's size, and that of the copy kwatch uploads
+	err            error // set when the row stopped early
+}
+
+// floorSteps are the compiler floor's steps: what each command of a rebuild is for.
+var floorSteps = []string{"compile", "modpost", ".mod.o", "link"}
+
+// compilerFloor measures the commands an edit makes Kbuild run, run alone:
+// the ones `make V=1` prints for a rebuild after an edit, replayed from the
+// kernel build dir in the environment make exports. What it leaves out is
+// make itself (reading the kernel's Makefiles, its compiler probes) and
+// Kbuild's bookkeeping and checks, which produce nothing the module needs.
+func (b *bench) compilerFloor(ctx context.Context, m *module, kdir, name string) (*variant, error) {
+	v := &variant{name: name, steps: floorSteps}
+	mk, err := builder.Kbuild(m.dir, builder.KbuildOptions{KDir: kdir})
+	if err != nil {
+		return v, err
+	}
+	// The same make kwatch runs, without its goal and its -j: the commands
+	// are the same, and one job prints them in order.
+	base := slices.DeleteFunc(slices.Clone(mk.Args), func(a string) bool { return a == "modules" || strings.HasPrefix(a, "-j") })
+	env := mk.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	run := func(args ...string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, "make", slices.Concat(base, args)...)
+		cmd.Env = env
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("make %s: %v\n%s", strings.Join(args, " "), err, lastOf(stderr.String(), 10))
+		}
+		return out, nil
+	}
+	if _, err := run("modules"); err != nil {
+		return v, err
+	}
+	out, err := run("-s", "--eval", "kwatch-bench-env: ; @env -0", "kwatch-bench-env")
+	if err != nil {
+		return v, err
+	}
+	makeEnv := strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
+	if _, _, err := m.edit(); err != nil {
+		return v, err
+	}
+	if out, err = run("V=1", "modules"); err != nil {
+		return v, err
+	}
+	cmds := slices.DeleteFunc(verboseCommands(string(out)), func(c string) bool { return floorStep(c) == "" })
+	if len(cmds) == 0 {
+		return v, fmt.Errorf("make V=1 printed no commands:\n%s", out)
+	}
+	for range b.cfg.edits {
+		if _, _, err := m.edit(); err != nil {
+			return v, err
+		}
+		steps := make([]time.Duration, len(floorSteps))
+		var total time.Duration
+		for _, c := range cmds {
+			cmd := exec.CommandContext(ctx, "sh", "-c", c)
+			cmd.Dir, cmd.Env = kdir, makeEnv
+			t := time.Now()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return v, fmt.Errorf("replaying %q: %v\n%s", firstLine(c), err, out)
+			}
+			d := time.Since(t)
+			steps[slices.Index(floorSteps, floorStep(c))] += d
+			total += d
+		}
+		v.add(total, steps...)
+	}
+	return v, nil
+}
+
+// verboseCommands picks the commands out of `make V=1` output. Kbuild echoes
+// each command indented; make's own lines ("make -f …", "make[1]: …") and the
+// commands make echoes itself (a checking script) are not indented. A
+// command's \n comes out of echo as a line break, which is put back.
+func verboseCommands(out string) []string {
+	var cmds []string
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(l, " "):
+			cmds = append(cmds, strings.TrimSpace(l))
+		case len(cmds) > 0 && strings.Count(cmds[len(cmds)-1], `"`)%2 == 1:
+			cmds[len(cmds)-1] += `\n` + l
+		}
+	}
+	return cmds
+}
+
+var compilers = regexp.MustCompile(`^(\S+=\S*\s+)*\S*(gcc|clang|rustc)\S*\s`)
+
+// floorStep says which of floorSteps a Kbuild command is part of, or "" for
+// bookkeeping and checks.
+func floorStep(cmd string) string {
+	switch {
+	case strings.Contains(cmd, "modpost"):
+		return "modpost"
+	case strings.HasPrefix(cmd, "ld ") || strings.HasPrefix(cmd, "ld.lld ") || strings.Contains(cmd, "pahole"):
+		return "link"
+	case compilers.MatchString(cmd) && strings.Contains(cmd, ".mod.o "):
+		return ".mod.o"
+	case compilers.MatchString(cmd):
+		return "compile"
+	}
+	return ""
+}
+
+// koSizes returns the size of the module m built, and of its copy stripped
+// of debug info the way kwatch uploads it.
+func (b *bench) koSizes(m *module) (full, stripped int64, err error) {
+	kos, _ := filepath.Glob(filepath.Join(m.dir, "*.ko"))
+	if len(kos) != 1 {
+		return 0, 0, fmt.Errorf("%s holds %d .ko files, want 1", m.dir, len(kos))
+	}
+	dst := filepath.Join(b.work, "stripped-"+filepath.Base(kos[0]))
+	if out, err := exec.Command("objcopy", "--strip-debug", kos[0], dst).CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("objcopy: %v: %s", err, out)
+	}
+	for _, s := range []struct {
+		name string
+		n    *int64
+	}{{kos[0], &full}, {dst, &stripped}} {
+		fi, err := os.Stat(s.name)
+		if err != nil {
+			return 0, 0, err
+		}
+		*s.n = fi.Size()
+	}
+	return full, stripped, nil
+}
+
+func lastOf(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
+
+// benchModuleFloor measures the compiler floor of the module the other
+// variants edit, on a copy of it.
+func (b *bench) benchModuleFloor(ctx context.Context, p *project) error {
+	row := &moduleRow{name: "the bench's C module", kwatch: b.res.find("kwatch (Kbuild)")}
+	b.res.modules = append(b.res.modules, row)
+	m, err := copyModule(p.src, filepath.Join(b.work, "floor-"+p.name), p.name+".c",
+		`version \d+ loaded`, "version %d loaded", p.name+": version %d loaded")
+	if err == nil {
+		row.floor, row.full, row.stripped, err = b.floorAndSizes(ctx, m, b.kdir, row.name)
+	}
+	row.err = err
+	return ctx.Err()
+}
+
+// example is an example module of the repository and how to edit it.
+type example struct{ src, file, re, line, initLine string }
+
+var (
+	printerfactC = example{"examples/printerfact-c", "printerfact.c",
+		`#define PRINTERFACT_VERSION \d+`, "#define PRINTERFACT_VERSION %d", "(version %d)"}
+	helloRust = example{"examples/hello-rust", "hello_rust.rs",
+		`const VERSION: u32 = \d+;`, "const VERSION: u32 = %d;", "version %d loaded"}
+)
+
+func (e example) copy(to string) (*module, error) {
+	return copyModule(e.src, to, e.file, e.re, e.line, e.initLine)
+}
+
+// moduleVersion measures kwatch and the compiler floor on printerfact-c,
+// whose MODULE_VERSION makes every edit recompile its .mod.o too.
+func (b *bench) moduleVersion(ctx context.Context) error {
+	return b.measureExample(ctx, "printerfact-c (MODULE_VERSION)", printerfactC, b.vmArgs(), b.kdir, nil)
+}
+
+// rust measures kwatch and the compiler floor on examples/hello-rust, in a
+// guest of its own running the Rust-enabled kernel it is built against. It
+// runs after the Debian guest is stopped.
+func (b *bench) rust(ctx context.Context) error {
+	const name = "hello-rust (Rust 6.1 kernel)"
+	tree := b.cfg.rust
+	if tree == "" {
+		b.res.modules = append(b.res.modules, &moduleRow{name: name,
+			err: fmt.Errorf("no Rust kernel: pass -rust-kernel $(scripts/rust-kernel.sh) (make bench does)")})
+		return nil
+	}
+	if err := b.buildKwatch(ctx); err != nil {
+		return err
+	}
+	step("reload latency and compiler floor: hello-rust on the Rust kernel (TCG)")
+	state := filepath.Join(b.work, "rust-state")
+	vm := []string{"--vm", "qemu", "--kernel", filepath.Join(tree, "arch/x86/boot/bzImage"), "--accel", "tcg", "--state-dir", state}
+	stop := func() {
+		step("stopping the Rust guest")
+		if out, err := exec.Command(b.bin, "vm", "down", "--state-dir", state).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: kwatch vm down: %v\n%s", err, out)
+		}
+	}
+	return b.measureExample(ctx, name, helloRust, vm, tree, stop, "--kdir", tree)
+}
+
+// measureExample measures kwatch on a copy of e, on the guest vm picks and
+// with args, then calls done (if not nil) and measures e's compiler floor
+// against kdir on another copy.
+func (b *bench) measureExample(ctx context.Context, name string, e example, vm []string, kdir string, done func(), args ...string) error {
+	row := &moduleRow{name: name}
+	b.res.modules = append(b.res.modules, row)
+	base := filepath.Join(b.work, filepath.Base(e.src))
+	m, err := e.copy(base)
+	if err == nil {
+		row.kwatch, err = b.kwatch(ctx, m, filepath.Base(e.src), filepath.Base(e.src)+": kwatch (Kbuild)", vm, m.dir, false, args...)
+		row.kwatch.err = err
+		b.res.reload = append(b.res.reload, row.kwatch)
+	}
+	if done != nil {
+		done()
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if m, err = e.copy(base + "-floor"); err == nil {
+		row.floor, row.full, row.stripped, err = b.floorAndSizes(ctx, m, kdir, name)
+	}
+	row.err = err
+	return ctx.Err()
+}
+
+func (b *bench) floorAndSizes(ctx context.Context, m *module, kdir, name string) (*variant, int64, int64, error) {
+	v, err := b.compilerFloor(ctx, m, kdir, "compiler floor, "+name)
+	if err != nil {
+		return v, 0, 0, err
+	}
+	full, stripped, err := b.koSizes(m)
+	return v, full, stripped, err
+}
