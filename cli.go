@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/loop"
 	"kwatch/nix"
 )
@@ -285,7 +286,7 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 	return g, nil
 }
 
-func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error) {
+func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 	kernel := o.kernel
 	if kernel == "" {
 		imgs, _ := filepath.Glob("/boot/vmlinuz-*")
@@ -299,7 +300,7 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error
 	if err != nil {
 		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "kernel image %s: %v", kernel, errors.Unwrap(err))
 	}
-	ver, err := guest.KernelVersion(kernel)
+	ver, err := vm.KernelVersion(kernel)
 	if err != nil {
 		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "--kernel: %v", err)
 	}
@@ -316,14 +317,14 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error
 	if err != nil {
 		return nil, err
 	}
-	hostKey, err := guest.EnsureHostKey(stateDir)
+	hostKey, err := vm.EnsureHostKey(stateDir)
 	if err != nil {
 		return nil, err
 	}
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
-	qc := guest.QEMUConfig{Kernel: kernel, Initramfs: initrd}
+	qc := vm.QEMUConfig{Kernel: kernel, Initramfs: initrd}
 	launch := qc.Launcher()
-	return &guest.VM{
+	return &vm.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
 		Ident:    fmt.Sprintf("%s %d %d %s", kernel, fi.Size(), fi.ModTime().Unix(), modulesDir),
@@ -331,7 +332,7 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error
 		Notify:   notify,
 		Launch: func(port int, accel string) (*exec.Cmd, error) {
 			// The initramfs is only needed when booting, so it is written here.
-			err := guest.WriteInitramfs(initrd, guest.InitramfsConfig{AuthorizedKey: authKey, HostKey: hostKey, ModulesDir: modulesDir})
+			err := vm.WriteInitramfs(initrd, vm.InitramfsConfig{AuthorizedKey: authKey, HostKey: hostKey, ModulesDir: modulesDir})
 			if err != nil {
 				return nil, fmt.Errorf("writing the initramfs: %w", err)
 			}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/vm"
 )
 
 // The CLI contract for bad input: exit 2 and one line saying what was wrong.
@@ -647,7 +647,7 @@ func TestSSHBackend(t *testing.T) {
 	if _, _, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(e2eState)...)...); code != 0 {
 		t.Fatal("vm up failed")
 	}
-	st, ok, err := guest.ReadState(e2eState)
+	st, ok, err := vm.ReadState(e2eState)
 	if err != nil || !ok {
 		t.Fatalf("no VM state: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/loop"
 	"kwatch/nix"
 )
@@ -54,11 +55,11 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, _, err = g.Connect(ctx)
 		return err
 	case "down":
-		st, ok, err := guest.ReadState(s.stateDir)
+		st, ok, err := vm.ReadState(s.stateDir)
 		if err != nil {
 			return err
 		}
-		if err := (&guest.VM{StateDir: s.stateDir}).Down(); err != nil {
+		if err := (&vm.VM{StateDir: s.stateDir}).Down(); err != nil {
 			return err
 		}
 		if ok {
@@ -68,7 +69,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case "status":
-		st, ok, err := guest.ReadState(s.stateDir)
+		st, ok, err := vm.ReadState(s.stateDir)
 		if err != nil {
 			return err
 		}
@@ -76,7 +77,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "no VM (state dir %s)\n", s.stateDir)
 			return nil
 		}
-		_, running, _ := (&guest.VM{StateDir: s.stateDir}).Status()
+		_, running, _ := (&vm.VM{StateDir: s.stateDir}).Status()
 		state := "stopped"
 		if running {
 			state = fmt.Sprintf("running for %s", time.Since(st.Started).Round(time.Second))
@@ -117,11 +118,11 @@ func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
 	if s.vm == "ssh" {
 		return sshTarget(o.ssh, o.identity, s.stateDir)
 	}
-	st, ok, err := guest.ReadState(s.stateDir)
+	st, ok, err := vm.ReadState(s.stateDir)
 	if err != nil {
 		return guest.SSHConfig{}, err
 	}
-	if _, running, _ := (&guest.VM{StateDir: s.stateDir}).Status(); !ok || !running {
+	if _, running, _ := (&vm.VM{StateDir: s.stateDir}).Status(); !ok || !running {
 		return guest.SSHConfig{}, usagef("start it with `kwatch vm up` or `kwatch DIR`", "no VM is running (state dir %s)", s.stateDir)
 	}
 	signer, _, err := guest.LoadOrCreateKey(s.stateDir)

@@ -14,18 +14,19 @@ import (
 
 	"kwatch/builder"
 	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/loop"
 	"kwatch/nix"
 )
 
 // nixVM builds the flake's VM (this can take long the first time; nix shows
 // its progress) and returns the VM that runs it.
-func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*guest.VM, error) {
+func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*vm.VM, error) {
 	out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
 	if err != nil {
 		return nil, err
 	}
-	return &guest.VM{
+	return &vm.VM{
 		StateDir: s.stateDir,
 		Backend:  "nix",
 		Ident:    out,
@@ -105,12 +106,12 @@ func (o *options) newBuilder(s setupInfo, dir, release string, g *loop.Guest, lo
 			if err != nil {
 				return err
 			}
-			g.Reboot(func(vm *guest.VM) bool {
-				if vm.Ident == out {
+			g.Reboot(func(v *vm.VM) bool {
+				if v.Ident == out {
 					return false
 				}
 				notify("the VM's configuration changed: restarting it")
-				vm.Ident, vm.Launch = out, nix.VMLauncher(out, s.stateDir, "")
+				v.Ident, v.Launch = out, nix.VMLauncher(out, s.stateDir, "")
 				return true
 			})
 			return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"kwatch/guest/vm"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,19 +110,19 @@ func bootGuest(t testing.TB) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostKey, err := EnsureHostKey(stateDir)
+	hostKey, err := vm.EnsureHostKey(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
-	if err := WriteInitramfs(initrd, InitramfsConfig{AuthorizedKey: authorized, HostKey: hostKey, ModulesDir: debianModules}); err != nil {
+	if err := vm.WriteInitramfs(initrd, vm.InitramfsConfig{AuthorizedKey: authorized, HostKey: hostKey, ModulesDir: debianModules}); err != nil {
 		t.Fatal(err)
 	}
-	v := &VM{
+	v := &vm.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
 		Ident:    "guest-e2e",
-		Launch:   QEMUConfig{Kernel: debianKernel, Initramfs: initrd}.Launcher(),
+		Launch:   vm.QEMUConfig{Kernel: debianKernel, Initramfs: initrd}.Launcher(),
 		Accel:    "tcg",
 	}
 	t.Cleanup(func() {

@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"kwatch/guest"
+	"kwatch/guest/vm"
 )
 
 // Guest is the machine modules are loaded into: a VM kwatch manages (VM set)
 // or an existing machine reached over SSH. It hands out one shared SSH client
 // and brings a managed VM back when it has died.
 type Guest struct {
-	VM          *guest.VM       // nil when the machine is not kwatch's (--vm ssh)
+	VM          *vm.VM          // nil when the machine is not kwatch's (--vm ssh)
 	SSH         guest.SSHConfig // Addr is taken from the VM's state when VM is set
 	BootTimeout time.Duration
 	Report      Reporter
@@ -123,7 +124,7 @@ func (g *Guest) Close() {
 // Reboot lets update change the managed VM (its Ident and Launch); when update
 // reports a change the connection is dropped, so the next Connect boots the
 // VM anew (Up restarts a VM whose Ident differs).
-func (g *Guest) Reboot(update func(*guest.VM) bool) {
+func (g *Guest) Reboot(update func(*vm.VM) bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.VM == nil || !update(g.VM) {

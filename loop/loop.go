@@ -17,7 +17,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/crash"
-	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/watcher"
 )
 
@@ -83,8 +83,8 @@ func Run(ctx context.Context, cfg Config) error {
 	l.kmsg = newKmsgStream(cfg.Guest, cfg.Report, l.crashes)
 	kctx, stopKmsg := context.WithCancel(ctx)
 	var kwg sync.WaitGroup
-	if vm := cfg.Guest.VM; vm != nil {
-		if st, ok, _ := guest.ReadState(vm.StateDir); ok {
+	if v := cfg.Guest.VM; v != nil {
+		if st, ok, _ := vm.ReadState(v.StateDir); ok {
 			cfg.Guest.beforeBoot = l.crashes.drainConsole
 			kwg.Add(1)
 			go func() { defer kwg.Done(); l.crashes.tailConsole(kctx, st.ConsoleLog) }()
