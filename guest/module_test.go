@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"kwatch/guest/vm"
+	"kwatch/kmsg"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,15 +152,15 @@ func bootGuest(t testing.TB) *Client {
 
 // kmsgWatcher follows the guest's kernel log in the background.
 type kmsgWatcher struct {
-	records chan Record
+	records chan kmsg.Record
 	stop    func()
 }
 
 func watchKmsg(t *testing.T, c *Client) *kmsgWatcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &kmsgWatcher{records: make(chan Record, 10000)}
+	w := &kmsgWatcher{records: make(chan kmsg.Record, 10000)}
 	done := make(chan error, 1)
-	go func() { done <- c.StreamKmsg(ctx, 0, func(r Record) { w.records <- r }) }()
+	go func() { done <- c.StreamKmsg(ctx, 0, func(r kmsg.Record) { w.records <- r }) }()
 	w.stop = func() {
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
@@ -170,7 +171,7 @@ func watchKmsg(t *testing.T, c *Client) *kmsgWatcher {
 }
 
 // waitFor returns the first record containing text, failing after a minute.
-func (w *kmsgWatcher) waitFor(t *testing.T, text string) Record {
+func (w *kmsgWatcher) waitFor(t *testing.T, text string) kmsg.Record {
 	t.Helper()
 	timeout := time.After(time.Minute)
 	for {

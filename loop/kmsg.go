@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"kwatch/guest"
+	"kwatch/kmsg"
 )
 
 // markPrefix starts the lines kwatch itself writes to the guest's /dev/kmsg to
@@ -56,7 +57,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 				continue
 			}
 		}
-		c.StreamKmsg(ctx, after, func(r guest.Record) {
+		c.StreamKmsg(ctx, after, func(r kmsg.Record) {
 			after = r.Seq
 			switch {
 			case !live:

@@ -11,7 +11,7 @@ import (
 
 	"github.com/fatih/color"
 
-	"kwatch/guest"
+	"kwatch/kmsg"
 )
 
 // Event is one thing that happened in the loop. With --json each event is one
@@ -56,7 +56,7 @@ type Event struct {
 	InModule   *bool    `json:"in_module,omitempty"`
 	UserModule string   `json:"user_module,omitempty"`
 
-	record *guest.Record // kmsg: the record, for the human formatter
+	record *kmsg.Record // kmsg: the record, for the human formatter
 }
 
 // Reporter receives events; implementations are safe for concurrent use
@@ -167,7 +167,7 @@ func (r *Human) Report(e Event) {
 		}
 	case "kmsg":
 		if e.record != nil {
-			fmt.Fprintln(w, guest.FormatRecord(*e.record))
+			fmt.Fprintln(w, kmsg.Format(*e.record))
 		} else {
 			fmt.Fprintln(w, e.Message)
 		}
