@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"kwatch/kmsg"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"kwatch/kmsg"
 )
 
 func TestDeliver(t *testing.T) {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"kwatch/guest/vm"
-	"kwatch/kmsg"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +14,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"kwatch/guest/vm"
+	"kwatch/kmsg"
 	"kwatch/proc"
 )
 
