@@ -18,6 +18,8 @@ import (
 	"kwatch/guest"
 	"kwatch/guest/vm"
 	"kwatch/loop"
+	"kwatch/machine"
+	"kwatch/watcher"
 	"kwatch/nix"
 )
 
@@ -152,18 +154,25 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer g.Close()
 	// Connect first: the default --kdir comes from the guest's kernel release.
-	_, release, err := g.Connect(ctx)
+	s, err := g.Session(ctx)
 	if err != nil {
 		return err
 	}
-	b, watchRoot, configChanged, err := o.newBuilder(setup, dir, release, g, stderr)
+	b, watchRoot, configChanged, err := o.newBuilder(setup, dir, s.Release(), g, report, stderr)
 	if err != nil {
 		return err
+	}
+	var w *watcher.Watcher
+	if !o.once {
+		w, err = watcher.New(watchRoot, watcher.Options{Quiet: o.debounce, Ignore: []string{relIgnore(watchRoot, setup.stateDir)}})
+		if err != nil {
+			return err
+		}
+		defer w.Close()
 	}
 	err = loop.Run(ctx, loop.Config{
 		Dir:           watchRoot,
-		Ignore:        []string{relIgnore(watchRoot, setup.stateDir)},
-		Quiet:         o.debounce,
+		Watch:         w,
 		Builder:       b,
 		Guest:         g,
 		Params:        strings.Fields(o.params),
@@ -174,7 +183,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		StateDir:      setup.stateDir,
 		ConfigChanged: configChanged,
 	})
-	if g.VM != nil && !o.once {
+	if g.Managed() && !o.once {
 		report.Report(loop.Event{Type: "notice", Time: time.Now(),
 			Message: "the VM keeps running for the next run; `kwatch vm down` stops it"})
 	}
@@ -247,8 +256,8 @@ func (o *options) setup(dir string) (setupInfo, error) {
 }
 
 // guest wires the machine: a VM kwatch manages or an existing SSH host.
-func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, log io.Writer) (*loop.Guest, error) {
-	g := &loop.Guest{Report: report, BootTimeout: o.bootTimeout}
+func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, log io.Writer) (*machine.Machine, error) {
+	g := machine.Config{Report: report, BootTimeout: o.bootTimeout}
 	notify := func(msg string) { report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg}) }
 	switch s.vm {
 	case "ssh":
@@ -283,7 +292,7 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 			g.BootTimeout = 10 * time.Minute
 		}
 	}
-	return g, nil
+	return machine.Start(ctx, g), nil
 }
 
 func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {

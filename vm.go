@@ -52,7 +52,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer g.Close()
-		_, _, err = g.Connect(ctx)
+		_, err = g.Session(ctx)
 		return err
 	case "down":
 		st, ok, err := vm.ReadState(s.stateDir)

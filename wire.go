@@ -16,6 +16,7 @@ import (
 	"kwatch/guest"
 	"kwatch/guest/vm"
 	"kwatch/loop"
+	"kwatch/machine"
 	"kwatch/nix"
 )
 
@@ -50,7 +51,7 @@ func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(strin
 
 // newBuilder picks how the module is built and what is watched: the module
 // dir for Kbuild, the whole flake for nix (so .nix edits are seen too).
-func (o *options) newBuilder(s setupInfo, dir, release string, g *loop.Guest, log io.Writer) (builder.Builder, string, func(context.Context) error, error) {
+func (o *options) newBuilder(s setupInfo, dir, release string, g *machine.Machine, report loop.Reporter, log io.Writer) (builder.Builder, string, func(context.Context) error, error) {
 	kind := o.builder
 	if kind == "" {
 		kind = "kbuild"
@@ -101,20 +102,12 @@ func (o *options) newBuilder(s setupInfo, dir, release string, g *loop.Guest, lo
 			if s.vm != "nix" {
 				return nil
 			}
-			notify := func(msg string) { g.Report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg}) }
+			notify := func(msg string) { report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg}) }
 			out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
 			if err != nil {
 				return err
 			}
-			g.Reboot(func(v *vm.VM) bool {
-				if v.Ident == out {
-					return false
-				}
-				notify("the VM's configuration changed: restarting it")
-				v.Ident, v.Launch = out, nix.VMLauncher(out, s.stateDir, "")
-				return true
-			})
-			return nil
+			return g.Relaunch(ctx, out, nix.VMLauncher(out, s.stateDir, ""))
 		}
 		return b, s.flakeRoot, changed, nil
 	}

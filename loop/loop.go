@@ -17,7 +17,6 @@ import (
 
 	"kwatch/builder"
 	"kwatch/crash"
-	"kwatch/guest/vm"
 	"kwatch/watcher"
 )
 
@@ -29,12 +28,10 @@ const RemoteDir = "/tmp/kwatch"
 
 // Config is everything one kwatch run needs.
 type Config struct {
-	Dir      string // the watched root
-	Ignore   []string
-	Quiet    time.Duration
-	MaxWait  time.Duration
+	Dir      string  // the watched root
+	Watch    Watcher // the source changes; nil with Once
 	Builder  builder.Builder
-	Guest    *Guest
+	Guest    Guest
 	Params   []string
 	Run      []string
 	Once     bool
@@ -79,39 +76,33 @@ type buildDone struct {
 // one cycle (nil on success, ErrFailed on failure).
 func Run(ctx context.Context, cfg Config) error {
 	l := &loop{cfg: cfg, report: cfg.Report}
-	l.crashes = newCrashWatch(cfg.Report, cfg.Guest.BootID)
-	l.kmsg = newKmsgStream(cfg.Guest, cfg.Report, l.crashes)
+	g := cfg.Guest
+	l.crashes = newCrashWatch(cfg.Report, g.BootID)
+	l.kmsg = newKmsgStream(g, cfg.Report, l.crashes)
 	kctx, stopKmsg := context.WithCancel(ctx)
 	var kwg sync.WaitGroup
-	if v := cfg.Guest.VM; v != nil {
-		if st, ok, _ := vm.ReadState(v.StateDir); ok {
-			cfg.Guest.beforeBoot = l.crashes.drainConsole
-			kwg.Add(1)
-			go func() { defer kwg.Done(); l.crashes.tailConsole(kctx, st.ConsoleLog) }()
-		}
+	if console := g.ConsoleLog(); console != "" {
+		g.BeforeBoot(l.crashes.drainConsole)
+		kwg.Add(1)
+		go func() { defer kwg.Done(); l.crashes.tailConsole(kctx, console) }()
 	}
 	kwg.Add(1)
 	go func() { defer kwg.Done(); l.kmsg.run(kctx) }()
 	defer func() {
 		stopKmsg()
 		kwg.Wait()
-		cfg.Guest.beforeBoot = nil
+		g.BeforeBoot(nil)
 	}()
 
 	if cfg.Once {
 		return l.once(ctx)
 	}
-	w, err := watcher.New(cfg.Dir, watcher.Options{Quiet: cfg.Quiet, MaxWait: cfg.MaxWait, Ignore: cfg.Ignore})
-	if err != nil {
-		return err
-	}
-	defer w.Close()
 	go func() {
-		for err := range w.Errors() {
+		for err := range cfg.Watch.Errors() {
 			l.notice(err.Error())
 		}
 	}()
-	return l.watch(ctx, w)
+	return l.watch(ctx, cfg.Watch)
 }
 
 func (l *loop) once(ctx context.Context) error {
@@ -131,7 +122,7 @@ func (l *loop) once(ctx context.Context) error {
 	return l.deploy(ctx, res, took, start)
 }
 
-func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
+func (l *loop) watch(ctx context.Context, w Watcher) error {
 	var (
 		done        = make(chan buildDone, 1)
 		cancelBuild context.CancelFunc
@@ -261,10 +252,11 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		return ErrFailed
 	}
 
-	c, release, err := l.ready(ctx)
+	s, err := l.ready(ctx)
 	if err != nil {
 		return fail(err.Error(), "")
 	}
+	release := s.Release()
 	// Check vermagic before touching the guest: a mismatch would only fail in
 	// insmod after the old module was already removed.
 	if vm := b.info.Vermagic; vm != "" && !strings.HasPrefix(vm, release+" ") && vm != release {
@@ -277,14 +269,14 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	defer cancel()
 	t := time.Now()
 	remote := RemoteDir + "/" + path.Base(b.res.KO)
-	if _, err := c.Upload(sctx, b.res.KO, remote); err != nil {
+	if _, err := s.Upload(sctx, b.res.KO, remote); err != nil {
 		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}
 	uploadTook := time.Since(t)
 
 	t = time.Now()
 	mark := l.kmsg.mark()
-	r, err := c.Reload(sctx, name, remote, l.cfg.Params)
+	r, err := s.Reload(sctx, name, remote, l.cfg.Params)
 	reloadTook := time.Since(t)
 	if err != nil {
 		if l.vmDied(ctx) {
@@ -297,10 +289,15 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		return fail(fmt.Sprintf("reloading: %v", err), "")
 	}
 	if r.UnloadErr != "" {
-		use, holders, held, stuck := l.whoHolds(ctx, c, name)
+		use, holders, held, stuck := l.whoHolds(ctx, s, name)
 		switch {
 		case stuck:
 			l.crashes.markDirty(use)
+			if !l.cfg.Guest.Managed() {
+				// Nothing but a reboot frees it, and kwatch cannot reboot a
+				// machine it does not own: retrying would fail forever.
+				return fail(use, "reboot the guest (kwatch does not manage it, so it cannot restart it), then save again")
+			}
 			if !l.cfg.Once {
 				l.held = &b
 			}
@@ -316,29 +313,33 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		return fail(use, "close what holds it: kwatch loads the new build as soon as it is free", holders...)
 	}
 	if r.LoadErr != "" {
-		l.kmsg.sync(ctx, c, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
+		l.kmsg.sync(ctx, s, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
 		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
 		msg := "insmod: " + cause
-		if _, _, _, stuck := l.whoHolds(ctx, c, name); stuck {
+		if _, _, _, stuck := l.whoHolds(ctx, s, name); stuck {
 			l.crashes.markDirty(name + " is stuck after its init failed")
-			msg += "; the module is stuck, so the VM is restarted before the next load"
-		} else if l.goodKO != "" && l.loadGood(ctx, c) == "" {
+			if l.cfg.Guest.Managed() {
+				msg += "; the module is stuck, so the VM is restarted before the next load"
+			} else {
+				msg += "; the module is stuck until the guest is rebooted (kwatch does not manage it)"
+			}
+		} else if l.goodKO != "" && l.loadGood(ctx, s) == "" {
 			l.goodAt = time.Now()
 			msg += " (the previous build was loaded again)"
 		}
 		return fail(msg, hint)
 	}
-	l.keepGood(b, name)
+	l.keepGood(b, name, s.BootID())
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
-	l.kmsg.sync(ctx, c, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
+	l.kmsg.sync(ctx, s, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
 	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO),
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 
 	failed := false
 	for _, cmd := range l.cfg.Run {
-		stdout, stderr, exit, err := c.Run(ctx, cmd)
+		stdout, stderr, exit, err := s.Run(ctx, cmd)
 		if err != nil {
 			l.error(fmt.Errorf("running %q in the guest: %w", cmd, err))
 			failed = true
@@ -356,8 +357,8 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 
 // keepGood copies a module that loaded cleanly into the state dir: the build
 // dir is overwritten by the next build, and a restarted guest gets this one.
-func (l *loop) keepGood(b loadJob, name string) {
-	l.goodName, l.goodBoot, l.goodAt = name, l.cfg.Guest.BootID(), time.Now()
+func (l *loop) keepGood(b loadJob, name, boot string) {
+	l.goodName, l.goodBoot, l.goodAt = name, boot, time.Now()
 	if l.cfg.StateDir == "" {
 		return
 	}
