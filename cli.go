@@ -19,8 +19,8 @@ import (
 	"kwatch/guest/vm"
 	"kwatch/loop"
 	"kwatch/machine"
-	"kwatch/watcher"
 	"kwatch/nix"
+	"kwatch/watcher"
 )
 
 // options holds every flag; the VM flags are shared by `kwatch` and `kwatch vm`.
