@@ -4,6 +4,7 @@
 package loop
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,8 @@ type Config struct {
 	// ConfigChanged is called before a rebuild when a batch touches a .nix file
 	// or flake.lock (the nix dev env and the VM may need rebuilding). May be nil.
 	ConfigChanged func(ctx context.Context) error
+
+	tickEvery time.Duration // how often the guest is looked after; tests shorten it
 }
 
 type loop struct {
@@ -129,7 +132,7 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 		building    bool
 		pending     = true // build once at start
 		configDirty bool
-		tick        = time.NewTicker(tickEvery)
+		tick        = time.NewTicker(cmp.Or(l.cfg.tickEvery, tickEvery))
 	)
 	defer tick.Stop()
 	for {
