@@ -47,10 +47,9 @@ type Machine struct {
 	beforeBoot func()
 
 	// Owned by the goroutine in run.
-	cfg         Config
-	session     *session
-	probed      time.Time // the last check of the SSH server
-	silentSince time.Time // when it stopped answering; zero while it answers
+	cfg     Config
+	session *session
+	silence silence
 }
 
 // request asks the owner for a session; restart first stops a managed VM,
@@ -223,26 +222,38 @@ func (m *Machine) check(ctx context.Context) {
 
 // probe restarts a running managed VM whose SSH server stopped answering.
 func (m *Machine) probe(ctx context.Context) {
-	if time.Since(m.probed) < probeEvery {
+	if !m.silence.dead(time.Now(), m.cfg.VM.Answering) {
 		return
 	}
-	m.probed = time.Now()
-	if m.cfg.VM.Answering() {
-		m.silentSince = time.Time{}
-		return
-	}
-	if m.silentSince.IsZero() {
-		m.silentSince = time.Now()
-		return
-	}
-	if time.Since(m.silentSince) < sshDeadAfter {
-		return
-	}
-	m.silentSince = time.Time{}
 	m.notice(fmt.Sprintf("the VM runs but its SSH server has not answered for %s: restarting the VM", sshDeadAfter))
 	if _, err := m.handle(ctx, request{restart: true}); err != nil && ctx.Err() == nil {
 		m.error(err)
 	}
+}
+
+// silence follows a running VM's SSH server from probe to probe.
+type silence struct {
+	probed time.Time // the last probe
+	since  time.Time // when the server stopped answering; zero while it answers
+}
+
+// dead probes the server with answering when a probe is due at now, and
+// reports whether it has been silent for sshDeadAfter (then the count starts over).
+func (s *silence) dead(now time.Time, answering func() bool) bool {
+	if now.Sub(s.probed) < probeEvery {
+		return false
+	}
+	s.probed = now
+	switch {
+	case answering():
+		s.since = time.Time{}
+	case s.since.IsZero():
+		s.since = now
+	case now.Sub(s.since) >= sshDeadAfter:
+		s.since = time.Time{}
+		return true
+	}
+	return false
 }
 
 // connect returns the session, booting a managed VM that does not run and
@@ -293,7 +304,7 @@ func (m *Machine) connect(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	m.session = &session{Client: c, release: release, bootID: bootID}
-	m.silentSince = time.Time{}
+	m.silence.since = time.Time{} // a new boot gets a fresh count
 	m.mu.Lock()
 	m.bootID = bootID
 	m.mu.Unlock()
