@@ -2,52 +2,16 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"kwatch/builder"
-	"kwatch/guest"
-	"kwatch/guest/vm"
 	"kwatch/loop"
 	"kwatch/machine"
 	"kwatch/nix"
 )
-
-// nixVM builds the flake's VM (this can take long the first time; nix shows
-// its progress) and returns the VM that runs it.
-func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*vm.VM, error) {
-	out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
-	if err != nil {
-		return nil, err
-	}
-	return &vm.VM{
-		StateDir: s.stateDir,
-		Backend:  "nix",
-		Ident:    out,
-		Accel:    o.accel,
-		Notify:   notify,
-		Launch:   nix.VMLauncher(out, s.stateDir, ""),
-	}, nil
-}
-
-func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(string), log io.Writer) (string, error) {
-	notify("building the VM (" + attr + ")")
-	outs, err := nix.Build(ctx, s.flakeRoot+"#"+attr, filepath.Join(s.stateDir, "vm-result"), log)
-	if err != nil {
-		return "", fmt.Errorf("building the VM: %w", err)
-	}
-	if len(outs) == 0 {
-		return "", fmt.Errorf("building the VM: nix build returned no output path")
-	}
-	return outs[0], nil
-}
 
 // newBuilder picks how the module is built and what is watched: the module
 // dir for Kbuild, the whole flake for nix (so .nix edits are seen too).
@@ -125,46 +89,4 @@ func moduleSrc(dir string) (string, error) {
 		}
 	}
 	return "", usagef("point kwatch at the directory holding the module's Makefile or Kbuild", "no Makefile or Kbuild in %s", dir)
-}
-
-// sshTarget parses --ssh [user@]host[:port] and --identity.
-func sshTarget(target, identity, stateDir string) (guest.SSHConfig, error) {
-	cfg := guest.SSHConfig{User: "root", KnownHosts: filepath.Join(stateDir, "known_hosts")}
-	host := target
-	if i := strings.LastIndex(host, "@"); i >= 0 {
-		cfg.User, host = host[:i], host[i+1:]
-	}
-	port := "22"
-	if i := strings.LastIndex(host, ":"); i >= 0 && !strings.Contains(host[i+1:], "]") {
-		host, port = host[:i], host[i+1:]
-		if _, err := strconv.Atoi(port); err != nil {
-			return cfg, usagef("use --ssh [user@]host[:port]", "bad port in --ssh %q", target)
-		}
-	}
-	if host == "" {
-		return cfg, usagef("use --ssh [user@]host[:port]", "no host in --ssh %q", target)
-	}
-	cfg.Addr = host + ":" + port
-	if identity == "" {
-		home, _ := os.UserHomeDir()
-		for _, name := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
-			if p := filepath.Join(home, ".ssh", name); fileExists(p) {
-				identity = p
-				break
-			}
-		}
-	}
-	if identity != "" {
-		signer, err := guest.LoadKey(identity)
-		if err != nil {
-			return cfg, usagef("pass --identity with an unencrypted private key", "%v", err)
-		}
-		cfg.Signers = []ssh.Signer{signer}
-	}
-	return cfg, nil
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"kwatch/loop"
+	"kwatch/watcher"
+)
+
+const watchUsage = `usage: kwatch [flags] [DIR]        watch DIR (the module source), build, load, stream the kernel log
+       kwatch vm up|down|status [flags]
+       kwatch vm ssh [flags] -- CMD
+       kwatch init [--force] [DIR]
+flags:
+`
+
+func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := newFlagSet("kwatch", stderr, watchUsage)
+	o.watchFlags(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	if len(pos) > 1 {
+		return usagef("kwatch watches one module directory", "too many arguments: %s", strings.Join(pos, " "))
+	}
+	dir := "."
+	if len(pos) == 1 {
+		dir = pos[0]
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return usagef("pass the directory holding the module's Makefile/Kbuild", "%s is not a directory", dir)
+	}
+	if o.debounce <= 0 {
+		return usagef("use something like --debounce 75ms", "--debounce must be positive")
+	}
+	setup, err := o.setup(dir)
+	if err != nil {
+		return err
+	}
+
+	var (
+		report   loop.Reporter
+		buildLog io.Writer
+	)
+	if o.json {
+		report, buildLog = loop.NewJSON(stdout), stderr
+	} else {
+		h := loop.NewHuman(stdout)
+		report, buildLog = h, h.BuildLog()
+	}
+	g, err := o.guest(ctx, setup, report, stderr)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	// Connect first: the default --kdir comes from the guest's kernel release.
+	s, err := g.Session(ctx)
+	if err != nil {
+		return err
+	}
+	b, watchRoot, configChanged, err := o.newBuilder(setup, dir, s.Release(), g, report, stderr)
+	if err != nil {
+		return err
+	}
+	var w *watcher.Watcher
+	if !o.once {
+		w, err = watcher.New(watchRoot, watcher.Options{Quiet: o.debounce, Ignore: []string{relIgnore(watchRoot, setup.stateDir)}})
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+	}
+	err = loop.Run(ctx, loop.Config{
+		Dir:           watchRoot,
+		Watch:         w,
+		Builder:       b,
+		Guest:         g,
+		Params:        strings.Fields(o.params),
+		Run:           o.run,
+		Once:          o.once,
+		Report:        report,
+		BuildLog:      buildLog,
+		StateDir:      setup.stateDir,
+		ConfigChanged: configChanged,
+	})
+	if g.Managed() && !o.once {
+		report.Report(loop.Event{Type: "notice", Time: time.Now(),
+			Message: "the VM keeps running for the next run; `kwatch vm down` stops it"})
+	}
+	return err
+}
+
+// relIgnore turns the state dir into an ignore pattern when it lies inside the watched tree.
+func relIgnore(root, stateDir string) string {
+	rel, err := filepath.Rel(root, stateDir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return ""
+	}
+	return "/" + filepath.ToSlash(rel) + "/"
+}
