@@ -1,21 +1,27 @@
 package main
 
 import (
-	"context"
-	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"kwatch/builder"
-	"kwatch/loop"
-	"kwatch/machine"
 	"kwatch/nix"
 )
 
-// newBuilder picks how the module is built and what is watched: the module
-// dir for Kbuild, the whole flake for nix (so .nix edits are seen too).
-func (o *options) newBuilder(s setupInfo, dir, release string, g *machine.Machine, report loop.Reporter, log io.Writer) (builder.Builder, string, func(context.Context) error, error) {
+// build is how the module is built and what is watched: the module dir for
+// Kbuild, the whole flake for nix (so .nix edits are seen too).
+type build struct {
+	builder    builder.Builder // nil until kbuild gives it the kernel build dir
+	root       string          // the watched tree
+	src        string          // the module's Kbuild/Makefile dir
+	nix        bool            // .nix edits may change the build and the VM
+	invalidate func()          // forgets cached build state after such an edit; may be nil
+}
+
+// newBuild checks the build flags and makes the builder, before any guest
+// runs: bad input must not cost a VM boot. Only a Kbuild builder without
+// --kdir waits for the guest's kernel release (see kbuild).
+func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 	kind := o.builder
 	if kind == "" {
 		kind = "kbuild"
@@ -27,55 +33,44 @@ func (o *options) newBuilder(s setupInfo, dir, release string, g *machine.Machin
 	case "kbuild":
 		src, err := moduleSrc(dir)
 		if err != nil {
-			return nil, "", nil, err
+			return nil, err
 		}
-		kdir := o.kdir
-		if kdir == "" {
-			kdir = filepath.Join("/lib/modules", release, "build")
+		b := &build{root: src, src: src}
+		if o.kdir != "" {
+			return b, b.kbuild(o.kdir, o.rustc)
 		}
-		mk, err := builder.Kbuild(src, builder.KbuildOptions{KDir: kdir, RustC: o.rustc})
-		if err != nil {
-			return nil, "", nil, usagef("", "%v", err)
-		}
-		return mk, src, nil, nil
+		return b, nil
 	case "nix":
 		if s.flakeRoot == "" {
-			return nil, "", nil, usagef("run `kwatch init` or use --builder kbuild", "--builder nix needs a flake.nix at or above %s", dir)
+			return nil, usagef("run `kwatch init` or use --builder kbuild", "--builder nix needs a flake.nix at or above %s", dir)
 		}
-		var (
-			b   builder.Builder
-			inc *nix.Incremental
-		)
+		b := &build{root: s.flakeRoot, nix: true}
 		switch o.nixMode {
 		case "derivation":
-			b = &nix.Derivation{Flake: s.flakeRoot, Attr: o.moduleAttr, OutLink: filepath.Join(s.stateDir, "module-result")}
+			b.builder = &nix.Derivation{Flake: s.flakeRoot, Attr: o.moduleAttr, OutLink: filepath.Join(s.stateDir, "module-result")}
 		case "incremental":
 			src, err := moduleSrc(dir)
 			if err != nil {
-				return nil, "", nil, err
+				return nil, err
 			}
-			inc = &nix.Incremental{Flake: s.flakeRoot, Attr: o.moduleAttr, Src: src, BuildDir: filepath.Join(s.stateDir, "build")}
-			b = inc
+			inc := &nix.Incremental{Flake: s.flakeRoot, Attr: o.moduleAttr, Src: src, BuildDir: filepath.Join(s.stateDir, "build")}
+			b.builder, b.src, b.invalidate = inc, src, inc.Invalidate
 		default:
-			return nil, "", nil, usagef("use --nix-mode incremental or derivation", "unknown --nix-mode %q", o.nixMode)
+			return nil, usagef("use --nix-mode incremental or derivation", "unknown --nix-mode %q", o.nixMode)
 		}
-		changed := func(ctx context.Context) error {
-			if inc != nil {
-				inc.Invalidate()
-			}
-			if s.vm != "nix" {
-				return nil
-			}
-			notify := func(msg string) { report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg}) }
-			out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
-			if err != nil {
-				return err
-			}
-			return g.Relaunch(ctx, out, nix.VMLauncher(out, s.stateDir, ""))
-		}
-		return b, s.flakeRoot, changed, nil
+		return b, nil
 	}
-	return nil, "", nil, usagef("use --builder kbuild or nix", "unknown --builder %q", kind)
+	return nil, usagef("use --builder kbuild or nix", "unknown --builder %q", kind)
+}
+
+// kbuild makes the Kbuild builder against the kernel build dir kdir.
+func (b *build) kbuild(kdir, rustc string) error {
+	mk, err := builder.Kbuild(b.src, builder.KbuildOptions{KDir: kdir, RustC: rustc})
+	if err != nil {
+		return usagef("", "%v", err)
+	}
+	b.builder = mk
+	return nil
 }
 
 // moduleSrc finds the module's Kbuild/Makefile: DIR itself, or DIR/src in a

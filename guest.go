@@ -25,7 +25,7 @@ import (
 // guest wires the machine: a VM kwatch manages or an existing SSH host.
 func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, log io.Writer) (*machine.Machine, error) {
 	g := machine.Config{Report: report, BootTimeout: o.bootTimeout}
-	notify := func(msg string) { report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg}) }
+	notify := func(msg string) { loop.Notice(report, msg) }
 	switch s.vm {
 	case "ssh":
 		cfg, err := sshTarget(o.ssh, o.identity, s.stateDir)
@@ -132,6 +132,16 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 		Notify:   notify,
 		Launch:   nix.VMLauncher(out, s.stateDir, ""),
 	}, nil
+}
+
+// relaunchNixVM rebuilds the flake's VM after a .nix edit; the machine boots
+// it anew when it changed.
+func (o *options) relaunchNixVM(ctx context.Context, s setupInfo, g *machine.Machine, report loop.Reporter, log io.Writer) error {
+	out, err := buildNixVM(ctx, s, o.nixVMAttr, func(msg string) { loop.Notice(report, msg) }, log)
+	if err != nil {
+		return err
+	}
+	return g.Relaunch(ctx, out, nix.VMLauncher(out, s.stateDir, ""))
 }
 
 func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(string), log io.Writer) (string, error) {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"kwatch/loop"
 	"kwatch/watcher"
@@ -48,6 +47,10 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	b, err := o.newBuild(setup, dir)
+	if err != nil {
+		return err
+	}
 
 	var (
 		report   loop.Reporter
@@ -69,22 +72,35 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	b, watchRoot, configChanged, err := o.newBuilder(setup, dir, s.Release(), g, report, stderr)
-	if err != nil {
-		return err
+	if b.builder == nil {
+		if err := b.kbuild(filepath.Join("/lib/modules", s.Release(), "build"), o.rustc); err != nil {
+			return err
+		}
+	}
+	var configChanged func(context.Context) error
+	if b.nix {
+		configChanged = func(ctx context.Context) error {
+			if b.invalidate != nil {
+				b.invalidate()
+			}
+			if setup.vm != "nix" {
+				return nil
+			}
+			return o.relaunchNixVM(ctx, setup, g, report, stderr)
+		}
 	}
 	var w *watcher.Watcher
 	if !o.once {
-		w, err = watcher.New(watchRoot, watcher.Options{Quiet: o.debounce, Ignore: []string{relIgnore(watchRoot, setup.stateDir)}})
+		w, err = watcher.New(b.root, watcher.Options{Quiet: o.debounce, Ignore: []string{relIgnore(b.root, setup.stateDir)}})
 		if err != nil {
 			return err
 		}
 		defer w.Close()
 	}
 	err = loop.Run(ctx, loop.Config{
-		Dir:           watchRoot,
+		Dir:           b.root,
 		Watch:         w,
-		Builder:       b,
+		Builder:       b.builder,
 		Guest:         g,
 		Params:        strings.Fields(o.params),
 		Run:           o.run,
@@ -95,8 +111,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ConfigChanged: configChanged,
 	})
 	if g.Managed() && !o.once {
-		report.Report(loop.Event{Type: "notice", Time: time.Now(),
-			Message: "the VM keeps running for the next run; `kwatch vm down` stops it"})
+		loop.Notice(report, "the VM keeps running for the next run; `kwatch vm down` stops it")
 	}
 	return err
 }

@@ -104,7 +104,7 @@ func (w *crashWatch) emit(reports []crash.Report) {
 		if dup {
 			continue
 		}
-		e := Event{Type: "crash", Time: time.Now(), Severity: r.Severity.String(), Title: r.Title,
+		e := Event{Type: EventCrash, Time: time.Now(), Severity: r.Severity.String(), Title: r.Title,
 			Lines: r.Lines, Module: r.Module, Function: r.Function}
 		if module != "" {
 			in := r.InModule(module)

@@ -389,7 +389,7 @@ func (e *recorder) Report(ev Event) {
 }
 
 // of returns the events of kind typ so far.
-func (e *recorder) of(typ string) []Event {
+func (e *recorder) of(typ Kind) []Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []Event
@@ -402,7 +402,7 @@ func (e *recorder) of(typ string) []Event {
 }
 
 // wait returns the n-th (from 1) event of kind typ, waiting for it.
-func (e *recorder) wait(t *testing.T, typ string, n int) Event {
+func (e *recorder) wait(t *testing.T, typ Kind, n int) Event {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {

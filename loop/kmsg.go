@@ -68,7 +68,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 				k.crashes.kmsgLine(r.Message)
 				rec := r
 				level := r.Level
-				k.report.Report(Event{Type: "kmsg", Time: time.Now(), Seq: r.Seq, Level: &level,
+				k.report.Report(Event{Type: EventKernelLog, Time: time.Now(), Seq: r.Seq, Level: &level,
 					KTime: r.Time.Seconds(), Message: r.Message, record: &rec})
 			}
 		})

@@ -212,12 +212,12 @@ func touchesConfig(b watcher.Batch) bool {
 
 func (l *loop) build(ctx context.Context) (builder.Result, error) {
 	l.cycle++
-	l.report.Report(Event{Type: "build_start", Time: time.Now(), Message: l.cfg.Dir})
+	l.report.Report(Event{Type: EventBuildStart, Time: time.Now(), Message: l.cfg.Dir})
 	return l.cfg.Builder.Build(ctx, l.cfg.BuildLog)
 }
 
 func (l *loop) buildFailed(err error, took time.Duration) {
-	e := Event{Type: "build_failed", Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error()}
+	e := Event{Type: EventBuildFailed, Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error()}
 	var be *builder.Error
 	if errors.As(err, &be) {
 		e.Diagnostics, e.Hint = be.Diagnostics, be.Hint
@@ -243,7 +243,7 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 		return ErrFailed
 	}
 	l.crashes.setModule(info.Name)
-	l.report.Report(Event{Type: "build_ok", Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds()})
+	l.report.Report(Event{Type: EventBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds()})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
 }
 
@@ -251,7 +251,7 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 func (l *loop) load(ctx context.Context, b loadJob) error {
 	name := b.info.Name
 	fail := func(msg, hint string, holders ...string) error {
-		l.report.Report(Event{Type: "load_failed", Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
+		l.report.Report(Event{Type: EventLoadFailed, Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
 		return ErrFailed
 	}
 
@@ -336,7 +336,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
 	l.kmsg.sync(ctx, s, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
-	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO),
+	l.report.Report(Event{Type: EventLoaded, Time: time.Now(), Module: path.Base(b.res.KO),
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(),
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 
@@ -348,7 +348,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 			failed = true
 			continue
 		}
-		l.report.Report(Event{Type: "run_output", Time: time.Now(), Command: cmd,
+		l.report.Report(Event{Type: EventRunOutput, Time: time.Now(), Command: cmd,
 			Output: string(stdout) + string(stderr), Exit: &exit})
 		failed = failed || exit != 0
 	}
@@ -397,9 +397,9 @@ func firstLine(s string) string {
 }
 
 func (l *loop) notice(msg string) {
-	l.report.Report(Event{Type: "notice", Time: time.Now(), Message: msg})
+	Notice(l.report, msg)
 }
 
 func (l *loop) error(err error) {
-	l.report.Report(Event{Type: "error", Time: time.Now(), Message: err.Error()})
+	l.report.Report(Event{Type: EventError, Time: time.Now(), Message: err.Error()})
 }

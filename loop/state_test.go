@@ -73,7 +73,7 @@ func TestOnceLoads(t *testing.T) {
 	if e.Module != "hello.ko" {
 		t.Errorf("loaded event names %q, want hello.ko", e.Module)
 	}
-	for _, typ := range []string{"build_start", "build_ok"} {
+	for _, typ := range []Kind{"build_start", "build_ok"} {
 		if len(r.events.of(typ)) != 1 {
 			t.Errorf("want one %s event:%s", typ, r.events)
 		}

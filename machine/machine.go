@@ -308,7 +308,7 @@ func (m *Machine) connect(ctx context.Context) (*session, error) {
 	m.mu.Lock()
 	m.bootID = bootID
 	m.mu.Unlock()
-	g.Report.Report(loop.Event{Type: "vm_ready", Time: time.Now(), Addr: g.SSH.Addr,
+	g.Report.Report(loop.Event{Type: loop.EventVMReady, Time: time.Now(), Addr: g.SSH.Addr,
 		Message: fmt.Sprintf("guest %s ready (ssh %s)", release, g.SSH.Addr)})
 	return m.session, nil
 }
@@ -322,11 +322,11 @@ func (m *Machine) drop() {
 }
 
 func (m *Machine) notice(msg string) {
-	m.cfg.Report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg})
+	loop.Notice(m.cfg.Report, msg)
 }
 
 func (m *Machine) error(err error) {
-	m.cfg.Report.Report(loop.Event{Type: "error", Time: time.Now(), Message: err.Error()})
+	m.cfg.Report.Report(loop.Event{Type: loop.EventError, Time: time.Now(), Message: err.Error()})
 }
 
 // session is a connection to one boot of the guest: loop.Session on top of
