@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"kwatch/buildfiles"
 	"kwatch/proc"
 )
 
@@ -41,7 +42,7 @@ type stamp struct {
 func sourceStamps(dir string) map[string]stamp {
 	stamps := map[string]stamp{}
 	walkFiles(dir, func(path string, fi fs.FileInfo) {
-		if isSource(path) {
+		if buildfiles.IsInput(filepath.Base(path)) {
 			stamps[path] = stamp{fi.ModTime(), fi.Size()}
 		}
 	})
@@ -60,21 +61,6 @@ func removeOutputsSince(dir string, t time.Time) error {
 		}
 	})
 	return errors.Join(errs...)
-}
-
-func isSource(path string) bool {
-	if strings.HasSuffix(path, ".mod.c") { // written by Kbuild's modpost
-		return false
-	}
-	switch filepath.Ext(path) {
-	case ".c", ".h", ".S", ".rs":
-		return true
-	}
-	switch filepath.Base(path) {
-	case "Makefile", "Kbuild", "Kconfig":
-		return true
-	}
-	return false
 }
 
 // walkFiles calls fn for each regular file under dir, skipping dot-directories.
