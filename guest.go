@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -65,12 +64,9 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 	kernel := o.kernel
 	if kernel == "" {
-		imgs, _ := filepath.Glob("/boot/vmlinuz-*")
-		if len(imgs) == 0 {
+		if kernel = vm.NewestKernel(); kernel == "" {
 			return nil, usagef("install a kernel image (apt-get install linux-image-amd64) or pass --kernel PATH", "no kernel image found in /boot")
 		}
-		sort.Strings(imgs)
-		kernel = imgs[len(imgs)-1]
 	}
 	fi, err := os.Stat(kernel)
 	if err != nil {

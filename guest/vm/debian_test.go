@@ -2,7 +2,6 @@ package vm
 
 import (
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -12,12 +11,10 @@ import (
 var debianKernel, debianRelease, debianModules = installedKernel()
 
 func installedKernel() (image, release, modules string) {
-	imgs, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(imgs) == 0 {
+	image = NewestKernel()
+	if image == "" {
 		return "", "", ""
 	}
-	sort.Strings(imgs)
-	image = imgs[len(imgs)-1]
 	release = strings.TrimPrefix(filepath.Base(image), "vmlinuz-")
 	return image, release, filepath.Join("/lib/modules", release)
 }
