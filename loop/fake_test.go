@@ -404,39 +404,43 @@ func (e *recorder) of(typ Kind) []Event {
 // wait returns the n-th (from 1) event of kind typ, waiting for it.
 func (e *recorder) wait(t *testing.T, typ Kind, n int) Event {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		e.mu.Lock()
-		ch := e.new
-		e.mu.Unlock()
-		if evs := e.of(typ); len(evs) >= n {
-			return evs[n-1]
+	return e.waitFor(t, fmt.Sprintf("%d. %s event", n, typ), func() (Event, bool) {
+		evs := e.of(typ)
+		if len(evs) < n {
+			return Event{}, false
 		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("no %d. %s event; got %s", n, typ, e)
-		}
-	}
+		return evs[n-1], true
+	})
 }
 
 // notice waits for a notice containing text.
 func (e *recorder) notice(t *testing.T, text string) Event {
+	t.Helper()
+	return e.waitFor(t, fmt.Sprintf("notice %q", text), func() (Event, bool) {
+		for _, ev := range e.of(EventNotice) {
+			if strings.Contains(ev.Message, text) {
+				return ev, true
+			}
+		}
+		return Event{}, false
+	})
+}
+
+// waitFor waits until find finds its event (what describes it).
+func (e *recorder) waitFor(t *testing.T, what string, find func() (Event, bool)) Event {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {
 		e.mu.Lock()
 		ch := e.new
 		e.mu.Unlock()
-		for _, ev := range e.of("notice") {
-			if strings.Contains(ev.Message, text) {
-				return ev
-			}
+		if ev, ok := find(); ok {
+			return ev
 		}
 		select {
 		case <-ch:
 		case <-deadline:
-			t.Fatalf("no notice %q; got %s", text, e)
+			t.Fatalf("no %s; got %s", what, e)
 		}
 	}
 }
@@ -467,6 +471,8 @@ type rig struct {
 	done    chan error
 }
 
+// newRig makes a loop whose builds are steps; without steps, every build
+// makes module hello.
 func newRig(t *testing.T, managed bool, steps ...buildStep) *rig {
 	r := &rig{t: t, guest: newFakeGuest(managed), builder: &fakeBuilder{steps: steps},
 		watch: newFakeWatcher(), events: newEvents(), dir: t.TempDir()}
@@ -475,7 +481,21 @@ func newRig(t *testing.T, managed bool, steps ...buildStep) *rig {
 	r.builder.before = r.guest.waitAttached
 	r.cfg = Config{Dir: r.dir, Builder: r.builder, Guest: r.guest, Report: r.events,
 		BuildLog: io.Discard, StateDir: t.TempDir(), tickEvery: 10 * time.Millisecond}
+	if len(steps) == 0 {
+		r.builder.steps = []buildStep{r.ko("hello")}
+	}
 	return r
+}
+
+// alreadyLoaded boots the guest with module hello loaded before kwatch
+// starts; rmmod fails with msg while use says what holds it.
+func (r *rig) alreadyLoaded(msg string, use ModuleUse) {
+	r.guest.Session(context.Background())
+	r.guest.set(func(g *fakeGuest) {
+		g.boot.loaded["hello"] = "/old.ko"
+		g.reload = rmmodFails(msg)
+		g.use = use
+	})
 }
 
 // ko writes a module built for the fake guest's kernel.
@@ -489,6 +509,16 @@ func (r *rig) once() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return Run(ctx, r.cfg)
+}
+
+// onceFails runs the loop with --once, which must fail to load, and returns
+// the load_failed event.
+func (r *rig) onceFails() Event {
+	r.t.Helper()
+	if err := r.once(); !errors.Is(err, ErrFailed) {
+		r.t.Fatalf("Run --once = %v, want ErrFailed:%s", err, r.events)
+	}
+	return r.events.wait(r.t, EventLoadFailed, 1)
 }
 
 // start runs the loop in watch mode until the test ends.

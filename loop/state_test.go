@@ -98,12 +98,8 @@ func TestOnceBuildFails(t *testing.T) {
 func TestOnceLoadFails(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.guest.reload = insmodFails("hello", "insmod: ERROR: could not insert module hello.ko: Invalid parameters")
-	if err := r.once(); !errors.Is(err, ErrFailed) {
-		t.Fatalf("Run --once = %v, want ErrFailed", err)
-	}
-	if e := r.events.wait(t, "load_failed", 1); !strings.HasPrefix(e.Message, "insmod: ") {
+	if e := r.onceFails(); !strings.HasPrefix(e.Message, "insmod: ") {
 		t.Errorf("load_failed message %q, want it to start with insmod:", e.Message)
 	}
 	if len(r.events.of("loaded")) != 0 {
@@ -126,7 +122,6 @@ func TestOnceRunCommands(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t, true)
-			r.builder.steps = []buildStep{r.ko("hello")}
 			r.cfg.Run = []string{"cat /dev/hello"}
 			r.guest.runOutput["cat /dev/hello"] = tt.run
 			if err := r.once(); !errors.Is(err, tt.wantErr) {
@@ -200,12 +195,8 @@ func TestVermagic(t *testing.T) {
 func TestUploadFails(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.guest.uploadErr = errors.New("sftp: disk full")
-	if err := r.once(); !errors.Is(err, ErrFailed) {
-		t.Fatalf("Run --once = %v, want ErrFailed", err)
-	}
-	if e := r.events.wait(t, "load_failed", 1); !strings.Contains(e.Message, "uploading hello.ko: sftp: disk full") {
+	if e := r.onceFails(); !strings.Contains(e.Message, "uploading hello.ko: sftp: disk full") {
 		t.Errorf("load_failed message %q", e.Message)
 	}
 	if r.guest.reloadCount() != 0 {
@@ -231,7 +222,6 @@ func TestLastGoodKeptInStateDir(t *testing.T) {
 func TestWatchLoadsEverySave(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.watch.save(t, "hello.c")
@@ -282,7 +272,6 @@ func TestFailedLoadRestoresLastGood(t *testing.T) {
 func TestFailedLoadWithoutGoodBuild(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.guest.reload = insmodFails("hello", "insmod: ERROR: could not insert module: Operation not permitted")
 	r.start()
 	e := r.events.wait(t, "load_failed", 1)
@@ -298,15 +287,11 @@ func TestFailedLoadWithoutGoodBuild(t *testing.T) {
 func TestFailedLoadExplainedByKernelLog(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
 		b.logf("hello: Unknown symbol missing_fn (err -2)")
 		return ReloadResult{LoadErr: "insmod: ERROR: could not insert module hello.ko: Unknown symbol in module"}, nil
 	}
-	if err := r.once(); !errors.Is(err, ErrFailed) {
-		t.Fatalf("Run --once = %v, want ErrFailed", err)
-	}
-	if e := r.events.wait(t, "load_failed", 1); !strings.Contains(e.Message, "unknown symbol missing_fn") {
+	if e := r.onceFails(); !strings.Contains(e.Message, "unknown symbol missing_fn") {
 		t.Errorf("load_failed %q does not name the symbol from the kernel log", e.Message)
 	}
 }
@@ -347,17 +332,8 @@ func TestHeldModuleRetriedWhenFreed(t *testing.T) {
 func TestHeldModuleOnce(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
-	r.guest.Session(context.Background())
-	r.guest.set(func(g *fakeGuest) {
-		g.boot.loaded["hello"] = "/old.ko"
-		g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
-		g.use = ModuleUse{Refcnt: 2, InitState: "live", Holders: []string{"hello_user"}}
-	})
-	if err := r.once(); !errors.Is(err, ErrFailed) {
-		t.Fatalf("Run --once = %v, want ErrFailed", err)
-	}
-	e := r.events.wait(t, "load_failed", 1)
+	r.alreadyLoaded("rmmod: ERROR: Module hello is in use", ModuleUse{Refcnt: 2, InitState: "live", Holders: []string{"hello_user"}})
+	e := r.onceFails()
 	if e.Hint != "close what holds it and run again" || !slices.Equal(e.Holders, []string{"module hello_user uses it"}) {
 		t.Errorf("load_failed = %q %v", e.Hint, e.Holders)
 	}
@@ -367,13 +343,7 @@ func TestHeldModuleOnce(t *testing.T) {
 func TestUnloadRefusedNotHeld(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
-	r.guest.Session(context.Background())
-	r.guest.set(func(g *fakeGuest) {
-		g.boot.loaded["hello"] = "/old.ko"
-		g.reload = rmmodFails("rmmod: ERROR: could not remove module hello: Device or resource busy")
-		g.use = ModuleUse{Refcnt: 0, InitState: "live"}
-	})
+	r.alreadyLoaded("rmmod: ERROR: could not remove module hello: Device or resource busy", ModuleUse{Refcnt: 0, InitState: "live"})
 	r.start()
 	e := r.events.wait(t, "load_failed", 1)
 	if !strings.HasPrefix(e.Message, "rmmod: ") {
@@ -443,13 +413,7 @@ func TestStuckModuleRestartsManagedVM(t *testing.T) {
 func TestStuckModuleUnmanagedStopsRetrying(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, false)
-	r.builder.steps = []buildStep{r.ko("hello")}
-	r.guest.Session(context.Background())
-	r.guest.set(func(g *fakeGuest) {
-		g.boot.loaded["hello"] = "/old.ko"
-		g.reload = rmmodFails("rmmod: ERROR: Module hello is busy")
-		g.use = ModuleUse{Refcnt: 0, InitState: "coming"}
-	})
+	r.alreadyLoaded("rmmod: ERROR: Module hello is busy", ModuleUse{Refcnt: 0, InitState: "coming"})
 	r.start()
 	e := r.events.wait(t, "load_failed", 1)
 	if !strings.Contains(e.Hint, "reboot the guest") || strings.Contains(e.Hint, "kwatch restarts") {
@@ -468,13 +432,9 @@ func TestFailedInitStuckModule(t *testing.T) {
 	t.Parallel()
 	for _, managed := range []bool{true, false} {
 		r := newRig(t, managed)
-		r.builder.steps = []buildStep{r.ko("hello")}
 		r.guest.reload = insmodFails("hello", "insmod: ERROR: could not insert module hello.ko: Cannot allocate memory")
 		r.guest.use = ModuleUse{Refcnt: 0, InitState: "going"}
-		if err := r.once(); !errors.Is(err, ErrFailed) {
-			t.Fatalf("managed %v: Run --once = %v", managed, err)
-		}
-		e := r.events.wait(t, "load_failed", 1)
+		e := r.onceFails()
 		want := "the VM is restarted before the next load"
 		if !managed {
 			want = "until the guest is rebooted"
@@ -489,7 +449,6 @@ func TestFailedInitStuckModule(t *testing.T) {
 func TestTaintedGuestRestartedBeforeLoad(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.guest.set(func(g *fakeGuest) { g.taint = taintD })
@@ -505,7 +464,6 @@ func TestTaintedGuestRestartedBeforeLoad(t *testing.T) {
 func TestTaintedUnmanagedGuestWarnsOnce(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, false)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.guest.taint = taintD
 	r.start()
 	r.events.wait(t, "loaded", 1)
@@ -527,7 +485,6 @@ func TestSilentGuest(t *testing.T) {
 	t.Run("managed: restarted", func(t *testing.T) {
 		t.Parallel()
 		r := newRig(t, true)
-		r.builder.steps = []buildStep{r.ko("hello")}
 		r.guest.taintErr = errors.New("ssh: session timed out")
 		r.start()
 		r.events.notice(t, "restarting the VM before loading: it does not answer over SSH")
@@ -537,12 +494,8 @@ func TestSilentGuest(t *testing.T) {
 	t.Run("unmanaged: the load fails", func(t *testing.T) {
 		t.Parallel()
 		r := newRig(t, false)
-		r.builder.steps = []buildStep{r.ko("hello")}
 		r.guest.taintErr = errors.New("ssh: session timed out")
-		if err := r.once(); !errors.Is(err, ErrFailed) {
-			t.Fatalf("Run --once = %v", err)
-		}
-		if e := r.events.wait(t, "load_failed", 1); !strings.Contains(e.Message, "the guest does not answer") {
+		if e := r.onceFails(); !strings.Contains(e.Message, "the guest does not answer") {
 			t.Errorf("load_failed %q", e.Message)
 		}
 	})
@@ -552,7 +505,6 @@ func TestSilentGuest(t *testing.T) {
 func TestCrashReportRestartsBeforeNextLoad(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.guest.kernelLog(oops...)
@@ -598,7 +550,6 @@ func TestVMDiedMidReload(t *testing.T) {
 func TestCrashDuringFirstLoad(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
 		b.g.running = false
 		b.end()
@@ -620,7 +571,6 @@ func TestCrashDuringFirstLoad(t *testing.T) {
 func TestRestartedGuestGetsLastGood(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.guest.reboot()
@@ -634,7 +584,6 @@ func TestRestartedGuestGetsLastGood(t *testing.T) {
 func TestRestartedGuestNotGivenTheModuleThatCrashedIt(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.guest.kernelLog(oops...)
@@ -649,7 +598,6 @@ func TestRestartedGuestNotGivenTheModuleThatCrashedIt(t *testing.T) {
 func TestUnmanagedRebootLeftAlone(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, false)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.guest.reboot()
@@ -699,7 +647,6 @@ func TestSourcesChangedDuringBuild(t *testing.T) {
 func TestConfigChangedBeforeRebuild(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	calls := make(chan int, 10)
 	r.cfg.ConfigChanged = func(ctx context.Context) error {
 		calls <- r.builder.count()
@@ -719,7 +666,6 @@ func TestConfigChangedBeforeRebuild(t *testing.T) {
 func TestWatcherErrorsAreNotices(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.start()
 	r.watch.errors <- errors.New("the watch limit is reached")
 	r.events.notice(t, "the watch limit is reached")
@@ -743,7 +689,6 @@ func TestCancelDuringBuild(t *testing.T) {
 func TestKernelLogStreamed(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	r.guest.Session(context.Background())
 	r.guest.kernelLog("from before kwatch")
 	r.start()
@@ -774,7 +719,6 @@ func TestKernelLogStreamed(t *testing.T) {
 func TestLoadWaitsForKernelLog(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.builder.steps = []buildStep{r.ko("hello")}
 	if err := r.once(); err != nil {
 		t.Fatal(err)
 	}
