@@ -88,14 +88,6 @@ func (g *fakeGuest) bootLocked() {
 	g.boot.logf("Linux version %s (boot %d)", fakeRelease, g.boots)
 }
 
-// die ends the current boot the way a panic does: the VM process is gone.
-func (g *fakeGuest) die() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.running = false
-	g.boot.end()
-}
-
 // end ends the boot; the caller holds g.mu.
 func (b *fakeBoot) end() {
 	if !b.ended {

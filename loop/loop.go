@@ -62,10 +62,8 @@ type loop struct {
 	goodAt           time.Time // when it was last loaded
 	triedAt          time.Time // when a build was last loaded, or tried
 
-	held        *loadJob  // a build waiting for its old module to be freed
-	probed      time.Time // the last check of a managed VM's SSH server
-	silentSince time.Time // when that server stopped answering; zero while it answers
-	warnedBoot  string    // the unmanaged guest's boot already warned about
+	held       *loadJob // a build waiting for its old module to be freed
+	warnedBoot string   // the unmanaged guest's boot already warned about
 }
 
 type buildDone struct {
