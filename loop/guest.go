@@ -19,7 +19,9 @@ type Guest interface {
 	Restart(ctx context.Context) (Session, error)
 	// Managed reports whether kwatch owns the VM and so may restart it.
 	Managed() bool
-	// Running reports whether a managed VM's process runs; true when unmanaged.
+	// Running reports whether the managed VM's process of the current boot
+	// still runs (false once it died, even if it was booted again); true
+	// when unmanaged.
 	Running() bool
 	// BootID identifies the guest's current boot; it changes when the VM
 	// restarted. "" before the first connection.

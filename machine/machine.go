@@ -44,6 +44,7 @@ type Machine struct {
 	// What others may read while the owner works (a boot takes minutes).
 	mu         sync.Mutex
 	bootID     string
+	pid        int // the managed VM's process that bootID runs in
 	beforeBoot func()
 
 	// Owned by the goroutine in run.
@@ -128,13 +129,16 @@ func (m *Machine) ask(ctx context.Context, r request) (loop.Session, error) {
 // Managed reports whether kwatch owns the VM.
 func (m *Machine) Managed() bool { return m.cfg.VM != nil }
 
-// Running reports whether a managed VM's process runs; true when unmanaged.
+// Running reports whether the managed VM's process of the current boot runs;
+// true when unmanaged. A VM the owner already booted again does not count.
 func (m *Machine) Running() bool {
 	if m.cfg.VM == nil {
 		return true
 	}
-	_, running, _ := m.cfg.VM.Status()
-	return running
+	st, running, _ := m.cfg.VM.Status()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return running && st.PID == m.pid
 }
 
 // BootID identifies the guest's current boot; it changes when the VM restarted
@@ -276,12 +280,14 @@ func (m *Machine) connect(ctx context.Context) (*session, error) {
 		}
 		m.notice("the VM is gone; booting it again")
 	}
+	pid := 0
 	if g.VM != nil {
 		before, _, _ := g.VM.Status()
 		st, err := g.VM.Up(ctx, g.BootTimeout)
 		if err != nil {
 			return nil, err
 		}
+		pid = st.PID
 		g.SSH.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
 		// A NixOS VM booted afresh may come with a new host key (a new disk
 		// image); kwatch started it, so the old pin is no proof of anything.
@@ -306,7 +312,7 @@ func (m *Machine) connect(ctx context.Context) (*session, error) {
 	m.session = &session{Client: c, release: release, bootID: bootID}
 	m.silence.since = time.Time{} // a new boot gets a fresh count
 	m.mu.Lock()
-	m.bootID = bootID
+	m.bootID, m.pid = bootID, pid
 	m.mu.Unlock()
 	g.Report.Report(loop.Event{Type: loop.EventVMReady, Time: time.Now(), Addr: g.SSH.Addr,
 		Message: fmt.Sprintf("guest %s ready (ssh %s)", release, g.SSH.Addr)})
