@@ -40,7 +40,7 @@ type crashWatch struct {
 	lastAt    time.Time
 
 	// The console reader's place; guarded by consoleMu so drainConsole can run
-	// from Guest.Connect while the tailer goroutine polls.
+	// from the guest's owner (before it boots the VM again) while the tailer goroutine polls.
 	consoleMu sync.Mutex
 	console   string
 	off       int64
