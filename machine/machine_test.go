@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/loop"
 )
 
@@ -98,4 +102,49 @@ func TestOthersDoNotWaitForTheOwner(t *testing.T) {
 	if _, err := m.Session(context.Background()); err == nil {
 		t.Error("Session after Close succeeded")
 	}
+}
+
+// Relaunch swaps the managed VM's launch only when its ident changed, and
+// says so; the next Session boots it.
+func TestRelaunch(t *testing.T) {
+	rec := &notices{}
+	v := &vm.VM{StateDir: t.TempDir(), Backend: "nix", Ident: "/nix/store/a-vm"}
+	m := Start(context.Background(), Config{VM: v, Report: rec})
+	defer m.Close()
+	if m.Running() || !m.Managed() || m.ConsoleLog() != "" {
+		t.Errorf("a VM never booted: Running %v, Managed %v, ConsoleLog %q", m.Running(), m.Managed(), m.ConsoleLog())
+	}
+	if err := m.Relaunch(context.Background(), "/nix/store/a-vm", nil); err != nil || len(rec.get()) != 0 {
+		t.Errorf("same ident: %v, notices %q", err, rec.get())
+	}
+	launched := false
+	launch := func(int, string) (*exec.Cmd, error) { launched = true; return nil, errors.New("not in this test") }
+	if err := m.Relaunch(context.Background(), "/nix/store/b-vm", launch); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.get(); len(got) != 1 || !strings.Contains(got[0], "configuration changed") {
+		t.Errorf("notices %q, want one about the changed configuration", got)
+	}
+	if _, err := m.Session(context.Background()); err == nil || !launched {
+		t.Errorf("Session = %v, launched %v: want the new launcher tried", err, launched)
+	}
+}
+
+type notices struct {
+	mu  sync.Mutex
+	msg []string
+}
+
+func (n *notices) Report(e loop.Event) {
+	if e.Type == loop.EventNotice {
+		n.mu.Lock()
+		n.msg = append(n.msg, e.Message)
+		n.mu.Unlock()
+	}
+}
+
+func (n *notices) get() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.msg...)
 }
