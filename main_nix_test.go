@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/nix/nixtest"
 )
 
@@ -144,7 +144,7 @@ func TestNix(t *testing.T) {
 
 func vmPID(t *testing.T, state string) int {
 	t.Helper()
-	st, ok, err := guest.ReadState(state)
+	st, ok, err := vm.ReadState(state)
 	if err != nil || !ok {
 		t.Fatalf("no VM state in %s (%v)", state, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/nix/nixtest"
 	"kwatch/proc"
 )
@@ -255,7 +256,7 @@ func TestManagedVMHostKey(t *testing.T) {
 			t.Fatalf("vm up: exit %d\n%s%s", code, out, stderr)
 		}
 		guestRun(t, state, "true")
-		st, _, err := guest.ReadState(state)
+		st, _, err := vm.ReadState(state)
 		if err != nil {
 			t.Fatal(err)
 		}

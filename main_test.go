@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"kwatch/guest"
+	"kwatch/guest/vm"
 )
 
 // The CLI contract for bad input: exit 2 and one line saying what was wrong.
@@ -60,6 +61,44 @@ func TestUsageErrors(t *testing.T) {
 			if !strings.Contains(stderr.String(), "kwatch: error: ") {
 				t.Fatalf("stderr %q has no kwatch: error: line", stderr.String())
 			}
+		})
+	}
+}
+
+// Issue 9 item 11: what can be checked without a guest is checked before one
+// boots. A directory without a Makefile/Kbuild or a bad --kdir fails at once,
+// with nothing started (before, kwatch booted a VM first and left it running).
+func TestBadInputBeforeBoot(t *testing.T) {
+	if e2eKernel == "" {
+		t.Skip("no /boot/vmlinuz-*")
+	}
+	mod := t.TempDir()
+	writeModule(t, mod, "early", 1)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no Makefile or Kbuild", []string{t.TempDir()}, "no Makefile or Kbuild in"},
+		{"bad --kdir", []string{"--kdir", filepath.Join(t.TempDir(), "nope"), mod}, "kernel build dir"},
+		{"nix builder without a flake", []string{"--builder", "nix", mod}, "--builder nix needs a flake.nix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			t.Cleanup(func() { exec.Command(kwatchBin, "vm", "down", "--state-dir", state).Run() })
+			start := time.Now()
+			_, stderr, code := kwatchRun(t, append(vmArgs(state), append([]string{"--once"}, tt.args...)...)...)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("took %s: the error must come before a VM boots", took.Round(time.Millisecond))
+			}
+			if code != 2 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit 2 and %q", code, stderr, tt.want)
+			}
+			if _, ok, _ := vm.ReadState(state); ok {
+				t.Error("a VM was started")
+			}
+			noStrayProcesses(t, state)
 		})
 	}
 }
@@ -722,11 +761,11 @@ func TestSSHBackend(t *testing.T) {
 	if _, _, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(e2eState)...)...); code != 0 {
 		t.Fatal("vm up failed")
 	}
-	st, ok, err := guest.ReadState(e2eState)
+	st, ok, err := vm.ReadState(e2eState)
 	if err != nil || !ok {
 		t.Fatalf("no VM state: %v", err)
 	}
-	hostKey, err := guest.EnsureHostKey(e2eState)
+	hostKey, err := vm.EnsureHostKey(e2eState)
 	if err != nil {
 		t.Fatal(err)
 	}

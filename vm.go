@@ -2,18 +2,15 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/loop"
-	"kwatch/nix"
 	"kwatch/statedir"
 )
 
@@ -55,11 +52,11 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer g.Close()
-		_, _, err = g.Connect(ctx)
+		_, err = g.Session(ctx)
 		return err
 	case "down":
 		// Without a record there is nothing to stop, and nothing to create.
-		st, ok, err := guest.ReadState(s.stateDir)
+		st, ok, err := vm.ReadState(s.stateDir)
 		if err != nil {
 			return err
 		}
@@ -72,8 +69,8 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer lock.Release()
-		stale := guest.Verify(st)
-		if err := (&guest.VM{StateDir: s.stateDir}).Down(); err != nil {
+		stale := vm.Verify(st)
+		if err := (&vm.VM{StateDir: s.stateDir}).Down(); err != nil {
 			return err
 		}
 		if stale != nil {
@@ -83,7 +80,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case "status":
-		st, ok, err := guest.ReadState(s.stateDir)
+		st, ok, err := vm.ReadState(s.stateDir)
 		if err != nil {
 			return err
 		}
@@ -91,13 +88,13 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "no VM (state dir %s)\n", s.stateDir)
 			return nil
 		}
-		if stale := guest.Verify(st); stale != nil {
+		if stale := vm.Verify(st); stale != nil {
 			fmt.Fprintf(stdout, "no VM: the record in %s is stale (%v)\n", s.stateDir, stale)
 			// Only the lock's holder may touch the record: a kwatch holding
 			// it may be writing a new one right now.
 			if lock, err := statedir.Acquire(s.stateDir); err == nil {
 				defer lock.Release()
-				if err := (&guest.VM{StateDir: s.stateDir}).Down(); err != nil {
+				if err := (&vm.VM{StateDir: s.stateDir}).Down(); err != nil {
 					return err
 				}
 				fmt.Fprintln(stdout, "removed the stale record; signalled nothing")
@@ -142,91 +139,4 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return usagef("use up, down, status or ssh", "unknown vm subcommand %q", sub)
-}
-
-// sshConfig reaches the guest without booting one: the running managed VM
-// from the state dir, or the --ssh target.
-func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
-	if s.vm == "ssh" {
-		home, _ := os.UserHomeDir()
-		return sshTarget(o.ssh, o.identity, s.stateDir, home)
-	}
-	st, ok, err := guest.ReadState(s.stateDir)
-	if err != nil {
-		return guest.SSHConfig{}, err
-	}
-	if _, running, _ := (&guest.VM{StateDir: s.stateDir}).Status(); !ok || !running {
-		return guest.SSHConfig{}, usagef("start it with `kwatch vm up` or `kwatch DIR`", "no VM is running (state dir %s)", s.stateDir)
-	}
-	cfg, err := managedSSH(s.stateDir, st.Backend)
-	cfg.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
-	return cfg, err
-}
-
-const initUsage = `usage: kwatch init [--force] [--name NAME] [DIR]
-writes a flake project (NixOS VM with a Rust kernel, module.nix, src/ with a Rust module) into DIR
-flags:
-`
-
-func runInit(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("kwatch init", stderr, initUsage)
-	force := fs.Bool("force", false, "overwrite existing files")
-	name := fs.String("name", "", "module name (default: the directory's name)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return flagErr(err)
-	}
-	dir := "."
-	switch len(pos) {
-	case 0:
-	case 1:
-		dir = pos[0]
-	default:
-		return usagef("kwatch init [DIR]", "too many arguments: %s", strings.Join(pos, " "))
-	}
-	// The key is made only once init knows it will write: a refused init
-	// leaves nothing behind.
-	key := func() (string, error) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", fmt.Errorf("creating %s: %w", dir, err)
-		}
-		stateDir := filepath.Join(dir, ".kwatch")
-		if err := statedir.Create(stateDir); err != nil {
-			return "", err
-		}
-		_, authKey, err := guest.LoadOrCreateKey(stateDir)
-		return strings.TrimSpace(string(authKey)), err
-	}
-	written, err := nix.Init(dir, nix.InitOptions{Name: *name, AuthorizedKey: key, Force: *force})
-	if err != nil {
-		return usagef("", "%v", err)
-	}
-	for _, f := range written {
-		fmt.Fprintf(stdout, "wrote %s\n", filepath.Join(dir, f))
-	}
-	// Flakes in a git repository only see tracked files, which keeps .kwatch
-	// (keys, the VM's disk) out of the nix store. Only the files init wrote
-	// are added: the user's other files are theirs to stage.
-	if err := exec.Command("git", "-C", dir, "rev-parse", "--is-inside-work-tree").Run(); err != nil {
-		git := exec.Command("git", append([]string{"add", "--"}, written...)...)
-		git.Dir = dir
-		if out, err := exec.Command("git", "-C", dir, "init", "-q").CombinedOutput(); err != nil {
-			fmt.Fprintf(stderr, "kwatch: could not create a git repository in %s: %s\n", dir, strings.TrimSpace(string(out)))
-		} else if out, err := git.CombinedOutput(); err != nil {
-			fmt.Fprintf(stderr, "kwatch: could not add the new files to git in %s: %s\n", dir, strings.TrimSpace(string(out)))
-		} else {
-			fmt.Fprintf(stdout, "created a git repository with the files above added (nix flakes only see tracked files)\n")
-		}
-	}
-	fmt.Fprintf(stdout, "next: cd %s && kwatch   (the first run builds the NixOS VM and its kernel: this takes a while)\n", dir)
-	return nil
-}
-
-// flagErr turns the flag package's errors into usage errors (exit 2); it has
-// already printed the details.
-func flagErr(err error) error {
-	if err == flag.ErrHelp {
-		return err
-	}
-	return usagef("run kwatch -h for the flags", "%v", err)
 }

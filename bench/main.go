@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/vm"
 )
 
 // nixConfig lets root use nix here without a daemon, a sandbox or a cache.
@@ -107,7 +107,7 @@ func run(ctx context.Context, c config) error {
 	}
 	defer os.RemoveAll(work)
 	b := &bench{cfg: c, work: work, bin: filepath.Join(work, "kwatch"), state: filepath.Join(work, "state")}
-	if b.release, err = guest.KernelVersion(c.kernel); err != nil {
+	if b.release, err = vm.KernelVersion(c.kernel); err != nil {
 		return err
 	}
 	b.kdir = filepath.Join("/lib/modules", b.release, "build")

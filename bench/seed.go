@@ -16,6 +16,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/proc"
 )
 
@@ -39,7 +40,7 @@ ssh $SSH -p "$PORT" root@127.0.0.1 dmesg | tail -n 5
 // seed times the scripted seed loop: save, then run the script at once.
 func (b *bench) seed(ctx context.Context, p *project) (*variant, error) {
 	v := &variant{name: "seed loop (make, scp, ssh ×3)", steps: []string{"build", "upload", "rmmod", "insmod", "dmesg"}}
-	st, ok, err := guest.ReadState(b.state)
+	st, ok, err := vm.ReadState(b.state)
 	if err != nil || !ok {
 		return v, fmt.Errorf("reading the guest's state: ok=%v %v", ok, err)
 	}
@@ -107,7 +108,7 @@ func runMarked(ctx context.Context, cmd *exec.Cmd, env []string, want string) (m
 // SSH connection that is already open, reading the log in the same command.
 func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 	v := &variant{name: "floor (make + insmod on an open connection)", steps: []string{"build", "upload", "reload + log"}}
-	st, ok, err := guest.ReadState(b.state)
+	st, ok, err := vm.ReadState(b.state)
 	if err != nil || !ok {
 		return v, fmt.Errorf("reading the guest's state: ok=%v %v", ok, err)
 	}

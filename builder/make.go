@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"kwatch/buildfiles"
 	"kwatch/proc"
 	"kwatch/replay"
 )
@@ -58,7 +59,7 @@ type stamp struct {
 func sourceStamps(dir string) map[string]stamp {
 	stamps := map[string]stamp{}
 	replay.WalkFiles(dir, func(path string, fi fs.FileInfo) {
-		if replay.IsInput(path) {
+		if buildfiles.IsInput(filepath.Base(path)) {
 			stamps[path] = stamp{fi.ModTime(), fi.Size()}
 		}
 	})

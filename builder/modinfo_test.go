@@ -3,8 +3,6 @@ package builder
 import (
 	"bytes"
 	"compress/gzip"
-	"debug/elf"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"kwatch/builder/buildertest"
 )
 
 func TestParseModinfo(t *testing.T) {
@@ -47,31 +47,6 @@ func TestParseModinfo(t *testing.T) {
 			}
 		})
 	}
-}
-
-// elfWith returns a minimal ELF64 relocatable object with one section.
-func elfWith(section string, data []byte) []byte {
-	shstrtab := "\x00" + section + "\x00.shstrtab\x00"
-	const ehsize, shentsize = 64, 64
-	dataOff := uint64(ehsize)
-	strOff := dataOff + uint64(len(data))
-	shOff := strOff + uint64(len(shstrtab))
-	var b bytes.Buffer
-	hdr := elf.Header64{Type: uint16(elf.ET_REL), Machine: uint16(elf.EM_X86_64), Version: uint32(elf.EV_CURRENT),
-		Shoff: shOff, Ehsize: ehsize, Shentsize: shentsize, Shnum: 3, Shstrndx: 2}
-	copy(hdr.Ident[:], elf.ELFMAG)
-	hdr.Ident[elf.EI_CLASS] = byte(elf.ELFCLASS64)
-	hdr.Ident[elf.EI_DATA] = byte(elf.ELFDATA2LSB)
-	hdr.Ident[elf.EI_VERSION] = byte(elf.EV_CURRENT)
-	binary.Write(&b, binary.LittleEndian, hdr)
-	b.Write(data)
-	b.WriteString(shstrtab)
-	binary.Write(&b, binary.LittleEndian, []elf.Section64{
-		{},
-		{Name: 1, Type: uint32(elf.SHT_PROGBITS), Flags: uint64(elf.SHF_ALLOC), Off: dataOff, Size: uint64(len(data)), Addralign: 1},
-		{Name: uint32(len(section) + 2), Type: uint32(elf.SHT_STRTAB), Off: strOff, Size: uint64(len(shstrtab)), Addralign: 1},
-	})
-	return b.Bytes()
 }
 
 func xzBytes(t *testing.T, data []byte) []byte {
@@ -112,7 +87,7 @@ func gzipBytes(t *testing.T, data []byte) []byte {
 
 func TestReadModinfoFile(t *testing.T) {
 	modinfo := []byte("license=GPL\x00name=hello\x00vermagic=6.1.0 mod_unload \x00")
-	ko := elfWith(".modinfo", modinfo)
+	ko := buildertest.ELFWith(".modinfo", modinfo)
 	tests := []struct {
 		file     string
 		data     []byte
@@ -122,13 +97,13 @@ func TestReadModinfoFile(t *testing.T) {
 		{"hello.ko", ko, "hello", ""},
 		{"hello.ko.xz", xzBytes(t, ko), "hello", ""},
 		// Before Linux 5.3 there is no name= entry: the file name says it.
-		{"old-style.ko.xz", xzBytes(t, elfWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
-		{"nomodinfo.ko", elfWith(".text", []byte{0xc3}), "", "no .modinfo section"},
+		{"old-style.ko.xz", xzBytes(t, buildertest.ELFWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
+		{"nomodinfo.ko", buildertest.ELFWith(".text", []byte{0xc3}), "", "no .modinfo section"},
 		{"text.ko", []byte("obj-m := hello.o\n"), "", "not a kernel module"},
 		{"hello.ko.zst", zstdBytes(t, ko), "hello", ""},
-		{"old-style.ko.zst", zstdBytes(t, elfWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
+		{"old-style.ko.zst", zstdBytes(t, buildertest.ELFWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
 		{"hello.ko.gz", gzipBytes(t, ko), "hello", ""},
-		{"old-style.ko.gz", gzipBytes(t, elfWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
+		{"old-style.ko.gz", gzipBytes(t, buildertest.ELFWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
 		{"broken.ko.xz", xzMagic, "", "decompressing"},
 		{"broken.ko.zst", append(zstdMagic, 1, 2, 3), "", "decompressing"},
 		{"broken.ko.gz", append(gzipMagic, 8, 0, 0), "", "decompressing"},

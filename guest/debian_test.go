@@ -2,8 +2,9 @@ package guest
 
 import (
 	"path/filepath"
-	"sort"
 	"strings"
+
+	"kwatch/guest/vm"
 )
 
 // The Debian kernel the tests boot: the newest installed one, found the way
@@ -12,12 +13,10 @@ import (
 var debianKernel, debianRelease, debianModules = installedKernel()
 
 func installedKernel() (image, release, modules string) {
-	imgs, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(imgs) == 0 {
+	image = vm.NewestKernel()
+	if image == "" {
 		return "", "", ""
 	}
-	sort.Strings(imgs)
-	image = imgs[len(imgs)-1]
 	release = strings.TrimPrefix(filepath.Base(image), "vmlinuz-")
 	return image, release, filepath.Join("/lib/modules", release)
 }

@@ -1,5 +1,5 @@
-// Package guest is the machine kwatch loads modules into: the VM process and
-// its console (vm.go, qemu.go, initramfs.go), the SSH session to it (ssh.go),
-// SFTP upload (sftp.go), module reload (module.go) and the kernel log stream
-// from /dev/kmsg (kmsg.go).
+// Package guest is the remote session to a running Linux machine: SSH
+// commands (ssh.go), keys and known_hosts (key.go), SFTP upload (sftp.go),
+// module reload and holders (module.go, holders.go) and the kernel log from
+// /dev/kmsg (kmsg.go). Starting and stopping the VM is package guest/vm.
 package guest

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"kwatch/guest/vm"
+	"kwatch/kmsg"
 	"kwatch/proc"
 )
 
@@ -110,19 +112,19 @@ func bootGuest(t testing.TB) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostKey, err := EnsureHostKey(stateDir)
+	hostKey, err := vm.EnsureHostKey(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
-	if err := WriteInitramfs(initrd, InitramfsConfig{AuthorizedKey: authorized, HostKey: hostKey, ModulesDir: debianModules}); err != nil {
+	if err := vm.WriteInitramfs(initrd, vm.InitramfsConfig{AuthorizedKey: authorized, HostKey: hostKey, ModulesDir: debianModules}); err != nil {
 		t.Fatal(err)
 	}
-	v := &VM{
+	v := &vm.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
 		Ident:    "guest-e2e",
-		Launch:   QEMUConfig{Kernel: debianKernel, Initramfs: initrd}.Launcher(),
+		Launch:   vm.QEMUConfig{Kernel: debianKernel, Initramfs: initrd}.Launcher(),
 		Accel:    "tcg",
 	}
 	t.Cleanup(func() {
@@ -152,15 +154,15 @@ func bootGuest(t testing.TB) *Client {
 
 // kmsgWatcher follows the guest's kernel log in the background.
 type kmsgWatcher struct {
-	records chan Record
+	records chan kmsg.Record
 	stop    func()
 }
 
 func watchKmsg(t *testing.T, c *Client) *kmsgWatcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &kmsgWatcher{records: make(chan Record, 10000)}
+	w := &kmsgWatcher{records: make(chan kmsg.Record, 10000)}
 	done := make(chan error, 1)
-	go func() { done <- c.StreamKmsg(ctx, 0, func(r Record) { w.records <- r }) }()
+	go func() { done <- c.StreamKmsg(ctx, 0, func(r kmsg.Record) { w.records <- r }) }()
 	w.stop = func() {
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
@@ -171,7 +173,7 @@ func watchKmsg(t *testing.T, c *Client) *kmsgWatcher {
 }
 
 // waitFor returns the first record containing text, failing after a minute.
-func (w *kmsgWatcher) waitFor(t *testing.T, text string) Record {
+func (w *kmsgWatcher) waitFor(t *testing.T, text string) kmsg.Record {
 	t.Helper()
 	timeout := time.After(time.Minute)
 	for {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"kwatch/guest/vm"
 	"kwatch/proc"
 )
 
@@ -542,12 +543,12 @@ func TestDialCorruptKnownHosts(t *testing.T) {
 func TestDialExpectedHostKeys(t *testing.T) {
 	d, cfg := newSSHD(t)
 	state := filepath.Join(t.TempDir(), "state")
-	hostKey, err := EnsureHostKey(state)
+	hostKey, err := vm.EnsureHostKey(state)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.restart(hostKey)
-	if cfg.HostKeys, err = HostPublicKeys(state); err != nil {
+	if cfg.HostKeys, err = vm.HostPublicKeys(state); err != nil {
 		t.Fatal(err)
 	}
 	dial(t, cfg).Close()

@@ -40,7 +40,7 @@ type crashWatch struct {
 	lastAt    time.Time
 
 	// The console reader's place; guarded by consoleMu so drainConsole can run
-	// from Guest.Connect while the tailer goroutine polls.
+	// from the guest's owner (before it boots the VM again) while the tailer goroutine polls.
 	consoleMu sync.Mutex
 	console   string
 	off       int64
@@ -104,7 +104,7 @@ func (w *crashWatch) emit(reports []crash.Report) {
 		if dup {
 			continue
 		}
-		e := Event{Type: "crash", Time: time.Now(), Severity: r.Severity.String(), Title: r.Title,
+		e := Event{Type: EventCrash, Time: time.Now(), Severity: r.Severity.String(), Title: r.Title,
 			Lines: r.Lines, Module: r.Module, Function: r.Function}
 		if module != "" {
 			in := r.InModule(module)

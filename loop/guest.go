@@ -2,151 +2,78 @@ package loop
 
 import (
 	"context"
-	"fmt"
-	"strings"
-	"sync"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/kmsg"
+	"kwatch/watcher"
 )
 
-// cleanupTimeout bounds the removal of this run's uploads at exit.
-const cleanupTimeout = 5 * time.Second
-
-// Guest is the machine modules are loaded into: a VM kwatch manages (VM set)
-// or an existing machine reached over SSH. It hands out one shared SSH client
-// and brings a managed VM back when it has died.
-type Guest struct {
-	VM          *guest.VM       // nil when the machine is not kwatch's (--vm ssh)
-	SSH         guest.SSHConfig // Addr is taken from the VM's state when VM is set
-	BootTimeout time.Duration
-	Report      Reporter
-
-	// beforeBoot runs before a dead VM is booted again, which truncates its
-	// console log: the crash watcher reads the panic in it first.
-	beforeBoot func()
-
-	mu      sync.Mutex
-	client  *guest.Client
-	release string // uname -r
-
-	// bootID has its own lock: the crash watcher asks for it while Connect
-	// holds mu to boot the VM.
-	idMu   sync.Mutex
-	bootID string
+// Guest is the machine modules are loaded into, as the loop sees it. One
+// owner (package machine) boots, checks and restarts it; the loop only asks
+// it for a session and, for a guest that oopsed, for a restart.
+type Guest interface {
+	// Session returns a connected session, booting a managed VM that does
+	// not run (and waiting for that boot).
+	Session(ctx context.Context) (Session, error)
+	// Restart stops a managed VM and boots it again.
+	Restart(ctx context.Context) (Session, error)
+	// Managed reports whether kwatch owns the VM and so may restart it.
+	Managed() bool
+	// Running reports whether the managed VM's process of the current boot
+	// still runs (false once it died, even if it was booted again); true
+	// when unmanaged.
+	Running() bool
+	// BootID identifies the guest's current boot; it changes when the VM
+	// restarted. "" before the first connection.
+	BootID() string
+	// ConsoleLog is the path of the VM's serial console log; "" when there is none.
+	ConsoleLog() string
+	// BeforeBoot registers fn to run before a dead VM is booted again, which
+	// truncates its console log; nil removes it.
+	BeforeBoot(fn func())
 }
 
-// Connect returns a connected client and the guest's kernel release, booting
-// or restarting a managed VM when needed.
-func (g *Guest) Connect(ctx context.Context) (*guest.Client, string, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.client != nil {
-		if g.VM == nil {
-			return g.client, g.release, nil
-		}
-		if _, running, _ := g.VM.Status(); running {
-			return g.client, g.release, nil
-		}
-		g.dropClient()
-		if g.beforeBoot != nil {
-			g.beforeBoot()
-		}
-		g.Report.Report(Event{Type: "notice", Time: time.Now(), Message: "the VM is gone; booting it again"})
-	}
-	if g.VM != nil {
-		before, _, _ := g.VM.Status()
-		st, err := g.VM.Up(ctx, g.BootTimeout)
-		if err != nil {
-			return nil, "", err
-		}
-		g.SSH.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
-		// A NixOS VM booted afresh may come with a new host key (a new disk
-		// image); kwatch started it, so the old pin is no proof of anything.
-		// The qemu backend's key lives in the state dir and never changes.
-		if st.PID != before.PID && g.VM.Backend == "nix" {
-			if err := guest.ForgetHost(g.SSH.KnownHosts, g.SSH.Addr); err != nil {
-				return nil, "", err
-			}
-		}
-	}
-	dctx, cancel := context.WithTimeout(ctx, g.BootTimeout)
-	defer cancel()
-	c, err := guest.Dial(dctx, g.SSH)
-	if err != nil {
-		return nil, "", fmt.Errorf("connecting to the guest at %s: %w", g.SSH.Addr, err)
-	}
-	out, _, exit, err := c.Run(ctx, "uname -r; cat /proc/sys/kernel/random/boot_id")
-	if err != nil || exit != 0 {
-		c.Close()
-		return nil, "", fmt.Errorf("asking the guest for its kernel release: %v (exit %d)", err, exit)
-	}
-	f := strings.Fields(string(out))
-	if len(f) < 2 {
-		c.Close()
-		return nil, "", fmt.Errorf("asking the guest for its kernel release: unexpected answer %q", out)
-	}
-	g.client, g.release = c, f[0]
-	g.idMu.Lock()
-	g.bootID = f[1]
-	g.idMu.Unlock()
-	g.Report.Report(Event{Type: "vm_ready", Time: time.Now(), Addr: g.SSH.Addr,
-		Message: fmt.Sprintf("guest %s ready (ssh %s)", g.release, g.SSH.Addr)})
-	return c, g.release, nil
+// Session is a connection to one boot of the guest. One question per method:
+// the loop sends no shell commands of its own, only the user's --run ones.
+type Session interface {
+	Release() string // uname -r
+	BootID() string
+	// Upload copies local into this run's private directory in the guest
+	// as name and returns the path it got there.
+	Upload(ctx context.Context, local, name string) (remote string, sent int64, err error)
+	// Reload replaces module name with the file remote (rmmod, insmod).
+	Reload(ctx context.Context, name, remote string, params []string) (ReloadResult, error)
+	// Run runs a --run command.
+	Run(ctx context.Context, cmd string) (stdout, stderr []byte, exit int, err error)
+	// StreamKmsg calls fn for each kernel log record after seq after until
+	// ctx is done or the connection drops.
+	StreamKmsg(ctx context.Context, after uint64, fn func(kmsg.Record)) error
+	WriteKmsg(ctx context.Context, msg string) error
+	// Tainted returns the kernel's taint flags.
+	Tainted(ctx context.Context) (uint64, error)
+	// ModuleUse says what keeps module name from being removed.
+	ModuleUse(ctx context.Context, name string) (ModuleUse, error)
 }
 
-// Restart stops a managed VM and boots it again: for a guest that oopsed or
-// stopped answering.
-func (g *Guest) Restart(ctx context.Context) (*guest.Client, string, error) {
-	g.mu.Lock()
-	g.dropClient()
-	err := g.VM.Down()
-	g.mu.Unlock()
-	if err != nil {
-		return nil, "", fmt.Errorf("restarting the VM: %w", err)
-	}
-	return g.Connect(ctx)
+// ReloadResult says what Reload did. A failed rmmod leaves the old copy
+// loaded and no insmod is tried.
+type ReloadResult struct {
+	Unloaded  bool   // an old copy was removed
+	UnloadErr string // rmmod's error output if it failed (e.g. module in use)
+	LoadErr   string // insmod's error output if it failed
+	Took      time.Duration
 }
 
-// BootID identifies the guest's current boot; it changes when the VM restarted
-// (and with it the kernel log's sequence numbers).
-func (g *Guest) BootID() string {
-	g.idMu.Lock()
-	defer g.idMu.Unlock()
-	return g.bootID
+// ModuleUse says what keeps a loaded module from being removed.
+type ModuleUse struct {
+	Refcnt    int      // -1 when unknown
+	InitState string   // "live", or "coming"/"going" for a module stuck in init or exit
+	Holders   []string // modules that use it
+	Openers   []string // processes with a device node open
 }
 
-// Close removes what this run uploaded and drops the SSH connection; a
-// managed VM keeps running for the next run.
-func (g *Guest) Close() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.client != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		if err := g.client.RemoveUploads(ctx); err != nil {
-			g.Report.Report(Event{Type: "notice", Time: time.Now(), Message: "cleaning up in the guest: " + err.Error()})
-		}
-		cancel()
-	}
-	g.dropClient()
-}
-
-// Reboot lets update change the managed VM (its Ident and Launch); when update
-// reports a change the connection is dropped, so the next Connect boots the
-// VM anew (Up restarts a VM whose Ident differs).
-func (g *Guest) Reboot(update func(*guest.VM) bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.VM == nil || !update(g.VM) {
-		return
-	}
-	g.dropClient()
-}
-
-// dropClient closes the shared connection; the caller holds mu.
-func (g *Guest) dropClient() {
-	if g.client != nil {
-		g.client.Close()
-		g.client = nil
-	}
+// Watcher delivers batches of source changes (package watcher).
+type Watcher interface {
+	Batches() <-chan watcher.Batch
+	Errors() <-chan error
 }

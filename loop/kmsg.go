@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/kmsg"
 )
 
 // markPrefix starts the lines kwatch itself writes to the guest's /dev/kmsg to
@@ -17,7 +17,7 @@ const markPrefix = "kwatch-mark: "
 // kmsgStream follows the guest's kernel log for the whole run, reconnecting
 // when the connection drops and starting over when the guest rebooted.
 type kmsgStream struct {
-	g       *Guest
+	g       Guest
 	report  Reporter
 	crashes *crashWatch
 
@@ -30,7 +30,7 @@ type kmsgStream struct {
 // recentLines is how many messages are kept for explaining a failed load.
 const recentLines = 200
 
-func newKmsgStream(g *Guest, r Reporter, crashes *crashWatch) *kmsgStream {
+func newKmsgStream(g Guest, r Reporter, crashes *crashWatch) *kmsgStream {
 	return &kmsgStream{g: g, report: r, crashes: crashes, waiters: map[string]chan struct{}{}}
 }
 
@@ -42,21 +42,21 @@ func (k *kmsgStream) run(ctx context.Context) {
 		attach string
 	)
 	for ctx.Err() == nil {
-		c, _, err := k.g.Connect(ctx)
+		s, err := k.g.Session(ctx)
 		if err != nil {
 			sleep(ctx, time.Second)
 			continue
 		}
-		if b := k.g.BootID(); b != boot {
+		if b := s.BootID(); b != boot {
 			boot, after, live = b, 0, false
 			// Unique per run: an earlier run's marker is part of the history to skip.
 			attach = fmt.Sprintf("%sattached to boot %s at %d", markPrefix, b, time.Now().UnixNano())
-			if err := c.WriteKmsg(ctx, attach); err != nil {
+			if err := s.WriteKmsg(ctx, attach); err != nil {
 				sleep(ctx, time.Second)
 				continue
 			}
 		}
-		c.StreamKmsg(ctx, after, func(r guest.Record) {
+		s.StreamKmsg(ctx, after, func(r kmsg.Record) {
 			after = r.Seq
 			switch {
 			case !live:
@@ -68,7 +68,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 				k.crashes.kmsgLine(r.Message)
 				rec := r
 				level := r.Level
-				k.report.Report(Event{Type: "kmsg", Time: time.Now(), Seq: r.Seq, Level: &level,
+				k.report.Report(Event{Type: EventKernelLog, Time: time.Now(), Seq: r.Seq, Level: &level,
 					KTime: r.Time.Seconds(), Message: r.Message, record: &rec})
 			}
 		})
@@ -78,7 +78,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 
 // sync writes msg to the guest's kernel log and waits (briefly) until the
 // stream has read it, so everything logged before it has been reported.
-func (k *kmsgStream) sync(ctx context.Context, c *guest.Client, msg string) {
+func (k *kmsgStream) sync(ctx context.Context, s Session, msg string) {
 	msg = markPrefix + msg
 	ch := make(chan struct{})
 	k.mu.Lock()
@@ -89,7 +89,7 @@ func (k *kmsgStream) sync(ctx context.Context, c *guest.Client, msg string) {
 		delete(k.waiters, msg)
 		k.mu.Unlock()
 	}()
-	if err := c.WriteKmsg(ctx, msg); err != nil {
+	if err := s.WriteKmsg(ctx, msg); err != nil {
 		return
 	}
 	select {

@@ -4,6 +4,7 @@
 package loop
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +18,6 @@ import (
 
 	"kwatch/builder"
 	"kwatch/crash"
-	"kwatch/guest"
 	"kwatch/watcher"
 )
 
@@ -26,12 +26,10 @@ var ErrFailed = errors.New("failed")
 
 // Config is everything one kwatch run needs.
 type Config struct {
-	Dir      string // the watched root
-	Ignore   []string
-	Quiet    time.Duration
-	MaxWait  time.Duration
+	Dir      string  // the watched root
+	Watch    Watcher // the source changes; nil with Once
 	Builder  builder.Builder
-	Guest    *Guest
+	Guest    Guest
 	Params   []string
 	Run      []string
 	Once     bool
@@ -42,6 +40,8 @@ type Config struct {
 	// ConfigChanged is called before a rebuild when a batch touches a .nix file
 	// or flake.lock (the nix dev env and the VM may need rebuilding). May be nil.
 	ConfigChanged func(ctx context.Context) error
+
+	tickEvery time.Duration // how often the guest is looked after; tests shorten it
 }
 
 type loop struct {
@@ -59,10 +59,8 @@ type loop struct {
 	goodAt           time.Time // when it was last loaded
 	triedAt          time.Time // when a build was last loaded, or tried
 
-	held        *loadJob  // a build waiting for its old module to be freed
-	probed      time.Time // the last check of a managed VM's SSH server
-	silentSince time.Time // when that server stopped answering; zero while it answers
-	warnedBoot  string    // the unmanaged guest's boot already warned about
+	held       *loadJob // a build waiting for its old module to be freed
+	warnedBoot string   // the unmanaged guest's boot already warned about
 }
 
 type buildDone struct {
@@ -76,39 +74,33 @@ type buildDone struct {
 // one cycle (nil on success, ErrFailed on failure).
 func Run(ctx context.Context, cfg Config) error {
 	l := &loop{cfg: cfg, report: cfg.Report}
-	l.crashes = newCrashWatch(cfg.Report, cfg.Guest.BootID)
-	l.kmsg = newKmsgStream(cfg.Guest, cfg.Report, l.crashes)
+	g := cfg.Guest
+	l.crashes = newCrashWatch(cfg.Report, g.BootID)
+	l.kmsg = newKmsgStream(g, cfg.Report, l.crashes)
 	kctx, stopKmsg := context.WithCancel(ctx)
 	var kwg sync.WaitGroup
-	if vm := cfg.Guest.VM; vm != nil {
-		if st, ok, _ := guest.ReadState(vm.StateDir); ok {
-			cfg.Guest.beforeBoot = l.crashes.drainConsole
-			kwg.Add(1)
-			go func() { defer kwg.Done(); l.crashes.tailConsole(kctx, st.ConsoleLog) }()
-		}
+	if console := g.ConsoleLog(); console != "" {
+		g.BeforeBoot(l.crashes.drainConsole)
+		kwg.Add(1)
+		go func() { defer kwg.Done(); l.crashes.tailConsole(kctx, console) }()
 	}
 	kwg.Add(1)
 	go func() { defer kwg.Done(); l.kmsg.run(kctx) }()
 	defer func() {
 		stopKmsg()
 		kwg.Wait()
-		cfg.Guest.beforeBoot = nil
+		g.BeforeBoot(nil)
 	}()
 
 	if cfg.Once {
 		return l.once(ctx)
 	}
-	w, err := watcher.New(cfg.Dir, watcher.Options{Quiet: cfg.Quiet, MaxWait: cfg.MaxWait, Ignore: cfg.Ignore})
-	if err != nil {
-		return err
-	}
-	defer w.Close()
 	go func() {
-		for err := range w.Errors() {
+		for err := range cfg.Watch.Errors() {
 			l.notice(err.Error())
 		}
 	}()
-	return l.watch(ctx, w)
+	return l.watch(ctx, cfg.Watch)
 }
 
 func (l *loop) once(ctx context.Context) error {
@@ -128,14 +120,14 @@ func (l *loop) once(ctx context.Context) error {
 	return l.deploy(ctx, res, took, start)
 }
 
-func (l *loop) watch(ctx context.Context, w *watcher.Watcher) error {
+func (l *loop) watch(ctx context.Context, w Watcher) error {
 	var (
 		done        = make(chan buildDone, 1)
 		cancelBuild context.CancelFunc
 		building    bool
 		pending     = true // build once at start
 		configDirty bool
-		tick        = time.NewTicker(tickEvery)
+		tick        = time.NewTicker(cmp.Or(l.cfg.tickEvery, tickEvery))
 		net         = newNetCheck(ctx)
 	)
 	defer tick.Stop()
@@ -220,12 +212,12 @@ func touchesConfig(b watcher.Batch) bool {
 
 func (l *loop) build(ctx context.Context) (builder.Result, error) {
 	l.cycle++
-	l.report.Report(Event{Type: "build_start", Time: time.Now(), Message: l.cfg.Dir})
+	l.report.Report(Event{Type: EventBuildStart, Time: time.Now(), Message: l.cfg.Dir})
 	return l.cfg.Builder.Build(ctx, l.cfg.BuildLog)
 }
 
 func (l *loop) buildFailed(err error, took time.Duration) {
-	e := Event{Type: "build_failed", Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error()}
+	e := Event{Type: EventBuildFailed, Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error()}
 	var be *builder.Error
 	if errors.As(err, &be) {
 		e.Diagnostics, e.Hint = be.Diagnostics, be.Hint
@@ -251,7 +243,7 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 		return ErrFailed
 	}
 	l.crashes.setModule(info.Name)
-	l.report.Report(Event{Type: "build_ok", Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path})
+	l.report.Report(Event{Type: EventBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
 }
 
@@ -259,14 +251,15 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 func (l *loop) load(ctx context.Context, b loadJob) error {
 	name := b.info.Name
 	fail := func(msg, hint string, holders ...string) error {
-		l.report.Report(Event{Type: "load_failed", Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
+		l.report.Report(Event{Type: EventLoadFailed, Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
 		return ErrFailed
 	}
 
-	c, release, err := l.ready(ctx)
+	s, err := l.ready(ctx)
 	if err != nil {
 		return fail(err.Error(), "")
 	}
+	release := s.Release()
 	// Check vermagic before touching the guest: a mismatch would only fail in
 	// insmod after the old module was already removed.
 	if vm := b.info.Vermagic; vm != "" && !strings.HasPrefix(vm, release+" ") && vm != release {
@@ -285,7 +278,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 			upload = b.res.KO
 		}
 	}
-	remote, sent, err := c.Upload(sctx, upload, path.Base(b.res.KO))
+	remote, sent, err := s.Upload(sctx, upload, path.Base(b.res.KO))
 	if err != nil {
 		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}
@@ -293,7 +286,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 
 	t = time.Now()
 	mark := l.kmsg.mark()
-	r, err := c.Reload(sctx, name, remote, l.cfg.Params)
+	r, err := s.Reload(sctx, name, remote, l.cfg.Params)
 	reloadTook := time.Since(t)
 	if err != nil {
 		if l.vmDied(ctx) {
@@ -306,10 +299,15 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		return fail(fmt.Sprintf("reloading: %v", err), "")
 	}
 	if r.UnloadErr != "" {
-		use, holders, held, stuck := l.whoHolds(ctx, c, name)
+		use, holders, held, stuck := l.whoHolds(ctx, s, name)
 		switch {
 		case stuck:
 			l.crashes.markDirty(use)
+			if !l.cfg.Guest.Managed() {
+				// Nothing but a reboot frees it, and kwatch cannot reboot a
+				// machine it does not own: retrying would fail forever.
+				return fail(use, "reboot the guest (kwatch does not manage it, so it cannot restart it), then save again")
+			}
 			if !l.cfg.Once {
 				l.held = &b
 			}
@@ -325,35 +323,39 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		return fail(use, "close what holds it: kwatch loads the new build as soon as it is free", holders...)
 	}
 	if r.LoadErr != "" {
-		l.kmsg.sync(ctx, c, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
+		l.kmsg.sync(ctx, s, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
 		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
 		msg := "insmod: " + cause
-		if _, _, _, stuck := l.whoHolds(ctx, c, name); stuck {
+		if _, _, _, stuck := l.whoHolds(ctx, s, name); stuck {
 			l.crashes.markDirty(name + " is stuck after its init failed")
-			msg += "; the module is stuck, so the VM is restarted before the next load"
-		} else if l.goodKO != "" && l.loadGood(ctx, c) == "" {
+			if l.cfg.Guest.Managed() {
+				msg += "; the module is stuck, so the VM is restarted before the next load"
+			} else {
+				msg += "; the module is stuck until the guest is rebooted (kwatch does not manage it)"
+			}
+		} else if l.goodKO != "" && l.loadGood(ctx, s) == "" {
 			l.goodAt = time.Now()
 			msg += " (the previous build was loaded again)"
 		}
 		return fail(msg, hint)
 	}
-	l.keepGood(b, name)
+	l.keepGood(b, name, s.BootID())
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
-	l.kmsg.sync(ctx, c, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
-	l.report.Report(Event{Type: "loaded", Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path,
+	l.kmsg.sync(ctx, s, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
+	l.report.Report(Event{Type: EventLoaded, Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path,
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 
 	failed := false
 	for _, cmd := range l.cfg.Run {
-		stdout, stderr, exit, err := c.Run(ctx, cmd)
+		stdout, stderr, exit, err := s.Run(ctx, cmd)
 		if err != nil {
 			l.error(fmt.Errorf("running %q in the guest: %w", cmd, err))
 			failed = true
 			continue
 		}
-		l.report.Report(Event{Type: "run_output", Time: time.Now(), Command: cmd,
+		l.report.Report(Event{Type: EventRunOutput, Time: time.Now(), Command: cmd,
 			Output: string(stdout) + string(stderr), Exit: &exit})
 		failed = failed || exit != 0
 	}
@@ -365,8 +367,8 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 
 // keepGood copies a module that loaded cleanly into the state dir: the build
 // dir is overwritten by the next build, and a restarted guest gets this one.
-func (l *loop) keepGood(b loadJob, name string) {
-	l.goodName, l.goodBoot, l.goodAt = name, l.cfg.Guest.BootID(), time.Now()
+func (l *loop) keepGood(b loadJob, name, boot string) {
+	l.goodName, l.goodBoot, l.goodAt = name, boot, time.Now()
 	if l.cfg.StateDir == "" {
 		return
 	}
@@ -402,9 +404,9 @@ func firstLine(s string) string {
 }
 
 func (l *loop) notice(msg string) {
-	l.report.Report(Event{Type: "notice", Time: time.Now(), Message: msg})
+	Notice(l.report, msg)
 }
 
 func (l *loop) error(err error) {
-	l.report.Report(Event{Type: "error", Time: time.Now(), Message: err.Error()})
+	l.report.Report(Event{Type: EventError, Time: time.Now(), Message: err.Error()})
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/fatih/color"
 
-	"kwatch/guest"
+	"kwatch/kmsg"
 	"kwatch/watcher"
 )
 
@@ -191,7 +191,7 @@ func TestHumanNeutralisesControls(t *testing.T) {
 		ev   Event
 		want []string
 	}{
-		{"kmsg", Event{Type: "kmsg", record: &guest.Record{Level: 6, Message: "evil: " + hostile + "\nnext line"}},
+		{"kmsg", Event{Type: "kmsg", record: &kmsg.Record{Level: 6, Message: "evil: " + hostile + "\nnext line"}},
 			[]string{`evil: x\x1b[2J\x07\x0dy\x9b31m\x9b\x00`, "next line"}},
 		{"run output", Event{Type: "run_output", Command: "cat /dev/evil", Exit: &exit, Output: "out " + hostile + "\r\nsecond\r\n"},
 			[]string{`out x\x1b[2J\x07\x0dy\x9b31m\x9b\x00`, "  second\n", "\x1b[32;1mok"}},

@@ -14,13 +14,13 @@ import (
 
 	"github.com/fatih/color"
 
-	"kwatch/guest"
+	"kwatch/kmsg"
 )
 
 // Event is one thing that happened in the loop. With --json each event is one
 // line on stdout; the human reporter turns them into status lines.
 type Event struct {
-	Type string    `json:"event"` // build_start, build_ok, build_failed, loaded, load_failed, run_output, kmsg, crash, vm_ready, fast_path_bug, error, notice
+	Type Kind      `json:"event"`
 	Time time.Time `json:"time"`
 
 	Module      string   `json:"module,omitempty"`
@@ -64,7 +64,31 @@ type Event struct {
 	InModule   *bool    `json:"in_module,omitempty"`
 	UserModule string   `json:"user_module,omitempty"`
 
-	record *guest.Record // kmsg: the record, for the human formatter
+	record *kmsg.Record // kmsg: the record, for the human formatter
+}
+
+// Kind says what an Event reports; it is the "event" field of --json.
+type Kind string
+
+const (
+	EventBuildStart  Kind = "build_start"
+	EventBuildOK     Kind = "build_ok"
+	EventBuildFailed Kind = "build_failed"
+	EventLoaded      Kind = "loaded"
+	EventLoadFailed  Kind = "load_failed"
+	EventRunOutput   Kind = "run_output"
+	EventKernelLog   Kind = "kmsg"
+	EventCrash       Kind = "crash"
+	EventVMReady     Kind = "vm_ready"
+	EventFastPathBug Kind = "fast_path_bug" // the fast path built another module than make
+	EventError       Kind = "error"
+	EventNotice      Kind = "notice"
+)
+
+// Notice reports msg to r as a notice: something the user should know that
+// is neither a failure nor a result.
+func Notice(r Reporter, msg string) {
+	r.Report(Event{Type: EventNotice, Time: time.Now(), Message: msg})
 }
 
 // Reporter receives events; implementations are safe for concurrent use
@@ -128,11 +152,11 @@ func (r *Human) Report(e Event) {
 	w := r.w
 	e = printableEvent(e)
 	switch e.Type {
-	case "build_start":
+	case EventBuildStart:
 		r.build.Reset()
 		fmt.Fprintf(w, "%s %s\n", cyan("⟳"), dim("building "+e.Message))
-	case "build_ok":
-	case "build_failed":
+	case EventBuildOK:
+	case EventBuildFailed:
 		lines := strings.Split(strings.TrimRight(r.build.String(), "\n"), "\n")
 		if len(lines) > failedBuildLines {
 			fmt.Fprintf(w, "  %s\n", dim(fmt.Sprintf("│ … %d earlier lines", len(lines)-failedBuildLines)))
@@ -152,14 +176,14 @@ func (r *Human) Report(e Event) {
 			fmt.Fprintf(w, "  %s %s\n", yellow("hint:"), e.Hint)
 		}
 		fmt.Fprintf(w, "  %s\n", dim("the previously loaded module stays loaded"))
-	case "loaded":
+	case EventLoaded:
 		build := ms(e.BuildMS)
 		if e.Path != "" {
 			build += " · " + e.Path
 		}
 		fmt.Fprintf(w, "%s %s loaded in %s %s\n", green("✓"), e.Module, ms(e.TotalMS),
 			dim(fmt.Sprintf("(build %s · upload %s · reload %s)", build, ms(e.UploadMS), ms(e.ReloadMS))))
-	case "load_failed":
+	case EventLoadFailed:
 		fmt.Fprintf(w, "%s %s not loaded: %s\n", red("✗"), e.Module, e.Message)
 		for _, h := range e.Holders {
 			fmt.Fprintf(w, "  %s %s\n", yellow("held:"), h)
@@ -167,7 +191,7 @@ func (r *Human) Report(e Event) {
 		if e.Hint != "" {
 			fmt.Fprintf(w, "  %s %s\n", yellow("hint:"), e.Hint)
 		}
-	case "run_output":
+	case EventRunOutput:
 		status := green("ok")
 		if e.Exit != nil && *e.Exit != 0 {
 			status = red(fmt.Sprintf("exit %d", *e.Exit))
@@ -178,17 +202,17 @@ func (r *Human) Report(e Event) {
 				fmt.Fprintf(w, "  %s\n", l)
 			}
 		}
-	case "kmsg":
+	case EventKernelLog:
 		if e.record != nil {
-			fmt.Fprintln(w, guest.FormatRecord(*e.record))
+			fmt.Fprintln(w, kmsg.Format(*e.record))
 		} else {
 			fmt.Fprintln(w, e.Message)
 		}
-	case "crash":
+	case EventCrash:
 		humanCrash(w, e)
-	case "vm_ready":
+	case EventVMReady:
 		fmt.Fprintf(w, "%s %s\n", green("●"), e.Message)
-	case "error", "fast_path_bug":
+	case EventError, EventFastPathBug:
 		fmt.Fprintf(w, "%s %s\n", red("kwatch: error:"), e.Message)
 		if e.Hint != "" {
 			fmt.Fprintf(w, "%s %s\n", yellow("kwatch: hint:"), e.Hint)

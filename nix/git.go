@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 
+	"kwatch/buildfiles"
 	"kwatch/proc"
 )
 
@@ -44,25 +45,10 @@ func InGit(ctx context.Context, dir string) (bool, error) {
 }
 
 // buildInput reports whether a path (slash-separated) is a file a module's
-// flake build reads; hidden paths and Kbuild's generated .mod.c are not.
+// flake build reads; nothing in a hidden directory is.
 func buildInput(p string) bool {
-	for _, part := range strings.Split(p, "/") {
-		if strings.HasPrefix(part, ".") {
-			return false
-		}
-	}
-	name := path.Base(p)
-	switch {
-	case name == "Kbuild", name == "Makefile", name == "flake.lock":
-		return true
-	case strings.HasSuffix(name, ".mod.c"):
-		return false
-	}
-	switch path.Ext(name) {
-	case ".c", ".h", ".rs", ".S", ".nix":
-		return true
-	}
-	return false
+	dir, name := path.Split(p)
+	return !strings.HasPrefix(dir, ".") && !strings.Contains(dir, "/.") && buildfiles.IsInput(name)
 }
 
 // untrackedError says which files nix cannot see and how to fix it.

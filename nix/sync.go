@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"kwatch/buildfiles"
 )
 
 // manifestName lists, in a build dir, the files syncTree copied there, so
@@ -40,7 +42,7 @@ func syncTree(src, dst string) error {
 			}
 			return nil
 		}
-		if d.IsDir() || kbuildOutput(d.Name()) {
+		if d.IsDir() || buildfiles.IsOutput(d.Name()) {
 			return nil
 		}
 		rel, err := filepath.Rel(src, p)
@@ -146,19 +148,4 @@ func readManifest(dir string) ([]string, error) {
 		}
 	}
 	return files, sc.Err()
-}
-
-// kbuildOutput reports whether a file name is one Kbuild writes into a
-// module's directory, as a build run by hand in the source dir leaves them.
-func kbuildOutput(name string) bool {
-	switch name {
-	case "Module.symvers", "modules.order":
-		return true
-	}
-	for _, suffix := range []string{".o", ".ko", ".ko.xz", ".ko.zst", ".ko.gz", ".mod", ".mod.c", ".rmeta", ".a", ".cmd"} {
-		if strings.HasSuffix(name, suffix) {
-			return true
-		}
-	}
-	return false
 }

@@ -80,6 +80,7 @@ func TestBuildInput(t *testing.T) {
 		"src/Kbuild": true, "src/Makefile": true, "module.nix": true, "flake.lock": true,
 		"src/hello.mod.c": false, "README.md": false, "src/hello.ko": false,
 		".kwatch/build/hello.c": false, "src/.new.c.swp": false, "notes.txt": false,
+		"src/Kconfig": true, "a/.git/x.c": false,
 	} {
 		if got := buildInput(p); got != want {
 			t.Errorf("buildInput(%q) = %v, want %v", p, got, want)
@@ -116,6 +117,27 @@ func TestUntrackedInputs(t *testing.T) {
 
 	if files, err := untrackedInputs(t.Context(), t.TempDir()); err != nil || files != nil {
 		t.Errorf("outside git: %q, %v", files, err)
+	}
+}
+
+// Every build input gets the hint, Kconfig too (the watcher rebuilt on it
+// while the nix sync said nothing).
+func TestUntrackedKconfig(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed")
+	}
+	repo := t.TempDir()
+	for _, f := range []string{"flake.nix", "src/Kconfig", "src/Kbuild.include"} {
+		nixtest.WriteFile(t, filepath.Join(repo, f), "x\n")
+	}
+	nixtest.Git(t, repo, "init", "-q")
+	nixtest.Git(t, repo, "add", "flake.nix")
+	files, err := untrackedInputs(t.Context(), repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"src/Kbuild.include", "src/Kconfig"}; !reflect.DeepEqual(files, want) {
+		t.Errorf("untracked inputs = %q, want %q", files, want)
 	}
 }
 

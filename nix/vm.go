@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"kwatch/guest"
+	"kwatch/guest/vm"
 )
 
-// VMLauncher returns a launch function (guest.VM's Launch) that runs the
+// VMLauncher returns a launch function (vm.VM's Launch) that runs the
 // run-*-vm script of a NixOS system.build.vm output vmOut. It forwards
 // 127.0.0.1:port to the guest's sshd, puts the kernel console on the script's
 // stdio, keeps the disk image and scratch files in stateDir, and lets a panic
@@ -41,7 +41,7 @@ func VMLauncher(vmOut, stateDir, extraKernelParams string) func(port int, accel 
 		if err := os.MkdirAll(tmp, 0o755); err != nil {
 			return nil, fmt.Errorf("creating the VM's scratch directory: %w", err)
 		}
-		params := guest.KernelParams
+		params := vm.KernelParams
 		if extraKernelParams != "" {
 			params += " " + extraKernelParams
 		}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/nix/nixtest"
 )
 
@@ -44,7 +44,7 @@ func TestVMLauncherCommand(t *testing.T) {
 			}
 			for _, kv := range []string{
 				"QEMU_NET_OPTS=hostfwd=tcp:127.0.0.1:2222-:22",
-				"QEMU_KERNEL_PARAMS=" + guest.KernelParams + " kwatch.x=1",
+				"QEMU_KERNEL_PARAMS=" + vm.KernelParams + " kwatch.x=1",
 				"QEMU_OPTS=" + tc.qemuOpts,
 				"NIX_DISK_IMAGE=" + filepath.Join(state, "nixos.qcow2"),
 				"USE_TMPDIR=1",
@@ -77,7 +77,7 @@ func TestVMLauncherScripts(t *testing.T) {
 }
 
 // TestVMLauncherBoots builds a VM output with nix and boots it through
-// guest.VM with VMLauncher, until the guest's sshd answers on the
+// vm.VM with VMLauncher, until the guest's sshd answers on the
 // forwarded port.
 func TestVMLauncherBoots(t *testing.T) {
 	nixtest.Need(t)
@@ -96,18 +96,18 @@ func TestVMLauncherBoots(t *testing.T) {
 		t.Errorf("the build log was not streamed:\n%s", log.String())
 	}
 
-	vm := &guest.VM{StateDir: state, Backend: "nix", Ident: paths[0], Accel: "tcg",
+	v := &vm.VM{StateDir: state, Backend: "nix", Ident: paths[0], Accel: "tcg",
 		Launch: VMLauncher(paths[0], state, "kwatch.test=1")}
 	t.Cleanup(func() {
-		if err := vm.Down(); err != nil {
+		if err := v.Down(); err != nil {
 			t.Error(err)
 		}
 	})
-	if _, err := vm.Up(ctx, 4*time.Minute); err != nil {
+	if _, err := v.Up(ctx, 4*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	console := readFile(t, filepath.Join(state, "console.log"))
-	if !strings.Contains(console, guest.KernelParams+" kwatch.test=1") {
+	if !strings.Contains(console, vm.KernelParams+" kwatch.test=1") {
 		t.Errorf("QEMU_KERNEL_PARAMS did not reach the kernel command line:\n%s", console)
 	}
 	for _, p := range []string{"nixos.qcow2", "vm-tmp/xchg"} {

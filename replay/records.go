@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"kwatch/buildfiles"
 )
 
 // Object is what Kbuild recorded about one target (.o, .ko, .mod ...).
@@ -84,7 +86,7 @@ func Read(dir string, env []string) (*Graph, error) {
 			if err := g.readCmd(path); err != nil {
 				errs = append(errs, err)
 			}
-		case IsInput(path):
+		case buildfiles.IsInput(name):
 			g.stamps[path] = stamp{fi.ModTime(), fi.Size()}
 		}
 	})
@@ -197,7 +199,7 @@ func (g *Graph) Check() string {
 	}
 	now := map[string]stamp{}
 	WalkFiles(g.Dir, func(path string, fi fs.FileInfo) {
-		if IsInput(path) {
+		if buildfiles.IsInput(filepath.Base(path)) {
 			now[path] = stamp{fi.ModTime(), fi.Size()}
 		}
 	})
@@ -220,7 +222,7 @@ func (g *Graph) Check() string {
 		}
 		switch {
 		case cur == s:
-		case isKbuildFile(p):
+		case buildfiles.IsKbuildFile(filepath.Base(p)):
 			return g.rel(p) + " changed"
 		case cur == stamp{} && strings.HasPrefix(p, g.Dir+"/"):
 			return g.rel(p) + " was removed"
@@ -238,33 +240,6 @@ func (g *Graph) rel(p string) string {
 		return r
 	}
 	return p
-}
-
-// IsInput reports whether path is a file a module build reads: a source or a
-// Kbuild file (modpost's .mod.c is an output).
-func IsInput(path string) bool {
-	if strings.HasSuffix(path, ".mod.c") {
-		return false
-	}
-	switch filepath.Ext(path) {
-	case ".c", ".h", ".S", ".rs":
-		return true
-	}
-	return isKbuildFile(path)
-}
-
-func isKbuildFile(path string) bool {
-	name := filepath.Base(path)
-	switch name {
-	case "Makefile", "makefile", "GNUmakefile", "Kbuild", "Kconfig":
-		return true
-	}
-	for _, prefix := range []string{"Makefile.", "Kbuild.", "Kconfig."} {
-		if strings.HasPrefix(name, prefix) {
-			return true
-		}
-	}
-	return false
 }
 
 // WalkFiles calls fn for each regular file under dir, skipping dot-directories.

@@ -10,28 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-)
 
-// junkFiles are file names that are never build inputs even where the input
-// whitelist would accept them (x.mod.c ends in .c, Makefile.swp starts with
-// Makefile.). Kbuild writes its outputs into the module directory (M=$PWD,
-// no MO= before Linux 6.13), so these rules are what stop a build from
-// triggering the next one.
-var junkFiles = []string{
-	// Kbuild outputs
-	"*.o", "*.ko", "*.mod", "*.mod.c", "*.cmd", "modules.order", "Module.symvers",
-	"*.rmeta", "rust-project.json",
-	// editor temporaries: vim, emacs, JetBrains safe-write
-	"4913", "*.swp", "*~", "#*#", ".#*", "*___jb_tmp___", "*___jb_old___",
-}
-
-// inputNames and inputExts are the build inputs kwatch reacts to.
-var (
-	inputNames = map[string]bool{
-		"Makefile": true, "makefile": true, "GNUmakefile": true, "Kbuild": true, "Kconfig": true,
-		"flake.lock": true,
-	}
-	inputExts = map[string]bool{".c": true, ".h": true, ".S": true, ".rs": true, ".nix": true}
+	"kwatch/buildfiles"
 )
 
 // rules decides which paths matter. It is immutable after New, so the
@@ -81,23 +61,12 @@ func (r *rules) relevant(rel string) bool {
 		return false
 	}
 	name := path.Base(rel)
-	return isInput(name) && !r.excluded(rel, false)
-}
-
-func isInput(name string) bool {
-	if inputNames[name] || inputExts[path.Ext(name)] {
-		return true
-	}
-	for _, prefix := range []string{"Makefile.", "Kbuild.", "Kconfig."} {
-		if strings.HasPrefix(name, prefix) {
-			return true
-		}
-	}
-	return false
+	return buildfiles.IsInput(name) && !r.excluded(rel, false)
 }
 
 // excluded reports whether rel (a directory if isDir) is ignored by the
-// built-in rules, the .gitignore or Options.Ignore.
+// built-in rules, the .gitignore or Options.Ignore. Nix's result links need
+// no rule: symlinks are never followed.
 func (r *rules) excluded(rel string, isDir bool) bool {
 	parts := strings.Split(rel, "/")
 	for i, p := range parts {
@@ -105,21 +74,10 @@ func (r *rules) excluded(rel string, isDir bool) bool {
 		switch {
 		case strings.HasPrefix(p, "."):
 			return true
-		case dir && (p == "target" || strings.HasPrefix(p, "result")):
-			return true
-		case !dir && isJunk(p):
+		case dir && p == "target": // cargo's
 			return true
 		case r.ignored(strings.Join(parts[:i+1], "/"), dir):
 			// Like git: nothing below an ignored directory can be re-included.
-			return true
-		}
-	}
-	return false
-}
-
-func isJunk(name string) bool {
-	for _, pat := range junkFiles {
-		if ok, _ := path.Match(pat, name); ok {
 			return true
 		}
 	}

@@ -90,8 +90,8 @@ func TestRelevant(t *testing.T) {
 		// ignored directories
 		{"target/x.rs", false},
 		{"sub/target/x.c", false},
-		{"result/default.nix", false},
-		{"result-2/x.c", false},
+		{"results/x.c", true}, // a real directory: nix's result links are symlinks, never followed
+		{"result-dir/default.nix", true},
 		{"targets/x.c", true},
 		// .gitignore
 		{"build/x.c", false},
@@ -135,11 +135,13 @@ func TestIgnoredDirsUnwatched(t *testing.T) {
 	outside := t.TempDir()
 	writeFile(t, filepath.Join(outside, "x.c"), "")
 	writeFile(t, filepath.Join(root, ".gitignore"), "/build/\n")
-	for _, d := range []string{".git/objects", "target/debug", "build", "sub/deeper", "sub/.tmp_versions", "result-1"} {
+	for _, d := range []string{".git/objects", "target/debug", "build", "sub/deeper", "sub/.tmp_versions", "results"} {
 		mkdir(t, filepath.Join(root, d))
 	}
-	if err := os.Symlink(outside, filepath.Join(root, "result")); err != nil {
-		t.Fatal(err)
+	for _, link := range []string{"result", "result-1"} { // as nix build leaves them
+		if err := os.Symlink(outside, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.Symlink(outside, filepath.Join(root, "link")); err != nil {
 		t.Fatal(err)
@@ -152,7 +154,7 @@ func TestIgnoredDirsUnwatched(t *testing.T) {
 		got = append(got, rel)
 	}
 	slices.Sort(got)
-	if want := []string{".", "sub", "sub/deeper"}; !slices.Equal(got, want) {
+	if want := []string{".", "results", "sub", "sub/deeper"}; !slices.Equal(got, want) {
 		t.Errorf("watched dirs = %q, want %q", got, want)
 	}
 

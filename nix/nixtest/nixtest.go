@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"kwatch/guest"
+	"kwatch/guest/vm"
 )
 
 // Config lets root use nix here without a daemon, a sandbox or a cache.
@@ -64,12 +65,12 @@ func Initramfs(t testing.TB, stateDir, modules string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostKey, err := guest.EnsureHostKey(stateDir)
+	hostKey, err := vm.EnsureHostKey(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(stateDir, "test-initramfs.cpio.gz")
-	err = guest.WriteInitramfs(path, guest.InitramfsConfig{AuthorizedKey: authKey, HostKey: hostKey, ModulesDir: modules})
+	err = vm.WriteInitramfs(path, vm.InitramfsConfig{AuthorizedKey: authKey, HostKey: hostKey, ModulesDir: modules})
 	if err != nil {
 		t.Fatal(err)
 	}

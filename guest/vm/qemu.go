@@ -1,4 +1,4 @@
-package guest
+package vm
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -92,4 +94,15 @@ func KernelVersion(kernelImage string) (string, error) {
 		return "", fmt.Errorf("%s has an empty version string", kernelImage)
 	}
 	return fields[0], nil
+}
+
+// NewestKernel returns the newest installed kernel image (/boot/vmlinuz-*), or
+// "" when there is none: the default --kernel, and what the tests boot.
+func NewestKernel() string {
+	imgs, _ := filepath.Glob("/boot/vmlinuz-*")
+	if len(imgs) == 0 {
+		return ""
+	}
+	sort.Strings(imgs)
+	return imgs[len(imgs)-1]
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,21 +18,118 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
-	"kwatch/builder"
 	"kwatch/guest"
+	"kwatch/guest/vm"
 	"kwatch/loop"
+	"kwatch/machine"
 	"kwatch/nix"
 	"kwatch/sshconfig"
 )
 
+// guest wires the machine: a VM kwatch manages or an existing SSH host.
+func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, log io.Writer) (*machine.Machine, error) {
+	g := machine.Config{Report: report, BootTimeout: o.bootTimeout}
+	notify := func(msg string) { loop.Notice(report, msg) }
+	switch s.vm {
+	case "ssh":
+		home, _ := os.UserHomeDir()
+		cfg, err := sshTarget(o.ssh, o.identity, s.stateDir, home)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Notify = notify
+		g.SSH = cfg
+	case "qemu":
+		vm, err := o.qemuVM(s.stateDir, notify)
+		if err != nil {
+			return nil, err
+		}
+		g.VM = vm
+	case "nix":
+		vm, err := o.nixVM(ctx, s, notify, log)
+		if err != nil {
+			return nil, err
+		}
+		g.VM = vm
+	}
+	if g.VM != nil {
+		cfg, err := managedSSH(s.stateDir, s.vm)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Notify = notify
+		g.SSH = cfg
+	}
+	if g.BootTimeout == 0 {
+		g.BootTimeout = 2 * time.Minute
+		if s.vm == "nix" {
+			g.BootTimeout = 10 * time.Minute
+		}
+	}
+	return machine.Start(ctx, g), nil
+}
+
+func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
+	kernel := o.kernel
+	if kernel == "" {
+		if kernel = vm.NewestKernel(); kernel == "" {
+			return nil, usagef("install a kernel image (apt-get install linux-image-amd64) or pass --kernel PATH", "no kernel image found in /boot")
+		}
+	}
+	fi, err := os.Stat(kernel)
+	if err != nil {
+		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "kernel image %s: %v", kernel, errors.Unwrap(err))
+	}
+	ver, err := vm.KernelVersion(kernel)
+	if err != nil {
+		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "--kernel: %v", err)
+	}
+	modulesDir := o.modulesDir
+	if modulesDir == "" {
+		// A kernel with its NIC driver built in (like the Rust test kernel) has no modules dir.
+		if _, err := os.Stat(filepath.Join("/lib/modules", ver, "kernel")); err == nil {
+			modulesDir = filepath.Join("/lib/modules", ver)
+		}
+	} else if _, err := os.Stat(modulesDir); err != nil {
+		return nil, usagef("pass the /lib/modules/<version> dir of the kernel image", "--modules-dir %s does not exist", modulesDir)
+	}
+	_, authKey, err := guest.LoadOrCreateKey(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	hostKey, err := vm.EnsureHostKey(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
+	qc := vm.QEMUConfig{Kernel: kernel, Initramfs: initrd}
+	launch := qc.Launcher()
+	return &vm.VM{
+		StateDir: stateDir,
+		Backend:  "qemu",
+		Kernel:   kernel,
+		Ident:    fmt.Sprintf("%s %d %d %s", kernel, fi.Size(), fi.ModTime().Unix(), modulesDir),
+		Accel:    o.accel,
+		Notify:   notify,
+		Launch: func(port int, accel string) (*exec.Cmd, error) {
+			// The initramfs is only needed when booting, so it is written here.
+			err := vm.WriteInitramfs(initrd, vm.InitramfsConfig{AuthorizedKey: authKey, HostKey: hostKey, ModulesDir: modulesDir})
+			if err != nil {
+				return nil, fmt.Errorf("writing the initramfs: %w", err)
+			}
+			return launch(port, accel)
+		},
+	}, nil
+}
+
 // nixVM builds the flake's VM (this can take long the first time; nix shows
 // its progress) and returns the VM that runs it.
-func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*guest.VM, error) {
+func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*vm.VM, error) {
 	out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
 	if err != nil {
 		return nil, err
 	}
-	return &guest.VM{
+	return &vm.VM{
 		StateDir: s.stateDir,
 		Backend:  "nix",
 		Ident:    out,
@@ -39,6 +137,16 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 		Notify:   notify,
 		Launch:   nix.VMLauncher(out, s.stateDir, ""),
 	}, nil
+}
+
+// relaunchNixVM rebuilds the flake's VM after a .nix edit; the machine boots
+// it anew when it changed.
+func (o *options) relaunchNixVM(ctx context.Context, s setupInfo, g *machine.Machine, report loop.Reporter, log io.Writer) error {
+	out, err := buildNixVM(ctx, s, o.nixVMAttr, func(msg string) { loop.Notice(report, msg) }, log)
+	if err != nil {
+		return err
+	}
+	return g.Relaunch(ctx, out, nix.VMLauncher(out, s.stateDir, ""))
 }
 
 func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(string), log io.Writer) (string, error) {
@@ -57,93 +165,6 @@ func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(strin
 		return "", fmt.Errorf("building the VM: nix build returned no output path")
 	}
 	return outs[0], nil
-}
-
-// newBuilder picks how the module is built and what is watched: the module
-// dir for Kbuild, the whole flake for nix (so .nix edits are seen too).
-func (o *options) newBuilder(s setupInfo, dir, release string, g *loop.Guest, log io.Writer) (builder.Builder, string, func(context.Context) error, error) {
-	kind := o.builder
-	if kind == "" {
-		kind = "kbuild"
-		if s.vm == "nix" {
-			kind = "nix"
-		}
-	}
-	switch kind {
-	case "kbuild":
-		src, err := moduleSrc(dir)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		kdir := o.kdir
-		if kdir == "" {
-			kdir = filepath.Join("/lib/modules", release, "build")
-		}
-		mk, err := builder.Kbuild(src, builder.KbuildOptions{KDir: kdir, RustC: o.rustc})
-		if err != nil {
-			return nil, "", nil, usagef("", "%v", err)
-		}
-		mk.EditorFiles = o.editorFiles
-		return mk, src, nil, nil
-	case "nix":
-		if s.flakeRoot == "" {
-			return nil, "", nil, usagef("run `kwatch init` or use --builder kbuild", "--builder nix needs a flake.nix at or above %s", dir)
-		}
-		var (
-			b   builder.Builder
-			inc *nix.Incremental
-		)
-		switch o.nixMode {
-		case "derivation":
-			b = &nix.Derivation{Flake: s.flakeRoot, Attr: o.moduleAttr, OutLink: filepath.Join(s.stateDir, "module-result")}
-		case "incremental":
-			src, err := moduleSrc(dir)
-			if err != nil {
-				return nil, "", nil, err
-			}
-			inc = &nix.Incremental{Flake: s.flakeRoot, Attr: o.moduleAttr, Src: src, BuildDir: filepath.Join(s.stateDir, "build")}
-			b = inc
-		default:
-			return nil, "", nil, usagef("use --nix-mode incremental or derivation", "unknown --nix-mode %q", o.nixMode)
-		}
-		changed := func(ctx context.Context) error {
-			if inc != nil {
-				inc.Invalidate()
-			}
-			if s.vm != "nix" {
-				return nil
-			}
-			notify := func(msg string) { g.Report.Report(loop.Event{Type: "notice", Time: time.Now(), Message: msg}) }
-			out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
-			if err != nil {
-				return err
-			}
-			g.Reboot(func(vm *guest.VM) bool {
-				if vm.Ident == out {
-					return false
-				}
-				notify("the VM's configuration changed: restarting it")
-				vm.Ident, vm.Launch = out, nix.VMLauncher(out, s.stateDir, "")
-				return true
-			})
-			return nil
-		}
-		return b, s.flakeRoot, changed, nil
-	}
-	return nil, "", nil, usagef("use --builder kbuild or nix", "unknown --builder %q", kind)
-}
-
-// moduleSrc finds the module's Kbuild/Makefile: DIR itself, or DIR/src in a
-// `kwatch init` project.
-func moduleSrc(dir string) (string, error) {
-	for _, d := range []string{dir, filepath.Join(dir, "src")} {
-		for _, f := range []string{"Kbuild", "Makefile"} {
-			if _, err := os.Stat(filepath.Join(d, f)); err == nil {
-				return d, nil
-			}
-		}
-	}
-	return "", usagef("point kwatch at the directory holding the module's Makefile or Kbuild", "no Makefile or Kbuild in %s", dir)
 }
 
 // sshTarget parses --ssh [user@]host[:port] and --identity, filling in what
@@ -213,6 +234,30 @@ func sshTarget(target, identity, stateDir, home string) (guest.SSHConfig, error)
 	return cfg, nil
 }
 
+// sshConfig reaches the guest without booting one: the running managed VM
+// from the state dir, or the --ssh target.
+func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
+	if s.vm == "ssh" {
+		home, _ := os.UserHomeDir()
+		return sshTarget(o.ssh, o.identity, s.stateDir, home)
+	}
+	st, ok, err := vm.ReadState(s.stateDir)
+	if err != nil {
+		return guest.SSHConfig{}, err
+	}
+	if _, running, _ := (&vm.VM{StateDir: s.stateDir}).Status(); !ok || !running {
+		return guest.SSHConfig{}, usagef("start it with `kwatch vm up` or `kwatch DIR`", "no VM is running (state dir %s)", s.stateDir)
+	}
+	cfg, err := managedSSH(s.stateDir, st.Backend)
+	cfg.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
+	return cfg, err
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // expandHome expands ~ and %d in an IdentityFile path, as ssh does.
 func expandHome(p, home string) string {
 	if p == "~" || strings.HasPrefix(p, "~/") {
@@ -260,7 +305,20 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+// managedSSH is how kwatch logs into a VM it manages (Addr comes from the
+// VM's state). The qemu backend's guest gets host keys kwatch made, so
+// exactly those are pinned; a NixOS VM makes its own, pinned on first use.
+func managedSSH(stateDir, backend string) (guest.SSHConfig, error) {
+	signer, _, err := guest.LoadOrCreateKey(stateDir)
+	if err != nil {
+		return guest.SSHConfig{}, err
+	}
+	// kwatch started the VM, so a NixOS VM's first host key is trusted.
+	cfg := guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(stateDir, "known_hosts"), TrustNew: true}
+	if backend == "qemu" {
+		if cfg.HostKeys, err = vm.HostPublicKeys(stateDir); err != nil {
+			return guest.SSHConfig{}, err
+		}
+	}
+	return cfg, nil
 }

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"kwatch/loop"
+)
+
+// usageError is bad input: exit code 2 with a one-line message and a hint.
+type usageError struct{ msg, hint string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(hint, format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...), hint: hint}
+}
+
+// exitError carries a guest command's exit status out of `kwatch vm ssh`.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// exitCode maps errors to kwatch's exit codes in one place: 0 ok, 1 the job
+// failed, 2 usage or configuration error.
+func exitCode(err error, stderr io.Writer) int {
+	var ue *usageError
+	var ee *exitError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, loop.ErrFailed):
+		return 1
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "kwatch: error: %s\n", ue.msg)
+		if ue.hint != "" {
+			fmt.Fprintf(stderr, "kwatch: hint: %s\n", ue.hint)
+		}
+		return 2
+	default:
+		fmt.Fprintf(stderr, "kwatch: error: %s\n", err)
+		return 1
+	}
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// options holds every flag; the VM flags are shared by `kwatch` and `kwatch vm`.
+type options struct {
+	vm, kernel, modulesDir, ssh, identity, stateDir, accel string
+	acceptHostKey                                          string
+	bootTimeout                                            time.Duration
+	nixVMAttr                                              string
+
+	kdir, params, builder, nixMode, moduleAttr, rustc string
+	run                                               multiFlag
+	once, json, editorFiles                           bool
+	debounce                                          time.Duration
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string { return strings.Join(*m, ", ") }
+
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func (o *options) vmFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.vm, "vm", "", "qemu|nix|ssh: the guest (default: nix when a flake.nix is at or above DIR, else qemu)")
+	fs.StringVar(&o.kernel, "kernel", "", "kernel image for --vm qemu (default: the newest /boot/vmlinuz-*)")
+	fs.StringVar(&o.modulesDir, "modules-dir", "", "/lib/modules/<version> tree holding the NIC driver for the generated initramfs (default: from the kernel image's version)")
+	fs.StringVar(&o.ssh, "ssh", "", "[user@]host[:port] of an existing guest for --vm ssh")
+	fs.StringVar(&o.identity, "identity", "", "SSH private key for --vm ssh (default: IdentityFile in ~/.ssh/config, else ~/.ssh/id_*)")
+	fs.StringVar(&o.acceptHostKey, "accept-host-key", "", "`SHA256:...` fingerprint of the --vm ssh host's key to accept on first contact (on a terminal kwatch asks instead)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "where kwatch keeps keys, logs and VM state (default: .kwatch in the flake root, else in the current directory)")
+	fs.StringVar(&o.accel, "accel", "auto", "auto|kvm|tcg")
+	fs.DurationVar(&o.bootTimeout, "boot-timeout", 0, "how long to wait for the guest's SSH (default 2m, 10m for --vm nix)")
+	fs.StringVar(&o.nixVMAttr, "nix-vm-attr", "nixosConfigurations.vm.config.system.build.vm", "flake attribute of the VM for --vm nix")
+}
+
+func (o *options) watchFlags(fs *flag.FlagSet) {
+	o.vmFlags(fs)
+	fs.StringVar(&o.kdir, "kdir", "", "kernel build dir for Kbuild (default /lib/modules/<guest uname -r>/build)")
+	fs.StringVar(&o.params, "params", "", `insmod parameters, e.g. "a=1 b=x"`)
+	fs.Var(&o.run, "run", "run `CMD` in the guest after every successful load (repeatable)")
+	fs.BoolVar(&o.once, "once", false, "build, load, run the --run commands once and exit (0 ok, 1 failed)")
+	fs.BoolVar(&o.json, "json", false, "one JSON event per line on stdout")
+	fs.StringVar(&o.builder, "builder", "", "kbuild|nix (default: nix when --vm nix, else kbuild)")
+	fs.StringVar(&o.nixMode, "nix-mode", "incremental", "incremental|derivation for --builder nix")
+	fs.StringVar(&o.moduleAttr, "module-attr", "module", "flake attribute of the module for --builder nix")
+	fs.StringVar(&o.rustc, "rustc", "", "rustc for Rust modules (default: the one the kernel tree was built with)")
+	fs.DurationVar(&o.debounce, "debounce", 75*time.Millisecond, "quiet period that closes a batch of file changes")
+	fs.BoolVar(&o.editorFiles, "editor-files", true, "write compile_commands.json (C) or rust-project.json (Rust) into the module dir after each full Kbuild build")
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments (`kwatch DIR --once` as well as `kwatch --once DIR`). Everything
+// after a "--" is positional, flags or not (`kwatch vm ssh -- grep -c x f`).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for i, a := range args {
+		if a == "--" {
+			args, rest = args[:i], args[i+1:]
+			break
+		}
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func newFlagSet(name string, stderr io.Writer, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// flagErr turns the flag package's errors into usage errors (exit 2); it has
+// already printed the details.
+func flagErr(err error) error {
+	if err == flag.ErrHelp {
+		return err
+	}
+	return usagef("run kwatch -h for the flags", "%v", err)
+}

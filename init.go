@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"kwatch/guest"
+	"kwatch/nix"
+	"kwatch/statedir"
+)
+
+const initUsage = `usage: kwatch init [--force] [--name NAME] [DIR]
+writes a flake project (NixOS VM with a Rust kernel, module.nix, src/ with a Rust module) into DIR
+flags:
+`
+
+func runInit(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("kwatch init", stderr, initUsage)
+	force := fs.Bool("force", false, "overwrite existing files")
+	name := fs.String("name", "", "module name (default: the directory's name)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	dir := "."
+	switch len(pos) {
+	case 0:
+	case 1:
+		dir = pos[0]
+	default:
+		return usagef("kwatch init [DIR]", "too many arguments: %s", strings.Join(pos, " "))
+	}
+	// The key is made only once init knows it will write: a refused init
+	// leaves nothing behind.
+	key := func() (string, error) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("creating %s: %w", dir, err)
+		}
+		stateDir := filepath.Join(dir, ".kwatch")
+		if err := statedir.Create(stateDir); err != nil {
+			return "", err
+		}
+		_, authKey, err := guest.LoadOrCreateKey(stateDir)
+		return strings.TrimSpace(string(authKey)), err
+	}
+	written, err := nix.Init(dir, nix.InitOptions{Name: *name, AuthorizedKey: key, Force: *force})
+	if err != nil {
+		return usagef("", "%v", err)
+	}
+	for _, f := range written {
+		fmt.Fprintf(stdout, "wrote %s\n", filepath.Join(dir, f))
+	}
+	// Flakes in a git repository only see tracked files, which keeps .kwatch
+	// (keys, the VM's disk) out of the nix store. Only the files init wrote
+	// are added: the user's other files are theirs to stage.
+	if err := exec.Command("git", "-C", dir, "rev-parse", "--is-inside-work-tree").Run(); err != nil {
+		git := exec.Command("git", append([]string{"add", "--"}, written...)...)
+		git.Dir = dir
+		if out, err := exec.Command("git", "-C", dir, "init", "-q").CombinedOutput(); err != nil {
+			fmt.Fprintf(stderr, "kwatch: could not create a git repository in %s: %s\n", dir, strings.TrimSpace(string(out)))
+		} else if out, err := git.CombinedOutput(); err != nil {
+			fmt.Fprintf(stderr, "kwatch: could not add the new files to git in %s: %s\n", dir, strings.TrimSpace(string(out)))
+		} else {
+			fmt.Fprintf(stdout, "created a git repository with the files above added (nix flakes only see tracked files)\n")
+		}
+	}
+	fmt.Fprintf(stdout, "next: cd %s && kwatch   (the first run builds the NixOS VM and its kernel: this takes a while)\n", dir)
+	return nil
+}

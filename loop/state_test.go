@@ -1,0 +1,739 @@
+package loop
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"kwatch/builder"
+	"kwatch/builder/buildertest"
+)
+
+// Unit tests of the loop's state machine, driven by the fakes in fake_test.go.
+
+const taintD = 1 << 7 // "D": the kernel oopsed
+
+var errBuild = &builder.Error{Diagnostics: []string{"hello.c:3:1: error: expected ';'"}, Hint: "fix the syntax"}
+
+// oops is a kernel report blamed on module hello.
+var oops = []string{
+	"BUG: kernel NULL pointer dereference, address: 0000000000000000",
+	"Oops: 0002 [#1] PREEMPT SMP NOPTI",
+	"RIP: 0010:hello_write+0x13/0x1000 [hello]",
+	"---[ end trace 0000000000000000 ]---",
+}
+
+// insmodFails makes every load of a file whose name starts with prefix fail.
+func insmodFails(prefix, msg string) func(*fakeBoot, string, string) (ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		if strings.HasPrefix(path.Base(remote), prefix) {
+			delete(b.loaded, name)
+			return ReloadResult{Unloaded: true, LoadErr: msg}, nil
+		}
+		b.loaded[name] = remote
+		return ReloadResult{}, nil
+	}
+}
+
+// rmmodFails makes every unload of a loaded module fail with msg.
+func rmmodFails(msg string) func(*fakeBoot, string, string) (ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		if _, ok := b.loaded[name]; ok {
+			return ReloadResult{UnloadErr: msg}, nil
+		}
+		b.loaded[name] = remote
+		return ReloadResult{}, nil
+	}
+}
+
+func loadedIn(g *fakeGuest, name string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.boot.loaded[name]
+}
+
+func TestOnceLoads(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	ko := r.ko("hello")
+	r.builder.steps = []buildStep{ko}
+	if err := r.once(); err != nil {
+		t.Fatalf("Run --once = %v, want nil; events:%s", err, r.events)
+	}
+	if got := loadedIn(r.guest, "hello"); got != remote(ko.ko) {
+		t.Errorf("loaded %q, want %q", got, remote(ko.ko))
+	}
+	e := r.events.wait(t, "loaded", 1)
+	if e.Module != "hello.ko" {
+		t.Errorf("loaded event names %q, want hello.ko", e.Module)
+	}
+	for _, typ := range []Kind{"build_start", "build_ok"} {
+		if len(r.events.of(typ)) != 1 {
+			t.Errorf("want one %s event:%s", typ, r.events)
+		}
+	}
+}
+
+func TestOnceBuildFails(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true, buildStep{err: errBuild})
+	if err := r.once(); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Run --once = %v, want ErrFailed", err)
+	}
+	e := r.events.wait(t, "build_failed", 1)
+	if e.Hint != "fix the syntax" || !slices.Equal(e.Diagnostics, errBuild.Diagnostics) {
+		t.Errorf("build_failed = %+v, want the builder's diagnostics and hint", e)
+	}
+	if r.guest.reloadCount() != 0 {
+		t.Error("a failed build reached the guest")
+	}
+}
+
+func TestOnceLoadFails(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.guest.reload = insmodFails("hello", "insmod: ERROR: could not insert module hello.ko: Invalid parameters")
+	if e := r.onceFails(); !strings.HasPrefix(e.Message, "insmod: ") {
+		t.Errorf("load_failed message %q, want it to start with insmod:", e.Message)
+	}
+	if len(r.events.of("loaded")) != 0 {
+		t.Errorf("a failed load was reported as loaded:%s", r.events)
+	}
+}
+
+func TestOnceRunCommands(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		run     fakeRun
+		wantErr error
+	}{
+		{"success", fakeRun{out: "ok\n"}, nil},
+		{"non-zero exit", fakeRun{out: "bad\n", exit: 3}, ErrFailed},
+		{"guest unreachable", fakeRun{err: errors.New("connection reset")}, ErrFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, true)
+			r.cfg.Run = []string{"cat /dev/hello"}
+			r.guest.runOutput["cat /dev/hello"] = tt.run
+			if err := r.once(); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Run --once = %v, want %v", err, tt.wantErr)
+			}
+			if tt.run.err != nil {
+				if len(r.events.of("error")) != 1 {
+					t.Errorf("want one error event:%s", r.events)
+				}
+				return
+			}
+			e := r.events.wait(t, "run_output", 1)
+			if e.Output != tt.run.out || *e.Exit != tt.run.exit || e.Command != "cat /dev/hello" {
+				t.Errorf("run_output = %+v, want %+v", e, tt.run)
+			}
+		})
+	}
+}
+
+func TestParamsReachInsmod(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	ko := r.ko("hello")
+	r.builder.steps = []buildStep{ko}
+	r.cfg.Params = []string{"a=1", "b=x y"}
+	if err := r.once(); err != nil {
+		t.Fatal(err)
+	}
+	if want := remote(ko.ko) + " a=1 b=x y"; r.guest.reloads[0] != want {
+		t.Errorf("reload %q, want %q", r.guest.reloads[0], want)
+	}
+}
+
+func TestVermagic(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		vermagic string
+		ok       bool
+	}{
+		{fakeRelease + " SMP preempt mod_unload ", true},
+		{fakeRelease, true},
+		{"6.1.0-other SMP preempt mod_unload ", false},
+		{fakeRelease + "-rt SMP", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.vermagic, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, true)
+			r.builder.steps = []buildStep{{ko: buildertest.WriteKO(t, t.TempDir(), "hello", tt.vermagic)}}
+			err := r.once()
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("Run --once = %v:%s", err, r.events)
+				}
+				return
+			}
+			if !errors.Is(err, ErrFailed) {
+				t.Fatalf("Run --once = %v, want ErrFailed", err)
+			}
+			e := r.events.wait(t, "load_failed", 1)
+			if !strings.Contains(e.Message, "built for kernel") || !strings.Contains(e.Hint, "--kdir /lib/modules/"+fakeRelease+"/build") {
+				t.Errorf("load_failed = %q / %q, want the mismatch and the --kdir hint", e.Message, e.Hint)
+			}
+			if len(r.guest.uploads) != 0 {
+				t.Error("a module for another kernel was uploaded")
+			}
+		})
+	}
+}
+
+func TestUploadFails(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.guest.uploadErr = errors.New("sftp: disk full")
+	if e := r.onceFails(); !strings.Contains(e.Message, "uploading hello.ko: sftp: disk full") {
+		t.Errorf("load_failed message %q", e.Message)
+	}
+	if r.guest.reloadCount() != 0 {
+		t.Error("reloaded after a failed upload")
+	}
+}
+
+func TestLastGoodKeptInStateDir(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	ko := r.ko("hello")
+	r.builder.steps = []buildStep{ko}
+	if err := r.once(); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(ko.ko)
+	got, err := os.ReadFile(filepath.Join(r.cfg.StateDir, "last-good", "hello.ko"))
+	if err != nil || string(got) != string(want) {
+		t.Errorf("last-good copy: %v (same bytes: %v)", err, string(got) == string(want))
+	}
+}
+
+func TestWatchLoadsEverySave(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "loaded", 2)
+	if err := r.stop(); err != nil {
+		t.Errorf("Run = %v after cancel, want nil", err)
+	}
+}
+
+func TestBuildFailureKeepsOldModule(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	good := r.ko("hello")
+	r.builder.steps = []buildStep{good, {err: errBuild}}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "build_failed", 1)
+	if got := loadedIn(r.guest, "hello"); got != remote(good.ko) {
+		t.Errorf("after a failed build %q is loaded, want the old %q", got, remote(good.ko))
+	}
+	if n := r.guest.reloadCount(); n != 1 {
+		t.Errorf("%d reloads, want 1: a failed build must not touch the guest", n)
+	}
+}
+
+// A build that fails to load: the last good build goes back in.
+func TestFailedLoadRestoresLastGood(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	good, bad := r.ko("hello"), r.ko("hello")
+	r.builder.steps = []buildStep{good, bad}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.set(func(g *fakeGuest) {
+		g.reload = insmodFails("hello.ko", "insmod: ERROR: could not insert module: Unknown symbol in module")
+	})
+	r.watch.save(t, "hello.c")
+	e := r.events.wait(t, "load_failed", 1)
+	if !strings.Contains(e.Message, "(the previous build was loaded again)") {
+		t.Errorf("load_failed %q does not say the previous build is back", e.Message)
+	}
+	if got := loadedIn(r.guest, "hello"); got != fakeUploadDir+"/good-hello.ko" {
+		t.Errorf("loaded %q, want the last good copy", got)
+	}
+}
+
+func TestFailedLoadWithoutGoodBuild(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.guest.reload = insmodFails("hello", "insmod: ERROR: could not insert module: Operation not permitted")
+	r.start()
+	e := r.events.wait(t, "load_failed", 1)
+	if strings.Contains(e.Message, "loaded again") {
+		t.Errorf("load_failed %q claims a previous build that never loaded", e.Message)
+	}
+	if n := r.guest.reloadCount(); n != 1 {
+		t.Errorf("%d reloads, want 1", n)
+	}
+}
+
+// The kernel's explanation of a failed insmod, read from its log, is the cause shown.
+func TestFailedLoadExplainedByKernelLog(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		b.logf("hello: Unknown symbol missing_fn (err -2)")
+		return ReloadResult{LoadErr: "insmod: ERROR: could not insert module hello.ko: Unknown symbol in module"}, nil
+	}
+	if e := r.onceFails(); !strings.Contains(e.Message, "unknown symbol missing_fn") {
+		t.Errorf("load_failed %q does not name the symbol from the kernel log", e.Message)
+	}
+}
+
+// A module in use: the new build waits and loads once the module is free.
+func TestHeldModuleRetriedWhenFreed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	first, second := r.ko("hello"), r.ko("hello")
+	r.builder.steps = []buildStep{first, second}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.set(func(g *fakeGuest) {
+		g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
+		g.use = ModuleUse{Refcnt: 1, InitState: "live", Openers: []string{"pid 7 (cat) has /dev/hello open"}}
+	})
+	r.watch.save(t, "hello.c")
+	e := r.events.wait(t, "load_failed", 1)
+	if !strings.Contains(e.Message, "in use (refcount 1)") || !slices.Equal(e.Holders, []string{"pid 7 (cat) has /dev/hello open"}) ||
+		!strings.Contains(e.Hint, "as soon as it is free") {
+		t.Errorf("load_failed = %q %q %v", e.Message, e.Hint, e.Holders)
+	}
+	time.Sleep(50 * time.Millisecond) // a few ticks: still held, no retry
+	if n := r.guest.reloadCount(); n != 2 {
+		t.Errorf("%d reloads while the module is held, want 2", n)
+	}
+	r.guest.set(func(g *fakeGuest) {
+		g.use = ModuleUse{Refcnt: 0, InitState: "live"}
+		g.reload = newFakeGuest(true).reload
+	})
+	r.events.notice(t, "hello is free now: loading the new build")
+	r.events.wait(t, "loaded", 2)
+	if got := loadedIn(r.guest, "hello"); got != remote(second.ko) {
+		t.Errorf("loaded %q, want the new build", got)
+	}
+}
+
+func TestHeldModuleOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.alreadyLoaded("rmmod: ERROR: Module hello is in use", ModuleUse{Refcnt: 2, InitState: "live", Holders: []string{"hello_user"}})
+	e := r.onceFails()
+	if e.Hint != "close what holds it and run again" || !slices.Equal(e.Holders, []string{"module hello_user uses it"}) {
+		t.Errorf("load_failed = %q %v", e.Hint, e.Holders)
+	}
+}
+
+// rmmod refused, but nothing holds the module (no module_exit, say).
+func TestUnloadRefusedNotHeld(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.alreadyLoaded("rmmod: ERROR: could not remove module hello: Device or resource busy", ModuleUse{Refcnt: 0, InitState: "live"})
+	r.start()
+	e := r.events.wait(t, "load_failed", 1)
+	if !strings.HasPrefix(e.Message, "rmmod: ") {
+		t.Errorf("load_failed %q, want the rmmod cause", e.Message)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := r.guest.reloadCount(); n != 1 {
+		t.Errorf("%d reloads, want 1: a module nobody holds is not retried", n)
+	}
+}
+
+// A newer build replaces one that waits for its module to be freed.
+func TestHeldBuildReplacedBySave(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	first, second, third := r.ko("hello"), r.ko("hello"), r.ko("hello")
+	r.builder.steps = []buildStep{first, second, third}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.set(func(g *fakeGuest) {
+		g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
+		g.use = ModuleUse{Refcnt: 1, InitState: "live"}
+	})
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "load_failed", 1)
+	r.guest.set(func(g *fakeGuest) {
+		g.reload = newFakeGuest(true).reload
+		g.use = ModuleUse{Refcnt: 0, InitState: "live"}
+	})
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "loaded", 2)
+	time.Sleep(50 * time.Millisecond)
+	if got := loadedIn(r.guest, "hello"); got != remote(third.ko) {
+		t.Errorf("loaded %q, want the newest build", got)
+	}
+	if len(r.events.of("loaded")) != 2 {
+		t.Errorf("the replaced build was loaded too:%s", r.events)
+	}
+}
+
+// A module stuck in its init: a managed VM is restarted and the build loaded there.
+func TestStuckModuleRestartsManagedVM(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.ko("hello"), r.ko("hello")}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.set(func(g *fakeGuest) {
+		g.reload = rmmodFails("rmmod: ERROR: Module hello is busy")
+		g.use = ModuleUse{Refcnt: 0, InitState: "coming"}
+	})
+	r.watch.save(t, "hello.c")
+	e := r.events.wait(t, "load_failed", 1)
+	if !strings.Contains(e.Message, "stuck (initstate coming)") || e.Hint != "kwatch restarts the VM and loads the new build" {
+		t.Errorf("load_failed = %q / %q", e.Message, e.Hint)
+	}
+	r.guest.set(func(g *fakeGuest) { g.reload = newFakeGuest(true).reload })
+	r.events.notice(t, "restarting the VM before loading: module hello is stuck")
+	r.events.wait(t, "loaded", 2)
+	if n := r.guest.restartCount(); n != 1 {
+		t.Errorf("%d restarts, want 1", n)
+	}
+}
+
+// Issue 9 item 12: an unmanaged guest cannot be restarted by kwatch, so a stuck
+// module is reported once with the fix, and not retried every second.
+func TestStuckModuleUnmanagedStopsRetrying(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, false)
+	r.alreadyLoaded("rmmod: ERROR: Module hello is busy", ModuleUse{Refcnt: 0, InitState: "coming"})
+	r.start()
+	e := r.events.wait(t, "load_failed", 1)
+	if !strings.Contains(e.Hint, "reboot the guest") || strings.Contains(e.Hint, "kwatch restarts") {
+		t.Errorf("hint %q, want it to say the guest must be rebooted", e.Hint)
+	}
+	time.Sleep(100 * time.Millisecond) // ten ticks
+	if n := r.guest.reloadCount(); n != 1 {
+		t.Errorf("%d reloads, want 1: a stuck module in an unmanaged guest is retried", n)
+	}
+	if n := r.guest.restartCount(); n != 0 {
+		t.Errorf("kwatch restarted a guest it does not manage")
+	}
+}
+
+func TestFailedInitStuckModule(t *testing.T) {
+	t.Parallel()
+	for _, managed := range []bool{true, false} {
+		r := newRig(t, managed)
+		r.guest.reload = insmodFails("hello", "insmod: ERROR: could not insert module hello.ko: Cannot allocate memory")
+		r.guest.use = ModuleUse{Refcnt: 0, InitState: "going"}
+		e := r.onceFails()
+		want := "the VM is restarted before the next load"
+		if !managed {
+			want = "until the guest is rebooted"
+		}
+		if !strings.Contains(e.Message, want) {
+			t.Errorf("managed %v: load_failed %q, want %q", managed, e.Message, want)
+		}
+	}
+}
+
+// An oopsed guest (taint D) is restarted before the next load.
+func TestTaintedGuestRestartedBeforeLoad(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.set(func(g *fakeGuest) { g.taint = taintD })
+	r.watch.save(t, "hello.c")
+	r.events.notice(t, "restarting the VM before loading: its kernel oopsed (taint D)")
+	r.guest.set(func(g *fakeGuest) { g.taint = 0 })
+	r.events.wait(t, "loaded", 2)
+	if n := r.guest.restartCount(); n != 1 {
+		t.Errorf("%d restarts, want 1", n)
+	}
+}
+
+func TestTaintedUnmanagedGuestWarnsOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, false)
+	r.guest.taint = taintD
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "loaded", 2)
+	var warnings int
+	for _, e := range r.events.of("notice") {
+		if strings.Contains(e.Message, "reboot it yourself") {
+			warnings++
+		}
+	}
+	if warnings != 1 || r.guest.restartCount() != 0 {
+		t.Errorf("%d warnings and %d restarts, want one warning per boot and no restart:%s", warnings, r.guest.restartCount(), r.events)
+	}
+}
+
+func TestSilentGuest(t *testing.T) {
+	t.Parallel()
+	t.Run("managed: restarted", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, true)
+		r.guest.taintErr = errors.New("ssh: session timed out")
+		r.start()
+		r.events.notice(t, "restarting the VM before loading: it does not answer over SSH")
+		r.guest.set(func(g *fakeGuest) { g.taintErr = nil })
+		r.events.wait(t, "loaded", 1)
+	})
+	t.Run("unmanaged: the load fails", func(t *testing.T) {
+		t.Parallel()
+		r := newRig(t, false)
+		r.guest.taintErr = errors.New("ssh: session timed out")
+		if e := r.onceFails(); !strings.Contains(e.Message, "the guest does not answer") {
+			t.Errorf("load_failed %q", e.Message)
+		}
+	})
+}
+
+// A crash report in the kernel log marks the guest dirty: restart before the next load.
+func TestCrashReportRestartsBeforeNextLoad(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.kernelLog(oops...)
+	e := r.events.wait(t, "crash", 1)
+	if e.InModule == nil || !*e.InModule || e.UserModule != "hello" {
+		t.Errorf("crash event not blamed on hello: %+v", e)
+	}
+	r.watch.save(t, "hello.c")
+	r.events.notice(t, "restarting the VM before loading: oops: BUG: kernel NULL pointer dereference")
+	r.events.wait(t, "loaded", 2)
+}
+
+// The VM dies while the module loads (a panic in its init): the load fails,
+// and the last good build goes into the new boot.
+func TestVMDiedMidReload(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.ko("hello"), r.ko("hello")}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.set(func(g *fakeGuest) {
+		g.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+			if strings.HasPrefix(path.Base(remote), "good-") {
+				b.loaded[name] = remote
+				return ReloadResult{}, nil
+			}
+			g.running = false
+			b.end()
+			return ReloadResult{}, errors.New("ssh: connection lost")
+		}
+	})
+	r.watch.save(t, "hello.c")
+	e := r.events.wait(t, "load_failed", 1)
+	if e.Message != "the guest died while loading hello" {
+		t.Errorf("load_failed %q", e.Message)
+	}
+	r.events.notice(t, "the guest restarted; loaded the last good hello again")
+	if got := loadedIn(r.guest, "hello"); got != fakeUploadDir+"/good-hello.ko" {
+		t.Errorf("loaded %q in the new boot, want the last good copy", got)
+	}
+}
+
+func TestCrashDuringFirstLoad(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		b.g.running = false
+		b.end()
+		return ReloadResult{}, errors.New("ssh: connection lost")
+	}
+	if err := r.once(); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Run --once = %v", err)
+	}
+	r.events.wait(t, "load_failed", 1)
+	for _, e := range r.events.of("notice") {
+		if strings.Contains(e.Message, "last good") {
+			t.Errorf("notice %q, but nothing ever loaded cleanly", e.Message)
+		}
+	}
+}
+
+// The guest restarted between builds (its owner rebooted a VM that died or
+// went silent): the last good build is loaded into it.
+func TestRestartedGuestGetsLastGood(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.reboot()
+	r.events.notice(t, "the guest restarted; loaded the last good hello again")
+	if got := loadedIn(r.guest, "hello"); got != fakeUploadDir+"/good-hello.ko" {
+		t.Errorf("loaded %q, want the last good copy", got)
+	}
+}
+
+// ... unless the last good build is what crashed it.
+func TestRestartedGuestNotGivenTheModuleThatCrashedIt(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.kernelLog(oops...)
+	r.events.wait(t, "crash", 1)
+	r.guest.reboot()
+	r.events.notice(t, "not loading hello again, it crashed the guest")
+	if got := loadedIn(r.guest, "hello"); got != "" {
+		t.Errorf("%q loaded into the new boot", got)
+	}
+}
+
+func TestUnmanagedRebootLeftAlone(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, false)
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.reboot()
+	time.Sleep(100 * time.Millisecond)
+	if n := r.guest.reloadCount(); n != 1 {
+		t.Errorf("%d reloads, want 1: kwatch loads nothing into an unmanaged guest on its own", n)
+	}
+}
+
+// A save during a build cancels it; only the newest sources are loaded.
+func TestBuildCancelledBySave(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	block := make(chan struct{})
+	newest := r.ko("hello")
+	r.builder.steps = []buildStep{{ko: newest.ko, block: block}, newest}
+	r.start()
+	r.events.wait(t, "build_start", 1)
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "loaded", 1)
+	if n := r.builder.count(); n != 2 {
+		t.Errorf("%d builds, want 2", n)
+	}
+	if len(r.events.of("build_failed")) != 0 {
+		t.Errorf("the cancelled build was reported as failed:%s", r.events)
+	}
+	close(block)
+	time.Sleep(50 * time.Millisecond)
+	if n := len(r.events.of("loaded")); n != 1 {
+		t.Errorf("%d loads, want 1", n)
+	}
+}
+
+// Sources rewritten during a build: the build is done again, nothing reported as failed.
+func TestSourcesChangedDuringBuild(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{{err: builder.ErrSourcesChanged}, r.ko("hello")}
+	if err := r.once(); err != nil {
+		t.Fatalf("Run --once = %v:%s", err, r.events)
+	}
+	if n := r.builder.count(); n != 2 {
+		t.Errorf("%d builds, want 2", n)
+	}
+}
+
+func TestConfigChangedBeforeRebuild(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	calls := make(chan int, 10)
+	r.cfg.ConfigChanged = func(ctx context.Context) error {
+		calls <- r.builder.count()
+		return nil
+	}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "loaded", 2)
+	r.watch.save(t, "module.nix")
+	r.events.wait(t, "loaded", 3)
+	if len(calls) != 1 || <-calls != 2 {
+		t.Errorf("ConfigChanged called %d times, want once, before the third build", len(calls)+1)
+	}
+}
+
+func TestWatcherErrorsAreNotices(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.start()
+	r.watch.errors <- errors.New("the watch limit is reached")
+	r.events.notice(t, "the watch limit is reached")
+}
+
+func TestCancelDuringBuild(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true, buildStep{block: make(chan struct{})})
+	r.start()
+	r.events.wait(t, "build_start", 1)
+	if err := r.stop(); err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	if len(r.events.of("build_failed")) != 0 {
+		t.Errorf("a cancelled build was reported as failed")
+	}
+}
+
+// The kernel log streams as events; what was logged before kwatch attached and
+// kwatch's own marks are not shown.
+func TestKernelLogStreamed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.guest.Session(context.Background())
+	r.guest.kernelLog("from before kwatch")
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.kernelLog("hello: hi from the module")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var msgs []string
+		for _, e := range r.events.of("kmsg") {
+			msgs = append(msgs, e.Message)
+		}
+		if slices.Contains(msgs, "hello: hi from the module") {
+			for _, m := range msgs {
+				if strings.Contains(m, "from before kwatch") || strings.HasPrefix(m, markPrefix) {
+					t.Errorf("kmsg event %q should not be shown", m)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the module's message was not streamed: %q", msgs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The module's init messages come before its loaded line.
+func TestLoadWaitsForKernelLog(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	if err := r.once(); err != nil {
+		t.Fatal(err)
+	}
+	r.events.mu.Lock()
+	defer r.events.mu.Unlock()
+	initAt, loadedAt := -1, -1
+	for i, e := range r.events.all {
+		switch {
+		case e.Type == "kmsg" && strings.HasPrefix(e.Message, "hello: loaded from"):
+			initAt = i
+		case e.Type == "loaded":
+			loadedAt = i
+		}
+	}
+	if initAt < 0 || initAt > loadedAt {
+		t.Errorf("init message at %d, loaded at %d: want the init message first", initAt, loadedAt)
+	}
+}

@@ -1,0 +1,372 @@
+// Package machine owns the guest kwatch loads modules into: one goroutine
+// boots a managed VM, checks its health, restarts it and keeps the one SSH
+// session to it; everyone else asks that goroutine for a session.
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"kwatch/guest"
+	"kwatch/guest/vm"
+	"kwatch/loop"
+)
+
+const (
+	// How often the owner looks at a managed VM's process.
+	checkEvery = time.Second
+	// How often a running managed VM's SSH server is checked, and how long it
+	// may stay silent before the VM counts as dead: a guest whose sshd died
+	// or that hangs is restarted rather than waited for forever.
+	probeEvery   = 5 * time.Second
+	sshDeadAfter = 20 * time.Second
+	// cleanupTimeout bounds the removal of this run's uploads at exit.
+	cleanupTimeout = 5 * time.Second
+)
+
+// Config says which machine to own.
+type Config struct {
+	VM          *vm.VM          // nil when the machine is not kwatch's (--vm ssh)
+	SSH         guest.SSHConfig // Addr is taken from the VM's state when VM is set
+	BootTimeout time.Duration
+	Report      loop.Reporter
+}
+
+// Machine is the guest: a VM kwatch manages (Config.VM set) or an existing
+// machine reached over SSH. Its methods are safe for concurrent use; the VM
+// itself is only ever started, stopped or changed by the goroutine Start runs.
+type Machine struct {
+	reqs chan request
+	stop context.CancelFunc
+	done chan struct{}
+
+	// What others may read while the owner works (a boot takes minutes).
+	mu         sync.Mutex
+	bootID     string
+	pid        int // the managed VM's process that bootID runs in
+	beforeBoot func()
+
+	// Owned by the goroutine in run.
+	cfg     Config
+	session *session
+	silence silence
+}
+
+// request asks the owner for a session; restart first stops a managed VM,
+// relaunch first swaps its Ident and Launch (a rebuilt nix VM).
+type request struct {
+	restart  bool
+	relaunch *relaunch
+	reply    chan reply
+}
+
+type relaunch struct {
+	ident  string
+	launch vm.Launcher
+}
+
+type reply struct {
+	s   *session
+	err error
+}
+
+var errClosed = errors.New("kwatch is stopping")
+
+// Start runs the owner of the machine until ctx is done or Close is called.
+// Nothing is booted until the first Session.
+func Start(ctx context.Context, cfg Config) *Machine {
+	ctx, stop := context.WithCancel(ctx)
+	m := &Machine{cfg: cfg, reqs: make(chan request), stop: stop, done: make(chan struct{})}
+	go m.run(ctx)
+	return m
+}
+
+// Close removes this run's uploads from the guest and drops the SSH
+// connection; a managed VM keeps running for the next run.
+func (m *Machine) Close() {
+	m.stop()
+	<-m.done
+}
+
+// Session returns a connected session, booting or restarting a managed VM
+// when it does not run.
+func (m *Machine) Session(ctx context.Context) (loop.Session, error) {
+	return m.ask(ctx, request{})
+}
+
+// Restart stops a managed VM and boots it again: for a guest that oopsed.
+func (m *Machine) Restart(ctx context.Context) (loop.Session, error) {
+	return m.ask(ctx, request{restart: true})
+}
+
+// Relaunch makes the next Session boot the managed VM anew, with launch, when
+// its ident changed (the nix VM was rebuilt).
+func (m *Machine) Relaunch(ctx context.Context, ident string, launch vm.Launcher) error {
+	_, err := m.ask(ctx, request{relaunch: &relaunch{ident, launch}})
+	return err
+}
+
+func (m *Machine) ask(ctx context.Context, r request) (loop.Session, error) {
+	r.reply = make(chan reply, 1) // the owner never waits for a caller that gave up
+	select {
+	case m.reqs <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-m.done:
+		return nil, errClosed
+	}
+	select {
+	case a := <-r.reply:
+		if a.s == nil {
+			return nil, a.err
+		}
+		return a.s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Managed reports whether kwatch owns the VM.
+func (m *Machine) Managed() bool { return m.cfg.VM != nil }
+
+// Running reports whether the managed VM's process of the current boot runs;
+// true when unmanaged. A VM the owner already booted again does not count.
+func (m *Machine) Running() bool {
+	if m.cfg.VM == nil {
+		return true
+	}
+	st, running, _ := m.cfg.VM.Status()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return running && st.PID == m.pid
+}
+
+// BootID identifies the guest's current boot; it changes when the VM restarted
+// (and with it the kernel log's sequence numbers).
+func (m *Machine) BootID() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bootID
+}
+
+// ConsoleLog is the managed VM's serial console log, "" when there is none.
+func (m *Machine) ConsoleLog() string {
+	if m.cfg.VM == nil {
+		return ""
+	}
+	st, ok, _ := vm.ReadState(m.cfg.VM.StateDir)
+	if !ok {
+		return ""
+	}
+	return st.ConsoleLog
+}
+
+// BeforeBoot registers fn to run before a dead VM is booted again, which
+// truncates its console log: the crash watcher reads the panic in it first.
+func (m *Machine) BeforeBoot(fn func()) {
+	m.mu.Lock()
+	m.beforeBoot = fn
+	m.mu.Unlock()
+}
+
+// run is the owner: it alone boots, stops and reconnects the machine.
+func (m *Machine) run(ctx context.Context) {
+	defer close(m.done)
+	defer m.leave()
+	tick := time.NewTicker(checkEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-m.reqs:
+			s, err := m.handle(ctx, r)
+			r.reply <- reply{s, err}
+		case <-tick.C:
+			m.check(ctx)
+		}
+	}
+}
+
+func (m *Machine) handle(ctx context.Context, r request) (*session, error) {
+	switch {
+	case m.cfg.VM == nil:
+	case r.restart:
+		m.drop()
+		if err := m.cfg.VM.Down(); err != nil {
+			return nil, fmt.Errorf("restarting the VM: %w", err)
+		}
+	case r.relaunch != nil:
+		if r.relaunch.ident != m.cfg.VM.Ident {
+			m.notice("the VM's configuration changed: restarting it")
+			// Up restarts a VM whose Ident differs.
+			m.cfg.VM.Ident, m.cfg.VM.Launch = r.relaunch.ident, r.relaunch.launch
+			m.drop()
+		}
+		// The build goes on meanwhile; the next Session boots the VM.
+		return nil, nil
+	}
+	return m.connect(ctx)
+}
+
+// check looks after a managed VM that was up: it boots one that died and
+// restarts one whose SSH server stopped answering.
+func (m *Machine) check(ctx context.Context) {
+	if m.cfg.VM == nil || m.session == nil {
+		return // nothing to look after: sessions are made when asked for
+	}
+	if _, running, _ := m.cfg.VM.Status(); running {
+		m.probe(ctx)
+		return
+	}
+	if _, err := m.connect(ctx); err != nil && ctx.Err() == nil {
+		m.error(err)
+	}
+}
+
+// probe restarts a running managed VM whose SSH server stopped answering.
+func (m *Machine) probe(ctx context.Context) {
+	if !m.silence.dead(time.Now(), m.cfg.VM.Answering) {
+		return
+	}
+	m.notice(fmt.Sprintf("the VM runs but its SSH server has not answered for %s: restarting the VM", sshDeadAfter))
+	if _, err := m.handle(ctx, request{restart: true}); err != nil && ctx.Err() == nil {
+		m.error(err)
+	}
+}
+
+// silence follows a running VM's SSH server from probe to probe.
+type silence struct {
+	probed time.Time // the last probe
+	since  time.Time // when the server stopped answering; zero while it answers
+}
+
+// dead probes the server with answering when a probe is due at now, and
+// reports whether it has been silent for sshDeadAfter (then the count starts over).
+func (s *silence) dead(now time.Time, answering func() bool) bool {
+	if now.Sub(s.probed) < probeEvery {
+		return false
+	}
+	s.probed = now
+	switch {
+	case answering():
+		s.since = time.Time{}
+	case s.since.IsZero():
+		s.since = now
+	case now.Sub(s.since) >= sshDeadAfter:
+		s.since = time.Time{}
+		return true
+	}
+	return false
+}
+
+// connect returns the session, booting a managed VM that does not run and
+// dialling the guest when there is no connection.
+func (m *Machine) connect(ctx context.Context) (*session, error) {
+	g := &m.cfg
+	if m.session != nil {
+		if g.VM == nil {
+			return m.session, nil
+		}
+		if _, running, _ := g.VM.Status(); running {
+			return m.session, nil
+		}
+		m.drop()
+		m.mu.Lock()
+		beforeBoot := m.beforeBoot
+		m.mu.Unlock()
+		if beforeBoot != nil {
+			beforeBoot()
+		}
+		m.notice("the VM is gone; booting it again")
+	}
+	pid := 0
+	if g.VM != nil {
+		before, _, _ := g.VM.Status()
+		st, err := g.VM.Up(ctx, g.BootTimeout)
+		if err != nil {
+			return nil, err
+		}
+		pid = st.PID
+		g.SSH.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
+		// A NixOS VM booted afresh may come with a new host key (a new disk
+		// image); kwatch started it, so the old pin is no proof of anything.
+		// The qemu backend's key lives in the state dir and never changes.
+		if st.PID != before.PID && g.VM.Backend == "nix" {
+			if err := guest.ForgetHost(g.SSH.KnownHosts, g.SSH.Addr); err != nil {
+				return nil, err
+			}
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, g.BootTimeout)
+	defer cancel()
+	c, err := guest.Dial(dctx, g.SSH)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the guest at %s: %w", g.SSH.Addr, err)
+	}
+	release, bootID, err := c.Identify(ctx)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	m.session = &session{Client: c, release: release, bootID: bootID}
+	m.silence.since = time.Time{} // a new boot gets a fresh count
+	m.mu.Lock()
+	m.bootID, m.pid = bootID, pid
+	m.mu.Unlock()
+	g.Report.Report(loop.Event{Type: loop.EventVMReady, Time: time.Now(), Addr: g.SSH.Addr,
+		Message: fmt.Sprintf("guest %s ready (ssh %s)", release, g.SSH.Addr)})
+	return m.session, nil
+}
+
+// leave removes what this run uploaded and closes the connection; a managed
+// VM keeps running for the next run.
+func (m *Machine) leave() {
+	if m.session != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		if err := m.session.RemoveUploads(ctx); err != nil {
+			m.notice("cleaning up in the guest: " + err.Error())
+		}
+		cancel()
+	}
+	m.drop()
+}
+
+// drop closes the connection.
+func (m *Machine) drop() {
+	if m.session != nil {
+		m.session.Close()
+		m.session = nil
+	}
+}
+
+func (m *Machine) notice(msg string) {
+	loop.Notice(m.cfg.Report, msg)
+}
+
+func (m *Machine) error(err error) {
+	m.cfg.Report.Report(loop.Event{Type: loop.EventError, Time: time.Now(), Message: err.Error()})
+}
+
+// session is a connection to one boot of the guest: loop.Session on top of
+// guest.Client.
+type session struct {
+	*guest.Client
+	release, bootID string
+}
+
+func (s *session) Release() string { return s.release }
+func (s *session) BootID() string  { return s.bootID }
+
+func (s *session) Reload(ctx context.Context, name, remote string, params []string) (loop.ReloadResult, error) {
+	r, err := s.Client.Reload(ctx, name, remote, params)
+	return loop.ReloadResult(r), err
+}
+
+func (s *session) ModuleUse(ctx context.Context, name string) (loop.ModuleUse, error) {
+	u, err := s.Client.ModuleUse(ctx, name)
+	return loop.ModuleUse(u), err
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"kwatch/nix"
+	"kwatch/statedir"
+)
+
+// setupInfo is what the flags resolve to before anything is started.
+type setupInfo struct {
+	vm        string
+	stateDir  string
+	flakeRoot string // "" when there is no flake
+}
+
+func (o *options) setup(dir string) (setupInfo, error) {
+	var s setupInfo
+	s.flakeRoot, _ = nix.FindFlake(dir)
+	s.vm = o.vm
+	if s.vm == "" {
+		switch {
+		case o.ssh != "":
+			s.vm = "ssh"
+		case s.flakeRoot != "" && o.kernel == "":
+			s.vm = "nix"
+		default:
+			s.vm = "qemu"
+		}
+	}
+	switch s.vm {
+	case "qemu", "ssh":
+	case "nix":
+		if s.flakeRoot == "" {
+			return s, usagef("run `kwatch init` to create a flake project, or use --vm qemu", "--vm nix needs a flake.nix at or above %s", dir)
+		}
+	default:
+		return s, usagef("use --vm qemu, --vm nix or --vm ssh", "unknown --vm %q", s.vm)
+	}
+	switch o.accel {
+	case "auto", "kvm", "tcg":
+	default:
+		return s, usagef("use --accel auto, kvm or tcg", "unknown --accel %q", o.accel)
+	}
+	if s.vm == "ssh" && o.ssh == "" {
+		return s, usagef("pass --ssh [user@]host[:port]", "--vm ssh needs --ssh")
+	}
+	s.stateDir = o.stateDir
+	if s.stateDir == "" {
+		base := s.flakeRoot
+		if base == "" {
+			base, _ = os.Getwd()
+		}
+		s.stateDir = filepath.Join(base, ".kwatch")
+	}
+	var err error
+	if s.stateDir, err = filepath.Abs(s.stateDir); err != nil {
+		return s, err
+	}
+	if (s.vm == "nix" || o.builder == "nix") && within(s.stateDir, s.flakeRoot) {
+		if in, _ := nix.InGit(context.Background(), s.flakeRoot); !in {
+			return s, usagef(fmt.Sprintf("cd %s && git init && git add flake.nix and the sources (git ignores .kwatch), or pass --state-dir outside it", s.flakeRoot),
+				"the flake in %s is not in a git repository: nix would copy all of it, kwatch's private key in %s included, into the world-readable nix store", s.flakeRoot, s.stateDir)
+		}
+	}
+	return s, nil
+}
+
+// within reports whether path is dir or lies below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// lockState creates the state dir and takes its lock, which the caller holds
+// for as long as it may start, stop or replace the VM: one kwatch per state
+// dir, so two never boot two VMs. A second one exits at once and says who
+// holds the lock, rather than wait for a watch that may run for days.
+func lockState(dir string) (*statedir.Lock, error) {
+	l, err := statedir.Acquire(dir)
+	var held *statedir.HeldError
+	if errors.As(err, &held) {
+		return nil, usagef("stop that kwatch first, or pass another --state-dir", "%v", err)
+	}
+	return l, err
+}

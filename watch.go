@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"kwatch/loop"
+	"kwatch/watcher"
+)
+
+const watchUsage = `usage: kwatch [flags] [DIR]        watch DIR (the module source), build, load, stream the kernel log
+       kwatch vm up|down|status [flags]
+       kwatch vm ssh [flags] -- CMD
+       kwatch init [--force] [DIR]
+flags:
+`
+
+func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := newFlagSet("kwatch", stderr, watchUsage)
+	o.watchFlags(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	if len(pos) > 1 {
+		return usagef("kwatch watches one module directory", "too many arguments: %s", strings.Join(pos, " "))
+	}
+	dir := "."
+	if len(pos) == 1 {
+		dir = pos[0]
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return usagef("pass the directory holding the module's Makefile/Kbuild", "%s is not a directory", dir)
+	}
+	if o.debounce <= 0 {
+		return usagef("use something like --debounce 75ms", "--debounce must be positive")
+	}
+	setup, err := o.setup(dir)
+	if err != nil {
+		return err
+	}
+	lock, err := lockState(setup.stateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	b, err := o.newBuild(setup, dir)
+	if err != nil {
+		return err
+	}
+
+	var (
+		report   loop.Reporter
+		buildLog io.Writer
+	)
+	if o.json {
+		report, buildLog = loop.NewJSON(stdout), stderr
+	} else {
+		h := loop.NewHuman(stdout)
+		report, buildLog = h, h.BuildLog()
+	}
+	g, err := o.guest(ctx, setup, report, stderr)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	// Connect first: the default --kdir comes from the guest's kernel release.
+	var s loop.Session
+	err = o.trustNewHost(filepath.Join(setup.stateDir, "known_hosts"), stderr, func() (err error) {
+		s, err = g.Session(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if b.builder == nil {
+		if err := b.kbuild(filepath.Join("/lib/modules", s.Release(), "build"), o.rustc, o.editorFiles); err != nil {
+			return err
+		}
+	}
+	var configChanged func(context.Context) error
+	if b.nix {
+		configChanged = func(ctx context.Context) error {
+			if b.invalidate != nil {
+				b.invalidate()
+			}
+			if setup.vm != "nix" {
+				return nil
+			}
+			return o.relaunchNixVM(ctx, setup, g, report, stderr)
+		}
+	}
+	var w *watcher.Watcher
+	if !o.once {
+		w, err = watcher.New(b.root, watcher.Options{Quiet: o.debounce, Ignore: []string{relIgnore(b.root, setup.stateDir)}})
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+	}
+	err = loop.Run(ctx, loop.Config{
+		Dir:           b.root,
+		Watch:         w,
+		Builder:       b.builder,
+		Guest:         g,
+		Params:        strings.Fields(o.params),
+		Run:           o.run,
+		Once:          o.once,
+		Report:        report,
+		BuildLog:      buildLog,
+		StateDir:      setup.stateDir,
+		ConfigChanged: configChanged,
+	})
+	if g.Managed() && !o.once {
+		loop.Notice(report, "the VM keeps running for the next run; `kwatch vm down` stops it")
+	}
+	return err
+}
+
+// relIgnore turns the state dir into an ignore pattern when it lies inside the watched tree.
+func relIgnore(root, stateDir string) string {
+	rel, err := filepath.Rel(root, stateDir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return ""
+	}
+	return "/" + filepath.ToSlash(rel) + "/"
+}
