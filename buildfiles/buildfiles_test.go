@@ -48,3 +48,16 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+func TestIsKbuildFile(t *testing.T) {
+	tests := map[string]bool{
+		"Kbuild": true, "Makefile": true, "GNUmakefile": true, "Makefile.rules": true, "Kconfig.debug": true,
+		"hello.c": false, "hello.h": false, "flake.lock": false, "module.nix": false,
+		"Makefile.swp": false, "Makefile~": false, ".Makefile": false,
+	}
+	for name, want := range tests {
+		if got := IsKbuildFile(name); got != want {
+			t.Errorf("IsKbuildFile(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
