@@ -199,7 +199,11 @@ func TestAutoFallsBackWhenKVMIsSilent(t *testing.T) {
 	if !reflect.DeepEqual(accels, []string{"kvm", "tcg"}) {
 		t.Errorf("launched with %v, want kvm then tcg", accels)
 	}
-	if !reflect.DeepEqual(notices, []string{"kvm: guest printed nothing in 15s, falling back to tcg"}) {
+	if !reflect.DeepEqual(notices, []string{
+		"booting the VM (qemu, accel kvm); waiting for its SSH server",
+		"kvm: guest printed nothing in 15s, falling back to tcg",
+		"booting the VM (qemu, accel tcg); waiting for its SSH server",
+	}) {
 		t.Errorf("notices = %q", notices)
 	}
 	b, _ := os.ReadFile(filepath.Join(v.StateDir, "kvm.pid"))
