@@ -37,7 +37,7 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 		}
 		b := &build{root: src, src: src}
 		if o.kdir != "" {
-			return b, b.kbuild(o.kdir, o.rustc, o.editorFiles)
+			return b, b.kbuild(o.kdir, o)
 		}
 		return b, nil
 	case "nix":
@@ -47,13 +47,16 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 		b := &build{root: s.flakeRoot, nix: true}
 		switch o.nixMode {
 		case "derivation":
+			if o.module != "" {
+				return nil, usagef("load one module per derivation, or use --nix-mode incremental", "--module does not work with --nix-mode derivation")
+			}
 			b.builder = &nix.Derivation{Flake: s.flakeRoot, Attr: o.moduleAttr, OutLink: filepath.Join(s.stateDir, "module-result")}
 		case "incremental":
 			src, err := moduleSrc(dir)
 			if err != nil {
 				return nil, err
 			}
-			inc := &nix.Incremental{Flake: s.flakeRoot, Attr: o.moduleAttr, Src: src, BuildDir: filepath.Join(s.stateDir, "build")}
+			inc := &nix.Incremental{Flake: s.flakeRoot, Attr: o.moduleAttr, Src: src, BuildDir: filepath.Join(s.stateDir, "build"), Module: o.module}
 			b.builder, b.src, b.invalidate = inc, src, inc.Invalidate
 		default:
 			return nil, usagef("use --nix-mode incremental or derivation", "unknown --nix-mode %q", o.nixMode)
@@ -64,12 +67,12 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 }
 
 // kbuild makes the Kbuild builder against the kernel build dir kdir.
-func (b *build) kbuild(kdir, rustc string, editorFiles bool) error {
-	mk, err := builder.Kbuild(b.src, builder.KbuildOptions{KDir: kdir, RustC: rustc})
+func (b *build) kbuild(kdir string, o *options) error {
+	mk, err := builder.Kbuild(b.src, builder.KbuildOptions{KDir: kdir, RustC: o.rustc})
 	if err != nil {
 		return usagef("", "%v", err)
 	}
-	mk.EditorFiles = editorFiles
+	mk.EditorFiles, mk.Module = o.editorFiles, o.module
 	b.builder = mk
 	return nil
 }

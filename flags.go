@@ -16,6 +16,7 @@ type options struct {
 	nixVMAttr                                              string
 
 	kdir, params, builder, nixMode, moduleAttr, rustc string
+	module                                            string
 	run                                               multiFlag
 	once, json, editorFiles                           bool
 	debounce                                          time.Duration
@@ -52,6 +53,7 @@ func (o *options) watchFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.moduleAttr, "module-attr", "module", "flake attribute of the module for --builder nix")
 	fs.StringVar(&o.rustc, "rustc", "", "rustc for Rust modules (default: the one the kernel tree was built with)")
 	fs.DurationVar(&o.debounce, "debounce", 75*time.Millisecond, "quiet period that closes a batch of file changes")
+	fs.StringVar(&o.module, "module", "", "the module to load when obj-m builds several (default: the first in modules.order)")
 	fs.BoolVar(&o.editorFiles, "editor-files", true, "write compile_commands.json (C) or rust-project.json (Rust) into the module dir after each full Kbuild build")
 }
 

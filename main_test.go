@@ -377,6 +377,44 @@ func strayProcesses(needle string) []string {
 	return stray
 }
 
+// obj-m := kwma.o kwmb.o: kwatch loads the first and says so once, with how
+// to pick the other; --module picks it; a name obj-m does not build is a
+// clear error before anything is loaded.
+func TestSeveralModules(t *testing.T) {
+	needGuest(t)
+	dir := t.TempDir()
+	writeModule(t, dir, "kwmb", 2)
+	writeModule(t, dir, "kwma", 1)
+	writeFile(t, filepath.Join(dir, "Kbuild"), "obj-m := kwma.o kwmb.o\n")
+
+	stdout, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", dir)...)
+	if code != 0 {
+		t.Fatalf("--once: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	const told = "obj-m builds 2 modules (kwma, kwmb); kwatch loads kwma only: --module NAME loads another"
+	if strings.Count(stdout, told) != 1 || !strings.Contains(stdout, "kwma.ko loaded") {
+		t.Fatalf("want kwma loaded and one notice %q:\n%s", told, stdout)
+	}
+	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwma/version")); got != "1" {
+		t.Fatalf("guest runs kwma version %q, want 1", got)
+	}
+
+	stdout, stderr, code = kwatchRun(t, append(vmArgs(e2eState), "--once", "--module", "kwmb", dir)...)
+	if code != 0 || !strings.Contains(stdout, "kwmb.ko loaded") {
+		t.Fatalf("--module kwmb: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwmb/version")); got != "2" {
+		t.Fatalf("guest runs kwmb version %q, want 2", got)
+	}
+
+	stdout, _, code = kwatchRun(t, append(vmArgs(e2eState), "--once", "--module", "kwmc", dir)...)
+	if code != 1 || !strings.Contains(stdout, "--module kwmc: obj-m does not build it (modules.order names kwma, kwmb)") {
+		t.Fatalf("--module kwmc: exit %d, want 1 and an error naming both modules:\n%s", code, stdout)
+	}
+	guestRun(t, e2eState, "rmmod kwma kwmb")
+	noStrayProcesses(t, dir)
+}
+
 func TestOnce(t *testing.T) {
 	needGuest(t)
 	dir := t.TempDir()

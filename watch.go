@@ -82,7 +82,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if b.builder == nil {
-		if err := b.kbuild(filepath.Join("/lib/modules", s.Release(), "build"), o.rustc, o.editorFiles); err != nil {
+		if err := b.kbuild(filepath.Join("/lib/modules", s.Release(), "build"), &o); err != nil {
 			return err
 		}
 	}

@@ -16,8 +16,9 @@ type Builder interface {
 
 // Result is a successful build.
 type Result struct {
-	KO   string // absolute path of the built module (.ko, or .ko.xz from a nix derivation)
-	Path string // how it was built: PathFast, PathKbuild, or "" for a nix derivation
+	KO      string   // absolute path of the module to load (.ko, or .ko.xz from a nix derivation)
+	Modules []string // every module the build made, in modules.order (Kbuild); nil when unknown
+	Path    string   // how it was built: PathFast, PathKbuild, or "" for a nix derivation
 }
 
 // The paths a Kbuild build takes.

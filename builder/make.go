@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ type Make struct {
 	// EditorFiles writes compile_commands.json (C) or, through Kbuild's
 	// rust-analyzer target, rust-project.json (Rust) into Dir after each full make.
 	EditorFiles bool
+	// Module is the module to load when obj-m names several (its file name
+	// without .ko); "" is the first one in modules.order.
+	Module string
 
 	mu       sync.Mutex
 	graph    *replay.Graph // the last good build's records; nil: the next build runs the full make
@@ -151,11 +155,11 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		}
 		return Result{}, s.failure(err)
 	}
-	ko, err := builtModule(dir)
+	ko, all, err := builtModule(dir, m.Module)
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{KO: ko, Path: PathKbuild}
+	res := Result{KO: ko, Modules: all, Path: PathKbuild}
 	if g != nil {
 		res.Path = PathFast
 	}
@@ -163,20 +167,39 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	return res, nil
 }
 
-// builtModule returns the module a successful make built in dir.
-func builtModule(dir string) (string, error) {
+// builtModule returns the module a successful make built in dir: the one
+// named want, or the first in modules.order; all names every module built.
+func builtModule(dir, want string) (ko string, all []string, err error) {
 	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
 	if err != nil {
-		return "", fmt.Errorf("finding the built module: %w", err)
+		return "", nil, fmt.Errorf("finding the built module: %w", err)
 	}
-	ko, err := firstModule(dir, order)
+	kos, err := orderedModules(dir, order)
 	if err != nil {
-		return "", err
+		return "", nil, err
+	}
+	for _, k := range kos {
+		all = append(all, strings.TrimSuffix(filepath.Base(k), ".ko"))
+	}
+	ko = kos[0]
+	if want != "" {
+		i := slices.IndexFunc(all, func(name string) bool { return sameModule(name, want) })
+		if i < 0 {
+			return "", nil, &Error{Err: fmt.Errorf("--module %s: obj-m does not build it (modules.order names %s)", want, strings.Join(all, ", ")),
+				Hint: "pass --module with one of: " + strings.Join(all, ", ")}
+		}
+		ko = kos[i]
 	}
 	if _, err := os.Stat(ko); err != nil {
-		return "", fmt.Errorf("make succeeded but did not produce %s: %w", ko, err)
+		return "", nil, fmt.Errorf("make succeeded but did not produce %s: %w", ko, err)
 	}
-	return ko, nil
+	return ko, all, nil
+}
+
+// sameModule reports whether two module names are the same module: the
+// kernel treats - and _ in them alike.
+func sameModule(a, b string) bool {
+	return strings.ReplaceAll(a, "-", "_") == strings.ReplaceAll(b, "-", "_")
 }
 
 // runFull runs the full make and returns the environment Kbuild's top-level
@@ -273,10 +296,11 @@ func (m *Make) setGraph(g *replay.Graph, ko string, fast bool) {
 	m.mu.Unlock()
 }
 
-// firstModule returns the .ko for the first entry of a modules.order, which
+// orderedModules returns the .ko of each entry of a modules.order, which
 // names objects as "hello.o", "./hello.ko" or "/abs/dir/hello.o" depending on
 // the kernel version.
-func firstModule(dir string, order []byte) (string, error) {
+func orderedModules(dir string, order []byte) ([]string, error) {
+	var kos []string
 	sc := bufio.NewScanner(bytes.NewReader(order))
 	for sc.Scan() {
 		entry := strings.TrimSpace(sc.Text())
@@ -288,13 +312,17 @@ func firstModule(dir string, order []byte) (string, error) {
 		}
 		switch filepath.Ext(entry) {
 		case ".ko":
-			return entry, nil
+			kos = append(kos, entry)
 		case ".o":
-			return strings.TrimSuffix(entry, ".o") + ".ko", nil
+			kos = append(kos, strings.TrimSuffix(entry, ".o")+".ko")
+		default:
+			return nil, fmt.Errorf("unexpected entry %q in %s/modules.order", entry, dir)
 		}
-		return "", fmt.Errorf("unexpected entry %q in %s/modules.order", entry, dir)
 	}
-	return "", fmt.Errorf("no module built: %s/modules.order is empty, so obj-m in the Kbuild file names nothing", dir)
+	if len(kos) == 0 {
+		return nil, fmt.Errorf("no module built: %s/modules.order is empty, so obj-m in the Kbuild file names nothing", dir)
+	}
+	return kos, nil
 }
 
 // argValue returns the value of a make argument given as "NAME=value" (or

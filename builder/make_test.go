@@ -6,29 +6,66 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-func TestFirstModule(t *testing.T) {
+func TestOrderedModules(t *testing.T) {
 	tests := []struct {
 		order   string
-		want    string
+		want    []string
 		wantErr bool
 	}{
-		{"hello.o\n", "/m/hello.ko", false},
-		{"./hello.ko\n", "/m/hello.ko", false},
-		{"/abs/dir/hello.o\nother.o\n", "/abs/dir/hello.ko", false},
-		{"\n  sub/two.ko  \n", "/m/sub/two.ko", false},
-		{"", "", true},
-		{"hello.c\n", "", true},
+		{"hello.o\n", []string{"/m/hello.ko"}, false},
+		{"./hello.ko\n", []string{"/m/hello.ko"}, false},
+		{"/abs/dir/hello.o\nother.o\n", []string{"/abs/dir/hello.ko", "/m/other.ko"}, false},
+		{"\n  sub/two.ko  \n", []string{"/m/sub/two.ko"}, false},
+		{"", nil, true},
+		{"hello.c\n", nil, true},
 	}
 	for _, tt := range tests {
-		got, err := firstModule("/m", []byte(tt.order))
-		if got != tt.want || (err != nil) != tt.wantErr {
-			t.Errorf("firstModule(%q) = %q, %v; want %q, error %v", tt.order, got, err, tt.want, tt.wantErr)
+		got, err := orderedModules("/m", []byte(tt.order))
+		if !slices.Equal(got, tt.want) || (err != nil) != tt.wantErr {
+			t.Errorf("orderedModules(%q) = %q, %v; want %q, error %v", tt.order, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// obj-m := a.o b.o builds two modules: the first is loaded unless --module
+// names another, and a name it does not build is a clear error.
+func TestBuiltModuleChoice(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"kw-a.ko", "kw_b.ko"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "modules.order"), []byte("kw-a.o\nkw_b.o\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		want, ko, err string
+	}{
+		{"", "kw-a.ko", ""},
+		{"kw_b", "kw_b.ko", ""},
+		{"kw-b", "kw_b.ko", ""},
+		{"kw_a", "kw-a.ko", ""},
+		{"kw_c", "", "--module kw_c: obj-m does not build it (modules.order names kw-a, kw_b)"},
+	}
+	for _, tt := range tests {
+		ko, all, err := builtModule(dir, tt.want)
+		if tt.err != "" {
+			var be *Error
+			if !errors.As(err, &be) || err.Error() != "build failed: "+tt.err || !strings.Contains(be.Hint, "kw-a, kw_b") {
+				t.Errorf("builtModule(%q) error = %v, want %q with a hint naming both", tt.want, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || filepath.Base(ko) != tt.ko || !slices.Equal(all, []string{"kw-a", "kw_b"}) {
+			t.Errorf("builtModule(%q) = %s, %q, %v; want %s and both modules", tt.want, ko, all, err, tt.ko)
 		}
 	}
 }

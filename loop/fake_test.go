@@ -309,9 +309,10 @@ type fakeBuilder struct {
 }
 
 type buildStep struct {
-	ko    string        // the result
-	err   error         // or this error
-	block chan struct{} // when set, the build waits for it (or for ctx)
+	ko      string        // the result
+	modules []string      // every module the build made (Result.Modules)
+	err     error         // or this error
+	block   chan struct{} // when set, the build waits for it (or for ctx)
 }
 
 func (b *fakeBuilder) Build(ctx context.Context, out io.Writer) (builder.Result, error) {
@@ -332,7 +333,7 @@ func (b *fakeBuilder) Build(ctx context.Context, out io.Writer) (builder.Result,
 	if st.err != nil {
 		return builder.Result{}, st.err
 	}
-	return builder.Result{KO: st.ko}, nil
+	return builder.Result{KO: st.ko, Modules: st.modules}, nil
 }
 
 func (b *fakeBuilder) count() int {

@@ -51,6 +51,8 @@ type loop struct {
 	crashes *crashWatch
 	cycle   int
 
+	toldModules bool // the user was told which of several built modules is loaded
+
 	// The last module that loaded cleanly: a copy in the state dir (goodKO),
 	// loaded again when a new build fails to load or the guest restarted, so
 	// the guest is never left without one.
@@ -243,8 +245,19 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 		return ErrFailed
 	}
 	l.crashes.setModule(info.Name)
+	l.tellModules(res)
 	l.report.Report(Event{Type: EventBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
+}
+
+// tellModules says once which module kwatch loads when the build made several.
+func (l *loop) tellModules(res builder.Result) {
+	if len(res.Modules) < 2 || l.toldModules {
+		return
+	}
+	l.toldModules = true
+	l.notice(fmt.Sprintf("obj-m builds %d modules (%s); kwatch loads %s only: --module NAME loads another",
+		len(res.Modules), strings.Join(res.Modules, ", "), strings.TrimSuffix(path.Base(res.KO), ".ko")))
 }
 
 // load uploads and reloads a good build and runs the --run commands.

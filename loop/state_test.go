@@ -231,6 +231,33 @@ func TestWatchLoadsEverySave(t *testing.T) {
 	}
 }
 
+// obj-m := hello.o other.o: kwatch says once which module it loads and how
+// to choose another.
+func TestSeveralModulesNamedOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	ko := r.ko("hello")
+	ko.modules = []string{"hello", "other"}
+	r.builder.steps = []buildStep{ko}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "loaded", 2)
+	if err := r.stop(); err != nil {
+		t.Errorf("Run = %v after cancel, want nil", err)
+	}
+	var told []string
+	for _, e := range r.events.of("notice") {
+		if strings.Contains(e.Message, "modules") {
+			told = append(told, e.Message)
+		}
+	}
+	want := "obj-m builds 2 modules (hello, other); kwatch loads hello only: --module NAME loads another"
+	if len(told) != 1 || told[0] != want {
+		t.Errorf("notices about the modules: %q, want once %q", told, want)
+	}
+}
+
 func TestBuildFailureKeepsOldModule(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)

@@ -20,6 +20,7 @@ type Incremental struct {
 	Attr     string // the module's flake output, as in Derivation
 	Src      string // the derivation's src: the module's source dir
 	BuildDir string // where make runs; Src is mirrored into it
+	Module   string // builder.Make.Module
 
 	mu  sync.Mutex
 	env *DevEnv
@@ -51,7 +52,7 @@ func (b *Incremental) make(env *DevEnv) *builder.Make {
 	if b.mk == nil {
 		args := append(strings.Fields(env.Vars["makeFlags"]), strings.Fields(env.Vars["buildFlags"])...)
 		args = append(args, fmt.Sprintf("-j%d", runtime.NumCPU()))
-		b.mk = &builder.Make{Dir: b.BuildDir, Args: args, Env: env.Environ()}
+		b.mk = &builder.Make{Dir: b.BuildDir, Args: args, Env: env.Environ(), Module: b.Module}
 	}
 	return b.mk
 }
