@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 
@@ -69,8 +70,12 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 // kbuild makes the Kbuild builder against the kernel build dir kdir.
 func (b *build) kbuild(kdir string, o *options) error {
 	mk, err := builder.Kbuild(b.src, builder.KbuildOptions{KDir: kdir, RustC: o.rustc})
+	var be *builder.Error
+	if errors.As(err, &be) {
+		return usagef(be.Hint, "%v", be.Err)
+	}
 	if err != nil {
-		return usagef("", "%v", err)
+		return usagef("pass --kdir with a configured kernel build dir", "%v", err)
 	}
 	mk.EditorFiles, mk.Module = o.editorFiles, o.module
 	b.builder = mk

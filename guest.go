@@ -69,29 +69,45 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 	return machine.Start(ctx, g), nil
 }
 
-func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
-	kernel := o.kernel
-	if kernel == "" {
-		if kernel = vm.NewestKernel(); kernel == "" {
-			return nil, usagef("install a kernel image (apt-get install linux-image-amd64) or pass --kernel PATH", "no kernel image found in /boot")
+// qemuKernel checks --kernel (default: the newest installed) and
+// --modules-dir (default: the kernel's own, when it has modules).
+func (o *options) qemuKernel() (bootKernel, error) {
+	k := bootKernel{image: o.kernel, modulesDir: o.modulesDir}
+	if k.image == "" {
+		if k.image = vm.NewestKernel(); k.image == "" {
+			return k, usagef("install a kernel image (apt-get install linux-image-amd64) or pass --kernel PATH", "no kernel image found in /boot")
 		}
 	}
-	fi, err := os.Stat(kernel)
-	if err != nil {
-		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "kernel image %s: %v", kernel, errors.Unwrap(err))
+	var err error
+	if k.info, err = os.Stat(k.image); err != nil {
+		return k, usagef("pass --kernel with a bzImage/vmlinuz path", "kernel image %s: %v", k.image, errors.Unwrap(err))
 	}
-	ver, err := vm.KernelVersion(kernel)
+	ver, err := vm.KernelVersion(k.image)
 	if err != nil {
-		return nil, usagef("pass --kernel with a bzImage/vmlinuz path", "--kernel: %v", err)
+		return k, usagef("pass --kernel with a bzImage/vmlinuz path", "--kernel: %v", err)
 	}
-	modulesDir := o.modulesDir
-	if modulesDir == "" {
+	if k.modulesDir == "" {
 		// A kernel with its NIC driver built in (like the Rust test kernel) has no modules dir.
 		if _, err := os.Stat(filepath.Join("/lib/modules", ver, "kernel")); err == nil {
-			modulesDir = filepath.Join("/lib/modules", ver)
+			k.modulesDir = filepath.Join("/lib/modules", ver)
 		}
-	} else if _, err := os.Stat(modulesDir); err != nil {
-		return nil, usagef("pass the /lib/modules/<version> dir of the kernel image", "--modules-dir %s does not exist", modulesDir)
+	} else if _, err := os.Stat(k.modulesDir); err != nil {
+		return k, usagef("pass the /lib/modules/<version> dir of the kernel image", "--modules-dir %s does not exist", k.modulesDir)
+	}
+	return k, nil
+}
+
+// bootKernel is the kernel a --vm qemu guest boots.
+type bootKernel struct {
+	image      string
+	info       os.FileInfo
+	modulesDir string
+}
+
+func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
+	k, err := o.qemuKernel()
+	if err != nil {
+		return nil, err
 	}
 	_, authKey, err := guest.LoadOrCreateKey(stateDir)
 	if err != nil {
@@ -102,18 +118,18 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 		return nil, err
 	}
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
-	qc := vm.QEMUConfig{Kernel: kernel, Initramfs: initrd}
+	qc := vm.QEMUConfig{Kernel: k.image, Initramfs: initrd}
 	launch := qc.Launcher()
 	return &vm.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
-		Kernel:   kernel,
-		Ident:    fmt.Sprintf("%s %d %d %s", kernel, fi.Size(), fi.ModTime().Unix(), modulesDir),
+		Kernel:   k.image,
+		Ident:    fmt.Sprintf("%s %d %d %s", k.image, k.info.Size(), k.info.ModTime().Unix(), k.modulesDir),
 		Accel:    o.accel,
 		Notify:   notify,
 		Launch: func(port int, accel string) (*exec.Cmd, error) {
 			// The initramfs is only needed when booting, so it is written here.
-			err := vm.WriteInitramfs(initrd, vm.InitramfsConfig{AuthorizedKey: authKey, HostKey: hostKey, ModulesDir: modulesDir})
+			err := vm.WriteInitramfs(initrd, vm.InitramfsConfig{AuthorizedKey: authKey, HostKey: hostKey, ModulesDir: k.modulesDir})
 			if err != nil {
 				return nil, fmt.Errorf("writing the initramfs: %w", err)
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,8 +49,12 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 		return strings.TrimSpace(string(authKey)), err
 	}
 	written, err := nix.Init(dir, nix.InitOptions{Name: *name, AuthorizedKey: key, Force: *force})
+	var bad *nix.InputError
+	if errors.As(err, &bad) {
+		return usagef(bad.Hint, "%s", bad.Msg)
+	}
 	if err != nil {
-		return usagef("", "%v", err)
+		return err
 	}
 	for _, f := range written {
 		fmt.Fprintf(stdout, "wrote %s\n", filepath.Join(dir, f))

@@ -74,29 +74,41 @@ func TestBadInputBeforeBoot(t *testing.T) {
 	}
 	mod := t.TempDir()
 	writeModule(t, mod, "early", 1)
+	nowhere := filepath.Join(t.TempDir(), "nope")
+	watch := func(args ...string) []string { return append([]string{"--once"}, args...) }
 	tests := []struct {
 		name string
-		args []string
+		args []string // after vmArgs
 		want string
 	}{
-		{"no Makefile or Kbuild", []string{t.TempDir()}, "no Makefile or Kbuild in"},
-		{"bad --kdir", []string{"--kdir", filepath.Join(t.TempDir(), "nope"), mod}, "kernel build dir"},
-		{"nix builder without a flake", []string{"--builder", "nix", mod}, "--builder nix needs a flake.nix"},
+		{"no Makefile or Kbuild", watch(t.TempDir()), "no Makefile or Kbuild in"},
+		{"bad --kdir", watch("--kdir", nowhere, mod), "kernel build dir"},
+		{"nix builder without a flake", watch("--builder", "nix", mod), "--builder nix needs a flake.nix"},
+		{"unknown builder", watch("--builder", "bogus", mod), `unknown --builder "bogus"`},
+		{"missing kernel", watch("--kernel", nowhere, mod), "kernel image " + nowhere},
+		{"missing modules dir", watch("--modules-dir", nowhere, mod), "--modules-dir " + nowhere + " does not exist"},
+		{"bad --ssh port", watch("--vm", "ssh", "--ssh", "host:xx", mod), `bad port in --ssh "host:xx"`},
+		{"vm up, missing kernel", []string{"--kernel", nowhere}, "kernel image " + nowhere},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			state := filepath.Join(t.TempDir(), "state")
 			t.Cleanup(func() { exec.Command(kwatchBin, "vm", "down", "--state-dir", state).Run() })
+			args := append(vmArgs(state), tt.args...)
+			if strings.HasPrefix(tt.name, "vm up") {
+				args = append([]string{"vm", "up"}, args...)
+			}
 			start := time.Now()
-			_, stderr, code := kwatchRun(t, append(vmArgs(state), append([]string{"--once"}, tt.args...)...)...)
+			_, stderr, code := kwatchRun(t, args...)
 			if took := time.Since(start); took > 5*time.Second {
 				t.Errorf("took %s: the error must come before a VM boots", took.Round(time.Millisecond))
 			}
-			if code != 2 || !strings.Contains(stderr, tt.want) {
-				t.Errorf("exit %d, stderr %q; want exit 2 and %q", code, stderr, tt.want)
+			if code != 2 || !strings.Contains(stderr, tt.want) || !strings.Contains(stderr, "kwatch: hint: ") {
+				t.Errorf("exit %d, stderr %q; want exit 2, %q and a hint", code, stderr, tt.want)
 			}
-			if _, ok, _ := vm.ReadState(state); ok {
-				t.Error("a VM was started")
+			// Bad input loses nothing and leaves nothing: no VM, not even a state dir.
+			if _, err := os.Stat(state); err == nil {
+				t.Errorf("the state dir %s was created", state)
 			}
 			noStrayProcesses(t, state)
 		})

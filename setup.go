@@ -62,13 +62,29 @@ func (o *options) setup(dir string) (setupInfo, error) {
 	if s.stateDir, err = filepath.Abs(s.stateDir); err != nil {
 		return s, err
 	}
+	return s, nil
+}
+
+// checkStart checks what starting the guest and the build needs, before the
+// state dir is created or anything runs: bad input must cost nothing and
+// leave nothing behind.
+func (o *options) checkStart(ctx context.Context, s setupInfo) error {
 	if (s.vm == "nix" || o.builder == "nix") && within(s.stateDir, s.flakeRoot) {
-		if in, _ := nix.InGit(context.Background(), s.flakeRoot); !in {
-			return s, usagef(fmt.Sprintf("cd %s && git init && git add flake.nix and the sources (git ignores .kwatch), or pass --state-dir outside it", s.flakeRoot),
+		if in, _ := nix.InGit(ctx, s.flakeRoot); !in {
+			return usagef(fmt.Sprintf("cd %s && git init && git add flake.nix and the sources (git ignores .kwatch), or pass --state-dir outside it", s.flakeRoot),
 				"the flake in %s is not in a git repository: nix would copy all of it, kwatch's private key in %s included, into the world-readable nix store", s.flakeRoot, s.stateDir)
 		}
 	}
-	return s, nil
+	switch s.vm {
+	case "ssh":
+		home, _ := os.UserHomeDir()
+		_, err := sshTarget(o.ssh, o.identity, s.stateDir, home)
+		return err
+	case "qemu":
+		_, err := o.qemuKernel()
+		return err
+	}
+	return nil
 }
 
 // within reports whether path is dir or lies below it.

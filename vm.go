@@ -42,6 +42,9 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if s.vm == "ssh" {
 			return usagef("kwatch only starts VMs it manages: --vm qemu or --vm nix", "vm up with --vm ssh")
 		}
+		if err := o.checkStart(ctx, s); err != nil {
+			return err
+		}
 		lock, err := lockState(s.stateDir)
 		if err != nil {
 			return err

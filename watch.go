@@ -47,15 +47,18 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	b, err := o.newBuild(setup, dir)
+	if err != nil {
+		return err
+	}
+	if err := o.checkStart(ctx, setup); err != nil {
+		return err
+	}
 	lock, err := lockState(setup.stateDir)
 	if err != nil {
 		return err
 	}
 	defer lock.Release()
-	b, err := o.newBuild(setup, dir)
-	if err != nil {
-		return err
-	}
 
 	var (
 		report   loop.Reporter

@@ -44,11 +44,11 @@ func Kbuild(dir string, opts KbuildOptions) (*Make, error) {
 		return nil, fmt.Errorf("resolving kernel build dir %s: %w", opts.KDir, err)
 	}
 	if _, err := os.Stat(filepath.Join(kdir, "Makefile")); err != nil {
-		release := "$(uname -r)"
+		hint := "pass --kdir with a configured kernel build dir (one with a Makefile and .config)"
 		if m := headersDir.FindStringSubmatch(kdir); m != nil {
-			release = m[1]
+			hint = "install linux-headers-" + m[1] + ", or " + hint
 		}
-		return nil, fmt.Errorf("kernel build dir %s not found: install linux-headers-%s or pass --kdir", kdir, release)
+		return nil, &Error{Err: fmt.Errorf("kernel build dir %s not found", kdir), Hint: hint}
 	}
 	config, err := readKconfig(kdir)
 	if err != nil {

@@ -98,13 +98,17 @@ func TestKbuildToolchain(t *testing.T) {
 }
 
 func TestKbuildMissingKDir(t *testing.T) {
-	tests := []struct{ kdir, want string }{
-		{"/lib/modules/9.9.9-nope/build", "kernel build dir /lib/modules/9.9.9-nope/build not found: install linux-headers-9.9.9-nope or pass --kdir"},
-		{"/nonexistent/linux", "kernel build dir /nonexistent/linux not found: install linux-headers-$(uname -r) or pass --kdir"},
+	tests := []struct{ kdir, want, hint string }{
+		{"/lib/modules/9.9.9-nope/build", "kernel build dir /lib/modules/9.9.9-nope/build not found",
+			"install linux-headers-9.9.9-nope, or pass --kdir with a configured kernel build dir (one with a Makefile and .config)"},
+		{"/nonexistent/linux", "kernel build dir /nonexistent/linux not found",
+			"pass --kdir with a configured kernel build dir (one with a Makefile and .config)"},
 	}
 	for _, tt := range tests {
-		if _, err := Kbuild(".", KbuildOptions{KDir: tt.kdir}); err == nil || err.Error() != tt.want {
-			t.Errorf("Kbuild with KDir %s: err = %v, want %q", tt.kdir, err, tt.want)
+		_, err := Kbuild(".", KbuildOptions{KDir: tt.kdir})
+		var be *Error
+		if !errors.As(err, &be) || be.Err.Error() != tt.want || be.Hint != tt.hint {
+			t.Errorf("Kbuild(KDir %s) = %#v, want %q with hint %q", tt.kdir, err, tt.want, tt.hint)
 		}
 	}
 }

@@ -26,6 +26,11 @@ type InitOptions struct {
 	Force         bool // overwrite existing files (an existing .gitignore is merged, never overwritten)
 }
 
+// InputError is init refusing its input: what is wrong and how to fix it.
+type InputError struct{ Msg, Hint string }
+
+func (e *InputError) Error() string { return e.Msg + ": " + e.Hint }
+
 // Init writes a new kwatch project into dir: a flake with a NixOS VM
 // (configuration.nix), the module's derivation (module.nix) and a Rust hello
 // module in src/. It returns the files written, relative to dir. Without
@@ -42,7 +47,7 @@ func Init(dir string, opts InitOptions) (written []string, err error) {
 	}
 	name = moduleName(name)
 	if name == "" || name[0] < 'a' || name[0] > 'z' {
-		return nil, fmt.Errorf("module name %q does not start with a letter: pass --name", name)
+		return nil, &InputError{Msg: fmt.Sprintf("module name %q does not start with a letter", name), Hint: "pass --name with a name that does"}
 	}
 	if !opts.Force {
 		var exist []string
@@ -52,7 +57,7 @@ func Init(dir string, opts InitOptions) (written []string, err error) {
 			}
 		}
 		if len(exist) > 0 {
-			return nil, fmt.Errorf("%s exists: pass --force to overwrite", strings.Join(exist, ", "))
+			return nil, &InputError{Msg: strings.Join(exist, ", ") + " exists", Hint: "pass --force to overwrite (an existing .gitignore is merged, never overwritten)"}
 		}
 	}
 	key := ""

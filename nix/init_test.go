@@ -58,7 +58,7 @@ func TestInitRefusesToOverwrite(t *testing.T) {
 	if keyMade {
 		t.Error("Init made a key although it refused to write")
 	}
-	if err == nil || err.Error() != "flake.nix, src/Makefile exists: pass --force to overwrite" {
+	if err == nil || err.Error() != "flake.nix, src/Makefile exists: pass --force to overwrite (an existing .gitignore is merged, never overwritten)" {
 		t.Fatalf("Init over existing files: %v (wrote %q)", err, written)
 	}
 	if got := readFile(t, filepath.Join(dir, "flake.nix")); got != "mine\n" {
