@@ -321,12 +321,12 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*guest.VM, error
 		return nil, err
 	}
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
-	qc := guest.QEMUConfig{Kernel: kernel, Initramfs: initrd}
+	qc := guest.QEMUConfig{Kernel: kernel, Initramfs: initrd, GDBSocket: guest.GDBSocket(stateDir)}
 	launch := qc.Launcher()
 	return &guest.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
-		Ident:    fmt.Sprintf("%s %d %d %s", kernel, fi.Size(), fi.ModTime().Unix(), modulesDir),
+		Ident:    gdbIdent(stateDir, fmt.Sprintf("%s %d %d %s", kernel, fi.Size(), fi.ModTime().Unix(), modulesDir), notify),
 		Accel:    o.accel,
 		Notify:   notify,
 		Launch: func(port int, accel string) (*exec.Cmd, error) {

@@ -28,7 +28,7 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 	return &guest.VM{
 		StateDir: s.stateDir,
 		Backend:  "nix",
-		Ident:    out,
+		Ident:    gdbIdent(s.stateDir, out, notify),
 		Accel:    o.accel,
 		Notify:   notify,
 		Launch:   nix.VMLauncher(out, s.stateDir, ""),
@@ -106,11 +106,11 @@ func (o *options) newBuilder(s setupInfo, dir, release string, g *loop.Guest, lo
 				return err
 			}
 			g.Reboot(func(vm *guest.VM) bool {
-				if vm.Ident == out {
+				if vm.Ident == out+guest.GDBIdent {
 					return false
 				}
 				notify("the VM's configuration changed: restarting it")
-				vm.Ident, vm.Launch = out, nix.VMLauncher(out, s.stateDir, "")
+				vm.Ident, vm.Launch = out+guest.GDBIdent, nix.VMLauncher(out, s.stateDir, "")
 				return true
 			})
 			return nil

@@ -44,6 +44,9 @@ func (l *loop) ready(ctx context.Context) (*guest.Client, string, error) {
 		if g.VM == nil {
 			return nil, "", fmt.Errorf("the guest does not answer: %w", err)
 		}
+		if g.VM.Debugged() {
+			return nil, "", fmt.Errorf("the guest does not answer while kwatch gdb holds it stopped: continue it in gdb, then save again")
+		}
 		why = "it does not answer over SSH"
 	default:
 		v, _ := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
@@ -92,7 +95,8 @@ func (l *loop) probe(ctx context.Context) {
 		return
 	}
 	l.probed = time.Now()
-	if l.cfg.Guest.VM.Answering() {
+	// A guest stopped in `kwatch gdb` is silent, not dead.
+	if l.cfg.Guest.VM.Answering() || l.cfg.Guest.VM.Debugged() {
 		l.silentSince = time.Time{}
 		return
 	}

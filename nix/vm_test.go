@@ -45,7 +45,7 @@ func TestVMLauncherCommand(t *testing.T) {
 			for _, kv := range []string{
 				"QEMU_NET_OPTS=hostfwd=tcp:127.0.0.1:2222-:22",
 				"QEMU_KERNEL_PARAMS=" + guest.KernelParams + " kwatch.x=1",
-				"QEMU_OPTS=" + tc.qemuOpts,
+				"QEMU_OPTS=" + tc.qemuOpts + " -chardev socket,path=" + guest.GDBSocket(state) + ",server=on,wait=off,id=gdb0 -gdb chardev:gdb0",
 				"NIX_DISK_IMAGE=" + filepath.Join(state, "nixos.qcow2"),
 				"USE_TMPDIR=1",
 				"TMPDIR=" + filepath.Join(state, "vm-tmp"),

@@ -9,6 +9,8 @@ pkgs=(
 	openssh-sftp-server kmod cpio
 	# building modules
 	build-essential make git xz-utils
+	# kwatch gdb
+	gdb
 	# the Rust-enabled test kernel (scripts/rust-kernel.sh)
 	linux-source-6.1 rustc rust-src bindgen clang llvm lld libclang-dev flex bison
 	libelf-dev libssl-dev bc
