@@ -17,18 +17,7 @@ import (
 // useFault copies testdata/faults/name into dir, replacing the module there.
 func useFault(t *testing.T, dir, name string) {
 	t.Helper()
-	src := filepath.Join("testdata/faults", name)
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(dir, e.Name()), string(b))
-	}
+	useTestdata(t, filepath.Join("testdata/faults", name), dir)
 }
 
 // expectLoaded waits for the cycle's end and fails unless it loaded.

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// gdbProc is a running `kwatch gdb`, its output collected line by line.
+type gdbProc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  strings.Builder
+	done chan error
+}
+
+func startGDB(t *testing.T, args ...string) *gdbProc {
+	t.Helper()
+	g := &gdbProc{t: t, cmd: exec.Command(kwatchBin, append([]string{"gdb"}, args...)...), done: make(chan error, 1)}
+	pr, pw := io.Pipe()
+	g.cmd.Stdout, g.cmd.Stderr = pw, pw
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			g.mu.Lock()
+			g.out.WriteString(sc.Text() + "\n")
+			g.mu.Unlock()
+		}
+	}()
+	go func() { err := g.cmd.Wait(); pw.Close(); g.done <- err }()
+	t.Cleanup(func() {
+		if g.cmd.ProcessState == nil {
+			g.cmd.Process.Kill()
+		}
+	})
+	return g
+}
+
+func (g *gdbProc) output() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.out.String()
+}
+
+// waitFor waits until the session printed text.
+func (g *gdbProc) waitFor(timeout time.Duration, text string) {
+	g.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(g.output(), text) {
+		if time.Now().After(deadline) {
+			g.t.Fatalf("kwatch gdb did not print %q in %s; output:\n%s", text, timeout, g.output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// wait waits for gdb to exit and returns its exit code.
+func (g *gdbProc) wait(timeout time.Duration) int {
+	g.t.Helper()
+	select {
+	case err := <-g.done:
+		time.Sleep(100 * time.Millisecond) // the last lines
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		return 0
+	case <-time.After(timeout):
+		g.t.Fatalf("kwatch gdb still runs after %s; output:\n%s", timeout, g.output())
+	}
+	return 0
+}
+
+// funcLines returns the lines of function fn's body in a C source file.
+func funcLines(t *testing.T, src, fn string) (first, last int) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		switch {
+		case first == 0 && strings.Contains(l, fn+"("):
+			first = i + 1
+		case first != 0 && l == "}":
+			return first, i + 1
+		}
+	}
+	t.Fatalf("no function %s in %s", fn, src)
+	return 0, 0
+}
+
+// guestAsync runs a guest command through `kwatch vm ssh` in the background.
+func guestAsync(state, cmd string) <-chan string {
+	res := make(chan string, 1)
+	go func() {
+		out, err := exec.Command(kwatchBin, "vm", "ssh", "--state-dir", state, "--", cmd).CombinedOutput()
+		res <- fmt.Sprintf("%s(err %v)", out, err)
+	}()
+	return res
+}
+
+// The acceptance test: a breakpoint in a function the module's sysfs
+// parameter setter calls, hit by a write from the guest; gdb shows the
+// source line, and after it exits the write completes and the guest runs on.
+func TestGDBStopsInModule(t *testing.T) {
+	needGuest(t)
+	dir := filepath.Join(t.TempDir(), "kwgdb")
+	useTestdata(t, "testdata/gdb/kwgdb", dir)
+	if _, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...); code != 0 {
+		t.Fatalf("loading kwgdb: exit %d\n%s", code, stderr)
+	}
+	g := startGDB(t, append(vmArgs(e2eState), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "continue", "-ex", "bt 1")...)
+	g.waitFor(time.Minute, "Breakpoint 1 at")
+	write := guestAsync(e2eState, "echo 21 > /sys/module/kwgdb/parameters/poke && cat /sys/module/kwgdb/parameters/poke")
+	if code := g.wait(2 * time.Minute); code != 0 {
+		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
+	}
+	out := g.output()
+	first, last := funcLines(t, filepath.Join(dir, "kwgdb.c"), "kwgdb_poke")
+	m := regexp.MustCompile(`(?m)^#0 +kwgdb_poke \(v=21\) at \S*kwgdb\.c:(\d+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("gdb did not stop in kwgdb_poke with its source line:\n%s", out)
+	}
+	if line, _ := strconv.Atoi(m[1]); line < first || line > last {
+		t.Errorf("gdb stopped at kwgdb.c:%d, outside kwgdb_poke (lines %d-%d)", line, first, last)
+	}
+	if !strings.Contains(out, "detached") {
+		t.Errorf("gdb did not detach:\n%s", out)
+	}
+	select {
+	case res := <-write:
+		if !strings.HasPrefix(res, "42\n") {
+			t.Errorf("the parameter write after gdb: %s", res)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the parameter write did not complete after gdb exited")
+	}
+	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after gdb", got)
+	}
+}
+
+// A reload while the session runs: the session says so, and at the next
+// stop (a ^C here) the symbols and the breakpoint move to the new module.
+func TestGDBFollowsReloads(t *testing.T) {
+	needGuest(t)
+	dir := filepath.Join(t.TempDir(), "kwgdb")
+	useTestdata(t, "testdata/gdb/kwgdb", dir)
+	w := startWatch(t, append(vmArgs(e2eState), dir)...)
+	w.expectLoaded(3 * time.Minute)
+	g := startGDB(t, append(vmArgs(e2eState), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "continue", "-ex", "info breakpoints")...)
+	g.waitFor(time.Minute, "Breakpoint 1 at")
+
+	src := filepath.Join(dir, "kwgdb.c")
+	b, _ := os.ReadFile(src)
+	writeFile(t, src, strings.Replace(string(b), "v * 2", "v * 3 + 1", 1))
+	w.expectLoaded(2 * time.Minute)
+	g.waitFor(30*time.Second, "kwatch: kwgdb was reloaded (.text now")
+	// ^C, as the message says: gdb stops the guest, and the symbols follow.
+	gdbPID := childPID(t, g.cmd.Process.Pid)
+	if err := syscall.Kill(gdbPID, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := g.wait(time.Minute); code != 0 {
+		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
+	}
+	out := g.output()
+	if !strings.Contains(out, "kwatch: kwgdb was reloaded: its symbols now start at") {
+		t.Fatalf("the symbols did not follow the reload at the stop:\n%s", out)
+	}
+	m := regexp.MustCompile(`(?m)^1 +breakpoint +keep +y +(0x[0-9a-f]+) in kwgdb_poke at`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no breakpoint on kwgdb_poke after the reload:\n%s", out)
+	}
+	at, _ := strconv.ParseUint(m[1], 0, 64)
+	lo, hi := moduleCore(t, e2eState, "kwgdb")
+	if at < lo || at >= hi {
+		t.Errorf("the breakpoint is at %#x, outside the reloaded module (%#x-%#x)", at, lo, hi)
+	}
+	if got := guestRun(t, e2eState, "cat /sys/module/kwgdb/parameters/poke; echo 2 > /sys/module/kwgdb/parameters/poke; cat /sys/module/kwgdb/parameters/poke"); !strings.HasSuffix(got, "7\n") {
+		t.Errorf("the reloaded module answered %q, want the new build's 2*3+1", got)
+	}
+	w.stop()
+	noStrayProcesses(t, dir)
+}
+
+// moduleCore returns the address range of a loaded module's text and data,
+// from the lowest section address and the module's core size.
+func moduleCore(t *testing.T, state, name string) (lo, hi uint64) {
+	t.Helper()
+	out := guestRun(t, state, fmt.Sprintf("cat /sys/module/%s/coresize /sys/module/%s/sections/.text*", name, name))
+	f := strings.Fields(out)
+	size, _ := strconv.ParseUint(f[0], 10, 64)
+	lo = ^uint64(0)
+	for _, a := range f[1:] {
+		v, _ := strconv.ParseUint(a, 0, 64)
+		lo = min(lo, v)
+	}
+	return lo, lo + size
+}
+
+// childPID returns the one child of process pid (kwatch gdb's gdb); Go
+// starts it from any of its threads.
+func childPID(t *testing.T, pid int) int {
+	t.Helper()
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var kids []string
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		kids = append(kids, strings.Fields(string(b))...)
+	}
+	if len(kids) != 1 {
+		t.Fatalf("children of %d: %q", pid, kids)
+	}
+	c, _ := strconv.Atoi(kids[0])
+	return c
+}
+
+// useTestdata copies a testdata module directory to dir.
+func useTestdata(t *testing.T, src, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, e.Name()), string(b))
+	}
+}
