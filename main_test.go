@@ -230,6 +230,7 @@ type event struct {
 	Severity string   `json:"severity"`
 	Title    string   `json:"title"`
 	InModule *bool    `json:"in_module"`
+	Source   string   `json:"source"`
 	Holders  []string `json:"holders"`
 	Hint     string   `json:"hint"`
 }

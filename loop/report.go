@@ -55,6 +55,7 @@ type Event struct {
 	Function   string   `json:"function,omitempty"`
 	InModule   *bool    `json:"in_module,omitempty"`
 	UserModule string   `json:"user_module,omitempty"`
+	Source     string   `json:"source,omitempty"` // file:line of Function, from the module's debug info
 
 	record *guest.Record // kmsg: the record, for the human formatter
 }
@@ -201,6 +202,9 @@ func humanCrash(w io.Writer, e Event) {
 	where := e.Module
 	if e.Function != "" {
 		where += ": " + e.Function
+	}
+	if e.Source != "" {
+		where += " at " + e.Source
 	}
 	switch {
 	case e.InModule != nil && *e.InModule:
