@@ -102,7 +102,8 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		GDB: gdb, Socket: sock, StateDir: s.stateDir, Guest: c,
 		Modules: func() []debugger.Module { return gdbModules(dir, s.stateDir) },
 		Vmlinux: vmlinux, Args: gdbArgs,
-		Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Notice: notice,
+		DialStub: func() (debugger.Stub, error) { return guest.DialStub(sock) },
+		Stdin:    os.Stdin, Stdout: stdout, Stderr: stderr, Notice: notice,
 	}
 	code, err := sess.Run(ctx)
 	// gdb detaches when it quits; one that died without doing so left the guest stopped.

@@ -14,6 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kwatch/debugger"
+	"kwatch/debuginfo"
+	"kwatch/guest"
 )
 
 // gdbProc is a running `kwatch gdb`, its output collected line by line.
@@ -246,5 +250,49 @@ func useTestdata(t *testing.T, src, dir string) {
 			t.Fatal(err)
 		}
 		writeFile(t, filepath.Join(dir, e.Name()), string(b))
+	}
+}
+
+// On a kernel without sysfs sections (the Rust test kernel has no
+// CONFIG_KALLSYMS) kwatch gdb finds a module in the kernel's module list
+// through the stub and places its sections by the kernel's layout rules.
+// The Debian kernel lists both, so it checks one against the other.
+func TestGDBModuleLayoutMatchesKernel(t *testing.T) {
+	needGuest(t)
+	dir := filepath.Join(t.TempDir(), "kwgdb")
+	useTestdata(t, "testdata/gdb/kwgdb", dir)
+	if _, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...); code != 0 {
+		t.Fatalf("loading kwgdb: exit %d\n%s", code, stderr)
+	}
+	f := strings.Fields(guestRun(t, e2eState, "grep ' modules$' /proc/kallsyms"))
+	if len(f) == 0 {
+		t.Fatal("the guest's /proc/kallsyms has no modules symbol")
+	}
+	head, _ := strconv.ParseUint(f[0], 16, 64)
+	loaded := debuginfo.ParseGuest([]byte(guestRun(t, e2eState, debuginfo.GuestScript([]string{"kwgdb"}))))["kwgdb"]
+	if loaded == nil || len(loaded.Sections) == 0 {
+		t.Fatal("the guest lists no sections for kwgdb")
+	}
+	st, err := guest.DialStub(guest.GDBSocket(e2eState))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := debugger.SectionsFromMemory(st, head, "kwgdb", filepath.Join(dir, "kwgdb.ko"))
+	if derr := st.Detach(); derr != nil {
+		t.Errorf("detaching: %v", derr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := secs[".text"]; !ok || len(secs) < 5 {
+		t.Fatalf("placed only %v", secs)
+	}
+	for name, at := range secs {
+		if want, ok := loaded.Sections[name]; !ok || want != at {
+			t.Errorf("section %s: placed at %#x, the kernel says %#x", name, at, want)
+		}
+	}
+	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after the stub detached", got)
 	}
 }

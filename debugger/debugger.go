@@ -39,37 +39,55 @@ type Session struct {
 	// Modules lists the builds the loaded module may come from, best first;
 	// it is asked again after a reload.
 	Modules func() []Module
-	Vmlinux string   // "" when there is no kernel image with symbols
-	Args    []string // the user's, passed to gdb unchanged
-	Stdin   io.Reader
-	Stdout  io.Writer
-	Stderr  io.Writer
-	Notice  func(string) // one-line messages before gdb starts
+	Vmlinux string // "" when there is no kernel image with symbols
+	// DialStub connects to the gdbstub, for a kernel that does not say
+	// where modules are (no /sys/module/NAME/sections).
+	DialStub func() (Stub, error)
+	Args     []string // the user's, passed to gdb unchanged
+	Stdin    io.Reader
+	Stdout   io.Writer
+	Stderr   io.Writer
+	Notice   func(string) // one-line messages before gdb starts
+
+	slide uint64 // KASLR's, for vmlinux's addresses
 }
 
 //go:embed follow.py
 var followPy []byte
+
+// Stub reads guest memory until it detaches.
+type Stub interface {
+	Memory
+	Detach() error
+}
 
 // placed is where the session's symbols for the module are.
 type placed struct {
 	mod     Module
 	text    uint64
 	buildID string
+	// fromMemory: the kernel has no sysfs sections, so the module was found
+	// through the stub, which gdb holds while it runs: reloads go unseen.
+	fromMemory bool
 }
 
 // Run starts gdb and waits for it; the exit code is gdb's.
 func (s *Session) Run(ctx context.Context) (int, error) {
-	p, cmd, err := s.place(ctx)
-	if err != nil {
-		return 0, err
-	}
 	setup := []string{"set confirm off"}
 	if s.Vmlinux != "" {
 		slide, err := s.kernelSlide(ctx)
 		if err != nil {
 			return 0, err
 		}
+		s.slide = slide
 		setup = append(setup, fmt.Sprintf("symbol-file -o 0x%x %s", slide, s.Vmlinux))
+	}
+	p, cmd, err := s.place(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if p.fromMemory && s.Notice != nil {
+		s.Notice(fmt.Sprintf("the guest kernel does not list module sections (no CONFIG_KALLSYMS): %s was found in its module list, and this session cannot see it reloaded: run kwatch gdb again after a reload", p.mod.Name))
 	}
 	follow := filepath.Join(s.StateDir, "gdb-follow")
 	script := filepath.Join(s.StateDir, "gdb-follow.py")
@@ -100,8 +118,10 @@ func (s *Session) Run(ctx context.Context) (int, error) {
 	}
 	fctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); s.follow(fctx, p, follow, gen) }()
+	if !p.fromMemory {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.follow(fctx, p, follow, gen) }()
+	}
 	err = g.Wait()
 	stop()
 	wg.Wait()
@@ -135,14 +155,40 @@ func (s *Session) place(ctx context.Context) (placed, string, error) {
 	if !exact && s.Notice != nil {
 		s.Notice(fmt.Sprintf("the guest's %s is not the build in %s (their build IDs differ): its symbols may be off", m.Name, m.KO))
 	}
+	p := placed{mod: m, buildID: l.BuildID}
 	if len(l.Sections) == 0 {
-		return placed{}, "", fmt.Errorf("the guest kernel does not say where %s is loaded: it has no /sys/module/%s/sections (CONFIG_KALLSYMS is off)", m.Name, m.Name)
+		if l.Sections, err = s.sectionsFromMemory(m); err != nil {
+			return placed{}, "", err
+		}
+		p.fromMemory = true
 	}
 	cmd, err := debuginfo.AddSymbolFile(m.KO, l.Sections, l.Live)
 	if err != nil {
 		return placed{}, "", err
 	}
-	return placed{mod: m, text: l.Sections[".text"], buildID: l.BuildID}, cmd, nil
+	p.text = l.Sections[".text"]
+	return p, cmd, nil
+}
+
+// sectionsFromMemory finds the module in the kernel's module list through
+// the stub, for a kernel without sysfs sections.
+func (s *Session) sectionsFromMemory(m Module) (map[string]uint64, error) {
+	if s.Vmlinux == "" {
+		return nil, fmt.Errorf("the guest kernel does not say where %s is loaded (no /sys/module/%s/sections, CONFIG_KALLSYMS is off), and without its vmlinux kwatch cannot look: pass --kdir with the kernel's build tree", m.Name, m.Name)
+	}
+	head, err := debuginfo.SymbolValue(s.Vmlinux, "modules")
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.DialStub()
+	if err != nil {
+		return nil, err
+	}
+	secs, err := SectionsFromMemory(st, head+s.slide, m.Name, m.KO)
+	if derr := st.Detach(); err == nil {
+		err = derr
+	}
+	return secs, err
 }
 
 func (s *Session) loaded(ctx context.Context, mods []Module) (map[string]*debuginfo.Loaded, error) {

@@ -1,8 +1,10 @@
 package guest
 
 import (
-	"bytes"
+	"bufio"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -66,30 +68,87 @@ func MarkDebugger(stateDir string, pid int) (func(), error) {
 }
 
 // ResumeGDB makes sure the guest runs after a gdb session: a client that
-// connects to QEMU's stub stops the VM, and its detach ("D") resumes it. A
-// gdb that exits without detaching (killed, say) would leave it stopped.
+// connects to QEMU's stub stops the VM, and its detach resumes it. A gdb
+// that exits without detaching (killed, say) would leave it stopped.
 func ResumeGDB(sock string) error {
-	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	st, err := DialStub(sock)
 	if err != nil {
-		return fmt.Errorf("resuming the guest through %s: %w", sock, err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	// The detach packet for process 1 with its checksum; QEMU answers
-	// "+$OK#9a". Once a gdb has turned on multiprocess mode, QEMU refuses a
-	// "D" without the pid.
-	if _, err := c.Write([]byte("$D;1#b0")); err != nil {
 		return fmt.Errorf("resuming the guest: %w", err)
 	}
-	buf := make([]byte, 64)
-	var got []byte
-	for !bytes.Contains(got, []byte("OK")) {
-		n, err := c.Read(buf)
-		if err != nil {
-			return fmt.Errorf("resuming the guest: no answer to detach: %w", err)
-		}
-		got = append(got, buf[:n]...)
+	return st.Detach()
+}
+
+// Stub is a minimal client of QEMU's gdbstub (the GDB remote protocol),
+// for reading guest memory before gdb attaches. While it is connected the
+// VM stands still.
+type Stub struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// DialStub connects to the stub on sock, which stops the VM.
+func DialStub(sock string) (*Stub, error) {
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the gdbstub: %w", err)
 	}
-	c.Write([]byte("+"))
+	return &Stub{c: c, r: bufio.NewReader(c)}, nil
+}
+
+// packet sends one packet and returns the answer's payload.
+func (s *Stub) packet(data string) (string, error) {
+	s.c.SetDeadline(time.Now().Add(10 * time.Second))
+	sum := 0
+	for i := 0; i < len(data); i++ {
+		sum += int(data[i])
+	}
+	if _, err := fmt.Fprintf(s.c, "$%s#%02x", data, sum&0xff); err != nil {
+		return "", err
+	}
+	// Acks ('+') come first; the answer is "$payload#xx". QEMU also sends
+	// a stop reply ("T02thread:01;") when a new client stops the VM, which
+	// no request here asks for: it is skipped.
+	for {
+		if _, err := s.r.ReadString('$'); err != nil {
+			return "", fmt.Errorf("gdbstub: no answer to %q: %w", data, err)
+		}
+		payload, err := s.r.ReadString('#')
+		if err != nil {
+			return "", fmt.Errorf("gdbstub: no answer to %q: %w", data, err)
+		}
+		if _, err := io.ReadFull(s.r, make([]byte, 2)); err != nil {
+			return "", err
+		}
+		s.c.Write([]byte("+"))
+		if payload = strings.TrimSuffix(payload, "#"); !strings.HasPrefix(payload, "T") && !strings.HasPrefix(payload, "S") {
+			return payload, nil
+		}
+	}
+}
+
+// ReadMemory reads n bytes of guest (virtual) memory at addr.
+func (s *Stub) ReadMemory(addr uint64, n int) ([]byte, error) {
+	ans, err := s.packet(fmt.Sprintf("m%x,%x", addr, n))
+	if err != nil {
+		return nil, err
+	}
+	b, err := hex.DecodeString(ans)
+	if err != nil || len(b) != n {
+		return nil, fmt.Errorf("gdbstub: reading %d bytes at %#x: answer %q", n, addr, ans)
+	}
+	return b, nil
+}
+
+// Detach resumes the VM and closes the connection. It detaches process 1:
+// once a gdb has turned on multiprocess mode, QEMU refuses a bare "D".
+func (s *Stub) Detach() error {
+	defer s.c.Close()
+	ans, err := s.packet("D;1")
+	if err != nil {
+		return err
+	}
+	if ans != "OK" {
+		return fmt.Errorf("gdbstub: detach answered %q", ans)
+	}
 	return nil
 }
