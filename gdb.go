@@ -106,9 +106,14 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Stdin:    os.Stdin, Stdout: stdout, Stderr: stderr, Notice: notice,
 	}
 	code, err := sess.Run(ctx)
-	// gdb detaches when it quits; one that died without doing so left the guest stopped.
-	if rerr := guest.ResumeGDB(sock); rerr != nil && err == nil {
-		err = rerr
+	// gdb detaches when it quits; one killed by a signal (code -1) may have
+	// left the guest stopped. A quit gdb is not followed up: each stop and
+	// resume of the guest is one more chance to upset its timers.
+	if code < 0 {
+		if rerr := guest.ResumeGDB(sock); rerr != nil && err == nil {
+			err = rerr
+		}
+		code = 1
 	}
 	if err != nil {
 		return err

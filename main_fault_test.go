@@ -17,7 +17,7 @@ import (
 // useFault copies testdata/faults/name into dir, replacing the module there.
 func useFault(t *testing.T, dir, name string) {
 	t.Helper()
-	useTestdata(t, filepath.Join("testdata/faults", name), dir)
+	copyDir(t, filepath.Join("testdata/faults", name), dir)
 }
 
 // expectLoaded waits for the cycle's end and fails unless it loaded.

@@ -126,7 +126,7 @@ func guestAsync(state, cmd string) <-chan string {
 func TestGDBStopsInModule(t *testing.T) {
 	needGuest(t)
 	dir := filepath.Join(t.TempDir(), "kwgdb")
-	useTestdata(t, "testdata/gdb/kwgdb", dir)
+	copyDir(t, "testdata/gdb/kwgdb", dir)
 	if _, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...); code != 0 {
 		t.Fatalf("loading kwgdb: exit %d\n%s", code, stderr)
 	}
@@ -166,7 +166,7 @@ func TestGDBStopsInModule(t *testing.T) {
 func TestGDBFollowsReloads(t *testing.T) {
 	needGuest(t)
 	dir := filepath.Join(t.TempDir(), "kwgdb")
-	useTestdata(t, "testdata/gdb/kwgdb", dir)
+	copyDir(t, "testdata/gdb/kwgdb", dir)
 	w := startWatch(t, append(vmArgs(e2eState), dir)...)
 	w.expectLoaded(3 * time.Minute)
 	g := startGDB(t, append(vmArgs(e2eState), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "continue", "-ex", "info breakpoints")...)
@@ -237,21 +237,6 @@ func childPID(t *testing.T, pid int) int {
 	return c
 }
 
-// useTestdata copies a testdata module directory to dir.
-func useTestdata(t *testing.T, src, dir string) {
-	t.Helper()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(dir, e.Name()), string(b))
-	}
-}
 
 // On a kernel without sysfs sections (the Rust test kernel has no
 // CONFIG_KALLSYMS) kwatch gdb finds a module in the kernel's module list
@@ -260,7 +245,7 @@ func useTestdata(t *testing.T, src, dir string) {
 func TestGDBModuleLayoutMatchesKernel(t *testing.T) {
 	needGuest(t)
 	dir := filepath.Join(t.TempDir(), "kwgdb")
-	useTestdata(t, "testdata/gdb/kwgdb", dir)
+	copyDir(t, "testdata/gdb/kwgdb", dir)
 	if _, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...); code != 0 {
 		t.Fatalf("loading kwgdb: exit %d\n%s", code, stderr)
 	}
@@ -294,5 +279,54 @@ func TestGDBModuleLayoutMatchesKernel(t *testing.T) {
 	}
 	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
 		t.Errorf("the guest answered %q after the stub detached", got)
+	}
+}
+
+// The same on the Rust test kernel: a breakpoint by name in a Rust module
+// (v0-mangled symbols, debug info the module brings itself), hit from the
+// guest by the rmmod that drops the module. That kernel has no
+// CONFIG_KALLSYMS, so kwatch gdb finds the module through the stub, and
+// adds the tree's vmlinux.
+func TestGDBStopsInRustModule(t *testing.T) {
+	tree := rustTree(t)
+	state := filepath.Join(t.TempDir(), "state")
+	t.Cleanup(func() { kwatchRun(t, "vm", "down", "--state-dir", state) })
+	dir := filepath.Join(t.TempDir(), "kwgdb_rust")
+	copyDir(t, "testdata/gdb/kwgdb_rust", dir)
+	vm := []string{"--vm", "qemu", "--kernel", filepath.Join(tree, "arch/x86/boot/bzImage"), "--accel", "tcg", "--state-dir", state, "--kdir", tree}
+	if _, stderr, code := kwatchRun(t, append(vm, "--once", "--json", dir)...); code != 0 {
+		t.Fatalf("loading kwgdb_rust: exit %d\n%s", code, stderr)
+	}
+	g := startGDB(t, append(vm, dir, "--", "-batch", "-ex", "break kwgdb_rust::farewell", "-ex", "continue", "-ex", "bt 2")...)
+	g.waitFor(time.Minute, "Breakpoint 1 at")
+	rmmod := guestAsync(state, "rmmod kwgdb_rust && dmesg | grep -c 'farewell after 1 load'")
+	if code := g.wait(2 * time.Minute); code != 0 {
+		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
+	}
+	out := g.output()
+	first, last := funcLines(t, filepath.Join(dir, "kwgdb_rust.rs"), "fn farewell")
+	m := regexp.MustCompile(`(?m)^#0 +kwgdb_rust::farewell \(loads=1\) at \S*kwgdb_rust\.rs:(\d+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("gdb did not stop in kwgdb_rust::farewell with its source line:\n%s", out)
+	}
+	if line, _ := strconv.Atoi(m[1]); line < first || line > last {
+		t.Errorf("gdb stopped at kwgdb_rust.rs:%d, outside farewell (lines %d-%d)", line, first, last)
+	}
+	if !strings.Contains(out, "in kwgdb_rust::{impl#1}::drop") {
+		t.Errorf("the Rust caller (the Drop impl) is not in the backtrace:\n%s", out)
+	}
+	if !strings.Contains(out, "no CONFIG_KALLSYMS") {
+		t.Errorf("kwatch gdb did not say how it found the module on this kernel:\n%s", out)
+	}
+	select {
+	case res := <-rmmod:
+		if !strings.HasPrefix(res, "1\n") {
+			t.Errorf("rmmod after gdb: %s", res)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("rmmod did not complete after gdb exited")
+	}
+	if got := guestRun(t, state, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after gdb", got)
 	}
 }
