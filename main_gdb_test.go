@@ -237,7 +237,6 @@ func childPID(t *testing.T, pid int) int {
 	return c
 }
 
-
 // On a kernel without sysfs sections (the Rust test kernel has no
 // CONFIG_KALLSYMS) kwatch gdb finds a module in the kernel's module list
 // through the stub and places its sections by the kernel's layout rules.
