@@ -137,26 +137,40 @@ func TestGDBStopsInModule(t *testing.T) {
 		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
 	}
 	out := g.output()
-	first, last := funcLines(t, filepath.Join(dir, "kwgdb.c"), "kwgdb_poke")
-	m := regexp.MustCompile(`(?m)^#0 +kwgdb_poke \(v=21\) at \S*kwgdb\.c:(\d+)$`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("gdb did not stop in kwgdb_poke with its source line:\n%s", out)
-	}
-	if line, _ := strconv.Atoi(m[1]); line < first || line > last {
-		t.Errorf("gdb stopped at kwgdb.c:%d, outside kwgdb_poke (lines %d-%d)", line, first, last)
-	}
+	checkStop(t, out, filepath.Join(dir, "kwgdb.c"), "kwgdb_poke", `kwgdb_poke \(v=21\)`)
 	if !strings.Contains(out, "detached") {
 		t.Errorf("gdb did not detach:\n%s", out)
 	}
+	checkGuestGoesOn(t, e2eState, write, "42\n")
+}
+
+// checkStop checks that gdb's output has frame #0 in function fn (its gdb
+// name matched by frame) at a line of fn's body in src.
+func checkStop(t *testing.T, out, src, fn, frame string) {
+	t.Helper()
+	first, last := funcLines(t, src, fn)
+	m := regexp.MustCompile(`(?m)^#0 +` + frame + ` at \S*` + regexp.QuoteMeta(filepath.Base(src)) + `:(\d+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("gdb did not stop in %s with its source line:\n%s", fn, out)
+	}
+	if line, _ := strconv.Atoi(m[1]); line < first || line > last {
+		t.Errorf("gdb stopped at %s:%s, outside %s (lines %d-%d)", filepath.Base(src), m[1], fn, first, last)
+	}
+}
+
+// checkGuestGoesOn checks that the guest command that hit the breakpoint
+// completes after gdb exited, printing want first, and the guest answers.
+func checkGuestGoesOn(t *testing.T, state string, res <-chan string, want string) {
+	t.Helper()
 	select {
-	case res := <-write:
-		if !strings.HasPrefix(res, "42\n") {
-			t.Errorf("the parameter write after gdb: %s", res)
+	case r := <-res:
+		if !strings.HasPrefix(r, want) {
+			t.Errorf("the guest command after gdb printed %q, want %q first", r, want)
 		}
 	case <-time.After(time.Minute):
-		t.Fatal("the parameter write did not complete after gdb exited")
+		t.Fatal("the guest command did not complete after gdb exited")
 	}
-	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
+	if got := guestRun(t, state, "echo alive"); got != "alive\n" {
 		t.Errorf("the guest answered %q after gdb", got)
 	}
 }
@@ -303,29 +317,12 @@ func TestGDBStopsInRustModule(t *testing.T) {
 		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
 	}
 	out := g.output()
-	first, last := funcLines(t, filepath.Join(dir, "kwgdb_rust.rs"), "fn farewell")
-	m := regexp.MustCompile(`(?m)^#0 +kwgdb_rust::farewell \(loads=1\) at \S*kwgdb_rust\.rs:(\d+)$`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("gdb did not stop in kwgdb_rust::farewell with its source line:\n%s", out)
-	}
-	if line, _ := strconv.Atoi(m[1]); line < first || line > last {
-		t.Errorf("gdb stopped at kwgdb_rust.rs:%d, outside farewell (lines %d-%d)", line, first, last)
-	}
+	checkStop(t, out, filepath.Join(dir, "kwgdb_rust.rs"), "fn farewell", `kwgdb_rust::farewell \(loads=1\)`)
 	if !strings.Contains(out, "in kwgdb_rust::{impl#1}::drop") {
 		t.Errorf("the Rust caller (the Drop impl) is not in the backtrace:\n%s", out)
 	}
 	if !strings.Contains(out, "no CONFIG_KALLSYMS") {
 		t.Errorf("kwatch gdb did not say how it found the module on this kernel:\n%s", out)
 	}
-	select {
-	case res := <-rmmod:
-		if !strings.HasPrefix(res, "1\n") {
-			t.Errorf("rmmod after gdb: %s", res)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("rmmod did not complete after gdb exited")
-	}
-	if got := guestRun(t, state, "echo alive"); got != "alive\n" {
-		t.Errorf("the guest answered %q after gdb", got)
-	}
+	checkGuestGoesOn(t, state, rmmod, "1\n")
 }
