@@ -120,16 +120,24 @@ func guestAsync(state, cmd string) <-chan string {
 	return res
 }
 
-// The acceptance test: a breakpoint in a function the module's sysfs
-// parameter setter calls, hit by a write from the guest; gdb shows the
-// source line, and after it exits the write completes and the guest runs on.
-func TestGDBStopsInModule(t *testing.T) {
-	needGuest(t)
+// loadKwgdb loads testdata/gdb/kwgdb into the shared guest and returns its
+// directory.
+func loadKwgdb(t *testing.T) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "kwgdb")
 	copyDir(t, "testdata/gdb/kwgdb", dir)
 	if _, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...); code != 0 {
 		t.Fatalf("loading kwgdb: exit %d\n%s", code, stderr)
 	}
+	return dir
+}
+
+// The acceptance test: a breakpoint in a function the module's sysfs
+// parameter setter calls, hit by a write from the guest; gdb shows the
+// source line, and after it exits the write completes and the guest runs on.
+func TestGDBStopsInModule(t *testing.T) {
+	needGuest(t)
+	dir := loadKwgdb(t)
 	g := startGDB(t, append(vmArgs(e2eState), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "continue", "-ex", "bt 1")...)
 	g.waitFor(time.Minute, "Breakpoint 1 at")
 	write := guestAsync(e2eState, "echo 21 > /sys/module/kwgdb/parameters/poke && cat /sys/module/kwgdb/parameters/poke")
@@ -257,11 +265,7 @@ func childPID(t *testing.T, pid int) int {
 // The Debian kernel lists both, so it checks one against the other.
 func TestGDBModuleLayoutMatchesKernel(t *testing.T) {
 	needGuest(t)
-	dir := filepath.Join(t.TempDir(), "kwgdb")
-	copyDir(t, "testdata/gdb/kwgdb", dir)
-	if _, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...); code != 0 {
-		t.Fatalf("loading kwgdb: exit %d\n%s", code, stderr)
-	}
+	dir := loadKwgdb(t)
 	f := strings.Fields(guestRun(t, e2eState, "grep ' modules$' /proc/kallsyms"))
 	if len(f) == 0 {
 		t.Fatal("the guest's /proc/kallsyms has no modules symbol")
