@@ -330,3 +330,43 @@ func TestGDBStopsInRustModule(t *testing.T) {
 	}
 	checkGuestGoesOn(t, state, rmmod, "1\n")
 }
+
+// A VM that an older kwatch started has no gdb socket: the next kwatch
+// restarts it, once, and says why.
+func TestOldVMGetsGDBSocketOnce(t *testing.T) {
+	needGuest(t)
+	state := filepath.Join(t.TempDir(), "state")
+	t.Cleanup(func() { kwatchRun(t, "vm", "down", "--state-dir", state) })
+	up := func() string {
+		t.Helper()
+		out, stderr, code := kwatchRun(t, append([]string{"vm", "up"}, vmArgs(state)...)...)
+		if code != 0 {
+			t.Fatalf("vm up: exit %d\n%s%s", code, out, stderr)
+		}
+		return out
+	}
+	up()
+	// Make the running VM look like one from before the socket existed.
+	p := filepath.Join(state, "vm.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p, strings.Replace(string(b), guest.GDBIdent, "", 1))
+	os.Remove(guest.GDBSocket(state))
+	pid := vmPID(t, state)
+
+	if out := up(); !strings.Contains(out, "started without a gdb socket: restarting it once") {
+		t.Errorf("no notice for the old VM:\n%s", out)
+	}
+	if vmPID(t, state) == pid {
+		t.Fatal("the old VM was not restarted")
+	}
+	if _, err := os.Stat(guest.GDBSocket(state)); err != nil {
+		t.Errorf("the new VM has no gdb socket: %v", err)
+	}
+	pid = vmPID(t, state)
+	if out := up(); strings.Contains(out, "gdb socket") || vmPID(t, state) != pid {
+		t.Errorf("the VM was restarted a second time:\n%s", out)
+	}
+}

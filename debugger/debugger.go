@@ -95,12 +95,15 @@ func (s *Session) Run(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("writing gdb's helper: %w", err)
 	}
 	defer os.Remove(script)
+	// The helper attaches and loads the module quietly: gdb's own words for
+	// that are a warning about the missing executable and a line per section.
 	gen := 1
-	if err := writeFollow(follow, gen, "", "", nil); err != nil {
+	msg := fmt.Sprintf("kwatch: attached to the guest (%s); %s's symbols from %s are at .text 0x%x", s.Socket, p.mod.Name, p.mod.KO, p.text)
+	if err := writeFollow(follow, gen, msg, "", []string{"target remote " + s.Socket, cmd}); err != nil {
 		return 0, err
 	}
 	defer os.Remove(follow)
-	setup = append(setup, "target remote "+s.Socket, cmd, "source "+script, "set confirm on")
+	setup = append(setup, "source "+script, "set confirm on")
 	var args []string
 	args = append(args, "-q")
 	for _, c := range setup {

@@ -1,8 +1,9 @@
-# kwatch's gdb helper: follows reloads of the module. `kwatch gdb` polls the
-# guest and writes FOLLOW when the module moved: a generation, what to say
-# now, what to say when the target is running, then gdb commands. gdb cannot
-# change symbols while the target runs, so a reload seen then is applied at
-# the next stop.
+# kwatch's gdb helper: attaches and loads the module's symbols quietly, then
+# follows reloads of the module. `kwatch gdb` writes FOLLOW first with the
+# commands that attach, then whenever the module moved: a generation, what to
+# say now, what to say when the target is running, then gdb commands. gdb
+# cannot change symbols while the target runs, so a reload seen then is
+# applied at the next stop.
 import os, threading, time
 import gdb
 
@@ -43,22 +44,27 @@ def _on_stop(_):
         _apply(msg, cmds)
 
 
-def _poll():
-    seen = None
+def _read():
+    try:
+        with open(_FOLLOW) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def _poll(seen):
     while True:
         time.sleep(0.5)
-        try:
-            with open(_FOLLOW) as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
+        lines = _read()
         if len(lines) < 3 or lines[0] == seen:
             continue
-        if seen is not None:
-            gdb.post_event(lambda l=lines: _reload(l[1], l[2], l[3:]))
+        gdb.post_event(lambda l=lines: _reload(l[1], l[2], l[3:]))
         seen = lines[0]
 
 
 if _FOLLOW:
+    first = _read()
+    if len(first) >= 3:
+        _apply(first[1], first[3:])
     gdb.events.stop.connect(_on_stop)
-    threading.Thread(target=_poll, daemon=True).start()
+    threading.Thread(target=_poll, args=(first[0] if first else None,), daemon=True).start()
