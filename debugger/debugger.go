@@ -119,7 +119,9 @@ func (s *Session) Run(ctx context.Context) (int, error) {
 	if err := g.Start(); err != nil {
 		return 0, fmt.Errorf("starting gdb: %w", err)
 	}
-	fctx, stop := context.WithCancel(ctx)
+	// Not ctx: kwatch's first ^C cancels it, and a ^C in a session is gdb's
+	// (it stops the guest), not the end of following reloads.
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	if !p.fromMemory {
 		wg.Add(1)
