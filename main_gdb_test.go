@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -20,7 +19,8 @@ import (
 	"kwatch/guest"
 )
 
-// gdbProc is a running `kwatch gdb`, its output collected line by line.
+// gdbProc is a running `kwatch gdb`, its output collected as it comes
+// (prompts end no line).
 type gdbProc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
@@ -31,18 +31,27 @@ type gdbProc struct {
 
 func startGDB(t *testing.T, args ...string) *gdbProc {
 	t.Helper()
-	g := &gdbProc{t: t, cmd: exec.Command(kwatchBin, append([]string{"gdb"}, args...)...), done: make(chan error, 1)}
+	return startProc(t, exec.Command(kwatchBin, append([]string{"gdb"}, args...)...))
+}
+
+func startProc(t *testing.T, cmd *exec.Cmd) *gdbProc {
+	t.Helper()
+	g := &gdbProc{t: t, cmd: cmd, done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	g.cmd.Stdout, g.cmd.Stderr = pw, pw
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := pr.Read(buf)
 			g.mu.Lock()
-			g.out.WriteString(sc.Text() + "\n")
+			g.out.Write(buf[:n])
 			g.mu.Unlock()
+			if err != nil {
+				return
+			}
 		}
 	}()
 	go func() { err := g.cmd.Wait(); pw.Close(); g.done <- err }()
@@ -63,10 +72,16 @@ func (g *gdbProc) output() string {
 // waitFor waits until the session printed text.
 func (g *gdbProc) waitFor(timeout time.Duration, text string) {
 	g.t.Helper()
+	g.waitCount(timeout, text, 1)
+}
+
+// waitCount waits until the session printed text n times.
+func (g *gdbProc) waitCount(timeout time.Duration, text string, n int) {
+	g.t.Helper()
 	deadline := time.Now().Add(timeout)
-	for !strings.Contains(g.output(), text) {
+	for strings.Count(g.output(), text) < n {
 		if time.Now().After(deadline) {
-			g.t.Fatalf("kwatch gdb did not print %q in %s; output:\n%s", text, timeout, g.output())
+			g.t.Fatalf("kwatch gdb did not print %q %d times in %s; output:\n%s", text, n, timeout, g.output())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -138,8 +153,9 @@ func loadKwgdb(t *testing.T) string {
 func TestGDBStopsInModule(t *testing.T) {
 	needGuest(t)
 	dir := loadKwgdb(t)
-	g := startGDB(t, append(vmArgs(e2eState), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "continue", "-ex", "bt 1")...)
-	g.waitFor(time.Minute, "Breakpoint 1 at")
+	// gdb's kill would end QEMU: kwatch refuses it, and the session goes on.
+	g := startGDB(t, append(vmArgs(e2eState), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "kill", "-ex", "continue", "-ex", "bt 1")...)
+	g.waitFor(time.Minute, "kill would end QEMU")
 	write := guestAsync(e2eState, "echo 21 > /sys/module/kwgdb/parameters/poke && cat /sys/module/kwgdb/parameters/poke")
 	if code := g.wait(2 * time.Minute); code != 0 {
 		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
@@ -368,5 +384,38 @@ func TestOldVMGetsGDBSocketOnce(t *testing.T) {
 	pid = vmPID(t, state)
 	if out := up(); strings.Contains(out, "gdb socket") || vmPID(t, state) != pid {
 		t.Errorf("the VM was restarted a second time:\n%s", out)
+	}
+}
+
+// An interactive session on a terminal (script(1) gives it one): ^C stops
+// the guest and is gdb's, not the end of kwatch; quit detaches.
+func TestGDBInteractive(t *testing.T) {
+	needGuest(t)
+	dir := loadKwgdb(t)
+	cmd := exec.Command("script", "-qec", strings.Join(append(append([]string{kwatchBin, "gdb"}, vmArgs(e2eState)...), dir), " "), "/dev/null")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startProc(t, cmd)
+	g.waitFor(time.Minute, "(gdb) ")
+	for i := 1; i <= 2; i++ { // twice: kwatch must outlive a second ^C too
+		io.WriteString(in, "continue\n")
+		g.waitCount(30*time.Second, "Continuing.", i)
+		time.Sleep(time.Second)
+		in.Write([]byte{3})
+		g.waitCount(30*time.Second, "SIGINT, Interrupt.", i)
+	}
+	io.WriteString(in, "quit\n")
+	g.waitFor(30*time.Second, "Quit anyway? (y or n)")
+	io.WriteString(in, "y\n")
+	if code := g.wait(time.Minute); code != 0 {
+		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
+	}
+	if !strings.Contains(g.output(), "detached") {
+		t.Errorf("gdb did not detach:\n%s", g.output())
+	}
+	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after gdb", got)
 	}
 }

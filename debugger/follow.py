@@ -3,7 +3,7 @@
 # commands that attach, then whenever the module moved: a generation, what to
 # say now, what to say when the target is running, then gdb commands. gdb
 # cannot change symbols while the target runs, so a reload seen then is
-# applied at the next stop.
+# applied at the next stop. It also keeps `kill` from ending QEMU.
 import os, threading, time
 import gdb
 
@@ -68,3 +68,18 @@ if _FOLLOW:
         _apply(first[1], first[3:])
     gdb.events.stop.connect(_on_stop)
     threading.Thread(target=_poll, args=(first[0] if first else None,), daemon=True).start()
+
+
+class _NoKill(gdb.Command):
+    """gdb's kill ends the QEMU process behind the stub: kwatch refuses it."""
+
+    def __init__(self):
+        super().__init__("kwatch-nokill", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        raise gdb.GdbError("kwatch: kill would end QEMU and the guest with it; detach or quit instead (the guest runs on)")
+
+
+_NoKill()
+# An error in a command's pre-hook keeps the command from running.
+gdb.execute("define hook-kill\nkwatch-nokill\nend")
