@@ -115,6 +115,14 @@ func TestVMLauncherBoots(t *testing.T) {
 			t.Errorf("the script did not use the state dir: %v", err)
 		}
 	}
+	// QEMU_OPTS gave the VM its gdbstub on the state dir's socket.
+	st, err := guest.DialStub(guest.GDBSocket(state))
+	if err != nil {
+		t.Fatalf("the VM's gdbstub: %v", err)
+	}
+	if err := st.Detach(); err != nil { // the stub answers "OK"
+		t.Errorf("detaching from the stub: %v", err)
+	}
 }
 
 func countVar(env []string, name string) int {
