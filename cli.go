@@ -102,6 +102,7 @@ const watchUsage = `usage: kwatch [flags] [DIR]        watch DIR (the module sou
        kwatch vm up|down|status [flags]
        kwatch vm ssh [flags] -- CMD
        kwatch init [--force] [DIR]
+       kwatch gdb [flags] [DIR] [-- GDB_ARGS...]
 flags:
 `
 
