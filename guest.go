@@ -118,13 +118,13 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 		return nil, err
 	}
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
-	qc := vm.QEMUConfig{Kernel: k.image, Initramfs: initrd}
+	qc := vm.QEMUConfig{Kernel: k.image, Initramfs: initrd, GDBSocket: vm.GDBSocket(stateDir)}
 	launch := qc.Launcher()
 	return &vm.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
 		Kernel:   k.image,
-		Ident:    fmt.Sprintf("%s %d %d %s", k.image, k.info.Size(), k.info.ModTime().Unix(), k.modulesDir),
+		Ident:    gdbIdent(stateDir, fmt.Sprintf("%s %d %d %s", k.image, k.info.Size(), k.info.ModTime().Unix(), k.modulesDir), notify),
 		Accel:    o.accel,
 		Notify:   notify,
 		Launch: func(port int, accel string) (*exec.Cmd, error) {
@@ -148,7 +148,7 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 	return &vm.VM{
 		StateDir: s.stateDir,
 		Backend:  "nix",
-		Ident:    out,
+		Ident:    gdbIdent(s.stateDir, out, notify),
 		Accel:    o.accel,
 		Notify:   notify,
 		Launch:   nix.VMLauncher(out, s.stateDir, ""),
@@ -162,7 +162,7 @@ func (o *options) relaunchNixVM(ctx context.Context, s setupInfo, g *machine.Mac
 	if err != nil {
 		return err
 	}
-	return g.Relaunch(ctx, out, nix.VMLauncher(out, s.stateDir, ""))
+	return g.Relaunch(ctx, out+vm.GDBIdent, nix.VMLauncher(out, s.stateDir, ""))
 }
 
 func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(string), log io.Writer) (string, error) {

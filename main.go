@@ -33,6 +33,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "vm":
 			return runVM(ctx, args[1:], stdout, stderr)
+		case "gdb":
+			return runGDB(ctx, args[1:], stdout, stderr)
 		case "init":
 			return runInit(args[1:], stdout, stderr)
 		case "help":

@@ -17,18 +17,7 @@ import (
 // useFault copies testdata/faults/name into dir, replacing the module there.
 func useFault(t *testing.T, dir, name string) {
 	t.Helper()
-	src := filepath.Join("testdata/faults", name)
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(dir, e.Name()), string(b))
-	}
+	copyDir(t, filepath.Join("testdata/faults", name), dir)
 }
 
 // expectLoaded waits for the cycle's end and fails unless it loaded.
@@ -197,8 +186,13 @@ func TestFaultsTheGuestSurvives(t *testing.T) {
 	if _, ok := findEvent(evs, "crash"); !ok {
 		evs = append(evs, w.next(30*time.Second, "crash")...)
 	}
-	if c := findCrash(t, evs, "warning"); c.InModule == nil || !*c.InModule {
+	c := findCrash(t, evs, "warning")
+	if c.InModule == nil || !*c.InModule {
 		t.Errorf("WARN_ON crash event %+v, want in_module", c)
+	}
+	// testdata/faults/warn/kwfault.c has its WARN_ON on line 4.
+	if want := filepath.Join(dir, "kwfault.c") + ":4"; c.Source != want {
+		t.Errorf("WARN_ON crash event's source is %q, want %q", c.Source, want)
 	}
 
 	useFault(t, dir, "builderr")

@@ -43,12 +43,15 @@ func TestUsageErrors(t *testing.T) {
 		{"vm unknown subcommand", []string{"vm", "reboot", "--state-dir", dir}, `unknown vm subcommand "reboot"`},
 		{"vm ssh without vm", []string{"vm", "ssh", "--state-dir", dir, "--", "true"}, "no VM is running"},
 		{"init too many", []string{"init", dir, dir}, "too many arguments"},
+		{"gdb without vm", []string{"gdb", "--state-dir", dir}, "no VM is running"},
+		{"gdb on an ssh machine", []string{"gdb", "--ssh", "host", "--state-dir", dir}, "not to an --ssh machine"},
+		{"gdb two dirs", []string{"gdb", "--state-dir", dir, dir, dir, "--", "-batch"}, "too many arguments"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), append([]string{"--state-dir", filepath.Join(dir, "state")}, tt.args...), &stdout, &stderr)
-			if tt.args[0] == "vm" || tt.args[0] == "init" {
+			if tt.args[0] == "vm" || tt.args[0] == "init" || tt.args[0] == "gdb" {
 				err = run(context.Background(), tt.args, &stdout, &stderr)
 			}
 			code := exitCode(err, &stderr)
@@ -317,6 +320,7 @@ type event struct {
 	Severity string   `json:"severity"`
 	Title    string   `json:"title"`
 	InModule *bool    `json:"in_module"`
+	Source   string   `json:"source"`
 	Holders  []string `json:"holders"`
 	Hint     string   `json:"hint"`
 	// loaded

@@ -41,6 +41,9 @@ type Report struct {
 	// the last unloaded one. "" if none.
 	Module   string
 	Function string // e.g. "kwcrash_init+0x15/0x30" from the RIP:/WARNING: line or that frame, "" if unknown
+	// Return is true when Function comes from a call trace frame: a return
+	// address, whose call is the instruction before it.
+	Return bool
 }
 
 // InModule reports whether the crash happened in module name: the RIP:/WARNING:
@@ -51,7 +54,7 @@ type Report struct {
 // guesses from the list of loaded modules. Hyphens and underscores are the
 // same, as for the kernel.
 func (r Report) InModule(name string) bool {
-	m, _ := locate(r.Lines)
+	m, _, _ := locate(r.Lines)
 	return m != "" && modName(m) == modName(name)
 }
 
@@ -70,8 +73,9 @@ var (
 	unloadedRe = regexp.MustCompile(`\[last unloaded: ([^\s(\]]+)`)
 )
 
-// locate finds where a report says the crash happened.
-func locate(lines []string) (module, function string) {
+// locate finds where a report says the crash happened; ret is true when
+// function is a call trace frame's return address.
+func locate(lines []string) (module, function string, ret bool) {
 	for _, l := range lines {
 		if strings.HasPrefix(l, "RIP: ") || warnAt.MatchString(l) {
 			if m := symRe.FindStringSubmatch(l); m != nil {
@@ -81,12 +85,12 @@ func locate(lines []string) (module, function string) {
 		}
 	}
 	if module != "" {
-		return module, function
+		return module, function, false
 	}
 	// A crash in a kernel helper the module called: blame the caller.
 	for _, l := range lines {
 		if m := frameRe.FindStringSubmatch(l); m != nil && m[2] != "" {
-			return m[2], m[1]
+			return m[2], m[1], true
 		}
 	}
 	if function == "" {
@@ -94,11 +98,11 @@ func locate(lines []string) (module, function string) {
 		// module being initialised is the best witness.
 		for _, m := range linkedModules(lines) {
 			if strings.Contains(m.flags, "+") {
-				return m.name, ""
+				return m.name, "", false
 			}
 		}
 	}
-	return "", function
+	return "", function, false
 }
 
 type linkedModule struct{ name, flags string }

@@ -168,7 +168,7 @@ func (d *Detector) close() Report {
 			r.Title = strings.TrimSpace(b.lines[1])
 		}
 	}
-	r.Module, r.Function = locate(b.lines)
+	r.Module, r.Function, r.Return = locate(b.lines)
 	if r.Module == "" {
 		r.Module = anyModule(b.lines)
 	}

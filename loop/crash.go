@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"kwatch/crash"
+	"kwatch/debuginfo"
 )
 
 const (
@@ -33,6 +34,7 @@ type crashWatch struct {
 
 	mu        sync.Mutex
 	module    string               // the user's module, for "in your module"
+	ko        string               // its unstripped build, for source lines
 	seen      map[string]time.Time // report titles, for the dedupe
 	dirty     string               // why the guest needs a restart; "" when it is fine
 	dirtyBoot string               // the boot that is dirty: a restarted guest is clean
@@ -58,10 +60,10 @@ func newCrashWatch(r Reporter, bootID func() string) *crashWatch {
 	return &crashWatch{report: r, bootID: bootID, seen: map[string]time.Time{}}
 }
 
-// setModule names the module the user is working on.
-func (w *crashWatch) setModule(name string) {
+// setModule names the module the user is working on and its newest build.
+func (w *crashWatch) setModule(name, ko string) {
 	w.mu.Lock()
-	w.module = name
+	w.module, w.ko = name, ko
 	w.mu.Unlock()
 }
 
@@ -93,7 +95,7 @@ func (w *crashWatch) emit(reports []crash.Report) {
 		at, dup := w.seen[r.Title]
 		dup = dup && time.Since(at) < crashDedupe
 		w.seen[r.Title] = time.Now()
-		module := w.module
+		module, ko := w.module, w.ko
 		if r.Severity >= crash.Oops && !dup {
 			w.last, w.lastAt = r, time.Now()
 		}
@@ -109,6 +111,9 @@ func (w *crashWatch) emit(reports []crash.Report) {
 		if module != "" {
 			in := r.InModule(module)
 			e.InModule, e.UserModule = &in, module
+			if in && r.Function != "" {
+				e.Source = debuginfo.Source(context.Background(), ko, r.Function, r.Return)
+			}
 		}
 		w.report.Report(e)
 	}

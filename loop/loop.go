@@ -244,7 +244,7 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 		l.error(err)
 		return ErrFailed
 	}
-	l.crashes.setModule(info.Name)
+	l.crashes.setModule(info.Name, res.KO)
 	l.tellModules(res)
 	l.report.Report(Event{Type: EventBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})

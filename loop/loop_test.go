@@ -147,7 +147,7 @@ func TestCrashWatchDedupesAndMarksDirty(t *testing.T) {
 	r := &events{}
 	boot := "boot-1"
 	w := newCrashWatch(r, func() string { return boot })
-	w.setModule("kwfault")
+	w.setModule("kwfault", "")
 	for _, l := range strings.Split(oopsLog, "\n") {
 		w.kmsgLine(l)
 		w.feed(&w.serial, "[    6.1] "+l)

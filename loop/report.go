@@ -63,6 +63,7 @@ type Event struct {
 	Function   string   `json:"function,omitempty"`
 	InModule   *bool    `json:"in_module,omitempty"`
 	UserModule string   `json:"user_module,omitempty"`
+	Source     string   `json:"source,omitempty"` // file:line of Function, from the module's debug info
 
 	record *kmsg.Record // kmsg: the record, for the human formatter
 }
@@ -287,6 +288,9 @@ func humanCrash(w io.Writer, e Event) {
 	where := e.Module
 	if e.Function != "" {
 		where += ": " + e.Function
+	}
+	if e.Source != "" {
+		where += " at " + e.Source
 	}
 	switch {
 	case e.InModule != nil && *e.InModule:

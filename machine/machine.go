@@ -98,7 +98,11 @@ func (m *Machine) Session(ctx context.Context) (loop.Session, error) {
 }
 
 // Restart stops a managed VM and boots it again: for a guest that oopsed.
+// A guest that `kwatch gdb` holds stopped is not restarted: it only looks dead.
 func (m *Machine) Restart(ctx context.Context) (loop.Session, error) {
+	if m.cfg.VM != nil && m.cfg.VM.Debugged() {
+		return nil, errors.New("the guest does not answer while kwatch gdb holds it stopped: continue it in gdb, then save again")
+	}
 	return m.ask(ctx, request{restart: true})
 }
 
@@ -229,7 +233,9 @@ func (m *Machine) check(ctx context.Context) {
 
 // probe restarts a running managed VM whose SSH server stopped answering.
 func (m *Machine) probe(ctx context.Context) {
-	if !m.silence.dead(time.Now(), m.cfg.VM.Answering) {
+	// A guest stopped in `kwatch gdb` is silent, not dead.
+	answering := func() bool { return m.cfg.VM.Answering() || m.cfg.VM.Debugged() }
+	if !m.silence.dead(time.Now(), answering) {
 		return
 	}
 	m.notice(fmt.Sprintf("the VM runs but its SSH server has not answered for %s: restarting the VM", sshDeadAfter))

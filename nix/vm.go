@@ -37,6 +37,12 @@ func VMLauncher(vmOut, stateDir, extraKernelParams string) func(port int, accel 
 		default:
 			return nil, fmt.Errorf("unknown QEMU accelerator %q: want kvm or tcg", accel)
 		}
+		gdb, err := vm.GDBArgs(vm.GDBSocket(stateDir))
+		if err != nil {
+			return nil, err
+		}
+		// The run script splits QEMU_OPTS on spaces: a state dir path with one breaks it.
+		qemuOpts += " " + strings.Join(gdb, " ")
 		tmp := filepath.Join(stateDir, "vm-tmp")
 		if err := os.MkdirAll(tmp, 0o755); err != nil {
 			return nil, fmt.Errorf("creating the VM's scratch directory: %w", err)

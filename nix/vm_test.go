@@ -45,7 +45,7 @@ func TestVMLauncherCommand(t *testing.T) {
 			for _, kv := range []string{
 				"QEMU_NET_OPTS=hostfwd=tcp:127.0.0.1:2222-:22",
 				"QEMU_KERNEL_PARAMS=" + vm.KernelParams + " kwatch.x=1",
-				"QEMU_OPTS=" + tc.qemuOpts,
+				"QEMU_OPTS=" + tc.qemuOpts + " -chardev socket,path=" + vm.GDBSocket(state) + ",server=on,wait=off,id=gdb0 -gdb chardev:gdb0",
 				"NIX_DISK_IMAGE=" + filepath.Join(state, "nixos.qcow2"),
 				"USE_TMPDIR=1",
 				"TMPDIR=" + filepath.Join(state, "vm-tmp"),
@@ -114,6 +114,14 @@ func TestVMLauncherBoots(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(state, p)); err != nil {
 			t.Errorf("the script did not use the state dir: %v", err)
 		}
+	}
+	// QEMU_OPTS gave the VM its gdbstub on the state dir's socket.
+	st, err := vm.DialStub(vm.GDBSocket(state))
+	if err != nil {
+		t.Fatalf("the VM's gdbstub: %v", err)
+	}
+	if err := st.Detach(); err != nil { // the stub answers "OK"
+		t.Errorf("detaching from the stub: %v", err)
 	}
 }
 

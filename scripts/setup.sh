@@ -11,6 +11,8 @@ pkgs=(
 	build-essential make git xz-utils
 	# the editor-files test (compile_commands.json)
 	clangd
+	# kwatch gdb
+	gdb
 	# the Rust-enabled test kernel (scripts/rust-kernel.sh)
 	linux-source-6.1 rustc rust-src bindgen clang llvm lld libclang-dev flex bison
 	libelf-dev libssl-dev bc

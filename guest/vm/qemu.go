@@ -27,6 +27,7 @@ type QEMUConfig struct {
 	Initramfs string // path written by WriteInitramfs
 	MemoryMB  int    // 0 = 512
 	Append    string // extra kernel cmdline
+	GDBSocket string // QEMU's gdbstub listens here (GDBSocket); "" = no gdbstub
 }
 
 // Launcher returns the Launcher that boots c under qemu-system-x86_64.
@@ -41,7 +42,15 @@ func (c QEMUConfig) Launcher() Launcher {
 				return nil, fmt.Errorf("booting the VM: %w", err)
 			}
 		}
-		return exec.Command(qemu, c.args(port, accel)...), nil
+		args := c.args(port, accel)
+		if c.GDBSocket != "" {
+			gdb, err := GDBArgs(c.GDBSocket)
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, gdb...)
+		}
+		return exec.Command(qemu, args...), nil
 	}
 }
 

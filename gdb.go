@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"kwatch/builder"
+	"kwatch/debugger"
+	"kwatch/debuginfo"
+	"kwatch/guest"
+	"kwatch/guest/vm"
+)
+
+const gdbUsage = `usage: kwatch gdb [flags] [DIR] [-- GDB_ARGS...]
+runs gdb attached to the guest, with the symbols of the module kwatch loaded from DIR
+(and of the kernel when the kernel build dir has a vmlinux); GDB_ARGS go to gdb unchanged
+flags:
+`
+
+func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var gdbArgs []string
+	for i, a := range args {
+		if a == "--" {
+			args, gdbArgs = args[:i], args[i+1:]
+			break
+		}
+	}
+	var o options
+	fs := newFlagSet("kwatch gdb", stderr, gdbUsage)
+	o.vmFlags(fs)
+	fs.StringVar(&o.kdir, "kdir", "", "kernel build dir whose vmlinux has the kernel's symbols (default /lib/modules/<guest uname -r>/build)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	if len(pos) > 1 {
+		return usagef("kwatch gdb [DIR] -- GDB_ARGS (gdb's arguments go after --)", "too many arguments: %s", strings.Join(pos, " "))
+	}
+	dir := "."
+	if len(pos) == 1 {
+		dir = pos[0]
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	s, err := o.setup(dir)
+	if err != nil {
+		return err
+	}
+	if s.vm == "ssh" {
+		return usagef("use --vm qemu or --vm nix", "kwatch gdb attaches to the gdbstub of a VM kwatch started, not to an --ssh machine")
+	}
+	gdb, err := exec.LookPath("gdb")
+	if err != nil {
+		return usagef("install it: apt-get install gdb (scripts/setup.sh does)", "gdb not found")
+	}
+	cfg, err := o.sshConfig(s)
+	if err != nil {
+		return err
+	}
+	sock := vm.GDBSocket(s.stateDir)
+	if _, err := os.Stat(sock); err != nil {
+		return usagef("restart it: `kwatch vm down`, then run kwatch again", "the VM has no gdb socket (%s): an older kwatch started it", sock)
+	}
+	if pid := vm.DebuggerPID(s.stateDir); pid != 0 {
+		return usagef("quit that gdb first: the stub takes one client", "a kwatch gdb session (pid %d) is already attached", pid)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	c, err := guest.Dial(dctx, cfg)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connecting to the guest at %s: %w", cfg.Addr, err)
+	}
+	defer c.Close()
+	out, _, _, err := c.Run(ctx, "uname -r")
+	if err != nil {
+		return fmt.Errorf("asking the guest for its kernel release: %w", err)
+	}
+	release := strings.TrimSpace(string(out))
+	notice := func(msg string) { fmt.Fprintf(stderr, "kwatch: %s\n", msg) }
+
+	kdir := o.kdir
+	if kdir == "" {
+		kdir = filepath.Join("/lib/modules", release, "build")
+	}
+	vmlinux := filepath.Join(kdir, "vmlinux")
+	if !debuginfo.HasSymbols(vmlinux) {
+		notice(fmt.Sprintf("no vmlinux with symbols in %s (Debian's kernels ship none; linux-image-*-dbg has one): kernel functions show as addresses", kdir))
+		vmlinux = ""
+	}
+	done, err := vm.MarkDebugger(s.stateDir, os.Getpid())
+	if err != nil {
+		return err
+	}
+	defer done()
+	sess := &debugger.Session{
+		GDB: gdb, Socket: sock, StateDir: s.stateDir, Guest: c,
+		Modules: func() []debugger.Module { return gdbModules(dir, s.stateDir) },
+		Vmlinux: vmlinux, Args: gdbArgs,
+		DialStub: func() (debugger.Stub, error) { return vm.DialStub(sock) },
+		Stdin:    os.Stdin, Stdout: stdout, Stderr: stderr, Notice: notice,
+	}
+	code, err := sess.Run(ctx)
+	// gdb detaches when it quits; one killed by a signal (code -1) may have
+	// left the guest stopped. A quit gdb is not followed up: each stop and
+	// resume of the guest is one more chance to upset its timers.
+	if code < 0 {
+		if rerr := vm.ResumeGDB(sock); rerr != nil && err == nil {
+			err = rerr
+		}
+		code = 1
+	}
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// gdbModules lists the builds the module loaded from dir may be: the .ko
+// files Kbuild left in the module's directory, then the copies of the last
+// good modules kwatch keeps in the state dir (all it has with the nix
+// builder), limited to the names built in dir when there are any. The
+// session takes the one whose build ID is the guest's.
+func gdbModules(dir, stateDir string) []debugger.Module {
+	var own, kept []debugger.Module
+	if src, err := moduleSrc(dir); err == nil {
+		own = readModules(src)
+	}
+	kept = readModules(filepath.Join(stateDir, "last-good"))
+	if len(own) == 0 {
+		return kept
+	}
+	mods := own
+	for _, k := range kept {
+		for _, m := range own {
+			if m.Name == k.Name {
+				mods = append(mods, k)
+				break
+			}
+		}
+	}
+	return mods
+}
+
+func readModules(dir string) []debugger.Module {
+	kos, _ := filepath.Glob(filepath.Join(dir, "*.ko"))
+	var mods []debugger.Module
+	for _, ko := range kos {
+		if info, err := builder.ReadModinfo(ko); err == nil {
+			mods = append(mods, debugger.Module{Name: info.Name, KO: ko})
+		}
+	}
+	return mods
+}
+
+// gdbIdent marks a VM's Ident as booted with the gdb socket. A running VM
+// recorded without the mark was started before kwatch had one: Up restarts
+// it (its Ident differs), once, and the user is told why.
+func gdbIdent(stateDir, ident string, notify func(string)) string {
+	if st, ok, _ := vm.ReadState(stateDir); ok && !strings.HasSuffix(st.Ident, vm.GDBIdent) {
+		if _, running, _ := (&vm.VM{StateDir: stateDir}).Status(); running {
+			notify("the VM was started without a gdb socket: restarting it once so `kwatch gdb` can attach")
+		}
+	}
+	return ident + vm.GDBIdent
+}
