@@ -2,7 +2,7 @@
 # `make test` installs what the tests need and runs them all.
 export PATH := /usr/local/go/bin:$(PATH)
 
-KERNEL ?= $(lastword $(sort $(wildcard /boot/vmlinuz-*)))
+KERNEL ?= $(shell ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
 
 .PHONY: build setup demo test test-short bench vet clean
 

@@ -15,6 +15,7 @@ type build struct {
 	builder    builder.Builder // nil until kbuild gives it the kernel build dir
 	root       string          // the watched tree
 	src        string          // the module's Kbuild/Makefile dir
+	state      string          // kwatch's state dir
 	nix        bool            // .nix edits may change the build and the VM
 	invalidate func()          // forgets cached build state after such an edit; may be nil
 }
@@ -36,7 +37,7 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 		if err != nil {
 			return nil, err
 		}
-		b := &build{root: src, src: src}
+		b := &build{root: src, src: src, state: s.stateDir}
 		if o.kdir != "" {
 			return b, b.kbuild(o.kdir, o)
 		}
@@ -78,6 +79,7 @@ func (b *build) kbuild(kdir string, o *options) error {
 		return usagef("pass --kdir with a configured kernel build dir", "%v", err)
 	}
 	mk.EditorFiles, mk.Module = o.editorFiles, o.module
+	mk.EditorRecord = filepath.Join(b.state, "editor-files.json")
 	b.builder = mk
 	return nil
 }

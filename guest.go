@@ -40,17 +40,17 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		cfg.Notify = notify
 		g.SSH = cfg
 	case "qemu":
-		vm, err := o.qemuVM(s.stateDir, notify)
+		v, err := o.qemuVM(s.stateDir, notify)
 		if err != nil {
 			return nil, err
 		}
-		g.VM = vm
+		g.VM = v
 	case "nix":
-		vm, err := o.nixVM(ctx, s, notify, log)
+		v, err := o.nixVM(ctx, s, notify, log)
 		if err != nil {
 			return nil, err
 		}
-		g.VM = vm
+		g.VM = v
 	}
 	if g.VM != nil {
 		cfg, err := managedSSH(s.stateDir, s.vm)

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -215,11 +214,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		e2eState = filepath.Join(tmp, "state")
-		imgs, _ := filepath.Glob("/boot/vmlinuz-*")
-		sort.Strings(imgs)
-		if len(imgs) > 0 {
-			e2eKernel = imgs[len(imgs)-1]
-		}
+		e2eKernel = vm.NewestKernel()
 		// t.TempDir() dirs then live under tmp too, so the leak check below sees them.
 		os.Setenv("TMPDIR", tmp)
 		code := m.Run()

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -69,13 +68,10 @@ func main() {
 		}
 	}
 	if c.kernel == "" {
-		imgs, _ := filepath.Glob("/boot/vmlinuz-*")
-		sort.Strings(imgs)
-		if len(imgs) == 0 {
+		if c.kernel = vm.NewestKernel(); c.kernel == "" {
 			fmt.Fprintln(os.Stderr, "bench: no /boot/vmlinuz-*: run scripts/setup.sh or pass -kernel")
 			os.Exit(2)
 		}
-		c.kernel = imgs[len(imgs)-1]
 	}
 	if os.Getenv("NIX_CONFIG") == "" {
 		os.Setenv("NIX_CONFIG", nixConfig)

@@ -37,6 +37,10 @@ type Make struct {
 	// EditorFiles writes compile_commands.json (C) or, through Kbuild's
 	// rust-analyzer target, rust-project.json (Rust) into Dir after each full make.
 	EditorFiles bool
+	// EditorRecord is a file in kwatch's state dir that remembers which
+	// editor files kwatch wrote, so that it never overwrites one it did not
+	// write; "" remembers them for this run only.
+	EditorRecord string
 	// Module is the module to load when obj-m names several (its file name
 	// without .ko); "" is the first one in modules.order.
 	Module string
@@ -47,6 +51,9 @@ type Make struct {
 	lastKO   string        // the last good build's module
 	lastFast bool          // whether the fast path built it
 	net      *netRun       // a running Verify
+
+	owned     map[string]string // editor files kwatch wrote: path -> content hash
+	leftAlone map[string]bool   // editor files kwatch said it leaves alone
 }
 
 // ErrSourcesChanged means a source file changed while make ran; what the
@@ -277,14 +284,22 @@ func (m *Make) refresh(ctx context.Context, dir string, env []string, full bool,
 	if g == nil || !full || !m.EditorFiles {
 		return
 	}
-	if cc := g.CompileCommands(); cc != nil {
-		if err := replay.WriteIfChanged(filepath.Join(dir, "compile_commands.json"), cc); err != nil {
+	if cc, path := g.CompileCommands(), filepath.Join(dir, "compile_commands.json"); cc != nil && m.mayWrite(path, out) {
+		err := replay.WriteIfChanged(path, cc)
+		if err == nil {
+			err = m.wrote(path)
+		}
+		if err != nil {
 			fmt.Fprintf(out, "kwatch: writing compile_commands.json: %v\n", err)
 		}
 	}
-	if ra := g.RustAnalyzer(); ra != nil {
+	if ra, path := g.RustAnalyzer(), filepath.Join(dir, "rust-project.json"); ra != nil && m.mayWrite(path, out) {
 		ra.Stdout, ra.Stderr = out, out
-		if err := proc.Run(ctx, ra); err != nil {
+		err := proc.Run(ctx, ra)
+		if err == nil {
+			err = m.wrote(path)
+		}
+		if err != nil {
 			fmt.Fprintf(out, "kwatch: writing rust-project.json: %v\n", err)
 		}
 	}

@@ -10,9 +10,12 @@ import (
 // Identify asks the guest which kernel it runs (uname -r) and which boot
 // this is (a new id after every reboot).
 func (c *Client) Identify(ctx context.Context) (release, bootID string, err error) {
-	out, _, exit, err := c.Run(ctx, "uname -r; cat /proc/sys/kernel/random/boot_id")
-	if err != nil || exit != 0 {
-		return "", "", fmt.Errorf("asking the guest for its kernel release: %v (exit %d)", err, exit)
+	out, errOut, exit, err := c.Run(ctx, "uname -r; cat /proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", "", fmt.Errorf("asking the guest for its kernel release: %w", err)
+	}
+	if exit != 0 {
+		return "", "", fmt.Errorf("asking the guest for its kernel release: exit %d: %s", exit, strings.TrimSpace(string(errOut)))
 	}
 	f := strings.Fields(string(out))
 	if len(f) < 2 {

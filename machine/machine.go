@@ -208,7 +208,7 @@ func (m *Machine) handle(ctx context.Context, r request) (*session, error) {
 			m.notice("the VM's configuration changed: restarting it")
 			// Up restarts a VM whose Ident differs.
 			m.cfg.VM.Ident, m.cfg.VM.Launch = r.relaunch.ident, r.relaunch.launch
-			m.drop()
+			m.leave() // a NixOS VM's /tmp is on its disk: take this run's uploads along
 		}
 		// The build goes on meanwhile; the next Session boots the VM.
 		return nil, nil

@@ -2,13 +2,14 @@ package vm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -105,13 +106,52 @@ func KernelVersion(kernelImage string) (string, error) {
 	return fields[0], nil
 }
 
-// NewestKernel returns the newest installed kernel image (/boot/vmlinuz-*), or
-// "" when there is none: the default --kernel, and what the tests boot.
-func NewestKernel() string {
+// Kernels returns the installed kernel images (/boot/vmlinuz-*), oldest
+// first by version: 6.1.0-9 before 6.1.0-10, 6.1 before 6.12.
+func Kernels() []string {
 	imgs, _ := filepath.Glob("/boot/vmlinuz-*")
+	slices.SortFunc(imgs, compareVersions)
+	return imgs
+}
+
+// NewestKernel returns the newest installed kernel image, or "" when there
+// is none: kwatch's default --kernel, and the one the tests boot.
+func NewestKernel() string {
+	imgs := Kernels()
 	if len(imgs) == 0 {
 		return ""
 	}
-	sort.Strings(imgs)
 	return imgs[len(imgs)-1]
+}
+
+// compareVersions orders strings as sort -V does: runs of digits by value,
+// everything else byte by byte.
+func compareVersions(a, b string) int {
+	for a != "" && b != "" {
+		da, db := digits(a), digits(b)
+		if da > 0 && db > 0 {
+			na, nb := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
+			if c := cmp.Compare(len(na), len(nb)); c != 0 {
+				return c
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			a, b = a[da:], b[db:]
+			continue
+		}
+		if a[0] != b[0] {
+			return cmp.Compare(a[0], b[0])
+		}
+		a, b = a[1:], b[1:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+func digits(s string) int {
+	n := 0
+	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
+		n++
+	}
+	return n
 }

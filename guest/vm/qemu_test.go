@@ -2,6 +2,7 @@ package vm
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/md5"
@@ -276,5 +277,23 @@ func TestQEMUAutoAccel(t *testing.T) {
 	}
 	if got := guestRun(t, st, cfg, "uname -r"); got != debianRelease {
 		t.Errorf("guest uname -r = %q", got)
+	}
+}
+
+func TestCompareVersions(t *testing.T) {
+	sorted := []string{
+		"/boot/vmlinuz-5.10.0-9-amd64",
+		"/boot/vmlinuz-6.1.0-9-amd64",
+		"/boot/vmlinuz-6.1.0-10-amd64",
+		"/boot/vmlinuz-6.1.0-57-amd64",
+		"/boot/vmlinuz-6.12.48+deb12-amd64",
+		"/boot/vmlinuz-6.12.57+deb12-amd64",
+	}
+	for i := range sorted {
+		for j := range sorted {
+			if got, want := compareVersions(sorted[i], sorted[j]), cmp.Compare(i, j); got != want {
+				t.Errorf("compareVersions(%s, %s) = %d, want %d", sorted[i], sorted[j], got, want)
+			}
+		}
 	}
 }

@@ -44,7 +44,7 @@ func Need(t testing.TB) {
 // and its /lib/modules/<version> dir; it skips the test when there is none.
 func HostKernel(t testing.TB) (image, modules string) {
 	t.Helper()
-	images, _ := filepath.Glob("/boot/vmlinuz-*")
+	images := vm.Kernels()
 	for i := len(images) - 1; i >= 0; i-- {
 		modules := filepath.Join("/lib/modules", strings.TrimPrefix(filepath.Base(images[i]), "vmlinuz-"))
 		if _, err := os.Stat(filepath.Join(modules, "build", "Makefile")); err == nil {

@@ -1,0 +1,58 @@
+package builder
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// kwatch writes an editor file that is missing or still its own, never one
+// the user or another tool wrote, and remembers across runs what it wrote.
+func TestEditorFileOwnership(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(t.TempDir(), "editor-files.json")
+	ours, theirs := filepath.Join(dir, "compile_commands.json"), filepath.Join(dir, "rust-project.json")
+	write := func(path, data string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(theirs, "made by bear\n")
+
+	var log bytes.Buffer
+	m := &Make{EditorRecord: record}
+	if !m.mayWrite(ours, &log) {
+		t.Fatal("a missing file may not be written")
+	}
+	write(ours, "v1\n")
+	if err := m.wrote(ours); err != nil {
+		t.Fatal(err)
+	}
+	if !m.mayWrite(ours, &log) {
+		t.Error("kwatch may not rewrite the file it wrote")
+	}
+	for range 2 {
+		if m.mayWrite(theirs, &log) {
+			t.Error("kwatch may write a file it did not write")
+		}
+	}
+	if n := strings.Count(log.String(), "leaving "+theirs+" as it is"); n != 1 {
+		t.Errorf("told %d times that %s is left alone, want once:\n%s", n, theirs, log.String())
+	}
+
+	// The next run knows the file is kwatch's, until someone else changes it.
+	next := &Make{EditorRecord: record}
+	if !next.mayWrite(ours, &log) {
+		t.Error("the next run may not rewrite the file kwatch wrote")
+	}
+	write(ours, "edited by hand\n")
+	if next.mayWrite(ours, &log) {
+		t.Error("kwatch may overwrite a file the user changed")
+	}
+	if fi, err := os.Stat(record); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("record %v, %v: want a 0600 file", fi, err)
+	}
+}
