@@ -10,7 +10,7 @@ import (
 
 // verifier is a builder whose fast path has a correctness net (builder.Make).
 type verifier interface {
-	Verify(ctx context.Context) (*builder.Mismatch, error)
+	BeginVerify(ctx context.Context) func() (*builder.Mismatch, error)
 }
 
 // netCheck runs the builder's correctness net in the background after a
@@ -35,16 +35,22 @@ func (n *netCheck) stop() {
 	n.wg.Wait()
 }
 
+// start begins the check here, on the loop's goroutine, so that the next
+// build, which stops it, cannot start before it.
 func (n *netCheck) start(b builder.Builder, res builder.Result, report func(error)) {
 	ctx := n.ctx
 	v, ok := b.(verifier)
 	if !ok || res.Path != builder.PathFast {
 		return
 	}
+	check := v.BeginVerify(ctx)
+	if check == nil {
+		return
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		mm, err := v.Verify(ctx)
+		mm, err := check()
 		switch {
 		case err != nil && ctx.Err() == nil:
 			report(err)

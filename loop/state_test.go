@@ -13,6 +13,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/watcher"
 )
 
 // Unit tests of the loop's state machine, driven by the fakes in fake_test.go.
@@ -762,5 +763,30 @@ func TestLoadWaitsForKernelLog(t *testing.T) {
 	}
 	if initAt < 0 || initAt > loadedAt {
 		t.Errorf("init message at %d, loaded at %d: want the init message first", initAt, loadedAt)
+	}
+}
+
+// The correctness net's check begins on the loop's goroutine as soon as a
+// fast build is loaded: a batch that came during the load starts the next
+// build (which stops the check) only after that, so their makes never share
+// the build dir.
+func TestCheckBeginsBeforeNextBuild(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	fast := r.ko("hello")
+	fast.fast = true
+	r.builder.steps = []buildStep{fast, r.ko("hello")}
+	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) { return nil, nil }
+	reload := r.guest.reload
+	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		if len(b.g.reloads) == 1 { // a save during the first load
+			go func() { r.watch.batches <- watcher.Batch{Changed: []string{"hello.c"}} }()
+		}
+		return reload(b, name, remote)
+	}
+	r.start()
+	r.events.wait(t, "loaded", 2)
+	if got, want := r.builder.order(), []string{"build", "check", "build"}; !slices.Equal(got, want) {
+		t.Errorf("began %q, want %q", got, want)
 	}
 }

@@ -57,15 +57,15 @@ func (b *Incremental) make(env *DevEnv) *builder.Make {
 	return b.mk
 }
 
-// Verify is the fast path's correctness net (builder.Make.Verify).
-func (b *Incremental) Verify(ctx context.Context) (*builder.Mismatch, error) {
+// BeginVerify starts the fast path's correctness net (builder.Make.BeginVerify).
+func (b *Incremental) BeginVerify(ctx context.Context) func() (*builder.Mismatch, error) {
 	b.mu.Lock()
 	mk := b.mk
 	b.mu.Unlock()
 	if mk == nil {
-		return nil, nil
+		return nil
 	}
-	return mk.Verify(ctx)
+	return mk.BeginVerify(ctx)
 }
 
 // Invalidate makes the next Build ask nix for the build environment again
