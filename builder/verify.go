@@ -6,9 +6,11 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
+	"maps"
 	"os/exec"
 	"sort"
 	"strings"
+	"time"
 
 	"kwatch/proc"
 )
@@ -41,9 +43,9 @@ type netRun struct {
 // a correct fast build Kbuild's records leave it nothing to do, and a step
 // the fast path missed or ran differently is one make redoes. It returns
 // nil when the module stayed the same in code and data (build ids aside),
-// or when a Build stopped it. On a Mismatch the fast path stays off for the
-// rest of the Make's life. BeginVerify returns nil when the last build was
-// not a fast one.
+// when a Build stopped it, or when a source changed meanwhile. On a
+// Mismatch the fast path stays off for the rest of the Make's life.
+// BeginVerify returns nil when the last build was not a fast one.
 //
 // The build dir is claimed here, not when the check runs: a Build that
 // starts after BeginVerify returns stops the check, even one that has not
@@ -82,8 +84,17 @@ func (m *Make) verify(ctx context.Context, ko string) (*Mismatch, error) {
 	cmd := exec.Command("nice", append([]string{"-n", "19", "make"}, m.Args...)...)
 	cmd.Dir, cmd.Env = m.Dir, withoutMakeVars(m.Env)
 	cmd.Stdout, cmd.Stderr = s, s
+	stamps := sourceStamps(m.Dir)
+	start := time.Now().Add(-20 * time.Millisecond) // as in Build
 	err = proc.Run(ctx, cmd)
 	s.flush()
+	if !maps.Equal(stamps, sourceStamps(m.Dir)) {
+		// A save during the make: make built sources the fast path never
+		// saw, so a difference proves nothing. As in Build, the next build
+		// runs the full make and compiles again what this make wrote.
+		m.setGraph(nil, "", false)
+		return nil, removeOutputsSince(m.Dir, start)
+	}
 	if ctx.Err() != nil {
 		return nil, nil
 	}

@@ -123,6 +123,7 @@ func TestCheck(t *testing.T) {
 		{name: "make redoes nothing", recipe: "touch ran", ran: true},
 		{name: "make builds another module", recipe: "touch ran; cp other.bin hello.ko", mismatch: []string{".text"}, ran: true},
 		{name: "a build starts first", recipe: "touch ran", stopped: true},
+		{name: "a save lands during the make", recipe: "touch ran; echo >> hello.c; cp other.bin hello.ko", ran: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
