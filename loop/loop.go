@@ -168,7 +168,7 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 		case <-tick.C:
 			l.tick(ctx, building)
 		case mm := <-net.found:
-			l.fastPathWrong(ctx, mm)
+			l.fastPathWrong(ctx, mm, building)
 		case d := <-done:
 			building = false
 			cancelBuild()

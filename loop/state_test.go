@@ -790,3 +790,32 @@ func TestCheckBeginsBeforeNextBuild(t *testing.T) {
 		t.Errorf("began %q, want %q", got, want)
 	}
 }
+
+// A mismatch the correctness net found comes while the next build runs: it
+// is reported, but make's module is not loaded, as that build rewrites it.
+func TestMismatchDuringBuildOnlyReported(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	fast := r.ko("hello")
+	fast.fast = true
+	block := make(chan struct{})
+	r.builder.steps = []buildStep{fast, {ko: r.ko("hello").ko, block: block}}
+	found := make(chan struct{})
+	makes := r.ko("hello").ko
+	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) {
+		<-found
+		return &builder.Mismatch{KO: makes, Sections: []string{".text"}}, nil
+	}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "build_start", 2)
+	close(found)
+	r.events.wait(t, EventFastPathBug, 1)
+	close(block)
+	r.events.wait(t, "loaded", 2)
+	time.Sleep(50 * time.Millisecond)
+	if n := r.guest.reloadCount(); n != 2 {
+		t.Errorf("%d reloads, want 2 (the two builds'): make's module was loaded while a build ran", n)
+	}
+}
