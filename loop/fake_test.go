@@ -116,6 +116,8 @@ func (g *fakeGuest) Session(ctx context.Context) (Session, error) {
 	return &fakeSession{b: g.boot}, nil
 }
 
+func (g *fakeGuest) LogSession(ctx context.Context) (Session, error) { return g.Session(ctx) }
+
 func (g *fakeGuest) Restart(ctx context.Context) (Session, error) {
 	g.mu.Lock()
 	g.restarts++
