@@ -524,6 +524,13 @@ func (r *rig) ko(name string) buildStep {
 	return buildStep{ko: buildertest.WriteKO(r.t, r.t.TempDir(), name, fakeRelease+" SMP preempt mod_unload ")}
 }
 
+// fastKO is ko built by the fast path.
+func (r *rig) fastKO(name string) buildStep {
+	st := r.ko(name)
+	st.fast = true
+	return st
+}
+
 // once runs the loop with --once and returns its error.
 func (r *rig) once() error {
 	r.cfg.Once = true

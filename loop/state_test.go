@@ -773,9 +773,7 @@ func TestLoadWaitsForKernelLog(t *testing.T) {
 func TestCheckBeginsBeforeNextBuild(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	fast := r.ko("hello")
-	fast.fast = true
-	r.builder.steps = []buildStep{fast, r.ko("hello")}
+	r.builder.steps = []buildStep{r.fastKO("hello"), r.ko("hello")}
 	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) { return nil, nil }
 	reload := r.guest.reload
 	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
@@ -796,10 +794,8 @@ func TestCheckBeginsBeforeNextBuild(t *testing.T) {
 func TestMismatchDuringBuildOnlyReported(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	fast := r.ko("hello")
-	fast.fast = true
 	block := make(chan struct{})
-	r.builder.steps = []buildStep{fast, {ko: r.ko("hello").ko, block: block}}
+	r.builder.steps = []buildStep{r.fastKO("hello"), {ko: r.ko("hello").ko, block: block}}
 	found := make(chan struct{})
 	makes := r.ko("hello").ko
 	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) {
