@@ -46,7 +46,7 @@ type Make struct {
 	noFast   bool          // the full make once disagreed with the fast path
 	lastKO   string        // the last good build's module
 	lastFast bool          // whether the fast path built it
-	net      *netRun       // the correctness net's check (BeginVerify)
+	net      *netRun       // a running Verify
 }
 
 // ErrSourcesChanged means a source file changed while make ran; what the
