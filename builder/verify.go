@@ -6,9 +6,11 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
+	"maps"
 	"os/exec"
 	"sort"
 	"strings"
+	"time"
 
 	"kwatch/proc"
 )
@@ -28,34 +30,52 @@ func (e *Mismatch) Error() string {
 	return fmt.Sprintf("the full make's %s differs from the fast path's in %s", e.KO, strings.Join(e.Sections, ", "))
 }
 
-// netRun is a running Verify.
+// netRun is a correctness net's check, from BeginVerify until it returns.
 type netRun struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel  context.CancelFunc
+	started bool // the check runs (under Make.mu); StopVerify waits for it
+	done    chan struct{}
 }
 
-// Verify is the fast path's correctness net; call it when the guest is idle
-// after a fast build. It runs the full make in place at low priority: after
+// BeginVerify starts the fast path's correctness net: call it when the
+// guest is idle after a fast build, and run the check it returns in the
+// background. The check runs the full make in place at low priority: after
 // a correct fast build Kbuild's records leave it nothing to do, and a step
 // the fast path missed or ran differently is one make redoes. It returns
 // nil when the module stayed the same in code and data (build ids aside),
-// when the last build was not a fast one, or when a Build stopped it. On a
+// when a Build stopped it, or when a source changed meanwhile. On a
 // Mismatch the fast path stays off for the rest of the Make's life.
-func (m *Make) Verify(ctx context.Context) (*Mismatch, error) {
+// BeginVerify returns nil when the last build was not a fast one.
+//
+// The build dir is claimed here, not when the check runs: a Build that
+// starts after BeginVerify returns stops the check, even one that has not
+// begun, so their makes never share the dir.
+func (m *Make) BeginVerify(ctx context.Context) func() (*Mismatch, error) {
 	m.StopVerify()
 	m.mu.Lock()
-	ko, fast := m.lastKO, m.lastFast && !m.noFast
+	defer m.mu.Unlock()
+	ko := m.lastKO
+	if !m.lastFast || m.noFast {
+		return nil
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	run := &netRun{cancel: cancel, done: make(chan struct{})}
-	if fast {
-		m.net = run
+	m.net = run
+	return func() (*Mismatch, error) {
+		defer cancel()
+		m.mu.Lock()
+		stopped := m.net != run
+		run.started = !stopped
+		m.mu.Unlock()
+		if stopped {
+			return nil, nil
+		}
+		defer close(run.done)
+		return m.verify(ctx, ko)
 	}
-	m.mu.Unlock()
-	defer cancel()
-	if !fast {
-		return nil, nil
-	}
-	defer close(run.done)
+}
+
+func (m *Make) verify(ctx context.Context, ko string) (*Mismatch, error) {
 	before, err := loadSections(ko)
 	if err != nil {
 		return nil, err
@@ -64,8 +84,17 @@ func (m *Make) Verify(ctx context.Context) (*Mismatch, error) {
 	cmd := exec.Command("nice", append([]string{"-n", "19", "make"}, m.Args...)...)
 	cmd.Dir, cmd.Env = m.Dir, withoutMakeVars(m.Env)
 	cmd.Stdout, cmd.Stderr = s, s
+	stamps := sourceStamps(m.Dir)
+	start := time.Now().Add(-20 * time.Millisecond) // as in Build
 	err = proc.Run(ctx, cmd)
 	s.flush()
+	if !maps.Equal(stamps, sourceStamps(m.Dir)) {
+		// A save during the make: make built sources the fast path never
+		// saw, so a difference proves nothing. As in Build, the next build
+		// runs the full make and compiles again what this make wrote.
+		m.setGraph(nil, "", false)
+		return nil, removeOutputsSince(m.Dir, start)
+	}
 	if ctx.Err() != nil {
 		return nil, nil
 	}
@@ -86,14 +115,17 @@ func (m *Make) Verify(ctx context.Context) (*Mismatch, error) {
 	return mm, nil
 }
 
-// StopVerify stops a running Verify and waits until its make is gone.
+// StopVerify stops the correctness net's check and waits until its make is gone.
 func (m *Make) StopVerify() {
 	m.mu.Lock()
 	run := m.net
 	m.net = nil
+	started := run != nil && run.started
 	m.mu.Unlock()
 	if run != nil {
 		run.cancel()
+	}
+	if started {
 		<-run.done
 	}
 }

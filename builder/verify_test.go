@@ -9,6 +9,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"kwatch/builder/buildertest"
 )
 
 func TestDifferentSections(t *testing.T) {
@@ -63,15 +65,15 @@ func TestVerify(t *testing.T) {
 		return res
 	}
 	build(PathKbuild)
-	if mm, err := m.Verify(ctx); mm != nil || err != nil {
-		t.Fatalf("Verify after a full make = %v, %v; want nothing to check", mm, err)
+	if v := m.BeginVerify(ctx); v != nil {
+		t.Fatal("BeginVerify after a full make: want nothing to check")
 	}
 	src := filepath.Join(dir, "printerfact.c")
 	now := time.Now()
 	os.Chtimes(src, now, now)
 	res := build(PathFast)
-	if mm, err := m.Verify(ctx); mm != nil || err != nil {
-		t.Fatalf("Verify after a right fast build = %v, %v", mm, err)
+	if mm, err := m.BeginVerify(ctx)(); mm != nil || err != nil {
+		t.Fatalf("check after a right fast build = %v, %v", mm, err)
 	}
 
 	flipText(t, res.KO)
@@ -81,13 +83,72 @@ func TestVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, rec, regexp.MustCompile(`:= .*`).ReplaceAllString(string(data), ":= true"))
-	mm, err := m.Verify(ctx)
+	mm, err := m.BeginVerify(ctx)()
 	if err != nil || mm == nil || !slices.Contains(mm.Sections, ".text") || mm.KO != res.KO {
-		t.Fatalf("Verify after a wrong fast build = %+v, %v; want a mismatch in .text", mm, err)
+		t.Fatalf("check after a wrong fast build = %+v, %v; want a mismatch in .text", mm, err)
 	}
 	if s, err := loadSections(res.KO); err != nil || len(s[".text"]) == 0 {
 		t.Fatalf("make's module is not in place: %v", err)
 	}
 	os.Chtimes(src, now.Add(time.Second), now.Add(time.Second))
 	build(PathKbuild)
+}
+
+// fastBuilt returns a Make whose last build was a fast one of hello.ko (its
+// .text "one") in a dir whose Makefile has recipe as its default goal;
+// other.bin is a module whose .text is "two".
+func fastBuilt(t *testing.T, recipe string) *Make {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t"+recipe+"\n")
+	writeFile(t, filepath.Join(dir, "hello.c"), "int x;\n")
+	writeFile(t, filepath.Join(dir, "hello.ko"), string(buildertest.ELFWith(".text", []byte("one"))))
+	writeFile(t, filepath.Join(dir, "other.bin"), string(buildertest.ELFWith(".text", []byte("two"))))
+	m := &Make{Dir: dir}
+	m.setGraph(nil, filepath.Join(dir, "hello.ko"), true)
+	return m
+}
+
+// The correctness net's check: what its make did decides, and a Build that
+// starts after BeginVerify stops the check even before it ran, so the two
+// makes never share the build dir.
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name     string
+		recipe   string
+		stopped  bool     // a Build started before the check ran
+		mismatch []string // the sections the check finds different
+		ran      bool     // the check's make ran
+	}{
+		{name: "make redoes nothing", recipe: "touch ran", ran: true},
+		{name: "make builds another module", recipe: "touch ran; cp other.bin hello.ko", mismatch: []string{".text"}, ran: true},
+		{name: "a build starts first", recipe: "touch ran", stopped: true},
+		{name: "a save lands during the make", recipe: "touch ran; echo >> hello.c; cp other.bin hello.ko", ran: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := fastBuilt(t, tt.recipe)
+			check := m.BeginVerify(context.Background())
+			if check == nil {
+				t.Fatal("BeginVerify after a fast build: nothing to check")
+			}
+			if tt.stopped {
+				m.StopVerify() // what Build does first
+			}
+			mm, err := check()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			if mm != nil {
+				got = mm.Sections
+			}
+			if !slices.Equal(got, tt.mismatch) {
+				t.Errorf("check found %+v, want a mismatch in %q", mm, tt.mismatch)
+			}
+			if _, err := os.Stat(filepath.Join(m.Dir, "ran")); (err == nil) != tt.ran {
+				t.Errorf("the check's make ran: %v, want %v", err == nil, tt.ran)
+			}
+		})
+	}
 }

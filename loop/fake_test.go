@@ -116,6 +116,8 @@ func (g *fakeGuest) Session(ctx context.Context) (Session, error) {
 	return &fakeSession{b: g.boot}, nil
 }
 
+func (g *fakeGuest) LogSession(ctx context.Context) (Session, error) { return g.Session(ctx) }
+
 func (g *fakeGuest) Restart(ctx context.Context) (Session, error) {
 	g.mu.Lock()
 	g.restarts++
@@ -302,14 +304,18 @@ func (s *fakeSession) ModuleUse(ctx context.Context, name string) (ModuleUse, er
 // fakeBuilder builds what each step says, in order; the last step repeats.
 type fakeBuilder struct {
 	before func() // runs before each build's result is returned
+	// check is the correctness net's check after a fast build (BeginVerify).
+	check func(ctx context.Context) (*builder.Mismatch, error)
 
 	mu     sync.Mutex
 	steps  []buildStep
 	builds int
+	began  []string // "build" and "check", in the order the loop began them
 }
 
 type buildStep struct {
 	ko      string        // the result
+	fast    bool          // the fast path built it
 	modules []string      // every module the build made (Result.Modules)
 	err     error         // or this error
 	block   chan struct{} // when set, the build waits for it (or for ctx)
@@ -319,6 +325,7 @@ func (b *fakeBuilder) Build(ctx context.Context, out io.Writer) (builder.Result,
 	b.mu.Lock()
 	st := b.steps[min(b.builds, len(b.steps)-1)]
 	b.builds++
+	b.began = append(b.began, "build")
 	b.mu.Unlock()
 	if st.block != nil {
 		select {
@@ -333,7 +340,27 @@ func (b *fakeBuilder) Build(ctx context.Context, out io.Writer) (builder.Result,
 	if st.err != nil {
 		return builder.Result{}, st.err
 	}
-	return builder.Result{KO: st.ko, Modules: st.modules}, nil
+	res := builder.Result{KO: st.ko, Modules: st.modules}
+	if st.fast {
+		res.Path = builder.PathFast
+	}
+	return res, nil
+}
+
+func (b *fakeBuilder) BeginVerify(ctx context.Context) func() (*builder.Mismatch, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.check == nil {
+		return nil
+	}
+	b.began = append(b.began, "check")
+	return func() (*builder.Mismatch, error) { return b.check(ctx) }
+}
+
+func (b *fakeBuilder) order() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.began...)
 }
 
 func (b *fakeBuilder) count() int {
@@ -495,6 +522,13 @@ func (r *rig) alreadyLoaded(msg string, use ModuleUse) {
 // ko writes a module built for the fake guest's kernel.
 func (r *rig) ko(name string) buildStep {
 	return buildStep{ko: buildertest.WriteKO(r.t, r.t.TempDir(), name, fakeRelease+" SMP preempt mod_unload ")}
+}
+
+// fastKO is ko built by the fast path.
+func (r *rig) fastKO(name string) buildStep {
+	st := r.ko(name)
+	st.fast = true
+	return st
 }
 
 // once runs the loop with --once and returns its error.

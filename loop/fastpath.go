@@ -10,7 +10,7 @@ import (
 
 // verifier is a builder whose fast path has a correctness net (builder.Make).
 type verifier interface {
-	Verify(ctx context.Context) (*builder.Mismatch, error)
+	BeginVerify(ctx context.Context) func() (*builder.Mismatch, error)
 }
 
 // netCheck runs the builder's correctness net in the background after a
@@ -35,16 +35,22 @@ func (n *netCheck) stop() {
 	n.wg.Wait()
 }
 
+// start begins the check here, on the loop's goroutine, so that the next
+// build, which stops it, cannot start before it.
 func (n *netCheck) start(b builder.Builder, res builder.Result, report func(error)) {
 	ctx := n.ctx
 	v, ok := b.(verifier)
 	if !ok || res.Path != builder.PathFast {
 		return
 	}
+	check := v.BeginVerify(ctx)
+	if check == nil {
+		return
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		mm, err := v.Verify(ctx)
+		mm, err := check()
 		switch {
 		case err != nil && ctx.Err() == nil:
 			report(err)
@@ -58,11 +64,12 @@ func (n *netCheck) start(b builder.Builder, res builder.Result, report func(erro
 }
 
 // fastPathWrong reports a module the full make built differently from the
-// fast path as a bug, and loads the full make's.
-func (l *loop) fastPathWrong(ctx context.Context, mm *builder.Mismatch) {
+// fast path as a bug, and loads the full make's, unless a build runs: that
+// build rewrites the module, and is no fast one.
+func (l *loop) fastPathWrong(ctx context.Context, mm *builder.Mismatch, building bool) {
 	l.report.Report(Event{Type: EventFastPathBug, Time: time.Now(), Message: mm.Error() + "; the fast path is off for the rest of this run",
 		Hint: "this is a bug in kwatch: please report it with the module's sources"})
-	if mm.Err == nil {
+	if mm.Err == nil && !building {
 		l.deploy(ctx, builder.Result{KO: mm.KO, Path: builder.PathKbuild}, 0, time.Now())
 	}
 }

@@ -15,6 +15,10 @@ type Guest interface {
 	// Session returns a connected session, booting a managed VM that does
 	// not run (and waiting for that boot).
 	Session(ctx context.Context) (Session, error)
+	// LogSession is Session for the kernel log stream, which asks again
+	// every second: after a managed VM failed to boot it returns that
+	// failure rather than booting again, until a Session or Restart does.
+	LogSession(ctx context.Context) (Session, error)
 	// Restart stops a managed VM and boots it again.
 	Restart(ctx context.Context) (Session, error)
 	// Managed reports whether kwatch owns the VM and so may restart it.

@@ -42,7 +42,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 		attach string
 	)
 	for ctx.Err() == nil {
-		s, err := k.g.Session(ctx)
+		s, err := k.g.LogSession(ctx)
 		if err != nil {
 			sleep(ctx, time.Second)
 			continue

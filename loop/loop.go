@@ -107,8 +107,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 func (l *loop) once(ctx context.Context) error {
 	start := time.Now()
+	l.cycle++
 	res, err := l.build(ctx)
 	for errors.Is(err, builder.ErrSourcesChanged) {
+		l.cycle++
 		res, err = l.build(ctx)
 	}
 	took := time.Since(start)
@@ -168,7 +170,7 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 		case <-tick.C:
 			l.tick(ctx, building)
 		case mm := <-net.found:
-			l.fastPathWrong(ctx, mm)
+			l.fastPathWrong(ctx, mm, building)
 		case d := <-done:
 			building = false
 			cancelBuild()
@@ -192,6 +194,7 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 // startBuild runs one build in the background; the returned func cancels it.
 func (l *loop) startBuild(ctx context.Context, done chan<- buildDone) context.CancelFunc {
 	bctx, cancel := context.WithCancel(ctx)
+	l.cycle++
 	go func() {
 		start := time.Now()
 		res, err := l.build(bctx)
@@ -212,8 +215,9 @@ func touchesConfig(b watcher.Batch) bool {
 	return false
 }
 
+// build runs one build; it may run on its own goroutine, so the loop's
+// goroutine counts the cycle.
 func (l *loop) build(ctx context.Context) (builder.Result, error) {
-	l.cycle++
 	l.report.Report(Event{Type: EventBuildStart, Time: time.Now(), Message: l.cfg.Dir})
 	return l.cfg.Builder.Build(ctx, l.cfg.BuildLog)
 }

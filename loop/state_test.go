@@ -13,6 +13,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/watcher"
 )
 
 // Unit tests of the loop's state machine, driven by the fakes in fake_test.go.
@@ -762,5 +763,55 @@ func TestLoadWaitsForKernelLog(t *testing.T) {
 	}
 	if initAt < 0 || initAt > loadedAt {
 		t.Errorf("init message at %d, loaded at %d: want the init message first", initAt, loadedAt)
+	}
+}
+
+// The correctness net's check begins on the loop's goroutine as soon as a
+// fast build is loaded: a batch that came during the load starts the next
+// build (which stops the check) only after that, so their makes never share
+// the build dir.
+func TestCheckBeginsBeforeNextBuild(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.fastKO("hello"), r.ko("hello")}
+	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) { return nil, nil }
+	reload := r.guest.reload
+	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		if len(b.g.reloads) == 1 { // a save during the first load
+			go func() { r.watch.batches <- watcher.Batch{Changed: []string{"hello.c"}} }()
+		}
+		return reload(b, name, remote)
+	}
+	r.start()
+	r.events.wait(t, "loaded", 2)
+	if got, want := r.builder.order(), []string{"build", "check", "build"}; !slices.Equal(got, want) {
+		t.Errorf("began %q, want %q", got, want)
+	}
+}
+
+// A mismatch the correctness net found comes while the next build runs: it
+// is reported, but make's module is not loaded, as that build rewrites it.
+func TestMismatchDuringBuildOnlyReported(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	block := make(chan struct{})
+	r.builder.steps = []buildStep{r.fastKO("hello"), {ko: r.ko("hello").ko, block: block}}
+	found := make(chan struct{})
+	makes := r.ko("hello").ko
+	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) {
+		<-found
+		return &builder.Mismatch{KO: makes, Sections: []string{".text"}}, nil
+	}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "build_start", 2)
+	close(found)
+	r.events.wait(t, EventFastPathBug, 1)
+	close(block)
+	r.events.wait(t, "loaded", 2)
+	time.Sleep(50 * time.Millisecond)
+	if n := r.guest.reloadCount(); n != 2 {
+		t.Errorf("%d reloads, want 2 (the two builds'): make's module was loaded while a build ran", n)
 	}
 }

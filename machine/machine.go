@@ -53,13 +53,16 @@ type Machine struct {
 	cfg     Config
 	session *session
 	silence silence
+	bootErr error // why the managed VM last failed to boot; nil after a good boot
 }
 
 // request asks the owner for a session; restart first stops a managed VM,
-// relaunch first swaps its Ident and Launch (a rebuilt nix VM).
+// relaunch first swaps its Ident and Launch (a rebuilt nix VM), and log
+// (LogSession) boots nothing after a failed boot.
 type request struct {
 	restart  bool
 	relaunch *relaunch
+	log      bool
 	reply    chan reply
 }
 
@@ -95,6 +98,14 @@ func (m *Machine) Close() {
 // when it does not run.
 func (m *Machine) Session(ctx context.Context) (loop.Session, error) {
 	return m.ask(ctx, request{})
+}
+
+// LogSession is Session for the kernel log stream, which asks again every
+// second: after a managed VM failed to boot (an unbootable configuration,
+// say) it returns that failure rather than booting again each time, until
+// a Session or Restart boots it.
+func (m *Machine) LogSession(ctx context.Context) (loop.Session, error) {
+	return m.ask(ctx, request{log: true})
 }
 
 // Restart stops a managed VM and boots it again: for a guest that oopsed.
@@ -187,6 +198,10 @@ func (m *Machine) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-m.reqs:
+			if r.log && m.bootErr != nil {
+				r.reply <- reply{nil, m.bootErr}
+				continue
+			}
 			s, err := m.handle(ctx, r)
 			r.reply <- reply{s, err}
 		case <-tick.C:
@@ -271,8 +286,15 @@ func (s *silence) dead(now time.Time, answering func() bool) bool {
 
 // connect returns the session, booting a managed VM that does not run and
 // dialling the guest when there is no connection.
-func (m *Machine) connect(ctx context.Context) (*session, error) {
+func (m *Machine) connect(ctx context.Context) (_ *session, err error) {
 	g := &m.cfg
+	if g.VM != nil {
+		defer func() {
+			if ctx.Err() == nil {
+				m.bootErr = err
+			}
+		}()
+	}
 	if m.session != nil {
 		if g.VM == nil {
 			return m.session, nil

@@ -148,3 +148,35 @@ func (n *notices) get() []string {
 	defer n.mu.Unlock()
 	return append([]string(nil), n.msg...)
 }
+
+// After a failed boot, the kernel log stream, which asks every second, gets
+// that failure instead of one boot per second; a Session boots again.
+func TestLogSessionAfterFailedBoot(t *testing.T) {
+	var mu sync.Mutex
+	launches := 0
+	launch := func(int, string) (*exec.Cmd, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		launches++
+		return nil, errors.New("an unbootable configuration")
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return launches }
+	v := &vm.VM{StateDir: t.TempDir(), Backend: "nix", Ident: "/nix/store/a-vm", Launch: launch}
+	m := Start(context.Background(), Config{VM: v, Report: discard{}})
+	defer m.Close()
+	ctx := context.Background()
+	for i := range 4 { // the first boots: nothing failed yet
+		if _, err := m.LogSession(ctx); err == nil {
+			t.Fatalf("LogSession %d succeeded with an unbootable VM", i)
+		}
+	}
+	if n := count(); n != 1 {
+		t.Errorf("%d boots for 4 LogSessions, want 1", n)
+	}
+	if _, err := m.Session(ctx); err == nil {
+		t.Fatal("Session succeeded with an unbootable VM")
+	}
+	if n := count(); n != 2 {
+		t.Errorf("%d boots after a Session, want 2", n)
+	}
+}

@@ -38,10 +38,13 @@ func (b *Incremental) Build(ctx context.Context, out io.Writer) (builder.Result,
 	if err != nil {
 		return builder.Result{}, &builder.Error{Err: fmt.Errorf("getting the module's build environment: %w", err)}
 	}
+	mk := b.make(env)
+	// The correctness net's make reads the sources syncTree rewrites.
+	mk.StopVerify()
 	if err := syncTree(b.Src, b.BuildDir); err != nil {
 		return builder.Result{}, err
 	}
-	return b.make(env).Build(ctx, out)
+	return mk.Build(ctx, out)
 }
 
 // make returns the Make for env, a new one (whose first build is a full
@@ -57,15 +60,15 @@ func (b *Incremental) make(env *DevEnv) *builder.Make {
 	return b.mk
 }
 
-// Verify is the fast path's correctness net (builder.Make.Verify).
-func (b *Incremental) Verify(ctx context.Context) (*builder.Mismatch, error) {
+// BeginVerify starts the fast path's correctness net (builder.Make.BeginVerify).
+func (b *Incremental) BeginVerify(ctx context.Context) func() (*builder.Mismatch, error) {
 	b.mu.Lock()
 	mk := b.mk
 	b.mu.Unlock()
 	if mk == nil {
-		return nil, nil
+		return nil
 	}
-	return mk.Verify(ctx)
+	return mk.BeginVerify(ctx)
 }
 
 // Invalidate makes the next Build ask nix for the build environment again

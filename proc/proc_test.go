@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 func TestRunCancelKillsWholeGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.Command("sh", "-c", "sleep 300 & echo $!; wait")
-	out := &strings.Builder{}
+	out := &lockedBuilder{}
 	cmd.Stdout = out
 	errc := make(chan error, 1)
 	go func() { errc <- Run(ctx, cmd) }()
@@ -43,6 +44,25 @@ func TestRunCancelKillsWholeGroup(t *testing.T) {
 	if GroupAlive(cmd.Process.Pid) {
 		t.Fatal("process group still alive after Run returned")
 	}
+}
+
+// lockedBuilder is a strings.Builder the test reads while exec's copying
+// goroutine writes it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestRunReturnsExitStatus(t *testing.T) {
