@@ -50,7 +50,7 @@ type Make struct {
 	noFast   bool          // the full make once disagreed with the fast path
 	lastKO   string        // the last good build's module
 	lastFast bool          // whether the fast path built it
-	net      *netRun       // a running Verify
+	net      *netRun       // the correctness net's check (BeginVerify)
 
 	owned     map[string]string // editor files kwatch wrote: path -> content hash
 	leftAlone map[string]bool   // editor files kwatch said it leaves alone
