@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,8 +119,9 @@ func TestFastPathEquivalence(t *testing.T) {
 					if !errors.As(err, &be) {
 						t.Fatalf("%s: err = %v, want a build error\n%s", st.name, err, log.String())
 					}
-					if strings.Contains(log.String(), "kwatch: full make") != (st.wantPath == PathKbuild) {
-						t.Errorf("%s: want the %s path\n%s", st.name, st.wantPath, log.String())
+					if strings.Contains(log.String(), "kwatch: full make") != (st.wantPath == PathKbuild) ||
+						strings.Contains(log.String(), "kwatch: fast path through Kbuild's steps") {
+						t.Errorf("%s: want the %s path (direct if fast)\n%s", st.name, st.wantPath, log.String())
 					}
 					if out, err := fullMake(m); err == nil {
 						t.Errorf("%s: the full make succeeded where the fast path failed\n%s", st.name, out)
@@ -128,8 +131,8 @@ func TestFastPathEquivalence(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: %v\n%s", st.name, err, log.String())
 				}
-				if res.Path != st.wantPath {
-					t.Errorf("%s: path %q, want %q\n%s", st.name, res.Path, st.wantPath, log.String())
+				if res.Path != st.wantPath || (st.wantPath == PathFast) != (res.Via == ViaDirect) {
+					t.Errorf("%s: path %q via %q, want %q (direct if fast)\n%s", st.name, res.Path, res.Via, st.wantPath, log.String())
 				}
 				checkLikeMake(t, st.name, m, res.KO)
 			}
@@ -154,19 +157,20 @@ func fullMake(m *Make) (string, error) {
 }
 
 // checkLikeMake checks that the full make has nothing to do after a build
-// that produced ko, and that a full make from scratch gives the same code
-// and data.
+// that produced ko (it changes no file in the module dir), and that a full
+// make from scratch gives the same code and data and the same records:
+// every file but objects and modules (compared by section) byte for byte.
 func checkLikeMake(t *testing.T, step string, m *Make, ko string) {
 	t.Helper()
 	want, err := loadSections(ko)
 	if err != nil {
 		t.Fatalf("%s: %v", step, err)
 	}
-	fi, _ := os.Stat(ko)
+	built := buildState(t, m.Dir)
 	if out, err := fullMake(m); err != nil {
 		t.Fatalf("%s: full make: %v\n%s", step, err, out)
-	} else if fi2, _ := os.Stat(ko); !fi2.ModTime().Equal(fi.ModTime()) {
-		t.Errorf("%s: the full make after the build linked %s again: Kbuild's records were not left as make leaves them\n%s", step, filepath.Base(ko), out)
+	} else if changed := built.changed(buildState(t, m.Dir), true); len(changed) > 0 {
+		t.Errorf("%s: the full make after the build changed %s: Kbuild's records were not left as make leaves them\n%s", step, changed, out)
 	}
 	// From scratch, in the same dir: paths end up in the module too.
 	// Kbuild's Args end with the goal, "modules".
@@ -185,8 +189,70 @@ func checkLikeMake(t *testing.T, step string, m *Make, ko string) {
 	if diff := differentSections(want, got); len(diff) > 0 {
 		t.Errorf("%s: the module differs from the full make's in %s", step, strings.Join(diff, ", "))
 	}
+	if differ := built.changed(buildState(t, m.Dir), false); len(differ) > 0 {
+		t.Errorf("%s: the build left %s otherwise than a full make from scratch", step, differ)
+	}
 	// Let the next edit's mtime differ from every output's.
 	time.Sleep(10 * time.Millisecond)
+}
+
+type fileState struct {
+	mtime time.Time
+	data  []byte // nil for objects and modules
+}
+
+// dirState is what a build left in a module dir, by file name.
+type dirState map[string]fileState
+
+// buildState reads the module dir, leaving out the editor files kwatch
+// writes itself (make clean removes compile_commands.json).
+func buildState(t *testing.T, dir string) dirState {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := dirState{}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || name == "compile_commands.json" || name == "rust-project.json" {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := fileState{mtime: fi.ModTime()}
+		if ext := filepath.Ext(name); ext != ".o" && ext != ".ko" {
+			if fs.data, err = os.ReadFile(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st[name] = fs
+	}
+	return st
+}
+
+// changed names the files that differ between two states: in modification
+// time (byTime), else in content; and the files only one of them has.
+func (a dirState) changed(b dirState, byTime bool) []string {
+	var names []string
+	for name, fa := range a {
+		fb, ok := b[name]
+		switch {
+		case !ok:
+			names = append(names, name+" (gone)")
+		case byTime && !fa.mtime.Equal(fb.mtime), !byTime && !bytes.Equal(fa.data, fb.data):
+			names = append(names, name)
+		}
+	}
+	for name := range b {
+		if _, ok := a[name]; !ok {
+			names = append(names, name+" (new)")
+		}
+	}
+	sort.Strings(names)
+	return names
 }
 
 // clangdErrors runs Debian's clangd on file in dir and returns the number of
