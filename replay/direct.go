@@ -3,6 +3,8 @@ package replay
 import (
 	"bytes"
 	"context"
+	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,8 +33,11 @@ type Direct struct {
 	objtool    string // $(objtool)
 	modversion bool   // CONFIG_MODVERSIONS: genksyms after each C object that exports symbols
 	btf        string // CONFIG_DEBUG_INFO_BTF_MODULES: the BTF step's command, with %s for the .ko
-	nm, cpp    string
+	cpp        string
 	srctree    string
+
+	mu     sync.Mutex
+	checks []*checkRun // the checks running alongside the build
 }
 
 type module struct {
@@ -68,9 +73,9 @@ func (g *Graph) Direct() (*Direct, error) {
 		}
 	}
 	d := &Direct{g: g, srctree: srctree, modversion: config("CONFIG_MODVERSIONS"),
-		objtool: lookup(g.Env, "objtree") + "/tools/objtool/objtool", nm: lookup(g.Env, "NM"), cpp: lookup(g.Env, "CPP")}
-	if lookup(g.Env, "objtree") == "" || d.nm == "" || d.cpp == "" {
-		return nil, fmt.Errorf("make's environment lacks objtree, NM or CPP")
+		objtool: lookup(g.Env, "objtree") + "/tools/objtool/objtool", cpp: lookup(g.Env, "CPP")}
+	if lookup(g.Env, "objtree") == "" || d.cpp == "" {
+		return nil, fmt.Errorf("make's environment lacks objtree or CPP")
 	}
 	if config("CONFIG_DEBUG_INFO_BTF_MODULES") {
 		if d.btf, err = btfCommand(g.Env); err != nil {
@@ -231,11 +236,17 @@ func dotTarget(key string) string {
 // depfile is Kbuild's $(depfile).
 func depfile(key string) string { return strings.ReplaceAll(dotTarget(key)+".d", ",", "_") }
 
-// recipe is one target's recipe lines as make would run them.
+// recipe is one target's recipe as make would run it.
 type recipe struct {
 	o     *Object
 	echo  string   // Kbuild's short line for it ("CC [M]  /abs/x.o")
 	lines []string // each runs in its own sh -c after "set -e; ", as Kbuild's $(cmd) does
+	// check is a line that only reads what lines made and writes nothing:
+	// it runs alongside the rest of the build, which fails if it fails.
+	check string
+	// then runs after lines, for the rule's steps that depend on what
+	// lines made; it returns the lines they need run.
+	then func() ([]string, error)
 }
 
 // andFixdep is Kbuild's cmd_and_fixdep: the command, then fixdep turns the
@@ -252,37 +263,86 @@ func andSavecmd(o *Object) string {
 	return cmd + "; printf '%s\\n' 'cmd_" + o.key + " := " + escsq(o.raw) + "' > " + dotTarget(o.key) + ".cmd"
 }
 
-// objtoolDep is Kbuild's cmd_gen_objtooldep.
-func (d *Direct) objtoolDep(o *Object) []string {
+// objtoolDep does what Kbuild's cmd_gen_objtooldep does: it adds objtool
+// to the prerequisites in the target's record.
+func (d *Direct) objtoolDep(o *Object) error {
 	if o.objtool == "" {
 		return nil
 	}
-	return []string{"{ echo ; echo '" + o.key + ": $(wildcard " + d.objtool + ")' ; } >> " + dotTarget(o.key) + ".cmd"}
+	f, err := os.OpenFile(o.file, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString("\n" + o.key + ": $(wildcard " + d.objtool + ")\n")
+	return errors.Join(err, f.Close())
 }
 
 // compile is the recipe of a C object (rule_cc_o_c) or a Rust one
 // (if_changed_dep,rustc_o_rs).
 func (d *Direct) compile(o *Object) recipe {
 	if strings.HasSuffix(o.Source, ".rs") {
-		return recipe{o, "RUSTC [M] " + o.key, []string{andFixdep(o)}}
+		return recipe{o: o, echo: "RUSTC [M] " + o.key, lines: []string{andFixdep(o)}}
 	}
-	lines := []string{andFixdep(o), d.srctree + "/scripts/check-local-export " + o.key}
-	lines = append(lines, d.objtoolDep(o)...)
-	if d.modversion {
-		symref := strings.TrimSuffix(o.key, ".o") + ".symref"
-		if _, err := os.Stat(filepath.Join(d.g.Objtree, symref)); err != nil {
-			symref = "/dev/null"
+	return recipe{o: o, echo: "CC [M]  " + o.key, lines: []string{andFixdep(o)},
+		check: d.srctree + "/scripts/check-local-export " + o.key,
+		then: func() ([]string, error) {
+			if err := d.objtoolDep(o); err != nil || !d.modversion || !exportsSymbols(o.Target) {
+				return nil, err
+			}
+			// gen_symversions: the exported symbols' CRCs go into the record.
+			symref := strings.TrimSuffix(o.key, ".o") + ".symref"
+			if _, err := os.Stat(d.g.abs(symref)); err != nil {
+				symref = "/dev/null"
+			}
+			return []string{d.cpp + " -D__GENKSYMS__ " + d.cflags(o) + " " + o.rawSource +
+				" | scripts/genksyms/genksyms -r " + symref + " >> " + dotTarget(o.key) + ".cmd"}, nil
+		}}
+}
+
+// exportsSymbols answers gen_symversions' `$(NM) $@ 2>/dev/null | grep -q
+// __ksymtab` without running nm: whether a symbol nm lists (all but
+// section and file symbols) has __ksymtab in its name.
+func exportsSymbols(obj string) bool {
+	f, err := elf.Open(obj)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	syms, _ := f.Symbols()
+	for _, s := range syms {
+		typ := elf.ST_TYPE(s.Info)
+		if typ != elf.STT_SECTION && typ != elf.STT_FILE && strings.Contains(s.Name, "__ksymtab") {
+			return true
 		}
-		lines = append(lines, "if "+d.nm+" "+o.key+" 2>/dev/null | grep -q __ksymtab; then "+d.cpp+" -D__GENKSYMS__ "+d.cflags(o)+" "+o.rawSource+
-			" | scripts/genksyms/genksyms -r "+symref+" >> "+dotTarget(o.key)+".cmd; fi")
 	}
-	return recipe{o, "CC [M]  " + o.key, lines}
+	return false
 }
 
 // Run rebuilds what the change requires, in the order the top-level make's
 // steps would, and stops at the first recipe that fails. run runs one
-// command (the caller stops it when ctx ends); jobs is make's -j.
+// command (the caller stops it when ctx ends); jobs is make's -j. A Direct
+// runs once.
 func (d *Direct) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) error, jobs int) error {
+	err := d.run(ctx, out, run, jobs)
+	// The checks that ran alongside: one that failed fails the build and,
+	// as make would, removes the target it checked.
+	d.mu.Lock()
+	checks := d.checks
+	d.mu.Unlock()
+	for _, c := range checks {
+		<-c.done
+		out.Write(c.out.Bytes())
+		if c.err != nil && err == nil {
+			if c.target != "" {
+				os.Remove(c.target)
+			}
+			err = c.err
+		}
+	}
+	return err
+}
+
+func (d *Direct) run(ctx context.Context, out io.Writer, run func(*exec.Cmd) error, jobs int) error {
 	g := d.g
 	// Makefile.build: the objects, composite objects, modules.order.
 	var todo []recipe
@@ -305,7 +365,9 @@ func (d *Direct) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 			prereqs = append(prereqs, g.abs(p))
 		}
 		if d.outdated(o, prereqs) {
-			if err := d.do(ctx, recipe{o, "LD [M]  " + o.key, append([]string{andSavecmd(o)}, d.objtoolDep(o)...)}, out, run); err != nil {
+			r := recipe{o: o, echo: "LD [M]  " + o.key, lines: []string{andSavecmd(o)},
+				then: func() ([]string, error) { return nil, d.objtoolDep(o) }}
+			if err := d.do(ctx, r, out, run); err != nil {
 				return err
 			}
 		}
@@ -315,36 +377,45 @@ func (d *Direct) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 		objs = append(objs, strings.TrimSuffix(m.ko.Target, ".ko")+".o")
 	}
 	if d.outdated(d.order, objs) {
-		if err := d.do(ctx, recipe{d.order, "", []string{andSavecmd(d.order)}}, out, run); err != nil {
+		if err := d.do(ctx, recipe{o: d.order, lines: []string{andSavecmd(d.order)}}, out, run); err != nil {
 			return err
 		}
 	}
-	// The top Makefile's modules_check, then Makefile.modpost.
-	check := g.modulesCheck()
-	check.Stdout, check.Stderr = out, out
-	if err := run(check); err != nil {
-		return err
+	// The top Makefile's modules_check only reads modules.order, which the
+	// recorded command wrote as the last full make did: it runs alongside.
+	d.background(g.modulesCheck(), "", run)
+	// Makefile.modpost.
+	prereqs := []string{d.order.Target, filepath.Join(g.Objtree, "scripts/mod/modpost")}
+	if symvers := filepath.Join(g.Objtree, "Module.symvers"); !modTime(symvers).IsZero() {
+		prereqs = append(prereqs, symvers) // $(module.symvers-if-present)
 	}
-	if d.outdated(d.modpost, []string{d.order.Target, filepath.Join(g.Objtree, "Module.symvers"), filepath.Join(g.Objtree, "scripts/mod/modpost")}) {
-		if err := d.do(ctx, recipe{d.modpost, "MODPOST " + d.modpost.key, []string{andSavecmd(d.modpost)}}, out, run); err != nil {
+	if d.outdated(d.modpost, prereqs) {
+		if err := d.do(ctx, recipe{o: d.modpost, echo: "MODPOST " + d.modpost.key, lines: []string{andSavecmd(d.modpost)}}, out, run); err != nil {
 			return err
 		}
 	}
 	// Makefile.modfinal.
 	for _, m := range d.modules {
 		if d.outdated(m.modO, append([]string{m.modO.Source}, m.modO.Deps...)) {
-			if err := d.do(ctx, recipe{m.modO, "CC [M]  " + m.modO.key, []string{andFixdep(m.modO)}}, out, run); err != nil {
+			if err := d.do(ctx, recipe{o: m.modO, echo: "CC [M]  " + m.modO.key, lines: []string{andFixdep(m.modO)}}, out, run); err != nil {
 				return err
 			}
 		}
 		if !d.outdated(m.ko, []string{strings.TrimSuffix(m.ko.Target, ".ko") + ".o", m.modO.Target, g.abs(m.lds)}) {
 			continue
 		}
-		lines := []string{andSavecmd(m.ko)}
+		r := recipe{o: m.ko, echo: "LD [M]  " + m.ko.key, lines: []string{andSavecmd(m.ko)}}
 		if d.btf != "" {
-			lines = append(lines, fmt.Sprintf(d.btf, m.ko.key))
+			r.then = func() ([]string, error) {
+				if modTime(filepath.Join(g.Objtree, "vmlinux")).IsZero() {
+					// cmd_btf_ko's own words when there is no vmlinux.
+					fmt.Fprintf(out, "Skipping BTF generation for %s due to unavailability of vmlinux\n", m.ko.key)
+					return nil, nil
+				}
+				return []string{fmt.Sprintf(d.btf, m.ko.key)}, nil
+			}
 		}
-		if err := d.do(ctx, recipe{m.ko, "LD [M]  " + m.ko.key, lines}, out, run); err != nil {
+		if err := d.do(ctx, r, out, run); err != nil {
 			return err
 		}
 	}
@@ -374,7 +445,8 @@ func (d *Direct) outdated(o *Object, prereqs []string) bool {
 }
 
 // parallel runs independent recipes, jobs at a time, each one's output
-// written whole when it ends; it returns the first failure once all ended.
+// written whole when it ends. Like make, it starts none after a failure,
+// and returns the first once all that started ended.
 func (d *Direct) parallel(ctx context.Context, todo []recipe, out io.Writer, run func(*exec.Cmd) error, jobs int) error {
 	if len(todo) == 1 {
 		return d.do(ctx, todo[0], out, run)
@@ -384,8 +456,14 @@ func (d *Direct) parallel(ctx context.Context, todo []recipe, out io.Writer, run
 	sem := make(chan struct{}, max(jobs, 1))
 	var wg sync.WaitGroup
 	for _, r := range todo {
-		wg.Add(1)
 		sem <- struct{}{}
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
@@ -403,7 +481,7 @@ func (d *Direct) parallel(ctx context.Context, todo []recipe, out io.Writer, run
 	return first
 }
 
-// do runs one recipe's lines; when one fails it removes the target if the
+// do runs one recipe; when a line fails it removes the target if the
 // recipe changed it, as make's .DELETE_ON_ERROR does, so that the next
 // build remakes it.
 func (d *Direct) do(ctx context.Context, r recipe, out io.Writer, run func(*exec.Cmd) error) error {
@@ -414,18 +492,62 @@ func (d *Direct) do(ctx context.Context, r recipe, out io.Writer, run func(*exec
 		fmt.Fprintf(out, "  %s\n", r.echo)
 	}
 	before := modTime(r.o.Target)
+	failed := func(err error) error {
+		if after := modTime(r.o.Target); !after.IsZero() && !after.Equal(before) {
+			os.Remove(r.o.Target)
+		}
+		return err
+	}
 	for _, line := range r.lines {
-		c := exec.Command("sh", "-c", "set -e; "+line)
-		c.Dir, c.Env = d.g.Objtree, d.g.Env
-		c.Stdout, c.Stderr = out, out
-		if err := run(c); err != nil {
-			if after := modTime(r.o.Target); !after.IsZero() && !after.Equal(before) {
-				os.Remove(r.o.Target)
-			}
-			return err
+		if err := run(d.shell(line, out)); err != nil {
+			return failed(err)
+		}
+	}
+	if r.check != "" {
+		d.background(d.shell(r.check, nil), r.o.Target, run)
+	}
+	if r.then == nil {
+		return nil
+	}
+	more, err := r.then()
+	if err != nil {
+		return failed(err)
+	}
+	for _, line := range more {
+		if err := run(d.shell(line, out)); err != nil {
+			return failed(err)
 		}
 	}
 	return nil
+}
+
+// shell is a recipe line as make runs it, with output to out (nil: set later).
+func (d *Direct) shell(line string, out io.Writer) *exec.Cmd {
+	c := exec.Command("sh", "-c", "set -e; "+line)
+	c.Dir, c.Env = d.g.Objtree, d.g.Env
+	c.Stdout, c.Stderr = out, out
+	return c
+}
+
+// A checkRun is a command that runs alongside the build (see recipe.check).
+type checkRun struct {
+	target string // removed if the check fails, as make would
+	out    bytes.Buffer
+	err    error
+	done   chan struct{}
+}
+
+// background starts c alongside the build; Run waits for it.
+func (d *Direct) background(c *exec.Cmd, target string, run func(*exec.Cmd) error) {
+	cr := &checkRun{target: target, done: make(chan struct{})}
+	c.Stdout, c.Stderr = &cr.out, &cr.out
+	d.mu.Lock()
+	d.checks = append(d.checks, cr)
+	d.mu.Unlock()
+	go func() {
+		defer close(cr.done)
+		cr.err = run(c)
+	}()
 }
 
 func modTime(path string) time.Time {

@@ -5,12 +5,13 @@
 // and the environment the top-level make exported to its sub-makes. On a
 // save it first shows that the change is one Kbuild's records cover (a
 // recorded source or header changed; no Kbuild file, no kernel tree, no
-// flag changed, no source came or went), then runs the steps the top-level
-// make would have run next: Makefile.build, modules-check, Makefile.modpost
-// and Makefile.modfinal, with that same environment. Those steps compare the
-// same records and run only the commands the change requires (fixdep,
-// genksyms and the .mod.o compile included), so the result and the records
-// left behind are the ones make leaves.
+// flag changed, no source came or went). Then it runs the recorded commands
+// of what is out of date and what Kbuild's rules run around them (Direct),
+// when the kernel's Kbuild rules are the ones Direct mirrors; else the steps
+// the top-level make would have run next (Steps): Makefile.build,
+// modules-check, Makefile.modpost and Makefile.modfinal, with that same
+// environment. Either way the result and the records left behind are the
+// ones make leaves.
 package replay
 
 import (
