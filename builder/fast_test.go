@@ -307,3 +307,36 @@ func TestEditorFilesClangd(t *testing.T) {
 		t.Error("compile_commands.json written with EditorFiles off")
 	}
 }
+
+// A direct rebuild cancelled while the compiler runs stops it and leaves no
+// process and no half-made object: the next build redoes the object, and
+// the full make then has nothing left to do.
+func TestFastPathCancel(t *testing.T) {
+	kdir, _ := headersDirForTest(t)
+	dir := copyExample(t, "printerfact-c")
+	m, err := Kbuild(dir, KbuildOptions{KDir: kdir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuffer
+	if _, err := m.Build(context.Background(), &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	replaceIn("printerfact.c", "#define PRINTERFACT_VERSION 1", "#define PRINTERFACT_VERSION 2")(t, dir)
+	log = syncBuffer{}
+	running, err := cancelWhenRunning(m, &log, func() bool {
+		return strings.Contains(log.String(), "CC [M]") && len(procsIn(t, dir)) > 0
+	})
+	if !running || !errors.Is(err, context.Canceled) {
+		t.Fatalf("running %v, err = %v; want the build cancelled while it ran\n%s", running, err, log.String())
+	}
+	if left := procsIn(t, dir); len(left) > 0 {
+		t.Errorf("processes left after cancel: %q", left)
+	}
+	log = syncBuffer{}
+	res, err := m.Build(context.Background(), &log)
+	if err != nil || res.Via != ViaDirect {
+		t.Fatalf("build after cancel: via %q, %v\n%s", res.Via, err, log.String())
+	}
+	checkLikeMake(t, "after cancel", m, res.KO)
+}

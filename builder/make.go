@@ -138,7 +138,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	switch {
 	case direct != nil:
 		via, env = ViaDirect, g.Env
-		err = direct.Run(ctx, s, func(c *exec.Cmd) error { return proc.Run(ctx, c) }, runtime.NumCPU())
+		err = runDirect(ctx, direct, s)
 	case g != nil:
 		via, env = ViaSteps, g.Env
 		err = runSteps(ctx, steps, s)
@@ -272,6 +272,16 @@ func (m *Make) fastPath(out io.Writer) (g *replay.Graph, direct *replay.Direct, 
 		return g, nil, steps
 	}
 	return g, direct, nil
+}
+
+// runDirect runs the fast path's recorded commands in one process group.
+func runDirect(ctx context.Context, d *replay.Direct, out io.Writer) error {
+	grp, err := startGroup(ctx)
+	if err != nil {
+		return err
+	}
+	defer grp.stop()
+	return d.Run(ctx, out, grp.run, runtime.NumCPU())
 }
 
 // runSteps runs Kbuild's per-module steps, stopping at the first that fails.
