@@ -75,7 +75,14 @@ func TestFastPathEquivalence(t *testing.T) {
 	}
 	hdrs := func(*testing.T) string { return headers }
 	modules := []module{
-		{"hello-c", hdrs, cSteps("hello.c", "hello.c", "#define HELLO_VERSION")},
+		{"hello-c", hdrs, append(cSteps("hello.c", "hello.c", "#define HELLO_VERSION"),
+			step{"second module", func(t *testing.T, dir string) {
+				writeFile(t, filepath.Join(dir, "kw_second.c"), "#include <linux/module.h>\nstatic int __init kw_init(void) { return 1; }\n"+
+					"module_init(kw_init);\nMODULE_LICENSE(\"GPL\");\n")
+				appendTo("Kbuild", "obj-m += kw_second.o\n")(t, dir)
+			}, PathKbuild, false},
+			step{"second module's body change", replaceIn("kw_second.c", "return 1;", "return 0;"), PathFast, false},
+		)},
 		{"printerfact-c", hdrs, cSteps("printerfact.c", "printerfact.c", "#define PRINTERFACT_VERSION")},
 		{"tally-c", hdrs, append([]step{
 			{"shared header change", replaceIn("tally.h", "TALLY_STEP 1", "TALLY_STEP 2"), PathFast, false},
