@@ -19,12 +19,19 @@ type Result struct {
 	KO      string   // absolute path of the module to load (.ko, or .ko.xz from a nix derivation)
 	Modules []string // every module the build made, in modules.order (Kbuild); nil when unknown
 	Path    string   // how it was built: PathFast, PathKbuild, or "" for a nix derivation
+	Via     string   // how the fast path rebuilt it: ViaDirect or ViaSteps; "" for the other paths
 }
 
 // The paths a Kbuild build takes.
 const (
-	PathFast   = "fast"   // Kbuild's per-module steps run directly (package replay)
+	PathFast   = "fast"   // without the top-level make (package replay)
 	PathKbuild = "kbuild" // the full make
+)
+
+// The ways the fast path rebuilds.
+const (
+	ViaDirect = "direct"       // the commands Kbuild recorded, run without make
+	ViaSteps  = "kbuild-steps" // Kbuild's per-module makes
 )
 
 // Error is a failed build: the lines worth showing the user and an optional one-line hint.

@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,7 +75,14 @@ func TestFastPathEquivalence(t *testing.T) {
 	}
 	hdrs := func(*testing.T) string { return headers }
 	modules := []module{
-		{"hello-c", hdrs, cSteps("hello.c", "hello.c", "#define HELLO_VERSION")},
+		{"hello-c", hdrs, append(cSteps("hello.c", "hello.c", "#define HELLO_VERSION"),
+			step{"second module", func(t *testing.T, dir string) {
+				writeFile(t, filepath.Join(dir, "kw_second.c"), "#include <linux/module.h>\nstatic int __init kw_init(void) { return 1; }\n"+
+					"module_init(kw_init);\nMODULE_LICENSE(\"GPL\");\n")
+				appendTo("Kbuild", "obj-m += kw_second.o\n")(t, dir)
+			}, PathKbuild, false},
+			step{"second module's body change", replaceIn("kw_second.c", "return 1;", "return 0;"), PathFast, false},
+		)},
 		{"printerfact-c", hdrs, cSteps("printerfact.c", "printerfact.c", "#define PRINTERFACT_VERSION")},
 		{"tally-c", hdrs, append([]step{
 			{"shared header change", replaceIn("tally.h", "TALLY_STEP 1", "TALLY_STEP 2"), PathFast, false},
@@ -117,8 +126,9 @@ func TestFastPathEquivalence(t *testing.T) {
 					if !errors.As(err, &be) {
 						t.Fatalf("%s: err = %v, want a build error\n%s", st.name, err, log.String())
 					}
-					if strings.Contains(log.String(), "kwatch: full make") != (st.wantPath == PathKbuild) {
-						t.Errorf("%s: want the %s path\n%s", st.name, st.wantPath, log.String())
+					if strings.Contains(log.String(), "kwatch: full make") != (st.wantPath == PathKbuild) ||
+						strings.Contains(log.String(), "kwatch: fast path through Kbuild's steps") {
+						t.Errorf("%s: want the %s path (direct if fast)\n%s", st.name, st.wantPath, log.String())
 					}
 					if out, err := fullMake(m); err == nil {
 						t.Errorf("%s: the full make succeeded where the fast path failed\n%s", st.name, out)
@@ -128,8 +138,8 @@ func TestFastPathEquivalence(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: %v\n%s", st.name, err, log.String())
 				}
-				if res.Path != st.wantPath {
-					t.Errorf("%s: path %q, want %q\n%s", st.name, res.Path, st.wantPath, log.String())
+				if res.Path != st.wantPath || (st.wantPath == PathFast) != (res.Via == ViaDirect) {
+					t.Errorf("%s: path %q via %q, want %q (direct if fast)\n%s", st.name, res.Path, res.Via, st.wantPath, log.String())
 				}
 				checkLikeMake(t, st.name, m, res.KO)
 			}
@@ -154,19 +164,20 @@ func fullMake(m *Make) (string, error) {
 }
 
 // checkLikeMake checks that the full make has nothing to do after a build
-// that produced ko, and that a full make from scratch gives the same code
-// and data.
+// that produced ko (it changes no file in the module dir), and that a full
+// make from scratch gives the same code and data and the same records:
+// every file but objects and modules (compared by section) byte for byte.
 func checkLikeMake(t *testing.T, step string, m *Make, ko string) {
 	t.Helper()
 	want, err := loadSections(ko)
 	if err != nil {
 		t.Fatalf("%s: %v", step, err)
 	}
-	fi, _ := os.Stat(ko)
+	built := buildState(t, m.Dir)
 	if out, err := fullMake(m); err != nil {
 		t.Fatalf("%s: full make: %v\n%s", step, err, out)
-	} else if fi2, _ := os.Stat(ko); !fi2.ModTime().Equal(fi.ModTime()) {
-		t.Errorf("%s: the full make after the build linked %s again: Kbuild's records were not left as make leaves them\n%s", step, filepath.Base(ko), out)
+	} else if changed := built.changed(buildState(t, m.Dir), true); len(changed) > 0 {
+		t.Errorf("%s: the full make after the build changed %s: Kbuild's records were not left as make leaves them\n%s", step, changed, out)
 	}
 	// From scratch, in the same dir: paths end up in the module too.
 	// Kbuild's Args end with the goal, "modules".
@@ -185,8 +196,70 @@ func checkLikeMake(t *testing.T, step string, m *Make, ko string) {
 	if diff := differentSections(want, got); len(diff) > 0 {
 		t.Errorf("%s: the module differs from the full make's in %s", step, strings.Join(diff, ", "))
 	}
+	if differ := built.changed(buildState(t, m.Dir), false); len(differ) > 0 {
+		t.Errorf("%s: the build left %s otherwise than a full make from scratch", step, differ)
+	}
 	// Let the next edit's mtime differ from every output's.
 	time.Sleep(10 * time.Millisecond)
+}
+
+type fileState struct {
+	mtime time.Time
+	data  []byte // nil for objects and modules
+}
+
+// dirState is what a build left in a module dir, by file name.
+type dirState map[string]fileState
+
+// buildState reads the module dir, leaving out the editor files kwatch
+// writes itself (make clean removes compile_commands.json).
+func buildState(t *testing.T, dir string) dirState {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := dirState{}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || name == "compile_commands.json" || name == "rust-project.json" {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := fileState{mtime: fi.ModTime()}
+		if ext := filepath.Ext(name); ext != ".o" && ext != ".ko" {
+			if fs.data, err = os.ReadFile(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st[name] = fs
+	}
+	return st
+}
+
+// changed names the files that differ between two states: in modification
+// time (byTime), else in content; and the files only one of them has.
+func (a dirState) changed(b dirState, byTime bool) []string {
+	var names []string
+	for name, fa := range a {
+		fb, ok := b[name]
+		switch {
+		case !ok:
+			names = append(names, name+" (gone)")
+		case byTime && !fa.mtime.Equal(fb.mtime), !byTime && !bytes.Equal(fa.data, fb.data):
+			names = append(names, name)
+		}
+	}
+	for name := range b {
+		if _, ok := a[name]; !ok {
+			names = append(names, name+" (new)")
+		}
+	}
+	sort.Strings(names)
+	return names
 }
 
 // clangdErrors runs Debian's clangd on file in dir and returns the number of
@@ -240,4 +313,37 @@ func TestEditorFilesClangd(t *testing.T) {
 	if _, err := os.Stat(db); err == nil {
 		t.Error("compile_commands.json written with EditorFiles off")
 	}
+}
+
+// A direct rebuild cancelled while the compiler runs stops it and leaves no
+// process and no half-made object: the next build redoes the object, and
+// the full make then has nothing left to do.
+func TestFastPathCancel(t *testing.T) {
+	kdir, _ := headersDirForTest(t)
+	dir := copyExample(t, "printerfact-c")
+	m, err := Kbuild(dir, KbuildOptions{KDir: kdir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuffer
+	if _, err := m.Build(context.Background(), &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	replaceIn("printerfact.c", "#define PRINTERFACT_VERSION 1", "#define PRINTERFACT_VERSION 2")(t, dir)
+	log = syncBuffer{}
+	running, err := cancelWhenRunning(m, &log, func() bool {
+		return strings.Contains(log.String(), "CC [M]") && len(procsIn(t, dir)) > 0
+	})
+	if !running || !errors.Is(err, context.Canceled) {
+		t.Fatalf("running %v, err = %v; want the build cancelled while it ran\n%s", running, err, log.String())
+	}
+	if left := procsIn(t, dir); len(left) > 0 {
+		t.Errorf("processes left after cancel: %q", left)
+	}
+	log = syncBuffer{}
+	res, err := m.Build(context.Background(), &log)
+	if err != nil || res.Via != ViaDirect {
+		t.Fatalf("build after cancel: via %q, %v\n%s", res.Via, err, log.String())
+	}
+	checkLikeMake(t, "after cancel", m, res.KO)
 }

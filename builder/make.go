@@ -127,17 +127,22 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		out = io.Discard
 	}
 	m.StopVerify() // the build dir is this build's now
-	g, steps := m.fastPath(out)
+	g, direct, steps := m.fastPath(out)
 
 	s := newScanner(dir, out, argValue(m.Args, "RUSTC=", "rustc"), argValue(m.Args, "-C", "the kernel build dir"))
 	before := sourceStamps(dir)
 	// Files are stamped by a coarse clock that may lag behind time.Now.
 	start := time.Now().Add(-20 * time.Millisecond)
 	var env []string
-	if g != nil {
+	via := ""
+	switch {
+	case direct != nil:
+		via, env = ViaDirect, g.Env
+		err = runDirect(ctx, direct, s)
+	case g != nil:
+		via, env = ViaSteps, g.Env
 		err = runSteps(ctx, steps, s)
-		env = g.Env
-	} else {
+	default:
 		env, err = m.runFull(ctx, dir, s)
 	}
 	s.flush()
@@ -157,9 +162,14 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		return Result{}, ctx.Err()
 	}
 	if err != nil {
-		if g == nil {
-			m.setGraph(nil, "", false) // a full make that failed may have left records half-written
+		// A full make that failed may have left records half-written; a
+		// fast build that failed left them as make would have, so read them
+		// again (what failed to read means the full make next time).
+		var g2 *replay.Graph
+		if g != nil {
+			g2, _ = replay.Read(dir, g.Env)
 		}
+		m.setGraph(g2, "", false)
 		return Result{}, s.failure(err)
 	}
 	ko, all, err := builtModule(dir, m.Module)
@@ -168,7 +178,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	}
 	res := Result{KO: ko, Modules: all, Path: PathKbuild}
 	if g != nil {
-		res.Path = PathFast
+		res.Path, res.Via = PathFast, via
 	}
 	m.refresh(ctx, dir, env, g == nil, res, out)
 	return res, nil
@@ -237,15 +247,16 @@ func (m *Make) runFull(ctx context.Context, dir string, out io.Writer) ([]string
 	return env, err
 }
 
-// fastPath returns the records of the last good build and the steps that
-// bring it up to date, or nil when the full make must run (it says why on out).
-func (m *Make) fastPath(out io.Writer) (*replay.Graph, []*exec.Cmd) {
+// fastPath returns the records of the last good build and how to bring it
+// up to date: directly, else through Kbuild's per-module steps; g is nil
+// when the full make must run. It says on out why it did not go directly.
+func (m *Make) fastPath(out io.Writer) (g *replay.Graph, direct *replay.Direct, steps []*exec.Cmd) {
 	m.mu.Lock()
-	g := m.graph
+	g = m.graph
 	off := m.noFast
 	m.mu.Unlock()
 	if g == nil || off {
-		return nil, nil
+		return nil, nil, nil
 	}
 	why := g.Check()
 	steps, err := g.Steps(runtime.NumCPU())
@@ -254,9 +265,23 @@ func (m *Make) fastPath(out io.Writer) (*replay.Graph, []*exec.Cmd) {
 	}
 	if why != "" {
 		fmt.Fprintf(out, "kwatch: full make: %s\n", why)
-		return nil, nil
+		return nil, nil, nil
 	}
-	return g, steps
+	if direct, err = g.Direct(); err != nil {
+		fmt.Fprintf(out, "kwatch: fast path through Kbuild's steps: %v\n", err)
+		return g, nil, steps
+	}
+	return g, direct, nil
+}
+
+// runDirect runs the fast path's recorded commands in one process group.
+func runDirect(ctx context.Context, d *replay.Direct, out io.Writer) error {
+	grp, err := startGroup(ctx)
+	if err != nil {
+		return err
+	}
+	defer grp.stop()
+	return d.Run(ctx, out, grp.run, runtime.NumCPU())
 }
 
 // runSteps runs Kbuild's per-module steps, stopping at the first that fails.

@@ -5,12 +5,13 @@
 // and the environment the top-level make exported to its sub-makes. On a
 // save it first shows that the change is one Kbuild's records cover (a
 // recorded source or header changed; no Kbuild file, no kernel tree, no
-// flag changed, no source came or went), then runs the steps the top-level
-// make would have run next: Makefile.build, modules-check, Makefile.modpost
-// and Makefile.modfinal, with that same environment. Those steps compare the
-// same records and run only the commands the change requires (fixdep,
-// genksyms and the .mod.o compile included), so the result and the records
-// left behind are the ones make leaves.
+// flag changed, no source came or went). Then it runs the recorded commands
+// of what is out of date and what Kbuild's rules run around them (Direct),
+// when the kernel's Kbuild rules are the ones Direct mirrors; else the steps
+// the top-level make would have run next (Steps): Makefile.build,
+// modules-check, Makefile.modpost and Makefile.modfinal, with that same
+// environment. Either way the result and the records left behind are the
+// ones make leaves.
 package replay
 
 import (
@@ -29,9 +30,16 @@ import (
 // Object is what Kbuild recorded about one target (.o, .ko, .mod ...).
 type Object struct {
 	Target string   // absolute path
-	Cmd    string   // the command that built it, as make runs it
+	Cmd    string   // the command that built it, as recorded (make-escaped)
 	Source string   // absolute path of the source compiled into it; "" for links
 	Deps   []string // absolute paths of every file it depends on (headers, kernel config)
+
+	file      string          // the .cmd file
+	key       string          // the target as the record names it (make's $@)
+	raw       string          // the cmd_ line's value exactly as recorded
+	rawSource string          // the source as the record names it (make's $<)
+	wild      map[string]bool // the Deps named through $(wildcard): a missing one is no prerequisite
+	objtool   string          // the objtool a trailing `$@: $(wildcard ...)` line names, if any
 }
 
 // Graph is a module build as Kbuild recorded it, plus the state of every file
@@ -141,31 +149,37 @@ func (g *Graph) readCmd(path string) error {
 		if inDeps {
 			dep, more := strings.CutSuffix(strings.TrimSpace(line), `\`)
 			dep = strings.TrimSpace(dep)
-			if w, ok := strings.CutPrefix(dep, "$(wildcard "); ok {
-				dep = strings.TrimSuffix(w, ")")
-			}
 			if dep != "" {
-				o.Deps = append(o.Deps, g.abs(dep))
+				g.addDep(o, dep)
 			}
 			inDeps = more
 			continue
+		}
+		// gen_objtooldep's line: "$@: $(wildcard $(objtool))".
+		if o != nil {
+			if tool, ok := strings.CutPrefix(line, o.key+": $(wildcard "); ok && strings.HasSuffix(tool, ")") {
+				o.objtool = strings.TrimSuffix(tool, ")")
+				g.addDep(o, line[len(o.key)+2:])
+				continue
+			}
 		}
 		key, val, ok := strings.Cut(line, " := ")
 		if !ok {
 			continue
 		}
 		kind, target, ok := strings.Cut(key, "_")
-		if !ok || (o != nil && g.abs(target) != o.Target) {
+		if !ok || (o != nil && target != o.key) {
 			continue
 		}
 		if o == nil {
-			o = &Object{Target: g.abs(target)}
+			o = &Object{Target: g.abs(target), file: path, key: target, wild: map[string]bool{}}
 		}
 		switch kind {
 		case "cmd":
-			o.Cmd = strings.TrimSpace(val)
+			o.Cmd, o.raw = strings.TrimSpace(val), val
 		case "source":
-			o.Source = g.abs(strings.TrimSpace(val))
+			o.rawSource = strings.TrimSpace(val)
+			o.Source = g.abs(o.rawSource)
 		case "deps":
 			inDeps = strings.HasSuffix(strings.TrimSpace(val), `\`)
 		}
@@ -178,6 +192,20 @@ func (g *Graph) readCmd(path string) error {
 	}
 	g.Objects[o.Target] = o
 	return nil
+}
+
+// addDep adds a dependency as a record names it: a path, or
+// "$(wildcard path)" for one that need not exist.
+func (g *Graph) addDep(o *Object, dep string) {
+	w, wild := strings.CutPrefix(dep, "$(wildcard ")
+	if wild {
+		dep = strings.TrimSuffix(w, ")")
+	}
+	p := g.abs(dep)
+	o.Deps = append(o.Deps, p)
+	if wild {
+		o.wild[p] = true
+	}
 }
 
 // abs resolves a path in a record: commands run in the kernel build dir.

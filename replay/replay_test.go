@@ -9,6 +9,19 @@ import (
 	"time"
 )
 
+// Kbuild takes a word of MAKEFLAGS with an "s" for make -s and one with an
+// "i" for make -i, which adds -n to modpost's command line, so that the next
+// plain make would run modpost again.
+func TestCaptureArgsSetNoFlags(t *testing.T) {
+	for _, arg := range CaptureArgs {
+		for _, w := range strings.Fields(arg)[1:] {
+			if !strings.HasPrefix(w, "--") && strings.ContainsAny(w, "si") {
+				t.Errorf("CaptureArgs word %q reads as make flags to Kbuild", w)
+			}
+		}
+	}
+}
+
 func TestParseEnv(t *testing.T) {
 	outer := "MAKELEVEL=0\x00PWD=/src\x00MAKEFLAGS=rR -j2 --jobserver-auth=3,4\x00\x00"
 	inner := "PWD=/k\x00MAKELEVEL=1\x00abs_objtree=/k\x00" +

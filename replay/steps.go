@@ -15,10 +15,13 @@ import (
 // file descriptor CaptureFD (NUL-separated, each dump ended by an empty
 // entry). The target's name starts with a dot so it never becomes a
 // makefile's default goal, and .DEFAULT_GOAL is reset for the same reason.
+// Kbuild reads the words of MAKEFLAGS that do not start with "--" as
+// single-letter flags, and the words after an --eval's first space are
+// such words: none may hold an "s" (silent) or an "i" (modpost -n).
 var CaptureArgs = []string{
 	"--eval=.PHONY: .kwatch-env",
 	"--eval=modules: .kwatch-env",
-	`--eval=.kwatch-env: ; @{ env -0; printf '\0'; } >&3`,
+	"--eval=.kwatch-env: ; @{ env -0; head -c1 /dev/zero; } >&3",
 	"--eval=.DEFAULT_GOAL :=",
 }
 
@@ -101,12 +104,18 @@ func splitEscaped(s string) []string {
 }
 
 func lookup(env []string, name string) string {
+	v, _ := lookupOK(env, name)
+	return v
+}
+
+// lookupOK is lookup that tells an empty variable from a missing one.
+func lookupOK(env []string, name string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {
 		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
-			return v
+			return v, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // Steps returns the commands Kbuild's top Makefile runs for `modules` in an
@@ -128,10 +137,16 @@ func (g *Graph) Steps(jobs int) ([]*exec.Cmd, error) {
 	j := "-j" + strconv.Itoa(jobs)
 	return []*exec.Cmd{
 		g.command("MAKE", "make", j, "-f", filepath.Join(scripts, "Makefile.build"), "obj="+extmod, "need-builtin=1", "need-modorder=1"),
-		g.command("CONFIG_SHELL", "sh", filepath.Join(scripts, "modules-check.sh"), filepath.Join(extmod, "modules.order")),
+		g.modulesCheck(),
 		g.command("MAKE", "make", j, "-f", filepath.Join(scripts, "Makefile.modpost")),
 		g.command("MAKE", "make", j, "-f", filepath.Join(scripts, "Makefile.modfinal")),
 	}, nil
+}
+
+// modulesCheck is the top Makefile's modules_check, which runs before modpost.
+func (g *Graph) modulesCheck() *exec.Cmd {
+	return g.command("CONFIG_SHELL", "sh", filepath.Join(lookup(g.Env, "abs_srctree"), "scripts", "modules-check.sh"),
+		filepath.Join(lookup(g.Env, "KBUILD_EXTMOD"), "modules.order"))
 }
 
 // command runs the program make's variable names (def if unset) in the

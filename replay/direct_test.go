@@ -1,0 +1,149 @@
+package replay
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestUnescape(t *testing.T) {
+	tests := []struct{ raw, want, err string }{
+		{"gcc -DX=$(pound)1 -c a.c", "gcc -DX=#1 -c a.c", ""},
+		{`awk '!x[$$0]++'`, `awk '!x[$0]++'`, ""},
+		{"echo $$$$", "echo $$", ""},
+		{"gcc $(CC)", "", "make reference"},
+	}
+	for _, tt := range tests {
+		got, err := unescape(tt.raw)
+		if got != tt.want || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("unescape(%q) = %q, %v; want %q, %q", tt.raw, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+// The recipe lines are make's expansion of Kbuild's cmd_and_fixdep and
+// cmd_and_savecmd, as `make V=1` prints them (less the echo and the traps).
+func TestRecipeLines(t *testing.T) {
+	o := &Object{key: "/m/a,b.o", raw: ` gcc -DX=$(pound)1 -DN='"a"' -c -o /m/a,b.o /m/a,b.c`}
+	if got, want := andFixdep(o), ` gcc -DX=#1 -DN='"a"' -c -o /m/a,b.o /m/a,b.c; scripts/basic/fixdep /m/.a_b.o.d /m/a,b.o `+
+		`' gcc -DX=$(pound)1 -DN='\''"a"'\'' -c -o /m/a,b.o /m/a,b.c' > /m/.a,b.o.cmd; rm -f /m/.a_b.o.d`; got != want {
+		t.Errorf("andFixdep:\n got %s\nwant %s", got, want)
+	}
+	o = &Object{key: "modules.order", raw: "{   echo a.ko; :; } > modules.order"}
+	if got, want := andSavecmd(o), `{   echo a.ko; :; } > modules.order; printf '%s\n' 'cmd_modules.order := {   echo a.ko; :; } > modules.order' > ./.modules.order.cmd`; got != want {
+		t.Errorf("andSavecmd:\n got %s\nwant %s", got, want)
+	}
+}
+
+// fakeKbuild lays out a kernel tree whose scripts hold the rules Direct
+// mirrors, and the env make would export for it.
+func fakeKbuild(t *testing.T, objtree string, env []string) []string {
+	t.Helper()
+	for name, texts := range mirrored {
+		p := filepath.Join(objtree, "scripts", name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(strings.Join(texts, "\n\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(objtree, "include/config"), 0o755)
+	if err := os.WriteFile(filepath.Join(objtree, "include/config/auto.conf"), []byte("#\nCONFIG_MODVERSIONS=y\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return append(env, "srctree="+objtree, "objtree=.", "NM=nm", "CPP=gcc -E", "CC=gcc")
+}
+
+func TestDirect(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(t *testing.T, dir, objtree string) []string // extra env
+		want   string                                           // "" = Direct builds
+	}{
+		{"Linux 6.1 rules", nil, ""},
+		{"other rules", func(t *testing.T, _, objtree string) []string {
+			p := filepath.Join(objtree, "scripts/Makefile.build")
+			data, _ := os.ReadFile(p)
+			os.WriteFile(p, []byte(strings.Replace(string(data), "check-local-export", "check-export", 1)), 0o644)
+			return nil
+		}, "scripts/Makefile.build differs"},
+		{"trimmed symbols", func(t *testing.T, _, objtree string) []string {
+			os.WriteFile(filepath.Join(objtree, "include/config/auto.conf"), []byte("#\nCONFIG_TRIM_UNUSED_KSYMS=y\n"), 0o644)
+			return nil
+		}, "the kernel has CONFIG_TRIM_UNUSED_KSYMS"},
+		{"make C=1", func(*testing.T, string, string) []string { return []string{"KBUILD_CHECKSRC=1"} }, "make runs with KBUILD_CHECKSRC=1"},
+		{"unknown record", func(t *testing.T, dir, _ string) []string {
+			os.WriteFile(filepath.Join(dir, ".a.s.cmd"), []byte("cmd_"+dir+"/a.s := gcc -S\n"), 0o644)
+			return nil
+		}, "no direct rule for a.s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, objtree, env := fakeBuild(t)
+			env = fakeKbuild(t, objtree, env)
+			for name, content := range map[string]string{
+				".Module.symvers.cmd": "cmd_DIR/Module.symvers := sed 's/ko$$/o/' DIR/modules.order | scripts/mod/modpost -T -\n",
+				".modules.order.cmd":  "cmd_DIR/modules.order := {   echo DIR/m.ko; :; } > DIR/modules.order\n",
+				".m.mod.o.cmd":        "cmd_DIR/m.mod.o := gcc -c -o DIR/m.mod.o DIR/m.mod.c\n\nsource_DIR/m.mod.o := DIR/m.mod.c\n",
+				".m.ko.cmd":           "cmd_DIR/m.ko := ld -r -T scripts/module.lds -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
+				".m.o.cmd":            "cmd_DIR/m.o := ld -r -o DIR/m.o @DIR/m.mod\n",
+				".m.mod.cmd":          "cmd_DIR/m.mod := printf '%s\\n' a.o > DIR/m.mod\n",
+				"m.mod":               "DIR/a.o\n",
+			} {
+				os.WriteFile(filepath.Join(dir, name), []byte(strings.ReplaceAll(content, "DIR", dir)), 0o644)
+			}
+			// a.o's command runs objtool: its record names it too.
+			f, _ := os.OpenFile(filepath.Join(dir, ".a.o.cmd"), os.O_APPEND|os.O_WRONLY, 0)
+			f.WriteString("\n" + dir + "/a.o: $(wildcard ./tools/objtool/objtool)\n")
+			f.Close()
+			if tt.change != nil {
+				env = append(env, tt.change(t, dir, objtree)...)
+			}
+			g, err := Read(dir, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := g.Direct()
+			if tt.want == "" {
+				if err != nil || len(d.compiles) != 1 || len(d.links) != 1 || len(d.modules) != 1 || d.btf != "" || !d.modversion {
+					t.Errorf("Direct() = %+v, %v", d, err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Direct() error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestOutdated(t *testing.T) {
+	dir := t.TempDir()
+	old, now := time.Now().Add(-time.Hour), time.Now()
+	file := func(name string, mtime time.Time) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, nil, 0o644)
+		os.Chtimes(p, mtime, mtime)
+		return p
+	}
+	target := file("a.o", now)
+	o := &Object{Target: target, wild: map[string]bool{filepath.Join(dir, "gone-wild.h"): true}}
+	tests := []struct {
+		name    string
+		prereqs []string
+		want    bool
+	}{
+		{"older prerequisites", []string{file("a.c", old), file("a.h", old)}, false},
+		{"a newer prerequisite", []string{file("b.c", old), file("b.h", now.Add(time.Second))}, true},
+		{"as old as the target", []string{file("c.c", now)}, false},
+		{"a missing wildcard prerequisite", []string{filepath.Join(dir, "gone-wild.h")}, false},
+		{"a missing prerequisite", []string{filepath.Join(dir, "gone.h")}, true},
+	}
+	for _, tt := range tests {
+		if got := (&Direct{}).outdated(o, tt.prereqs); got != tt.want {
+			t.Errorf("%s: outdated = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if !(&Direct{}).outdated(&Object{Target: filepath.Join(dir, "missing.o")}, nil) {
+		t.Error("a missing target is not outdated")
+	}
+}
