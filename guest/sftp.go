@@ -14,8 +14,8 @@ import (
 )
 
 // Upload copies the local file into this connection's private directory in
-// the guest, as name, and returns its path there. It writes a temporary file
-// and renames it over name, so the guest never sees a half-written file.
+// the guest, as name, and returns its path there, over the connection's
+// SFTP session (kept between uploads).
 //
 // The directory is made fresh (mktemp -d) on first use and checked before
 // every upload: a directory at a fixed path such as /tmp/kwatch could be
@@ -35,24 +35,21 @@ func (c *Client) Upload(ctx context.Context, local, name string) (remote string,
 			err = fmt.Errorf("uploading %s: %w", local, ctx.Err())
 		}
 	}()
-	sc, done, err := c.sftp(ctx)
+	sc, release, err := c.sftp(ctx)
 	if err != nil {
 		return "", 0, err
 	}
-	defer done()
+	defer func() { release(err) }()
 	dir, err := c.privateDir(ctx, sc)
 	if err != nil {
 		return "", 0, err
 	}
+	// Written in place: no one else can reach the private directory, and
+	// kwatch loads a module only after its upload succeeded.
 	remote = path.Join(dir, name)
-	tmp := remote + ".kwatch-tmp"
-	c.created(name, name+".kwatch-tmp")
-	n, err := write(sc, tmp, f)
-	if err == nil {
-		err = replace(sc, tmp, remote)
-	}
+	c.created(name)
+	n, err := write(sc, remote, f)
 	if err != nil {
-		sc.Remove(tmp)
 		return "", 0, fmt.Errorf("uploading %s to %s in the guest: %w", local, remote, err)
 	}
 	return remote, n, nil
@@ -60,17 +57,17 @@ func (c *Client) Upload(ctx context.Context, local, name string) (remote string,
 
 // RemoveUploads removes the private upload directory with the files Upload
 // put there, and nothing else: call it when done with the guest.
-func (c *Client) RemoveUploads(ctx context.Context) error {
+func (c *Client) RemoveUploads(ctx context.Context) (err error) {
 	c.dirMu.Lock()
 	defer c.dirMu.Unlock()
 	if c.dir == "" {
 		return nil
 	}
-	sc, done, err := c.sftp(ctx)
+	sc, release, err := c.sftp(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer func() { release(err) }()
 	if err := checkPrivate(sc, c.dir, c.dirUID); err != nil {
 		if errors.Is(err, fs.ErrNotExist) { // the guest rebooted since
 			c.dir, c.files = "", nil
@@ -90,18 +87,47 @@ func (c *Client) RemoveUploads(ctx context.Context) error {
 	return nil
 }
 
-// sftp starts an SFTP session. Call done once finished with it.
-func (c *Client) sftp(ctx context.Context) (sc *sftp.Client, done func(), err error) {
-	s, conn, err := c.session(ctx)
+// sftp returns the connection's SFTP session, starting one when there is
+// none (three round trips: the channel, the subsystem, SFTP's version) or
+// the connection changed. Uses are one at a time: call release when done,
+// with the use's error; a failed or cancelled use ends the session, so the
+// next use starts afresh.
+func (c *Client) sftp(ctx context.Context) (sc *sftp.Client, release func(error), err error) {
+	c.sftpMu.Lock()
+	conn, err := c.connect(ctx)
 	if err != nil {
+		c.sftpMu.Unlock()
 		return nil, nil, err
 	}
+	if c.sftpc != nil && c.sftpConn != conn {
+		c.endSFTP()
+	}
+	if c.sftpc == nil {
+		if err := c.startSFTP(ctx); err != nil {
+			c.sftpMu.Unlock()
+			return nil, nil, err
+		}
+	}
 	// Ending the session makes pending SFTP requests fail: the only way to interrupt them.
-	stop := c.cancelSession(ctx, conn, s)
-	fail := func(err error) (*sftp.Client, func(), error) {
+	stop := c.cancelSession(ctx, c.sftpConn, c.sftpSession)
+	return c.sftpc, func(err error) {
 		stop()
+		if err != nil || ctx.Err() != nil {
+			c.endSFTP()
+		}
+		c.sftpMu.Unlock()
+	}, nil
+}
+
+// startSFTP starts an SFTP session on a new channel; the caller holds sftpMu.
+func (c *Client) startSFTP(ctx context.Context) error {
+	s, conn, err := c.session(ctx)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
 		s.Close()
-		return nil, nil, fmt.Errorf("starting sftp on %s: %w", c.who(), err)
+		return fmt.Errorf("starting sftp on %s: %w", c.who(), err)
 	}
 	w, err := s.StdinPipe()
 	if err != nil {
@@ -114,15 +140,24 @@ func (c *Client) sftp(ctx context.Context) (sc *sftp.Client, done func(), err er
 	if err := s.RequestSubsystem("sftp"); err != nil {
 		return fail(fmt.Errorf("is an sftp-server installed in the guest? %w", err))
 	}
-	sc, err = sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
+	// A guest that stops answering must not hang the start: end the channel with ctx.
+	stop := c.cancelSession(ctx, conn, s)
+	sc, err := sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
+	stop()
 	if err != nil {
 		return fail(err)
 	}
-	return sc, func() {
-		sc.Close()
-		stop()
-		s.Close()
-	}, nil
+	c.sftpc, c.sftpConn, c.sftpSession = sc, conn, s
+	return nil
+}
+
+// endSFTP ends the SFTP session, if any; the caller holds sftpMu.
+func (c *Client) endSFTP() {
+	if c.sftpc != nil {
+		c.sftpc.Close()
+		c.sftpSession.Close()
+		c.sftpc, c.sftpConn, c.sftpSession = nil, nil, nil
+	}
 }
 
 // privateDir returns the upload directory, making a new one when there is
@@ -197,16 +232,4 @@ func write(sc *sftp.Client, remotePath string, f *os.File) (int64, error) {
 	}
 	n, err := dst.ReadFrom(f)
 	return n, errors.Join(err, dst.Close())
-}
-
-// replace renames from over to. Plain SFTP rename refuses to overwrite, so
-// without the posix-rename extension the old file is removed first.
-func replace(sc *sftp.Client, from, to string) error {
-	if _, ok := sc.HasExtension("posix-rename@openssh.com"); ok {
-		return sc.PosixRename(from, to)
-	}
-	if err := sc.Remove(to); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return sc.Rename(from, to)
 }

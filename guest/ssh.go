@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -73,6 +74,12 @@ type Client struct {
 	conn      *ssh.Client // nil while disconnected
 	closed    bool
 	connected bool // a connection succeeded once
+
+	// The connection's SFTP session, kept between uploads (see sftp).
+	sftpMu      sync.Mutex
+	sftpc       *sftp.Client
+	sftpConn    *ssh.Client
+	sftpSession *ssh.Session
 
 	// The private upload directory (see Upload), its owner and what Upload put there.
 	dirMu  sync.Mutex

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
@@ -612,7 +613,10 @@ func TestUpload(t *testing.T) {
 	c := dial(t, cfg)
 	ctx := testContext(t)
 	dir := t.TempDir()
-	var remote string
+	var (
+		remote string
+		first  *sftp.Client
+	)
 	for i, size := range []int{3 << 20, 1000} { // the second replaces the first
 		local := filepath.Join(dir, "hello.ko")
 		content := bytes.Repeat([]byte{byte(i + 1), 2, 3, 4, 5, 6, 7}, size/7)
@@ -625,6 +629,11 @@ func TestUpload(t *testing.T) {
 		}
 		if remote != "" && r != remote {
 			t.Errorf("second upload went to %s, the first to %s", r, remote)
+		}
+		if i == 0 {
+			first = c.sftpc
+		} else if c.sftpc != first {
+			t.Error("the second upload started a new SFTP session: uploads keep the connection's one")
 		}
 		remote = r
 		if n != int64(len(content)) {
@@ -639,8 +648,14 @@ func TestUpload(t *testing.T) {
 	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
 		t.Fatalf("upload dir %s: %v, %v; want a root-owned directory of mode 0700", filepath.Dir(remote), fi.Mode(), err)
 	}
-	if _, err := os.Stat(remote + ".kwatch-tmp"); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("temporary file left behind: %v", err)
+	// A cancelled upload ends the kept SFTP session; the next one starts anew.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := c.Upload(cctx, filepath.Join(dir, "hello.ko"), "hello.ko"); err == nil {
+		t.Error("an upload with a cancelled context succeeded")
+	}
+	if _, _, err := c.Upload(ctx, filepath.Join(dir, "hello.ko"), "hello.ko"); err != nil {
+		t.Errorf("the upload after a cancelled one: %v", err)
 	}
 	for _, name := range []string{"missing.ko", "../x.ko"} {
 		if _, _, err := c.Upload(ctx, filepath.Join(dir, name), name); err == nil || !strings.Contains(err.Error(), name) {
