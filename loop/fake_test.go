@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -357,6 +358,16 @@ func (b *fakeBuilder) BeginVerify(ctx context.Context) func() (*builder.Mismatch
 	return func() (*builder.Mismatch, error) { return b.check(ctx) }
 }
 
+// waitBegun waits until the loop began a step of kind ("build" or "check").
+func (b *fakeBuilder) waitBegun(t *testing.T, kind string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(b.order(), kind); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop never began a %s; it began %q", kind, b.order())
+		}
+	}
+}
+
 func (b *fakeBuilder) order() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -501,7 +512,8 @@ func newRig(t *testing.T, managed bool, steps ...buildStep) *rig {
 	// module's messages would otherwise count as history.
 	r.builder.before = r.guest.waitAttached
 	r.cfg = Config{Dir: r.dir, Builder: r.builder, Guest: r.guest, Report: r.events,
-		BuildLog: io.Discard, StateDir: t.TempDir(), tickEvery: 10 * time.Millisecond}
+		BuildLog: io.Discard, StateDir: t.TempDir(), tickEvery: 10 * time.Millisecond,
+		idleAfter: 20 * time.Millisecond}
 	if len(steps) == 0 {
 		r.builder.steps = []buildStep{r.ko("hello")}
 	}

@@ -13,9 +13,9 @@ type verifier interface {
 	BeginVerify(ctx context.Context) func() (*builder.Mismatch, error)
 }
 
-// netCheck runs the builder's correctness net in the background after a
-// fast build, while the guest is idle (a new build stops it), and sends
-// what it found, if anything, on found.
+// netCheck runs the builder's correctness net in the background once the
+// guest is idle after a fast build (a new build stops it), and sends what it
+// found, if anything, on found.
 type netCheck struct {
 	found  chan *builder.Mismatch
 	ctx    context.Context

@@ -12,6 +12,9 @@ import (
 const (
 	// How often the watch loop looks after the guest and a held module.
 	tickEvery = time.Second
+	// How long without a save makes the guest idle, so that the correctness
+	// net's full make may run.
+	idleAfter = 2 * time.Second
 	// stepTimeout bounds one step of a reload (a check, the upload, the
 	// rmmod+insmod), so a guest that hangs mid-reload ends in an error.
 	stepTimeout = time.Minute

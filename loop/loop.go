@@ -42,6 +42,7 @@ type Config struct {
 	ConfigChanged func(ctx context.Context) error
 
 	tickEvery time.Duration // how often the guest is looked after; tests shorten it
+	idleAfter time.Duration // how long without a save makes the guest idle; tests shorten it
 }
 
 type loop struct {
@@ -133,6 +134,8 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 		configDirty bool
 		tick        = time.NewTicker(cmp.Or(l.cfg.tickEvery, tickEvery))
 		net         = newNetCheck(ctx)
+		netDue      time.Time      // when to check the last fast build; zero: nothing to check
+		netRes      builder.Result // that build
 	)
 	defer tick.Stop()
 	defer net.stop()
@@ -163,12 +166,19 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 				configDirty = true
 			}
 			pending = true
+			netDue = time.Time{} // that build is about to be replaced
 			if building {
 				// The newest sources win: stop the running build and start over.
 				cancelBuild()
 			}
 		case <-tick.C:
 			l.tick(ctx, building)
+			if !netDue.IsZero() && !building && !pending && time.Now().After(netDue) {
+				// Begun here, on the loop's goroutine: the next build, which
+				// stops the check, cannot start before it.
+				netDue = time.Time{}
+				net.start(l.cfg.Builder, netRes, l.error)
+			}
 		case mm := <-net.found:
 			l.fastPathWrong(ctx, mm, building)
 		case d := <-done:
@@ -180,7 +190,11 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 					continue // sources changed since this build started
 				}
 				l.deploy(ctx, d.res, d.took, d.start)
-				net.start(l.cfg.Builder, d.res, l.error)
+				if d.res.Path == builder.PathFast {
+					// The correctness net waits until the guest is idle:
+					// its full make would compete with the next save's build.
+					netDue, netRes = time.Now().Add(cmp.Or(l.cfg.idleAfter, idleAfter)), d.res
+				}
 			case errors.Is(d.err, context.Canceled):
 			case errors.Is(d.err, builder.ErrSourcesChanged):
 				pending = true // the batch with the change may still be on its way
