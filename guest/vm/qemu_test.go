@@ -282,12 +282,12 @@ func TestQEMUAutoAccel(t *testing.T) {
 
 func TestCompareVersions(t *testing.T) {
 	sorted := []string{
-		"/boot/vmlinuz-5.10.0-9-amd64",
-		"/boot/vmlinuz-6.1.0-9-amd64",
-		"/boot/vmlinuz-6.1.0-10-amd64",
-		"/boot/vmlinuz-6.1.0-57-amd64",
-		"/boot/vmlinuz-6.12.48+deb12-amd64",
-		"/boot/vmlinuz-6.12.57+deb12-amd64",
+		"vmlinuz-5.10.0-9-amd64",
+		"vmlinuz-6.1.0-9-amd64",
+		"vmlinuz-6.1.0-10-amd64",
+		"vmlinuz-6.1.0-57-amd64",
+		"vmlinuz-6.12.48+deb12-amd64",
+		"vmlinuz-6.12.57+deb12-amd64",
 	}
 	for i := range sorted {
 		for j := range sorted {
