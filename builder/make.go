@@ -51,6 +51,7 @@ type Make struct {
 	lastKO   string        // the last good build's module
 	lastFast bool          // whether the fast path built it
 	net      *netRun       // the correctness net's check (BeginVerify)
+	settled  chan struct{} // closed once the last build's records are written and read
 
 	owned     map[string]string // editor files kwatch wrote: path -> content hash
 	leftAlone map[string]bool   // editor files kwatch said it leaves alone
@@ -126,6 +127,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	if out == nil {
 		out = io.Discard
 	}
+	m.Settle()
 	m.StopVerify() // the build dir is this build's now
 	g, direct, steps := m.fastPath(out)
 
@@ -146,7 +148,15 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		env, err = m.runFull(ctx, dir, s)
 	}
 	s.flush()
-	if !maps.Equal(before, sourceStamps(dir)) {
+	changed := !maps.Equal(before, sourceStamps(dir))
+	// A direct build leaves the records of what it made for later (see
+	// replay.Direct.Finish): a good build hands that on below; any other
+	// outcome writes them now, before anything reads them.
+	if direct != nil && (changed || err != nil || ctx.Err() != nil) {
+		finishDirect(ctx, direct, s)
+		direct = nil
+	}
+	if changed {
 		// An object compiled from a source that was rewritten while the
 		// compiler ran is newer than that source, so make would keep it:
 		// remove what this build wrote so the next one compiles it again.
@@ -174,14 +184,46 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	}
 	ko, all, err := builtModule(dir, m.Module)
 	if err != nil {
+		if direct != nil {
+			finishDirect(ctx, direct, s)
+		}
 		return Result{}, err
 	}
 	res := Result{KO: ko, Modules: all, Path: PathKbuild}
 	if g != nil {
 		res.Path, res.Via = PathFast, via
 	}
-	m.refresh(ctx, dir, env, g == nil, res, out)
+	if direct == nil {
+		m.refresh(ctx, dir, env, g == nil, res, out)
+		return res, nil
+	}
+	// The module is ready: the records Run left for later are written, and
+	// read for the next build, while it is uploaded and loaded.
+	settled := make(chan struct{})
+	m.mu.Lock()
+	m.settled = settled
+	m.mu.Unlock()
+	go func() {
+		defer close(settled)
+		if err := finishDirect(ctx, direct, out); err != nil {
+			fmt.Fprintf(out, "kwatch: %v\n", err)
+			m.setGraph(nil, "", false)
+			return
+		}
+		m.refresh(ctx, dir, env, false, res, out)
+	}()
 	return res, nil
+}
+
+// Settle waits until the last build's records are all written and read
+// (see replay.Direct.Finish): Kbuild's state is then what make leaves.
+func (m *Make) Settle() {
+	m.mu.Lock()
+	settled := m.settled
+	m.mu.Unlock()
+	if settled != nil {
+		<-settled
+	}
 }
 
 // builtModule returns the module a successful make built in dir: the one
@@ -282,6 +324,18 @@ func runDirect(ctx context.Context, d *replay.Direct, out io.Writer) error {
 	}
 	defer grp.stop()
 	return d.Run(ctx, out, grp.run, runtime.NumCPU())
+}
+
+// finishDirect writes the records a direct build left for later, in a
+// process group of its own: the build's context may be over already, and
+// the records are short work that must not be cut off halfway.
+func finishDirect(ctx context.Context, d *replay.Direct, out io.Writer) error {
+	grp, err := startGroup(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	defer grp.stop()
+	return d.Finish(out, grp.run)
 }
 
 // runSteps runs Kbuild's per-module steps, stopping at the first that fails.

@@ -51,6 +51,7 @@ type netRun struct {
 // starts after BeginVerify returns stops the check, even one that has not
 // begun, so their makes never share the dir.
 func (m *Make) BeginVerify(ctx context.Context) func() (*Mismatch, error) {
+	m.Settle()
 	m.StopVerify()
 	m.mu.Lock()
 	defer m.mu.Unlock()

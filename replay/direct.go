@@ -38,6 +38,7 @@ type Direct struct {
 
 	mu     sync.Mutex
 	checks []*checkRun // the checks running alongside the build
+	later  []recipe    // record-only lines left for Finish
 }
 
 type module struct {
@@ -247,14 +248,24 @@ type recipe struct {
 	// then runs after lines, for the rule's steps that depend on what
 	// lines made; it returns the lines they need run.
 	then func() ([]string, error)
+	// record is a line that only writes the target's record (.NAME.cmd),
+	// which nothing later in the build reads: it is left for Finish, after
+	// the module was handed on.
+	record string
 }
 
 // andFixdep is Kbuild's cmd_and_fixdep: the command, then fixdep turns the
 // compiler's dependency file into the target's record.
 func andFixdep(o *Object) string {
 	cmd, _ := unescape(o.raw)
+	return cmd + "; " + fixdep(o)
+}
+
+// fixdep is cmd_and_fixdep's second half: the target's record from the
+// compiler's dependency file.
+func fixdep(o *Object) string {
 	dep := depfile(o.key)
-	return cmd + "; scripts/basic/fixdep " + dep + " " + o.key + " '" + escsq(o.raw) + "' > " + dotTarget(o.key) + ".cmd; rm -f " + dep
+	return "scripts/basic/fixdep " + dep + " " + o.key + " '" + escsq(o.raw) + "' > " + dotTarget(o.key) + ".cmd; rm -f " + dep
 }
 
 // andSavecmd is Kbuild's cmd_and_savecmd: the command, then its record.
@@ -281,7 +292,12 @@ func (d *Direct) objtoolDep(o *Object) error {
 // (if_changed_dep,rustc_o_rs).
 func (d *Direct) compile(o *Object) recipe {
 	if strings.HasSuffix(o.Source, ".rs") {
-		return recipe{o: o, echo: "RUSTC [M] " + o.key, lines: []string{andFixdep(o)}}
+		// fixdep scans every file rustc's dep-info names for CONFIG_
+		// symbols, the kernel crate's tens of MB of .rmeta among them:
+		// longer than rustc itself, and nothing in the build reads its
+		// output, so it is left for Finish.
+		cmd, _ := unescape(o.raw)
+		return recipe{o: o, echo: "RUSTC [M] " + o.key, lines: []string{cmd}, record: fixdep(o)}
 	}
 	return recipe{o: o, echo: "CC [M]  " + o.key, lines: []string{andFixdep(o)},
 		check: d.srctree + "/scripts/check-local-export " + o.key,
@@ -340,6 +356,25 @@ func (d *Direct) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 		}
 	}
 	return err
+}
+
+// Finish writes the records Run left for later (see recipe.record), so that
+// Kbuild's state is what make leaves. Call it once Run succeeded, also when
+// the build is over: a target whose record failed is removed, so that the
+// next build remakes it.
+func (d *Direct) Finish(out io.Writer, run func(*exec.Cmd) error) error {
+	d.mu.Lock()
+	later := d.later
+	d.later = nil
+	d.mu.Unlock()
+	var errs []error
+	for _, r := range later {
+		if err := run(d.shell(r.record, out)); err != nil {
+			os.Remove(r.o.Target)
+			errs = append(errs, fmt.Errorf("writing the record of %s: %w", r.o.key, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (d *Direct) run(ctx context.Context, out io.Writer, run func(*exec.Cmd) error, jobs int) error {
@@ -505,6 +540,11 @@ func (d *Direct) do(ctx context.Context, r recipe, out io.Writer, run func(*exec
 	}
 	if r.check != "" {
 		d.background(d.shell(r.check, nil), r.o.Target, run)
+	}
+	if r.record != "" {
+		d.mu.Lock()
+		d.later = append(d.later, r)
+		d.mu.Unlock()
 	}
 	if r.then == nil {
 		return nil
