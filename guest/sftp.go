@@ -103,7 +103,13 @@ func (c *Client) sftp(ctx context.Context) (sc *sftp.Client, release func(error)
 		c.endSFTP()
 	}
 	if c.sftpc == nil {
-		if err := c.startSFTP(ctx); err != nil {
+		// dropbear sometimes ends a session whose subsystem request comes
+		// right after another session was cancelled (seen 1 in 15): once more.
+		err := c.startSFTP(ctx)
+		if err != nil && ctx.Err() == nil {
+			err = c.startSFTP(ctx)
+		}
+		if err != nil {
 			c.sftpMu.Unlock()
 			return nil, nil, err
 		}
