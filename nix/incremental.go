@@ -39,7 +39,9 @@ func (b *Incremental) Build(ctx context.Context, out io.Writer) (builder.Result,
 		return builder.Result{}, &builder.Error{Err: fmt.Errorf("getting the module's build environment: %w", err)}
 	}
 	mk := b.make(env)
-	// The correctness net's make reads the sources syncTree rewrites.
+	// The last build's late records (fixdep reads the sources) and the
+	// correctness net's make both read the sources syncTree rewrites.
+	mk.Settle()
 	mk.StopVerify()
 	if err := syncTree(b.Src, b.BuildDir); err != nil {
 		return builder.Result{}, err
