@@ -392,7 +392,10 @@ func TestOldVMGetsGDBSocketOnce(t *testing.T) {
 func TestGDBInteractive(t *testing.T) {
 	needGuest(t)
 	dir := loadKwgdb(t)
-	cmd := exec.Command("script", "-qec", strings.Join(append(append([]string{kwatchBin, "gdb"}, vmArgs(e2eState)...), dir), " "), "/dev/null")
+	// exec: script runs the command with $SHELL -c, and a shell that stays
+	// (dash does) dies of the first ^C: script would report its death.
+	line := strings.Join(append(append([]string{"exec", kwatchBin, "gdb"}, vmArgs(e2eState)...), dir), " ")
+	cmd := exec.Command("script", "-qec", line, "/dev/null")
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
