@@ -913,7 +913,8 @@ func onTerminal(t *testing.T, input string, args ...string) (string, int) {
 	for i, a := range args {
 		quoted[i] = guest.Quote(a)
 	}
-	cmd := exec.Command("script", "-qec", strings.Join(quoted, " "), "/dev/null")
+	// exec, so that kwatch is script's child whatever $SHELL is.
+	cmd := exec.Command("script", "-qec", "exec "+strings.Join(quoted, " "), "/dev/null")
 	cmd.Stdin = strings.NewReader(input)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
