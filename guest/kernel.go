@@ -26,7 +26,9 @@ func (c *Client) Identify(ctx context.Context) (release, bootID string, err erro
 
 // Tainted returns the guest kernel's taint flags (/proc/sys/kernel/tainted).
 func (c *Client) Tainted(ctx context.Context) (uint64, error) {
-	out, _, exit, err := c.Run(ctx, "cat /proc/sys/kernel/tainted")
+	// read is the shell's own: no process started. It fails on the missing
+	// newline (a sysctl read a byte at a time ends after the digits).
+	out, exit, err := c.script(ctx, "read t </proc/sys/kernel/tainted; echo $t")
 	if err != nil {
 		return 0, err
 	}

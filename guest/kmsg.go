@@ -99,12 +99,12 @@ func deliver(r io.Reader, next uint64, fn func(kmsg.Record)) (uint64, error) {
 // WriteKmsg writes msg to the guest's kernel log, at level notice. The
 // caller can wait for it in StreamKmsg to know the stream caught up.
 func (c *Client) WriteKmsg(ctx context.Context, msg string) error {
-	_, stderr, exit, err := c.Run(ctx, "printf '%s\\n' "+Quote("<5>"+msg)+" >/dev/kmsg")
+	out, exit, err := c.script(ctx, "printf '%s\\n' "+Quote("<5>"+msg)+" >/dev/kmsg")
 	if err != nil {
 		return err
 	}
 	if exit != 0 {
-		return fmt.Errorf("writing to the guest's /dev/kmsg: %s", strings.TrimSpace(string(stderr)))
+		return fmt.Errorf("writing to the guest's /dev/kmsg: %s", strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -24,25 +24,28 @@ type ReloadResult struct {
 // reported in the result.
 func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []string) (res ReloadResult, err error) {
 	defer func(start time.Time) { res.Took = time.Since(start) }(time.Now())
-	// One round trip: each command costs a session on the connection, and
-	// reload latency is what kwatch is about.
+	// One script in the kept shell, and no process but rmmod and insmod:
+	// reload latency is what kwatch is about. A loaded module has an
+	// initstate in sysfs (a built-in one has not); /proc/modules is read only
+	// where sysfs is not mounted.
 	insmod := "insmod " + Quote(remoteKO)
 	for _, p := range params {
 		insmod += " " + Quote(p)
 	}
 	mod := Quote(strings.ReplaceAll(name, "-", "_"))
-	script := fmt.Sprintf("if grep -q \"^\"%s\" \" /proc/modules; then rmmod %s || exit %d; echo %s; fi; exec %s",
-		mod, mod, rmmodFailed, unloadedMark, insmod)
-	stdout, stderr, exit, err := c.Run(ctx, script)
+	loaded := fmt.Sprintf("[ -e /sys/module/%s/initstate ] || { [ ! -d /sys/module ] && grep -q \"^\"%s\" \" /proc/modules; }", mod, mod)
+	script := fmt.Sprintf("if %s; then rmmod %s || exit %d; echo %s; fi; exec %s",
+		loaded, mod, rmmodFailed, unloadedMark, insmod)
+	out, exit, err := c.script(ctx, script)
 	if err != nil {
 		return res, err
 	}
-	res.Unloaded = strings.Contains(string(stdout), unloadedMark)
+	res.Unloaded = strings.Contains(string(out), unloadedMark)
 	switch {
 	case exit == rmmodFailed:
-		res.UnloadErr = failure(stdout, stderr, "rmmod "+name, exit)
+		res.UnloadErr = failure(out, "rmmod "+name, exit)
 	case exit != 0:
-		res.LoadErr = failure(stdout, stderr, insmod, exit)
+		res.LoadErr = failure(out, insmod, exit)
 	}
 	return res, nil
 }
@@ -52,10 +55,9 @@ const (
 	unloadedMark = "kwatch-unloaded"
 )
 
-// failure is a failed command's error output, or a line naming it when it printed nothing.
-func failure(stdout, stderr []byte, cmd string, exit int) string {
-	out := strings.ReplaceAll(string(stderr)+string(stdout), unloadedMark, "")
-	if msg := strings.TrimSpace(out); msg != "" {
+// failure is a failed command's output, or a line naming it when it printed nothing.
+func failure(out []byte, cmd string, exit int) string {
+	if msg := strings.TrimSpace(strings.ReplaceAll(string(out), unloadedMark, "")); msg != "" {
 		return msg
 	}
 	return fmt.Sprintf("%s: exit status %d", cmd, exit)

@@ -81,6 +81,10 @@ type Client struct {
 	sftpConn    *ssh.Client
 	sftpSession *ssh.Session
 
+	// The kept shell for kwatch's own scripts (see script).
+	shellMu sync.Mutex
+	shell   *keptShell
+
 	// The private upload directory (see Upload), its owner and what Upload put there.
 	dirMu  sync.Mutex
 	dir    string

@@ -1,0 +1,141 @@
+package guest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// keptShell is a shell kept open on the connection for kwatch's own short
+// scripts (the taint check, the reload, a log marker), as the SFTP session
+// is kept for uploads. A command of its own costs a session, a fork in the
+// SSH server and a shell started, about 20 ms of every reload under TCG; a
+// script in the kept shell costs one fork. Users' commands and streams keep
+// sessions of their own (Run): they may read stdin, change the shell's
+// state or run for long.
+type keptShell struct {
+	conn  *ssh.Client
+	s     *ssh.Session
+	in    io.WriteCloser
+	out   *bufio.Reader
+	token string // ends each script's output; random, so no output forges it
+	used  bool   // a script ran in it before
+}
+
+// script runs one of kwatch's own short POSIX sh scripts in the kept shell
+// and returns its output (stdout and stderr together) and exit status. The
+// script runs in a subshell, with the same ^C semantics as Run: ctx's end
+// kills it with its processes. While the kept shell is busy (a script that
+// hangs until its ctx ends) a script runs as a command of its own.
+func (c *Client) script(ctx context.Context, script string) (out []byte, exit int, err error) {
+	if !c.shellMu.TryLock() {
+		out, _, exit, err := c.Run(ctx, "(\n"+script+"\n) 2>&1")
+		return out, exit, err
+	}
+	defer c.shellMu.Unlock()
+	for {
+		conn, err := c.connect(ctx)
+		if err != nil {
+			return nil, -1, err
+		}
+		if c.shell != nil && c.shell.conn != conn {
+			c.endShell()
+		}
+		if c.shell == nil {
+			if err := c.startShell(ctx); err != nil {
+				return nil, -1, err
+			}
+		}
+		sh := c.shell
+		reused := sh.used
+		stop := c.cancelSession(ctx, sh.conn, sh.s)
+		out, exit, err := sh.run(script)
+		stop()
+		if err == nil {
+			return out, exit, nil
+		}
+		c.endShell()
+		if ctx.Err() != nil {
+			return nil, -1, ctx.Err()
+		}
+		// A shell that ended since its last script (dropbear ends idle
+		// sessions of a connection it is closing) gets one more try.
+		if !reused || len(out) > 0 {
+			return nil, -1, fmt.Errorf("running a script on %s: %w", c.who(), err)
+		}
+	}
+}
+
+// startShell starts the kept shell; the caller holds shellMu.
+func (c *Client) startShell(ctx context.Context) error {
+	s, conn, err := c.session(ctx)
+	if err != nil {
+		return err
+	}
+	in, err := s.StdinPipe()
+	if err != nil {
+		s.Close()
+		return err
+	}
+	out, err := s.StdoutPipe()
+	if err != nil {
+		s.Close()
+		return err
+	}
+	var token [16]byte
+	rand.Read(token[:])
+	// Its scripts get Run's TERM trap (see killable): cancelSession's
+	// SIGTERM kills a hung script with all its processes.
+	if err := s.Start("exec sh 2>&1"); err != nil {
+		s.Close()
+		return fmt.Errorf("starting a shell on %s: %w", c.who(), err)
+	}
+	if _, err := io.WriteString(in, "trap 'kill -9 0' TERM\n"); err != nil {
+		s.Close()
+		return fmt.Errorf("starting a shell on %s: %w", c.who(), err)
+	}
+	c.shell = &keptShell{conn: conn, s: s, in: in, out: bufio.NewReader(out), token: hex.EncodeToString(token[:])}
+	return nil
+}
+
+// endShell ends the kept shell, if any; the caller holds shellMu.
+func (c *Client) endShell() {
+	if c.shell != nil {
+		c.shell.s.Close()
+		c.shell = nil
+	}
+}
+
+// run sends one script and reads its output up to the token line, which
+// starts with a newline of its own so that it starts a line. On an error,
+// out is what came before it.
+func (sh *keptShell) run(script string) (out []byte, exit int, err error) {
+	sh.used = true
+	cmd := "(\n" + script + "\n) </dev/null 2>&1 &\nwait $!\nprintf '\\n%s %s\\n' " + sh.token + " \"$?\"\n"
+	if _, err := io.WriteString(sh.in, cmd); err != nil {
+		return nil, -1, err
+	}
+	end := []byte(sh.token + " ")
+	for {
+		line, err := sh.out.ReadBytes('\n')
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the shell ended")
+			}
+			return append(out, line...), -1, err
+		}
+		if rest, ok := bytes.CutPrefix(line, end); ok {
+			exit, err := strconv.Atoi(string(bytes.TrimSpace(rest)))
+			return bytes.TrimSuffix(out, []byte("\n")), exit, err
+		}
+		out = append(out, line...)
+	}
+}

@@ -1,0 +1,123 @@
+package guest
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// scriptOK runs script in the kept shell and fails the test on an error.
+func scriptOK(t *testing.T, c *Client, script string) (string, int) {
+	t.Helper()
+	out, exit, err := c.script(testContext(t), script)
+	if err != nil {
+		t.Fatalf("script(%q): %v", script, err)
+	}
+	return string(out), exit
+}
+
+// Scripts in the kept shell give what Run gives (stdout and stderr
+// together), one after another in the same shell, which outlives exit and
+// exec in them.
+func TestScript(t *testing.T) {
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	shell, _ := scriptOK(t, c, "echo $$")
+	tests := []struct {
+		script string
+		out    string
+		exit   int
+	}{
+		{"true", "", 0},
+		{"echo out; echo err >&2; exit 7", "out\nerr\n", 7},
+		{"printf 'a\\nb'", "a\nb", 0},
+		{"printf 'ends in two newlines\\n\\n'", "ends in two newlines\n\n", 0},
+		{"exec sh -c 'exit 3'", "", 3},
+		{"cat", "", 0}, // stdin is empty: a script reading it must not hang or eat the next one
+		{"sh -c 'kill -9 $$'", "Killed\n", 128 + 9}, // the shell says so, on stderr
+		{"cd /; X=1; echo $X", "1\n", 0},
+		{"echo ${X:-unset} $(pwd)", "unset " + mustPwd(t, c) + "\n", 0}, // the last script's state is gone
+	}
+	for _, tt := range tests {
+		if out, exit := scriptOK(t, c, tt.script); out != tt.out || exit != tt.exit {
+			t.Errorf("script(%q) = %q, %d; want %q, %d", tt.script, out, exit, tt.out, tt.exit)
+		}
+	}
+	if again, _ := scriptOK(t, c, "echo $$"); again != shell {
+		t.Errorf("the scripts ran in shells %q and %q: the shell was not kept", shell, again)
+	}
+}
+
+func mustPwd(t *testing.T, c *Client) string {
+	out, _, _, err := c.Run(testContext(t), "pwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// A script that hangs ends with its context, with all its processes; other
+// scripts run meanwhile, and the next one gets a new shell.
+func TestScriptCancel(t *testing.T) {
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	shell, _ := scriptOK(t, c, "echo $$")
+	ctx, cancel := context.WithCancel(testContext(t))
+	result := make(chan error, 1)
+	go func() {
+		_, _, err := c.script(ctx, "sleep 4712 & sleep 4711; echo never")
+		result <- err
+	}()
+	running := func() string {
+		out, _, _, err := c.Run(testContext(t), "pgrep -f 'sleep 471[12]'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(running(), "\n") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the hanging script never started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The kept shell is busy: this one runs as a command of its own.
+	if out, exit := scriptOK(t, c, "echo meanwhile"); out != "meanwhile\n" || exit != 0 {
+		t.Errorf("a script while the kept shell is busy = %q, %d", out, exit)
+	}
+	cancel()
+	select {
+	case err := <-result:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("script after cancel: error %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled script still waits")
+	}
+	for i := 0; running() != ""; i++ {
+		if i == 50 {
+			t.Fatalf("the cancelled script's processes still run (pids %s)", running())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if again, _ := scriptOK(t, c, "echo $$"); again == shell {
+		t.Errorf("the shell of the cancelled script was kept")
+	}
+}
+
+// A kept shell that ended between two scripts is replaced without an error.
+func TestScriptShellEnded(t *testing.T) {
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	shell, _ := scriptOK(t, c, "echo $$")
+	if _, _, _, err := c.Run(testContext(t), "kill -9 "+strings.TrimSpace(shell)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if out, exit := scriptOK(t, c, "echo $$"); out == shell || exit != 0 {
+		t.Errorf("after the kept shell was killed: %q, exit %d; want a new shell", out, exit)
+	}
+}
