@@ -44,9 +44,10 @@ type fakeGuest struct {
 	runOutput map[string]fakeRun
 	uploadErr error
 
-	reloads []string // every Reload's remote path, in order
-	uploads []string
-	runs    []string
+	reloads      []string // every Reload's remote path, in order
+	uploads      []string
+	uploadedFrom []string // the local files uploaded
+	runs         []string
 }
 
 type fakeRun struct {
@@ -228,6 +229,7 @@ func (s *fakeSession) Upload(ctx context.Context, local, name string) (string, i
 	}
 	remote := fakeUploadDir + "/" + name
 	s.b.g.uploads = append(s.b.g.uploads, remote)
+	s.b.g.uploadedFrom = append(s.b.g.uploadedFrom, local)
 	return remote, 1, s.b.g.uploadErr
 }
 

@@ -108,7 +108,7 @@ func (l *loop) restore(ctx context.Context, goodCrashed bool) {
 func (l *loop) loadGood(ctx context.Context, s Session) string {
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
-	remote, _, err := s.Upload(ctx, l.goodKO, "good-"+l.goodName+".ko")
+	remote, _, err := s.Upload(ctx, l.uploadCopy(ctx, l.goodKO), "good-"+l.goodName+".ko")
 	if err != nil {
 		return err.Error()
 	}

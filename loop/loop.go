@@ -302,14 +302,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
 	t := time.Now()
-	upload := b.res.KO
-	if l.cfg.StateDir != "" {
-		if upload, err = stripDebug(sctx, b.res.KO, filepath.Join(l.cfg.StateDir, "upload")); err != nil {
-			l.notice(fmt.Sprintf("uploading %s with its debug info: %v", path.Base(b.res.KO), err))
-			upload = b.res.KO
-		}
-	}
-	remote, sent, err := s.Upload(sctx, upload, path.Base(b.res.KO))
+	remote, sent, err := s.Upload(sctx, l.uploadCopy(sctx, b.res.KO), path.Base(b.res.KO))
 	if err != nil {
 		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}

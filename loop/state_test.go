@@ -295,6 +295,11 @@ func TestFailedLoadRestoresLastGood(t *testing.T) {
 	if got := loadedIn(r.guest, "hello"); got != fakeUploadDir+"/good-hello.ko" {
 		t.Errorf("loaded %q, want the last good copy", got)
 	}
+	r.guest.mu.Lock()
+	defer r.guest.mu.Unlock()
+	if from := r.guest.uploadedFrom[len(r.guest.uploadedFrom)-1]; filepath.Dir(from) != filepath.Join(r.cfg.StateDir, "upload") {
+		t.Errorf("uploaded %s, want its copy without debug info in the state dir", from)
+	}
 }
 
 func TestFailedLoadWithoutGoodBuild(t *testing.T) {
@@ -605,6 +610,11 @@ func TestRestartedGuestGetsLastGood(t *testing.T) {
 	r.events.notice(t, "the guest restarted; loaded the last good hello again")
 	if got := loadedIn(r.guest, "hello"); got != fakeUploadDir+"/good-hello.ko" {
 		t.Errorf("loaded %q, want the last good copy", got)
+	}
+	r.guest.mu.Lock()
+	defer r.guest.mu.Unlock()
+	if from := r.guest.uploadedFrom[len(r.guest.uploadedFrom)-1]; filepath.Dir(from) != filepath.Join(r.cfg.StateDir, "upload") {
+		t.Errorf("uploaded %s, want its copy without debug info in the state dir", from)
 	}
 }
 

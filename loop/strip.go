@@ -14,6 +14,21 @@ import (
 // sigMagic ends a module with an appended signature (include/linux/module_signature.h).
 const sigMagic = "~Module signature appended~\n"
 
+// uploadCopy returns the file to upload for module ko: a copy without its
+// debug info in the state dir, or ko itself when there is no state dir or
+// objcopy failed (which is said).
+func (l *loop) uploadCopy(ctx context.Context, ko string) string {
+	if l.cfg.StateDir == "" {
+		return ko
+	}
+	up, err := stripDebug(ctx, ko, filepath.Join(l.cfg.StateDir, "upload"))
+	if err != nil {
+		l.notice(fmt.Sprintf("uploading %s with its debug info: %v", filepath.Base(ko), err))
+		return ko
+	}
+	return up
+}
+
 // stripDebug writes a copy of ko without its debug sections (objcopy
 // --strip-debug, as INSTALL_MOD_STRIP=1 does) into dir, which kwatch owns,
 // and returns the copy's path. The guest needs no DWARF to load a module,
