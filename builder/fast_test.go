@@ -56,6 +56,10 @@ func cSteps(src, verFile, ver string) []step {
 		{"new EXPORT_SYMBOL", appendTo(src, "\nint kw_exported(void) { return kw_extra(); }\nEXPORT_SYMBOL_GPL(kw_exported);\n"), PathFast, false},
 		{"syntax error", appendTo(src, "\nint kw_broken(void) { return 1 }\n"), PathFast, true},
 		{"syntax error fixed", replaceIn(src, "return 1 }", "return 1; }\nEXPORT_SYMBOL_GPL(kw_broken);"), PathFast, false},
+		{"exports removed", func(t *testing.T, dir string) {
+			edit(t, filepath.Join(dir, src), "EXPORT_SYMBOL_GPL(kw_exported);", "")
+			edit(t, filepath.Join(dir, src), "EXPORT_SYMBOL_GPL(kw_broken);", "")
+		}, PathFast, false},
 		{"new file", writeIn("kw_unused.c", "int kw_unused;\n"), PathKbuild, false},
 		{"Kbuild edit", appendTo("Kbuild", "ccflags-y += -DKW_FLAG=1\n"), PathKbuild, false},
 		{"body change after Kbuild edit", replaceIn(verFile, ver+" 2", ver+" 3"), PathFast, false},

@@ -38,7 +38,13 @@ type Direct struct {
 
 	mu     sync.Mutex
 	checks []*checkRun // the checks running alongside the build
-	later  []recipe    // record-only lines left for Finish
+	later  []left      // record-only lines left for Finish
+}
+
+// left is a line that only writes o's record (.NAME.cmd), left for Finish.
+type left struct {
+	o    *Object
+	line string
 }
 
 type module struct {
@@ -246,19 +252,25 @@ type recipe struct {
 	// it runs alongside the rest of the build, which fails if it fails.
 	check string
 	// then runs after lines, for the rule's steps that depend on what
-	// lines made; it returns the lines they need run.
+	// lines made; it returns the lines they need run, and may leave lines
+	// that only write records for Finish (see leave).
 	then func() ([]string, error)
-	// record is a line that only writes the target's record (.NAME.cmd),
-	// which nothing later in the build reads: it is left for Finish, after
-	// the module was handed on.
-	record string
 }
 
-// andFixdep is Kbuild's cmd_and_fixdep: the command, then fixdep turns the
-// compiler's dependency file into the target's record.
-func andFixdep(o *Object) string {
+// leave leaves line, which only writes o's record (.NAME.cmd), for Finish:
+// it runs after the module was handed on, as nothing later in the build
+// reads the record. fixdep is most of such lines: it scans every file the
+// compiler's dependency list names.
+func (d *Direct) leave(o *Object, line string) {
+	d.mu.Lock()
+	d.later = append(d.later, left{o: o, line: line})
+	d.mu.Unlock()
+}
+
+// command is o's recorded command, as Kbuild's $(cmd) runs it.
+func command(o *Object) string {
 	cmd, _ := unescape(o.raw)
-	return cmd + "; " + fixdep(o)
+	return cmd
 }
 
 // fixdep is cmd_and_fixdep's second half: the target's record from the
@@ -270,22 +282,16 @@ func fixdep(o *Object) string {
 
 // andSavecmd is Kbuild's cmd_and_savecmd: the command, then its record.
 func andSavecmd(o *Object) string {
-	cmd, _ := unescape(o.raw)
-	return cmd + "; printf '%s\\n' 'cmd_" + o.key + " := " + escsq(o.raw) + "' > " + dotTarget(o.key) + ".cmd"
+	return command(o) + "; printf '%s\\n' 'cmd_" + o.key + " := " + escsq(o.raw) + "' > " + dotTarget(o.key) + ".cmd"
 }
 
-// objtoolDep does what Kbuild's cmd_gen_objtooldep does: it adds objtool
-// to the prerequisites in the target's record.
-func (d *Direct) objtoolDep(o *Object) error {
+// objtoolDep is Kbuild's cmd_gen_objtooldep, "" where objtool does not
+// run: it adds objtool to the prerequisites in the target's record.
+func (d *Direct) objtoolDep(o *Object) string {
 	if o.objtool == "" {
-		return nil
+		return ""
 	}
-	f, err := os.OpenFile(o.file, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString("\n" + o.key + ": $(wildcard " + d.objtool + ")\n")
-	return errors.Join(err, f.Close())
+	return "{ echo ; echo '" + escsq(o.key) + ": $(wildcard " + escsq(d.objtool) + ")' ; } >> " + dotTarget(o.key) + ".cmd"
 }
 
 // compile is the recipe of a C object (rule_cc_o_c) or a Rust one
@@ -296,23 +302,47 @@ func (d *Direct) compile(o *Object) recipe {
 		// symbols, the kernel crate's tens of MB of .rmeta among them:
 		// longer than rustc itself, and nothing in the build reads its
 		// output, so it is left for Finish.
-		cmd, _ := unescape(o.raw)
-		return recipe{o: o, echo: "RUSTC [M] " + o.key, lines: []string{cmd}, record: fixdep(o)}
+		return d.compileThenRecord(o, "RUSTC [M] ")
 	}
-	return recipe{o: o, echo: "CC [M]  " + o.key, lines: []string{andFixdep(o)},
+	return recipe{o: o, echo: "CC [M]  " + o.key, lines: []string{command(o)},
 		check: d.srctree + "/scripts/check-local-export " + o.key,
 		then: func() ([]string, error) {
-			if err := d.objtoolDep(o); err != nil || !d.modversion || !exportsSymbols(o.Target) {
-				return nil, err
+			record := fixdep(o)
+			if dep := d.objtoolDep(o); dep != "" {
+				record += "; " + dep
 			}
-			// gen_symversions: the exported symbols' CRCs go into the record.
+			// modpost reads one thing from the record: the CRCs of the
+			// exported symbols, which gen_symversions appends. Without
+			// them, now and in the old record, the record can wait.
+			exports := d.modversion && exportsSymbols(o.Target)
+			switch {
+			case !exports && !(d.modversion && hasSymvers(o.file)):
+				d.leave(o, record)
+				return nil, nil
+			case !exports:
+				return []string{record}, nil
+			}
 			symref := strings.TrimSuffix(o.key, ".o") + ".symref"
 			if _, err := os.Stat(d.g.abs(symref)); err != nil {
 				symref = "/dev/null"
 			}
-			return []string{d.cpp + " -D__GENKSYMS__ " + d.cflags(o) + " " + o.rawSource +
+			return []string{record, d.cpp + " -D__GENKSYMS__ " + d.cflags(o) + " " + o.rawSource +
 				" | scripts/genksyms/genksyms -r " + symref + " >> " + dotTarget(o.key) + ".cmd"}, nil
 		}}
+}
+
+// compileThenRecord is the recipe of an object whose record nothing in the
+// build reads: the compiler now, fixdep's record left for Finish.
+func (d *Direct) compileThenRecord(o *Object, echo string) recipe {
+	return recipe{o: o, echo: echo + o.key, lines: []string{command(o)},
+		then: func() ([]string, error) { d.leave(o, fixdep(o)); return nil, nil }}
+}
+
+// hasSymvers reports whether the record at path holds symbol CRCs
+// (gen_symversions' "#SYMVER" lines), which modpost reads.
+func hasSymvers(path string) bool {
+	b, _ := os.ReadFile(path)
+	return bytes.Contains(b, []byte("\n#SYMVER "))
 }
 
 // exportsSymbols answers gen_symversions' `$(NM) $@ 2>/dev/null | grep -q
@@ -358,7 +388,7 @@ func (d *Direct) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 	return err
 }
 
-// Finish writes the records Run left for later (see recipe.record), so that
+// Finish writes the records Run left for later (see leave), so that
 // Kbuild's state is what make leaves. Call it once Run succeeded, also when
 // the build is over: a target whose record failed is removed, so that the
 // next build remakes it.
@@ -369,7 +399,7 @@ func (d *Direct) Finish(out io.Writer, run func(*exec.Cmd) error) error {
 	d.mu.Unlock()
 	var errs []error
 	for _, r := range later {
-		if err := run(d.shell(r.record, out)); err != nil {
+		if err := run(d.shell(r.line, out)); err != nil {
 			os.Remove(r.o.Target)
 			errs = append(errs, fmt.Errorf("writing the record of %s: %w", r.o.key, err))
 		}
@@ -401,7 +431,13 @@ func (d *Direct) run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 		}
 		if d.outdated(o, prereqs) {
 			r := recipe{o: o, echo: "LD [M]  " + o.key, lines: []string{andSavecmd(o)},
-				then: func() ([]string, error) { return nil, d.objtoolDep(o) }}
+				then: func() ([]string, error) {
+					// modpost reads the records of the objects linked, not this one.
+					if dep := d.objtoolDep(o); dep != "" {
+						d.leave(o, dep)
+					}
+					return nil, nil
+				}}
 			if err := d.do(ctx, r, out, run); err != nil {
 				return err
 			}
@@ -432,7 +468,7 @@ func (d *Direct) run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 	// Makefile.modfinal.
 	for _, m := range d.modules {
 		if d.outdated(m.modO, append([]string{m.modO.Source}, m.modO.Deps...)) {
-			if err := d.do(ctx, recipe{o: m.modO, echo: "CC [M]  " + m.modO.key, lines: []string{andFixdep(m.modO)}}, out, run); err != nil {
+			if err := d.do(ctx, d.compileThenRecord(m.modO, "CC [M]  "), out, run); err != nil {
 				return err
 			}
 		}
@@ -540,11 +576,6 @@ func (d *Direct) do(ctx context.Context, r recipe, out io.Writer, run func(*exec
 	}
 	if r.check != "" {
 		d.background(d.shell(r.check, nil), r.o.Target, run)
-	}
-	if r.record != "" {
-		d.mu.Lock()
-		d.later = append(d.later, r)
-		d.mu.Unlock()
 	}
 	if r.then == nil {
 		return nil

@@ -27,9 +27,13 @@ func TestUnescape(t *testing.T) {
 // cmd_and_savecmd, as `make V=1` prints them (less the echo and the traps).
 func TestRecipeLines(t *testing.T) {
 	o := &Object{key: "/m/a,b.o", raw: ` gcc -DX=$(pound)1 -DN='"a"' -c -o /m/a,b.o /m/a,b.c`}
-	if got, want := andFixdep(o), ` gcc -DX=#1 -DN='"a"' -c -o /m/a,b.o /m/a,b.c; scripts/basic/fixdep /m/.a_b.o.d /m/a,b.o `+
+	if got, want := command(o)+"; "+fixdep(o), ` gcc -DX=#1 -DN='"a"' -c -o /m/a,b.o /m/a,b.c; scripts/basic/fixdep /m/.a_b.o.d /m/a,b.o `+
 		`' gcc -DX=$(pound)1 -DN='\''"a"'\'' -c -o /m/a,b.o /m/a,b.c' > /m/.a,b.o.cmd; rm -f /m/.a_b.o.d`; got != want {
-		t.Errorf("andFixdep:\n got %s\nwant %s", got, want)
+		t.Errorf("cmd_and_fixdep:\n got %s\nwant %s", got, want)
+	}
+	o.objtool = "./tools/objtool/objtool --module"
+	if got, want := (&Direct{objtool: "./tools/objtool/objtool"}).objtoolDep(o), `{ echo ; echo '/m/a,b.o: $(wildcard ./tools/objtool/objtool)' ; } >> /m/.a,b.o.cmd`; got != want {
+		t.Errorf("cmd_gen_objtooldep:\n got %s\nwant %s", got, want)
 	}
 	o = &Object{key: "modules.order", raw: "{   echo a.ko; :; } > modules.order"}
 	if got, want := andSavecmd(o), `{   echo a.ko; :; } > modules.order; printf '%s\n' 'cmd_modules.order := {   echo a.ko; :; } > modules.order' > ./.modules.order.cmd`; got != want {
