@@ -132,13 +132,27 @@ type editor interface {
 	edit() (initLine string, saved time.Time, err error)
 }
 
-// kwatch measures one kwatch variant: kwatch watches dir on the guest vm
-// picks; after its first load, every edit is timed from the save to the new
-// init line's arrival in the event stream. With idle, kwatch's idle CPU and
-// memory are measured after the edits.
-func (b *bench) kwatch(ctx context.Context, p editor, id, name string, vm []string, dir string, idle bool, args ...string) (*variant, error) {
-	v := &variant{name: name, steps: []string{"debounce", "build", "upload", "reload", "log line + rest"}}
-	k, err := b.startKwatch(id, vm, append(args, dir)...)
+// kwatchRun is one kwatch variant to measure.
+type kwatchRun struct {
+	editor editor
+	id     string   // names its files
+	name   string   // its row
+	vm     []string // the guest's flags
+	dir    string   // what kwatch watches
+	args   []string // more flags
+	idle   bool     // also measure kwatch's idle CPU and memory after the edits
+	// between, if set, runs after each edit was loaded: another
+	// measurement that needs the same machine as kwatch's (a compiler floor).
+	between func(context.Context) error
+}
+
+// kwatch measures one kwatch variant: kwatch watches r.dir on the guest
+// r.vm picks; after its first load, every edit is timed from the save to
+// the new init line's arrival in the event stream.
+func (b *bench) kwatch(ctx context.Context, r kwatchRun) (*variant, error) {
+	v := &variant{name: r.name, steps: []string{"debounce", "build", "upload", "reload", "log line + rest"}}
+	p := r.editor
+	k, err := b.startKwatch(r.id, r.vm, append(r.args, r.dir)...)
 	if err != nil {
 		return v, err
 	}
@@ -181,13 +195,18 @@ func (b *bench) kwatch(ctx context.Context, p editor, id, name string, vm []stri
 		v.add(total, debounce, build, upload, reload, total-debounce-build-upload-reload)
 		// Let the cycle's last steps (the good copy, the log sync) settle.
 		time.Sleep(300 * time.Millisecond)
+		if r.between != nil {
+			if err := r.between(ctx); err != nil {
+				return v, err
+			}
+		}
 	}
 	s1, err := readProc(k.cmd.Process.Pid)
 	if err != nil {
 		return v, err
 	}
 	v.cost = s1.since(s0, 0)
-	if idle {
+	if r.idle {
 		b.res.cost.idle, err = measureIdle(ctx, k.cmd.Process.Pid, b.cfg.idle)
 		if err != nil {
 			return v, err

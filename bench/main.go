@@ -168,6 +168,18 @@ func (b *bench) withGuest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The compiler floor of the bench's module is replayed between the edits
+	// of kwatch's Kbuild run, so that both see the same machine.
+	var cfloor *compilerFloor
+	var cfloorErr error
+	if b.cfg.wants("compiler-floor") {
+		step("compiler floor: the bench's C module (replayed between kwatch's edits)")
+		cfloor, cfloorErr = b.benchModuleFloor(ctx, p)
+	}
+	kbuild := kwatchRun{editor: p, id: "kbuild", name: "kwatch (Kbuild)", vm: b.vmArgs(), dir: p.src, idle: true}
+	if cfloor != nil && cfloorErr == nil {
+		kbuild.between = cfloor.once
+	}
 	type part struct {
 		name string
 		run  func() (*variant, error)
@@ -176,13 +188,15 @@ func (b *bench) withGuest(ctx context.Context) error {
 		{"floor", func() (*variant, error) { return b.floor(ctx, p) }},
 		{"seed", func() (*variant, error) { return b.seed(ctx, p) }},
 		{"kbuild", func() (*variant, error) {
-			return b.kwatch(ctx, p, "kbuild", "kwatch (Kbuild)", b.vmArgs(), p.src, true)
+			return b.kwatch(ctx, kbuild)
 		}},
 		{"nix-incremental", func() (*variant, error) {
-			return b.kwatch(ctx, p, "nix-incremental", "kwatch (nix incremental)", b.vmArgs(), p.root, false, "--builder", "nix", "--nix-mode", "incremental")
+			return b.kwatch(ctx, kwatchRun{editor: p, id: "nix-incremental", name: "kwatch (nix incremental)", vm: b.vmArgs(), dir: p.root,
+				args: []string{"--builder", "nix", "--nix-mode", "incremental"}})
 		}},
 		{"nix-derivation", func() (*variant, error) {
-			return b.kwatch(ctx, p, "nix-derivation", "kwatch (nix derivation)", b.vmArgs(), p.root, false, "--builder", "nix", "--nix-mode", "derivation")
+			return b.kwatch(ctx, kwatchRun{editor: p, id: "nix-derivation", name: "kwatch (nix derivation)", vm: b.vmArgs(), dir: p.root,
+				args: []string{"--builder", "nix", "--nix-mode", "derivation"}})
 		}},
 	}
 	for _, r := range reloads {
@@ -201,8 +215,7 @@ func (b *bench) withGuest(ctx context.Context) error {
 		b.res.reload = append(b.res.reload, v)
 	}
 	if b.cfg.wants("compiler-floor") {
-		step("compiler floor: the bench's C module")
-		if err := b.benchModuleFloor(ctx, p); err != nil {
+		if err := b.addModuleRow(ctx, "the bench's C module", b.res.find("kwatch (Kbuild)"), cfloor, cfloorErr); err != nil {
 			return err
 		}
 	}

@@ -67,11 +67,24 @@ var floorSteps = []string{"compile", "modpost", ".mod.o", "link"}
 // kernel build dir in the environment make exports. What it leaves out is
 // make itself (reading the kernel's Makefiles, its compiler probes) and
 // Kbuild's bookkeeping and checks, which produce nothing the module needs.
-func (b *bench) compilerFloor(ctx context.Context, m *module, kdir, name string) (*variant, error) {
-	v := &variant{name: name, steps: floorSteps}
+// The replays go one after each of kwatch's edits (see kwatchRun.between),
+// so that both see the same machine; or one after another here, when kwatch
+// is not measured.
+type compilerFloor struct {
+	v    *variant
+	m    *module
+	kdir string
+	env  []string // the environment make exports
+	cmds []string
+}
+
+// newCompilerFloor builds the module m once with make and finds the commands
+// of a rebuild.
+func newCompilerFloor(ctx context.Context, m *module, kdir, name string) (*compilerFloor, error) {
+	f := &compilerFloor{v: &variant{name: name, steps: floorSteps}, m: m, kdir: kdir}
 	mk, err := builder.Kbuild(m.dir, builder.KbuildOptions{KDir: kdir})
 	if err != nil {
-		return v, err
+		return f, err
 	}
 	// The same make kwatch runs, without its goal and its -j: the commands
 	// are the same, and one job prints them in order.
@@ -92,43 +105,56 @@ func (b *bench) compilerFloor(ctx context.Context, m *module, kdir, name string)
 		return out, nil
 	}
 	if _, err := run("modules"); err != nil {
-		return v, err
+		return f, err
 	}
 	out, err := run("-s", "--eval", "kwatch-bench-env: ; @env -0", "kwatch-bench-env")
 	if err != nil {
-		return v, err
+		return f, err
 	}
-	makeEnv := strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
+	f.env = strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
 	if _, _, err := m.edit(); err != nil {
-		return v, err
+		return f, err
 	}
 	if out, err = run("V=1", "modules"); err != nil {
-		return v, err
+		return f, err
 	}
-	cmds := slices.DeleteFunc(verboseCommands(string(out)), func(c string) bool { return floorStep(c) == "" })
-	if len(cmds) == 0 {
-		return v, fmt.Errorf("make V=1 printed no commands:\n%s", out)
+	f.cmds = slices.DeleteFunc(verboseCommands(string(out)), func(c string) bool { return floorStep(c) == "" })
+	if len(f.cmds) == 0 {
+		return f, fmt.Errorf("make V=1 printed no commands:\n%s", out)
 	}
-	for range b.cfg.edits {
-		if _, _, err := m.edit(); err != nil {
-			return v, err
+	return f, nil
+}
+
+// once edits the module and replays the commands.
+func (f *compilerFloor) once(ctx context.Context) error {
+	if _, _, err := f.m.edit(); err != nil {
+		return err
+	}
+	steps := make([]time.Duration, len(floorSteps))
+	var total time.Duration
+	for _, c := range f.cmds {
+		cmd := exec.CommandContext(ctx, "sh", "-c", c)
+		cmd.Dir, cmd.Env = f.kdir, f.env
+		t := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("replaying %q: %v\n%s", firstLine(c), err, out)
 		}
-		steps := make([]time.Duration, len(floorSteps))
-		var total time.Duration
-		for _, c := range cmds {
-			cmd := exec.CommandContext(ctx, "sh", "-c", c)
-			cmd.Dir, cmd.Env = kdir, makeEnv
-			t := time.Now()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return v, fmt.Errorf("replaying %q: %v\n%s", firstLine(c), err, out)
-			}
-			d := time.Since(t)
-			steps[slices.Index(floorSteps, floorStep(c))] += d
-			total += d
-		}
-		v.add(total, steps...)
+		d := time.Since(t)
+		steps[slices.Index(floorSteps, floorStep(c))] += d
+		total += d
 	}
-	return v, nil
+	f.v.add(total, steps...)
+	return nil
+}
+
+// alone replays the commands for edits edits, when kwatch's run did not.
+func (f *compilerFloor) alone(ctx context.Context, edits int) error {
+	for range edits - len(f.v.samples) {
+		if err := f.once(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // verboseCommands picks the commands out of `make V=1` output. Kbuild echoes
@@ -195,15 +221,31 @@ func lastOf(s string, n int) string {
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
-// benchModuleFloor measures the compiler floor of the module the other
-// variants edit, on a copy of it.
-func (b *bench) benchModuleFloor(ctx context.Context, p *project) error {
-	row := &moduleRow{name: "the bench's C module", kwatch: b.res.find("kwatch (Kbuild)")}
-	b.res.modules = append(b.res.modules, row)
+// benchModuleFloor prepares the compiler floor of the module the other
+// variants edit, in a copy of its own.
+func (b *bench) benchModuleFloor(ctx context.Context, p *project) (*compilerFloor, error) {
 	m, err := copyModule(p.src, filepath.Join(b.work, "floor-"+p.name), p.name+".c",
 		`version \d+ loaded`, "version %d loaded", p.name+": version %d loaded")
+	if err != nil {
+		return nil, err
+	}
+	return newCompilerFloor(ctx, m, b.kdir, "compiler floor, the bench's C module")
+}
+
+// addModuleRow adds the per-module row of kwatch's run and compiler floor f
+// (err: f could not be made), replaying the floor's edits kwatch's run did
+// not.
+func (b *bench) addModuleRow(ctx context.Context, name string, kwatch *variant, f *compilerFloor, err error) error {
+	row := &moduleRow{name: name, kwatch: kwatch}
+	b.res.modules = append(b.res.modules, row)
+	if f != nil {
+		row.floor = f.v
+	}
 	if err == nil {
-		row.floor, row.full, row.stripped, err = b.floorAndSizes(ctx, m, b.kdir, row.name)
+		err = f.alone(ctx, b.cfg.edits)
+	}
+	if err == nil {
+		row.full, row.stripped, err = b.koSizes(f.m)
 	}
 	row.err = err
 	return ctx.Err()
@@ -256,17 +298,25 @@ func (b *bench) rust(ctx context.Context) error {
 }
 
 // measureExample measures kwatch on a copy of e, on the guest vm picks and
-// with args, then calls done (if not nil) and measures e's compiler floor
-// against kdir on another copy.
+// with args, and e's compiler floor against kdir on another copy, replayed
+// between kwatch's edits; then it calls done (if not nil).
 func (b *bench) measureExample(ctx context.Context, name string, e example, vm []string, kdir string, done func(), args ...string) error {
-	row := &moduleRow{name: name}
-	b.res.modules = append(b.res.modules, row)
 	base := filepath.Join(b.work, filepath.Base(e.src))
+	var f *compilerFloor
+	m, ferr := e.copy(base + "-floor")
+	if ferr == nil {
+		f, ferr = newCompilerFloor(ctx, m, kdir, "compiler floor, "+name)
+	}
+	var kv *variant
 	m, err := e.copy(base)
 	if err == nil {
-		row.kwatch, err = b.kwatch(ctx, m, filepath.Base(e.src), filepath.Base(e.src)+": kwatch (Kbuild)", vm, m.dir, false, args...)
-		row.kwatch.err = err
-		b.res.reload = append(b.res.reload, row.kwatch)
+		run := kwatchRun{editor: m, id: filepath.Base(e.src), name: filepath.Base(e.src) + ": kwatch (Kbuild)", vm: vm, dir: m.dir, args: args}
+		if ferr == nil {
+			run.between = f.once
+		}
+		kv, err = b.kwatch(ctx, run)
+		kv.err = err
+		b.res.reload = append(b.res.reload, kv)
 	}
 	if done != nil {
 		done()
@@ -274,18 +324,5 @@ func (b *bench) measureExample(ctx context.Context, name string, e example, vm [
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if m, err = e.copy(base + "-floor"); err == nil {
-		row.floor, row.full, row.stripped, err = b.floorAndSizes(ctx, m, kdir, name)
-	}
-	row.err = err
-	return ctx.Err()
-}
-
-func (b *bench) floorAndSizes(ctx context.Context, m *module, kdir, name string) (*variant, int64, int64, error) {
-	v, err := b.compilerFloor(ctx, m, kdir, "compiler floor, "+name)
-	if err != nil {
-		return v, 0, 0, err
-	}
-	full, stripped, err := b.koSizes(m)
-	return v, full, stripped, err
+	return b.addModuleRow(ctx, name, kv, f, ferr)
 }

@@ -226,7 +226,8 @@ func (r *results) writeModules(w io.Writer, c config) {
 	}
 	fmt.Fprintln(w, "\nThe compiler floor is the commands `make V=1` prints for a rebuild after an edit (compiler with objtool, "+
 		"modpost, the .mod.o when MODULE_VERSION changes it, the final link), replayed one after another from the kernel build dir "+
-		"in the environment make exports; Kbuild's bookkeeping and checks are left out. kwatch uploads the module stripped of "+
+		"in the environment make exports; Kbuild's bookkeeping and checks are left out. One replay follows each of kwatch's edits "+
+		"(after its load), so that both are measured on the same machine at the same time. kwatch uploads the module stripped of "+
 		"debug info (objcopy --strip-debug) and keeps the full one on the host.")
 }
 
