@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -330,7 +331,10 @@ func otherQEMUs() []string {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
 		comm, _ := os.ReadFile(p + "/comm")
-		if strings.HasPrefix(string(comm), "qemu-system") {
+		stat, _ := os.ReadFile(p + "/stat")
+		// A zombie (state Z, after the last ")") is a guest that ended, such
+		// as the bench's own, not yet reaped.
+		if strings.HasPrefix(string(comm), "qemu-system") && !strings.HasPrefix(string(stat[bytes.LastIndexByte(stat, ')')+1:]), " Z") {
 			pids = append(pids, filepath.Base(p))
 		}
 	}
