@@ -143,6 +143,8 @@ type kwatchRun struct {
 	idle   bool     // also measure kwatch's idle CPU and memory after the edits
 	// between, if set, runs after each edit was loaded: another
 	// measurement that needs the same machine as kwatch's (a compiler floor).
+	// It must end well within 2 s of the load, when kwatch's correctness
+	// net would start a full make beside it.
 	between func(context.Context) error
 }
 

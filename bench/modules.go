@@ -303,9 +303,9 @@ func (b *bench) rust(ctx context.Context) error {
 func (b *bench) measureExample(ctx context.Context, name string, e example, vm []string, kdir string, done func(), args ...string) error {
 	base := filepath.Join(b.work, filepath.Base(e.src))
 	var f *compilerFloor
-	m, ferr := e.copy(base + "-floor")
+	fm, ferr := e.copy(base + "-floor")
 	if ferr == nil {
-		f, ferr = newCompilerFloor(ctx, m, kdir, "compiler floor, "+name)
+		f, ferr = newCompilerFloor(ctx, fm, kdir, "compiler floor, "+name)
 	}
 	var kv *variant
 	m, err := e.copy(base)

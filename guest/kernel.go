@@ -26,9 +26,9 @@ func (c *Client) Identify(ctx context.Context) (release, bootID string, err erro
 
 // Tainted returns the guest kernel's taint flags (/proc/sys/kernel/tainted).
 func (c *Client) Tainted(ctx context.Context) (uint64, error) {
-	// read is the shell's own: no process started. It fails on the missing
-	// newline (a sysctl read a byte at a time ends after the digits).
-	out, exit, err := c.script(ctx, "read t </proc/sys/kernel/tainted; echo $t")
+	// Not the shell's read: dash and busybox read a byte at a time, and a
+	// sysctl read at an offset past 0 ends, so they see the first digit only.
+	out, exit, err := c.script(ctx, "cat /proc/sys/kernel/tainted")
 	if err != nil {
 		return 0, err
 	}

@@ -24,7 +24,7 @@ type ReloadResult struct {
 // reported in the result.
 func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []string) (res ReloadResult, err error) {
 	defer func(start time.Time) { res.Took = time.Since(start) }(time.Now())
-	// One script in the kept shell, and no process but rmmod and insmod:
+	// One script in the kept shell, which execs nothing but rmmod and insmod:
 	// reload latency is what kwatch is about. A loaded module has an
 	// initstate in sysfs (a built-in one has not); /proc/modules is read only
 	// where sysfs is not mounted.
@@ -37,10 +37,10 @@ func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []str
 	script := fmt.Sprintf("if %s; then rmmod %s || exit %d; echo %s; fi; exec %s",
 		loaded, mod, rmmodFailed, unloadedMark, insmod)
 	out, exit, err := c.script(ctx, script)
+	res.Unloaded = strings.Contains(string(out), unloadedMark)
 	if err != nil {
 		return res, err
 	}
-	res.Unloaded = strings.Contains(string(out), unloadedMark)
 	switch {
 	case exit == rmmodFailed:
 		res.UnloadErr = failure(out, "rmmod "+name, exit)

@@ -232,6 +232,11 @@ func TestReloadInGuest(t *testing.T) {
 	if want := "kw-hello: loaded, greeting=hi there; $(reboot) count=1"; r.Message != want || r.Level != 6 {
 		t.Errorf("load message %+v, want level 6 %q", r, want)
 	}
+	// An out-of-tree, unsigned module taints the kernel O and E: flags of
+	// five digits, which busybox's read would cut to one.
+	if taint, err := c.Tainted(ctx); err != nil || taint&(1<<12|1<<13) != 1<<12|1<<13 {
+		t.Errorf("Tainted after the load = %d, %v; want the O and E flags (%d) set", taint, err, 1<<12|1<<13)
+	}
 
 	res, err = c.Reload(ctx, "kw-hello", remote, []string{"count=2"})
 	if err != nil || !res.Unloaded || res.UnloadErr != "" || res.LoadErr != "" {

@@ -149,7 +149,10 @@ func (c *Client) startSFTP(ctx context.Context) error {
 	// A guest that stops answering must not hang the start: end the channel with ctx.
 	stop := c.cancelSession(ctx, conn, s)
 	sc, err := sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true))
-	stop()
+	if stop() && err == nil { // ctx ended the session it would keep
+		sc.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
 		return fail(err)
 	}

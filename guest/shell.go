@@ -42,6 +42,9 @@ func (c *Client) script(ctx context.Context, script string) (out []byte, exit in
 	}
 	defer c.shellMu.Unlock()
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, -1, err
+		}
 		conn, err := c.connect(ctx)
 		if err != nil {
 			return nil, -1, err
@@ -57,19 +60,24 @@ func (c *Client) script(ctx context.Context, script string) (out []byte, exit in
 		sh := c.shell
 		reused := sh.used
 		stop := c.cancelSession(ctx, sh.conn, sh.s)
-		out, exit, err := sh.run(script)
-		stop()
+		out, exit, started, err := sh.run(script)
+		if stop() {
+			// ctx ended: its SIGTERM went to this shell, which must not
+			// take the next script.
+			c.endShell()
+		}
 		if err == nil {
 			return out, exit, nil
 		}
 		c.endShell()
 		if ctx.Err() != nil {
-			return nil, -1, ctx.Err()
+			return out, -1, ctx.Err()
 		}
-		// A shell that ended since its last script (dropbear ends idle
-		// sessions of a connection it is closing) gets one more try.
-		if !reused || len(out) > 0 {
-			return nil, -1, fmt.Errorf("running a script on %s: %w", c.who(), err)
+		// A kept shell that ended since its last script gets one more try,
+		// if the script never started in it: running one twice could load
+		// a module twice, or crash a guest twice.
+		if !reused || started {
+			return out, -1, fmt.Errorf("running a script on %s: %w", c.who(), err)
 		}
 	}
 }
@@ -114,28 +122,32 @@ func (c *Client) endShell() {
 	}
 }
 
-// run sends one script and reads its output up to the token line, which
-// starts with a newline of its own so that it starts a line. On an error,
-// out is what came before it.
-func (sh *keptShell) run(script string) (out []byte, exit int, err error) {
+// run sends one script and reads its output between two token lines: the
+// first says the shell started the script, the last (after a newline of its
+// own, so that it starts a line) gives its exit status. On an error, out is
+// what came before it.
+func (sh *keptShell) run(script string) (out []byte, exit int, started bool, err error) {
 	sh.used = true
-	cmd := "(\n" + script + "\n) </dev/null 2>&1 &\nwait $!\nprintf '\\n%s %s\\n' " + sh.token + " \"$?\"\n"
+	cmd := "echo " + sh.token + "\n(\n" + script + "\n) </dev/null 2>&1 &\nwait $!\nprintf '\\n%s %s\\n' " + sh.token + " \"$?\"\n"
 	if _, err := io.WriteString(sh.in, cmd); err != nil {
-		return nil, -1, err
+		return nil, -1, false, err
 	}
-	end := []byte(sh.token + " ")
+	start, end := []byte(sh.token+"\n"), []byte(sh.token+" ")
 	for {
 		line, err := sh.out.ReadBytes('\n')
-		if err != nil {
+		switch {
+		case err != nil:
 			if errors.Is(err, io.EOF) {
 				err = errors.New("the shell ended")
 			}
-			return append(out, line...), -1, err
+			return append(out, line...), -1, started, err
+		case !started && bytes.Equal(line, start):
+			started = true
+		case bytes.HasPrefix(line, end):
+			exit, err := strconv.Atoi(string(bytes.TrimSpace(line[len(end):])))
+			return bytes.TrimSuffix(out, []byte("\n")), exit, true, err
+		default:
+			out = append(out, line...)
 		}
-		if rest, ok := bytes.CutPrefix(line, end); ok {
-			exit, err := strconv.Atoi(string(bytes.TrimSpace(rest)))
-			return bytes.TrimSuffix(out, []byte("\n")), exit, err
-		}
-		out = append(out, line...)
 	}
 }

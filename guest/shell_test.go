@@ -3,6 +3,8 @@ package guest
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +120,20 @@ func TestScriptShellEnded(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if out, exit := scriptOK(t, c, "echo $$"); out == shell || exit != 0 {
 		t.Errorf("after the kept shell was killed: %q, exit %d; want a new shell", out, exit)
+	}
+}
+
+// A script that started is never run again, even when the kept shell dies
+// under it: a second run could load a module twice.
+func TestScriptNotRunTwice(t *testing.T) {
+	_, cfg := newSSHD(t)
+	c := dial(t, cfg)
+	scriptOK(t, c, "true") // the shell is now a reused one
+	runs := filepath.Join(t.TempDir(), "runs")
+	if _, _, err := c.script(testContext(t), "echo run >>"+runs+"; kill -9 $$; sleep 1"); err == nil {
+		t.Error("no error from a script whose shell was killed")
+	}
+	if b, err := os.ReadFile(runs); err != nil || string(b) != "run\n" {
+		t.Errorf("the script ran %d times (%v), want once", strings.Count(string(b), "run"), err)
 	}
 }

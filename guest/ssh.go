@@ -127,6 +127,10 @@ func (c *Client) Close() error {
 	c.conn, c.closed = nil, true
 	c.mu.Unlock()
 	c.cancel()
+	if c.shellMu.TryLock() { // else a script is running: the closed connection ends it
+		c.endShell()
+		c.shellMu.Unlock()
+	}
 	if conn == nil {
 		return nil
 	}
@@ -380,10 +384,12 @@ func (c *Client) session(ctx context.Context) (*ssh.Session, *ssh.Client, error)
 // command, and close. A server may ignore both (no signal support, a frozen
 // guest, or a command that neither reads nor writes keeps dropbear waiting),
 // so after killGrace the whole connection is dropped: nothing else unblocks
-// the session's readers. Call the returned stop once done with s.
-func (c *Client) cancelSession(ctx context.Context, conn *ssh.Client, s *ssh.Session) (stop func()) {
-	done := make(chan struct{})
+// the session's readers. Call the returned stop once done with s; it
+// reports whether ctx's end reached s, and returns after that is over.
+func (c *Client) cancelSession(ctx context.Context, conn *ssh.Client, s *ssh.Session) (stop func() bool) {
+	done, ended := make(chan struct{}), make(chan struct{})
 	stopAfter := context.AfterFunc(ctx, func() {
+		defer close(ended)
 		s.Signal(ssh.SIGTERM)
 		s.Close()
 		select {
@@ -392,9 +398,13 @@ func (c *Client) cancelSession(ctx context.Context, conn *ssh.Client, s *ssh.Ses
 			c.drop(conn)
 		}
 	})
-	return func() {
+	return func() bool {
 		close(done)
-		stopAfter()
+		if stopAfter() {
+			return false
+		}
+		<-ended
+		return true
 	}
 }
 

@@ -313,7 +313,7 @@ type fakeBuilder struct {
 	mu     sync.Mutex
 	steps  []buildStep
 	builds int
-	began  []string // "build" and "check", in the order the loop began them
+	began  []string // "build", "check" and "settle", in the order the loop began them
 }
 
 type buildStep struct {
@@ -358,6 +358,12 @@ func (b *fakeBuilder) BeginVerify(ctx context.Context) func() (*builder.Mismatch
 	}
 	b.began = append(b.began, "check")
 	return func() (*builder.Mismatch, error) { return b.check(ctx) }
+}
+
+func (b *fakeBuilder) Settle() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.began = append(b.began, "settle")
 }
 
 // waitBegun waits until the loop began a step of kind ("build" or "check").

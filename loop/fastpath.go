@@ -13,6 +13,12 @@ type verifier interface {
 	BeginVerify(ctx context.Context) func() (*builder.Mismatch, error)
 }
 
+// settler is a builder that writes records after handing the module on,
+// and waits for them in Settle (builder.Make).
+type settler interface {
+	Settle()
+}
+
 // netCheck runs the builder's correctness net in the background once the
 // guest is idle after a fast build (a new build stops it), and sends what it
 // found, if anything, on found.

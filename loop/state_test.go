@@ -205,6 +205,28 @@ func TestUploadFails(t *testing.T) {
 	}
 }
 
+// kwatch does not exit before the last build wrote all its records.
+func TestRunSettlesTheBuilder(t *testing.T) {
+	t.Parallel()
+	for _, once := range []bool{true, false} {
+		r := newRig(t, true)
+		if once {
+			if err := r.once(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			r.start()
+			r.events.wait(t, "loaded", 1)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := r.builder.order(); got[len(got)-1] != "settle" {
+			t.Errorf("once=%v: the builder saw %q, want a settle last", once, got)
+		}
+	}
+}
+
 func TestLastGoodKeptInStateDir(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)

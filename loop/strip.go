@@ -16,7 +16,7 @@ const sigMagic = "~Module signature appended~\n"
 
 // uploadCopy returns the file to upload for module ko: a copy without its
 // debug info in the state dir, or ko itself when there is no state dir or
-// objcopy failed (which is said).
+// objcopy failed (with a notice).
 func (l *loop) uploadCopy(ctx context.Context, ko string) string {
 	if l.cfg.StateDir == "" {
 		return ko

@@ -49,6 +49,17 @@ func (b *Incremental) Build(ctx context.Context, out io.Writer) (builder.Result,
 	return mk.Build(ctx, out)
 }
 
+// Settle waits until the last build's records are all written (see
+// builder.Make.Settle).
+func (b *Incremental) Settle() {
+	b.mu.Lock()
+	mk := b.mk
+	b.mu.Unlock()
+	if mk != nil {
+		mk.Settle()
+	}
+}
+
 // make returns the Make for env, a new one (whose first build is a full
 // make) whenever the build environment may have changed.
 func (b *Incremental) make(env *DevEnv) *builder.Make {

@@ -37,12 +37,13 @@ type Direct struct {
 	srctree    string
 
 	mu     sync.Mutex
-	checks []*checkRun // the checks running alongside the build
-	later  []left      // record-only lines left for Finish
+	checks []*checkRun  // the checks running alongside the build
+	late   []lateRecord // lines that only write records, for Finish
 }
 
-// left is a line that only writes o's record (.NAME.cmd), left for Finish.
-type left struct {
+// lateRecord is a line that only writes o's record (.NAME.cmd), run by
+// Finish (see writeLate).
+type lateRecord struct {
 	o    *Object
 	line string
 }
@@ -253,17 +254,17 @@ type recipe struct {
 	check string
 	// then runs after lines, for the rule's steps that depend on what
 	// lines made; it returns the lines they need run, and may leave lines
-	// that only write records for Finish (see leave).
+	// that only write records for Finish (see writeLate).
 	then func() ([]string, error)
 }
 
-// leave leaves line, which only writes o's record (.NAME.cmd), for Finish:
-// it runs after the module was handed on, as nothing later in the build
-// reads the record. fixdep is most of such lines: it scans every file the
-// compiler's dependency list names.
-func (d *Direct) leave(o *Object, line string) {
+// writeLate leaves line, which only writes o's record (.NAME.cmd), for
+// Finish: it runs after the module was handed on, as nothing later in the
+// build reads the record. fixdep is most of such lines: it scans every file
+// the compiler's dependency list names.
+func (d *Direct) writeLate(o *Object, line string) {
 	d.mu.Lock()
-	d.later = append(d.later, left{o: o, line: line})
+	d.late = append(d.late, lateRecord{o: o, line: line})
 	d.mu.Unlock()
 }
 
@@ -315,11 +316,12 @@ func (d *Direct) compile(o *Object) recipe {
 			// exported symbols, which gen_symversions appends. Without
 			// them, now and in the old record, the record can wait.
 			exports := d.modversion && exportsSymbols(o.Target)
+			oldCRCs := d.modversion && hasSymvers(o.file)
 			switch {
-			case !exports && !(d.modversion && hasSymvers(o.file)):
-				d.leave(o, record)
+			case !exports && !oldCRCs:
+				d.writeLate(o, record)
 				return nil, nil
-			case !exports:
+			case !exports: // the old CRCs must go before modpost reads the record
 				return []string{record}, nil
 			}
 			symref := strings.TrimSuffix(o.key, ".o") + ".symref"
@@ -335,7 +337,7 @@ func (d *Direct) compile(o *Object) recipe {
 // build reads: the compiler now, fixdep's record left for Finish.
 func (d *Direct) compileThenRecord(o *Object, echo string) recipe {
 	return recipe{o: o, echo: echo + o.key, lines: []string{command(o)},
-		then: func() ([]string, error) { d.leave(o, fixdep(o)); return nil, nil }}
+		then: func() ([]string, error) { d.writeLate(o, fixdep(o)); return nil, nil }}
 }
 
 // hasSymvers reports whether the record at path holds symbol CRCs
@@ -388,17 +390,17 @@ func (d *Direct) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 	return err
 }
 
-// Finish writes the records Run left for later (see leave), so that
+// Finish writes the records Run left for later (see writeLate), so that
 // Kbuild's state is what make leaves. Call it once Run succeeded, also when
 // the build is over: a target whose record failed is removed, so that the
 // next build remakes it.
 func (d *Direct) Finish(out io.Writer, run func(*exec.Cmd) error) error {
 	d.mu.Lock()
-	later := d.later
-	d.later = nil
+	late := d.late
+	d.late = nil
 	d.mu.Unlock()
 	var errs []error
-	for _, r := range later {
+	for _, r := range late {
 		if err := run(d.shell(r.line, out)); err != nil {
 			os.Remove(r.o.Target)
 			errs = append(errs, fmt.Errorf("writing the record of %s: %w", r.o.key, err))
@@ -434,7 +436,7 @@ func (d *Direct) run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 				then: func() ([]string, error) {
 					// modpost reads the records of the objects linked, not this one.
 					if dep := d.objtoolDep(o); dep != "" {
-						d.leave(o, dep)
+						d.writeLate(o, dep)
 					}
 					return nil, nil
 				}}
