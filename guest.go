@@ -60,6 +60,7 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		cfg.Notify = notify
 		g.SSH = cfg
 	}
+	g.SSH.UploadRecord = filepath.Join(s.stateDir, "uploads.json")
 	if g.BootTimeout == 0 {
 		g.BootTimeout = 2 * time.Minute
 		if s.vm == "nix" {

@@ -22,7 +22,7 @@ import (
 // created first by another user of the guest, who could then swap the module
 // between the upload and root's insmod.
 func (c *Client) Upload(ctx context.Context, local, name string) (remote string, bytes int64, err error) {
-	if name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
+	if !fileName(name) {
 		return "", 0, fmt.Errorf("uploading %s: bad file name %q", local, name)
 	}
 	f, err := os.Open(local)
@@ -71,6 +71,7 @@ func (c *Client) RemoveUploads(ctx context.Context) (err error) {
 	if err := checkPrivate(sc, c.dir, c.dirUID); err != nil {
 		if errors.Is(err, fs.ErrNotExist) { // the guest rebooted since
 			c.dir, c.files = "", nil
+			c.saveRecord()
 			return nil
 		}
 		return err
@@ -84,6 +85,7 @@ func (c *Client) RemoveUploads(ctx context.Context) (err error) {
 		return fmt.Errorf("removing %s in the guest: %w", c.dir, err)
 	}
 	c.dir, c.files = "", nil
+	c.saveRecord()
 	return nil
 }
 
@@ -181,6 +183,7 @@ func (c *Client) privateDir(ctx context.Context, sc *sftp.Client) (string, error
 		}
 		c.dir, c.files = "", nil
 	}
+	c.removeRecorded(sc)
 	// mktemp -d makes a new directory of mode 0700, or fails.
 	out, stderr, exit, err := c.Run(ctx, "mktemp -d /tmp/kwatch.XXXXXXXX && id -u")
 	if err != nil {
@@ -198,6 +201,7 @@ func (c *Client) privateDir(ctx context.Context, sc *sftp.Client) (string, error
 		return "", err
 	}
 	c.dir, c.dirUID, c.files = f[0], uint32(uid), map[string]bool{}
+	c.saveRecord()
 	return c.dir, nil
 }
 
@@ -222,6 +226,11 @@ func checkPrivate(sc *sftp.Client, dir string, uid uint32) error {
 	return nil
 }
 
+// fileName reports whether name is a plain file name, with no directory.
+func fileName(name string) bool {
+	return name != "" && !strings.Contains(name, "/") && name != "." && name != ".."
+}
+
 // created records files Upload makes, for RemoveUploads.
 func (c *Client) created(names ...string) {
 	c.dirMu.Lock()
@@ -229,8 +238,13 @@ func (c *Client) created(names ...string) {
 	if c.files == nil {
 		c.files = map[string]bool{}
 	}
+	added := false
 	for _, n := range names {
+		added = added || !c.files[n]
 		c.files[n] = true
+	}
+	if added {
+		c.saveRecord()
 	}
 }
 

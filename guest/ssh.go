@@ -38,6 +38,10 @@ type SSHConfig struct {
 	// VM whose keys kwatch made itself); known_hosts is then not used.
 	HostKeys []ssh.PublicKey
 	Timeout  time.Duration // per dial attempt (TCP connect and SSH handshake); 0 = 10s
+	// UploadRecord, when set, is a file on the host that names the upload
+	// directory and its files while they exist in the guest, so that the
+	// next run removes what a run killed before RemoveUploads left there.
+	UploadRecord string
 	// Notify, when set, is told what a connection waits for once that
 	// takes longer than waitNotice.
 	Notify func(msg string)
@@ -85,11 +89,13 @@ type Client struct {
 	shellMu sync.Mutex
 	shell   *keptShell
 
-	// The private upload directory (see Upload), its owner and what Upload put there.
-	dirMu  sync.Mutex
-	dir    string
-	dirUID uint32
-	files  map[string]bool
+	// The private upload directory (see Upload), its owner and what Upload
+	// put there; recordRead: an earlier run's UploadRecord was dealt with.
+	dirMu      sync.Mutex
+	dir        string
+	dirUID     uint32
+	files      map[string]bool
+	recordRead bool
 }
 
 // Dial connects to cfg.Addr, retrying until the server answers or ctx is

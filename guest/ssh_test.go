@@ -701,3 +701,65 @@ func TestUpload(t *testing.T) {
 		t.Errorf("Upload into a dir replaced by a symlink: %v, want a refusal", err)
 	}
 }
+
+// A run that ends without RemoveUploads (kwatch killed) leaves its upload
+// dir named in the record: the next run removes it, with only the files the
+// record names, and only while it is still private to the same login.
+func TestUploadRecord(t *testing.T) {
+	_, cfg := newSSHD(t)
+	cfg.UploadRecord = filepath.Join(t.TempDir(), "uploads.json")
+	ctx := testContext(t)
+	local := filepath.Join(t.TempDir(), "hello.ko")
+	writeFile(t, local, "a module")
+	// upload uploads with a new client and returns its upload dir, leaving
+	// it behind as a killed kwatch does.
+	upload := func() string {
+		t.Helper()
+		c := dial(t, cfg)
+		remote, _, err := c.Upload(ctx, local, "hello.ko")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		dir := filepath.Dir(remote)
+		t.Cleanup(func() { os.RemoveAll(dir) }) // some are left on purpose
+		return dir
+	}
+	exists := func(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+	killed := upload()
+	if b, err := os.ReadFile(cfg.UploadRecord); err != nil || !strings.Contains(string(b), killed) || !strings.Contains(string(b), `"hello.ko"`) {
+		t.Fatalf("the record names %q (%v), want %s and hello.ko", b, err, killed)
+	}
+	next := upload()
+	if exists(killed) || !exists(next) {
+		t.Errorf("after the next run: the killed run's %s exists: %v, the new %s: %v", killed, exists(killed), next, exists(next))
+	}
+
+	// A file the record does not name keeps the dir, and is kept.
+	writeFile(t, filepath.Join(next, "other"), "not kwatch's")
+	third := upload()
+	if !exists(filepath.Join(next, "other")) || !exists(next) || exists(filepath.Join(next, "hello.ko")) {
+		t.Error("the recorded dir with a file kwatch did not make: want that file and the dir kept, hello.ko gone")
+	}
+	// A dir that is no longer private to the login is not touched.
+	if err := os.Chmod(third, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	upload()
+	if !exists(filepath.Join(third, "hello.ko")) {
+		t.Error("the recorded dir, open to all now, lost hello.ko")
+	}
+
+	// RemoveUploads removes the record with the dir.
+	c := dial(t, cfg)
+	if _, _, err := c.Upload(ctx, local, "hello.ko"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemoveUploads(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exists(cfg.UploadRecord) {
+		t.Error("the record outlived RemoveUploads")
+	}
+}

@@ -1,0 +1,82 @@
+package guest
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+
+	"github.com/pkg/sftp"
+)
+
+// uploadRecord is what SSHConfig.UploadRecord holds while an upload
+// directory exists in the guest: enough for the next run to remove it, and
+// only what kwatch put there, when a run ended without RemoveUploads (a
+// SIGKILL, a crash of kwatch).
+type uploadRecord struct {
+	Addr  string   `json:"addr"`
+	User  string   `json:"user"`
+	Dir   string   `json:"dir"`
+	UID   uint32   `json:"uid"`
+	Files []string `json:"files"`
+}
+
+// saveRecord writes the upload dir and its files to the record, or removes
+// the record when there is no dir; the caller holds dirMu. A record that
+// cannot be written costs only the cleanup after a killed run.
+func (c *Client) saveRecord() {
+	p := c.cfg.UploadRecord
+	if p == "" {
+		return
+	}
+	if c.dir == "" {
+		os.Remove(p)
+		return
+	}
+	r := uploadRecord{Addr: c.cfg.Addr, User: c.cfg.User, Dir: c.dir, UID: c.dirUID}
+	for name := range c.files {
+		r.Files = append(r.Files, name)
+	}
+	slices.Sort(r.Files)
+	b, _ := json.Marshal(r)
+	tmp := p + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, p)
+	}
+}
+
+// removeRecorded removes the upload dir an earlier run recorded and left
+// behind in this guest, with the files it put there: only while the dir is
+// still private to the same login (see checkPrivate), and never a file the
+// record does not name, so a dir with anything else in it stays. The
+// record goes either way. The caller holds dirMu.
+func (c *Client) removeRecorded(sc *sftp.Client) {
+	p := c.cfg.UploadRecord
+	if p == "" || c.recordRead {
+		return
+	}
+	c.recordRead = true
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return
+	}
+	defer os.Remove(p)
+	var r uploadRecord
+	if json.Unmarshal(b, &r) != nil || r.Addr != c.cfg.Addr || r.User != c.cfg.User || !path.IsAbs(r.Dir) {
+		return // another guest's: a managed VM's earlier boot, whose /tmp went with it
+	}
+	if checkPrivate(sc, r.Dir, r.UID) != nil {
+		return
+	}
+	for _, name := range r.Files {
+		if !fileName(name) {
+			return
+		}
+		if err := sc.Remove(path.Join(r.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+	}
+	sc.RemoveDirectory(r.Dir)
+}
