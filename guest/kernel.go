@@ -2,7 +2,9 @@ package guest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -24,17 +26,30 @@ func (c *Client) Identify(ctx context.Context) (release, bootID string, err erro
 	return f[0], f[1], nil
 }
 
-// Tainted returns the guest kernel's taint flags (/proc/sys/kernel/tainted).
-func (c *Client) Tainted(ctx context.Context) (uint64, error) {
-	// Not the shell's read: dash and busybox read a byte at a time, and a
-	// sysctl read at an offset past 0 ends, so they see the first digit only.
-	out, exit, err := c.script(ctx, "cat /proc/sys/kernel/tainted")
+// Tainted returns the guest kernel's taint flags (/proc/sys/kernel/tainted),
+// read over the kept SFTP session: no process started in the guest (this
+// comes before every load), and one read at offset 0. A sysctl file ends
+// for a read past offset 0, so a shell's read builtin, which reads a byte at
+// a time, would see only the first digit.
+func (c *Client) Tainted(ctx context.Context) (taint uint64, err error) {
+	sc, release, err := c.sftp(ctx)
 	if err != nil {
 		return 0, err
 	}
-	v, perr := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
-	if exit != 0 || perr != nil {
-		return 0, fmt.Errorf("reading the guest's taint flags: unexpected answer %q (exit %d)", out, exit)
+	defer func() { release(err) }()
+	f, err := sc.Open("/proc/sys/kernel/tainted")
+	if err != nil {
+		return 0, fmt.Errorf("reading the guest's taint flags: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64)
+	n, err := f.Read(buf)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("reading the guest's taint flags: %w", err)
+	}
+	v, perr := strconv.ParseUint(strings.TrimSpace(string(buf[:n])), 10, 64)
+	if perr != nil {
+		return 0, fmt.Errorf("reading the guest's taint flags: unexpected answer %q", buf[:n])
 	}
 	return v, nil
 }

@@ -291,7 +291,11 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		return ErrFailed
 	}
 
+	// The copy to upload is made while the guest is checked.
+	copied := make(chan string, 1)
+	go func() { copied <- l.uploadCopy(ctx, b.res.KO) }()
 	s, err := l.ready(ctx)
+	upload := <-copied
 	if err != nil {
 		return fail(err.Error(), "")
 	}
@@ -307,7 +311,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
 	t := time.Now()
-	remote, sent, err := s.Upload(sctx, l.uploadCopy(sctx, b.res.KO), path.Base(b.res.KO))
+	remote, sent, err := s.Upload(sctx, upload, path.Base(b.res.KO))
 	if err != nil {
 		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
 	}
