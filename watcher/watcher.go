@@ -9,7 +9,7 @@
 //   - fsnotify has no recursive mode and `mkdir -p a/b/c && echo > a/b/c/x.c`
 //     yields only "CREATE a". So a new directory is watched first and walked
 //     afterwards, and every input found inside is reported as changed.
-//   - A batch closes Settle (10 ms) after its last event once every file in
+//   - A batch closes Settle (5 ms) after its last event once every file in
 //     it is complete: closed after writing, or renamed into place. Then the
 //     build starts at once instead of after a guess at when the editor is
 //     done. Otherwise it closes after Quiet (75 ms) without a relevant event:
@@ -58,7 +58,7 @@ import (
 // Defaults for Options; see the package comment for why.
 const (
 	DefaultQuiet   = 75 * time.Millisecond
-	DefaultSettle  = 10 * time.Millisecond
+	DefaultSettle  = 5 * time.Millisecond
 	DefaultMaxWait = time.Second
 )
 
@@ -71,7 +71,7 @@ const touchWindow = time.Second
 // Options tune a Watcher; the zero value gives the defaults.
 type Options struct {
 	Quiet   time.Duration // trailing quiet period closing a batch; 0 means 75ms
-	Settle  time.Duration // shorter quiet period once every file in the batch is complete; 0 means 10ms
+	Settle  time.Duration // shorter quiet period once every file in the batch is complete; 0 means 5ms
 	MaxWait time.Duration // hard cap from the first event of a batch; 0 means 1s
 	Ignore  []string      // extra ignore patterns (gitignore syntax), e.g. the state dir relative to Root
 }
