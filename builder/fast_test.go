@@ -60,6 +60,10 @@ func cSteps(src, verFile, ver string) []step {
 			edit(t, filepath.Join(dir, src), "EXPORT_SYMBOL_GPL(kw_exported);", "")
 			edit(t, filepath.Join(dir, src), "EXPORT_SYMBOL_GPL(kw_broken);", "")
 		}, PathFast, false},
+		{"new header, not included yet", writeIn("kw_later.h", "#define KW_LATER 1\n"), PathKbuild, false},
+		// MODULE_VERSION's srcversion hashes the local files the object's
+		// record names: the record of this compile, not the last.
+		{"existing header included", replaceIn(src, "#include <linux/init.h>", "#include <linux/init.h>\n#include \"kw_later.h\""), PathFast, false},
 		{"new file", writeIn("kw_unused.c", "int kw_unused;\n"), PathKbuild, false},
 		{"Kbuild edit", appendTo("Kbuild", "ccflags-y += -DKW_FLAG=1\n"), PathKbuild, false},
 		{"body change after Kbuild edit", replaceIn(verFile, ver+" 2", ver+" 3"), PathFast, false},

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -366,6 +367,74 @@ func exportsSymbols(obj string) bool {
 	return false
 }
 
+// srcversion reports whether modpost computes a srcversion (sumversion.c)
+// for a module here: with CONFIG_MODULE_SRCVERSION_ALL (modpost -a), or for
+// a module with MODULE_VERSION, which its last .mod.c shows or an object
+// compiled now declares.
+func (d *Direct) srcversion(compiled []recipe) bool {
+	if slices.Contains(strings.Fields(command(d.modpost)), "-a") {
+		return true
+	}
+	for _, m := range d.modules {
+		if b, _ := os.ReadFile(m.modO.Source); bytes.Contains(b, []byte("MODULE_INFO(srcversion,")) {
+			return true
+		}
+	}
+	for _, r := range compiled {
+		if declaresVersion(r.o.Target) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameLocalDeps reports whether each object compiled now depends on the
+// same files in its own directory, in the same order, as its record says
+// (the files modpost hashes for a srcversion): then the record modpost reads
+// may wait. The new list is the compiler's dependency file, which fixdep has
+// not read yet; one that cannot be read plainly means no.
+func (d *Direct) sameLocalDeps(compiled []recipe) bool {
+	for _, r := range compiled {
+		o := r.o
+		b, err := os.ReadFile(d.g.abs(depfile(o.key)))
+		if err != nil {
+			return false
+		}
+		_, list, ok := strings.Cut(strings.ReplaceAll(string(b), "\\\n", " "), ": ")
+		if !ok || strings.Contains(list, "\\") {
+			return false
+		}
+		var now []string
+		for _, f := range strings.Fields(list) {
+			now = append(now, d.g.abs(f))
+		}
+		dir := filepath.Dir(o.Target)
+		local := func(paths []string) []string {
+			return slices.DeleteFunc(slices.Clone(paths), func(p string) bool { return filepath.Dir(p) != dir })
+		}
+		if !slices.Equal(local(now), local(append([]string{o.Source}, o.Deps...))) {
+			return false
+		}
+	}
+	return true
+}
+
+// declaresVersion reports whether the object's .modinfo has a version
+// (MODULE_VERSION).
+func declaresVersion(obj string) bool {
+	f, err := elf.Open(obj)
+	if err != nil {
+		return true // unknown: assume so, which only costs time
+	}
+	defer f.Close()
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return false
+	}
+	b, err := sec.Data()
+	return err != nil || bytes.HasPrefix(b, []byte("version=")) || bytes.Contains(b, []byte("\x00version="))
+}
+
 // Run rebuilds what the change requires, in the order the top-level make's
 // steps would, and stops at the first recipe that fails. run runs one
 // command (the caller stops it when ctx ends); jobs is make's -j. A Direct
@@ -457,7 +526,13 @@ func (d *Direct) run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 	// The top Makefile's modules_check only reads modules.order, which the
 	// recorded command wrote as the last full make did: it runs alongside.
 	d.background(g.modulesCheck(), "", run)
-	// Makefile.modpost.
+	// Makefile.modpost. For a module's srcversion modpost hashes the local
+	// files the records of its objects name: they must name this build's.
+	if d.srcversion(todo) && !d.sameLocalDeps(todo) {
+		if err := d.Finish(out, run); err != nil {
+			return err
+		}
+	}
 	prereqs := []string{d.order.Target, filepath.Join(g.Objtree, "scripts/mod/modpost")}
 	if symvers := filepath.Join(g.Objtree, "Module.symvers"); !modTime(symvers).IsZero() {
 		prereqs = append(prereqs, symvers) // $(module.symvers-if-present)

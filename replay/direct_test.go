@@ -151,3 +151,38 @@ func TestOutdated(t *testing.T) {
 		t.Error("a missing target is not outdated")
 	}
 }
+
+// modpost's srcversion hashes the files in an object's directory that its
+// record names, in order: the old record may stand in for the new one only
+// when the compiler's new dependency list names the same ones.
+func TestSameLocalDeps(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	o := &Object{key: dir + "/x.o", Target: dir + "/x.o", Source: dir + "/x.c",
+		Deps: []string{dir + "/a.h", other + "/k.h", dir + "/b.h", "/k/include/config/FOO"}}
+	d := &Direct{g: &Graph{Objtree: dir}}
+	dep := filepath.Join(dir, ".x.o.d")
+	tests := []struct {
+		name, deps string // D/ is the object's dir, K/ another
+		want       bool
+	}{
+		{"same", "D/x.c D/a.h \\\n K/k.h D/b.h", true},
+		{"a kernel header more", "D/x.c D/a.h K/k.h K/l.h D/b.h", true},
+		{"a local header more", "D/x.c D/a.h D/c.h K/k.h D/b.h", false},
+		{"local headers reordered", "D/x.c D/b.h K/k.h D/a.h", false},
+		{"a local header less", "D/x.c D/a.h K/k.h", false},
+		{"an escaped space", "D/x.c D/a\\ c.h K/k.h D/b.h", false},
+	}
+	for _, tt := range tests {
+		deps := strings.NewReplacer("D/", dir+"/", "K/", other+"/").Replace(tt.deps)
+		if err := os.WriteFile(dep, []byte(o.Target+": "+deps+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.sameLocalDeps([]recipe{{o: o}}); got != tt.want {
+			t.Errorf("%s: sameLocalDeps = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	os.Remove(dep)
+	if d.sameLocalDeps([]recipe{{o: o}}) {
+		t.Error("no dependency file: sameLocalDeps = true, want false")
+	}
+}
