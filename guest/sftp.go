@@ -59,15 +59,22 @@ func (c *Client) Upload(ctx context.Context, local, name string) (remote string,
 // put there, and nothing else: call it when done with the guest.
 func (c *Client) RemoveUploads(ctx context.Context) (err error) {
 	c.dirMu.Lock()
-	defer c.dirMu.Unlock()
-	if c.dir == "" {
+	none := c.dir == ""
+	c.dirMu.Unlock()
+	if none {
 		return nil
 	}
+	// The SFTP session first, then the dir, in Upload's order.
 	sc, release, err := c.sftp(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { release(err) }()
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	if c.dir == "" {
+		return nil
+	}
 	if err := checkPrivate(sc, c.dir, c.dirUID); err != nil {
 		if errors.Is(err, fs.ErrNotExist) { // the guest rebooted since
 			c.dir, c.files = "", nil

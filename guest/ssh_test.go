@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -749,6 +750,19 @@ func TestUploadRecord(t *testing.T) {
 	upload()
 	if !exists(filepath.Join(third, "hello.ko")) {
 		t.Error("the recorded dir, open to all now, lost hello.ko")
+	}
+
+	// A record naming another private dir (hand-edited, corrupt) removes
+	// nothing: only a dir of mktemp's shape is kwatch's.
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.Mkdir(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(victim, "hello.ko"), "someone's")
+	writeFile(t, cfg.UploadRecord, fmt.Sprintf(`{"addr":%q,"user":"root","dir":%q,"uid":0,"files":["hello.ko"]}`, cfg.Addr, victim))
+	upload()
+	if !exists(filepath.Join(victim, "hello.ko")) {
+		t.Error("a record naming a dir kwatch did not make removed a file in it")
 	}
 
 	// RemoveUploads removes the record with the dir.

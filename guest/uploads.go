@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"regexp"
 	"slices"
 
 	"github.com/pkg/sftp"
@@ -47,11 +48,15 @@ func (c *Client) saveRecord() {
 	}
 }
 
+// uploadDir is the shape of the directories privateDir makes.
+var uploadDir = regexp.MustCompile(`^/tmp/kwatch\.[A-Za-z0-9]{8}$`)
+
 // removeRecorded removes the upload dir an earlier run recorded and left
-// behind in this guest, with the files it put there: only while the dir is
-// still private to the same login (see checkPrivate), and never a file the
-// record does not name, so a dir with anything else in it stays. The
-// record goes either way. The caller holds dirMu.
+// behind in this guest, with the files it put there: only a dir of the
+// shape mktemp gave it, while still private to the same login (see
+// checkPrivate), and never a file the record does not name, so a dir with
+// anything else in it stays. The record goes once that is settled; a guest
+// that fails to answer leaves it for the next run. The caller holds dirMu.
 func (c *Client) removeRecorded(sc *sftp.Client) {
 	p := c.cfg.UploadRecord
 	if p == "" || c.recordRead {
@@ -62,21 +67,30 @@ func (c *Client) removeRecorded(sc *sftp.Client) {
 	if err != nil {
 		return
 	}
-	defer os.Remove(p)
 	var r uploadRecord
-	if json.Unmarshal(b, &r) != nil || r.Addr != c.cfg.Addr || r.User != c.cfg.User || !path.IsAbs(r.Dir) {
-		return // another guest's: a managed VM's earlier boot, whose /tmp went with it
+	if json.Unmarshal(b, &r) != nil || r.Addr != c.cfg.Addr || r.User != c.cfg.User || !uploadDir.MatchString(r.Dir) {
+		os.Remove(p) // another guest's: a managed VM's earlier boot, whose /tmp went with it
+		return
+	}
+	if _, err := sc.Lstat(r.Dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) { // the guest rebooted since, say
+			os.Remove(p)
+		}
+		return
 	}
 	if checkPrivate(sc, r.Dir, r.UID) != nil {
+		os.Remove(p) // no longer private: not kwatch's to touch
 		return
 	}
 	for _, name := range r.Files {
 		if !fileName(name) {
+			os.Remove(p)
 			return
 		}
 		if err := sc.Remove(path.Join(r.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
 	}
-	sc.RemoveDirectory(r.Dir)
+	sc.RemoveDirectory(r.Dir) // fails, and stays, with a file kwatch did not make in it
+	os.Remove(p)
 }

@@ -292,8 +292,10 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	}
 
 	// The copy to upload is made while the guest is checked.
+	cctx, ccancel := context.WithTimeout(ctx, stepTimeout)
+	defer ccancel()
 	copied := make(chan string, 1)
-	go func() { copied <- l.uploadCopy(ctx, b.res.KO) }()
+	go func() { copied <- l.uploadCopy(cctx, b.res.KO) }()
 	s, err := l.ready(ctx)
 	upload := <-copied
 	if err != nil {

@@ -388,25 +388,46 @@ func (d *Direct) srcversion(compiled []recipe) bool {
 	return false
 }
 
-// sameLocalDeps reports whether each object compiled now depends on the
-// same files in its own directory, in the same order, as its record says
-// (the files modpost hashes for a srcversion): then the record modpost reads
-// may wait. The new list is the compiler's dependency file, which fixdep has
-// not read yet; one that cannot be read plainly means no.
+// sameLocalDeps reports whether each object compiled now whose record is
+// still to be written depends on the same files in its own directory, in
+// the same order, as its record says (the files modpost hashes for a
+// srcversion): then that record may wait. The new list is the first rule of
+// the compiler's dependency file, which fixdep has not read yet; one that
+// cannot be read plainly, or a path not in its plain form (sumversion.c
+// matches the text), means no.
 func (d *Direct) sameLocalDeps(compiled []recipe) bool {
+	d.mu.Lock()
+	pending := map[*Object]bool{}
+	for _, l := range d.late {
+		pending[l.o] = true
+	}
+	d.mu.Unlock()
 	for _, r := range compiled {
 		o := r.o
+		if !pending[o] {
+			continue // its record is this build's already
+		}
 		b, err := os.ReadFile(d.g.abs(depfile(o.key)))
 		if err != nil {
 			return false
 		}
-		_, list, ok := strings.Cut(strings.ReplaceAll(string(b), "\\\n", " "), ": ")
+		rule, _, _ := strings.Cut(strings.ReplaceAll(string(b), "\\\n", " "), "\n")
+		_, list, ok := strings.Cut(rule, ": ")
 		if !ok || strings.Contains(list, "\\") {
 			return false
 		}
+		if !filepath.IsAbs(o.key) {
+			return false // an object in the kernel tree: relative paths may be local
+		}
 		var now []string
 		for _, f := range strings.Fields(list) {
-			now = append(now, d.g.abs(f))
+			switch {
+			case !filepath.IsAbs(f): // in the kernel tree
+			case filepath.Clean(f) != f:
+				return false
+			default:
+				now = append(now, f)
+			}
 		}
 		dir := filepath.Dir(o.Target)
 		local := func(paths []string) []string {

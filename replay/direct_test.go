@@ -159,7 +159,7 @@ func TestSameLocalDeps(t *testing.T) {
 	dir, other := t.TempDir(), t.TempDir()
 	o := &Object{key: dir + "/x.o", Target: dir + "/x.o", Source: dir + "/x.c",
 		Deps: []string{dir + "/a.h", other + "/k.h", dir + "/b.h", "/k/include/config/FOO"}}
-	d := &Direct{g: &Graph{Objtree: dir}}
+	d := &Direct{g: &Graph{Objtree: dir}, late: []lateRecord{{o: o}}}
 	dep := filepath.Join(dir, ".x.o.d")
 	tests := []struct {
 		name, deps string // D/ is the object's dir, K/ another
@@ -171,6 +171,9 @@ func TestSameLocalDeps(t *testing.T) {
 		{"local headers reordered", "D/x.c D/b.h K/k.h D/a.h", false},
 		{"a local header less", "D/x.c D/a.h K/k.h", false},
 		{"an escaped space", "D/x.c D/a\\ c.h K/k.h D/b.h", false},
+		{"a path not in its plain form", "D/x.c D/../" + filepath.Base(dir) + "/a.h K/k.h D/b.h", false},
+		{"a path relative to the kernel tree", "D/x.c D/a.h include/k.h K/k.h D/b.h", true},
+		{"more rules after the first (rustc)", "D/x.c D/a.h K/k.h D/b.h\n\nD/x.d: D/x.c D/c.h\nD/c.h:", true},
 	}
 	for _, tt := range tests {
 		deps := strings.NewReplacer("D/", dir+"/", "K/", other+"/").Replace(tt.deps)
@@ -184,5 +187,8 @@ func TestSameLocalDeps(t *testing.T) {
 	os.Remove(dep)
 	if d.sameLocalDeps([]recipe{{o: o}}) {
 		t.Error("no dependency file: sameLocalDeps = true, want false")
+	}
+	if d.late = nil; !d.sameLocalDeps([]recipe{{o: o}}) {
+		t.Error("a record written already: sameLocalDeps = false, want true")
 	}
 }
