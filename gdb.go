@@ -113,6 +113,8 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if code < 0 {
 		if rerr := vm.ResumeGDB(sock); rerr != nil && err == nil {
 			err = rerr
+		} else if rerr == nil {
+			notice("gdb was killed before it detached: the guest runs on")
 		}
 		code = 1
 	}

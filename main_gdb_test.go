@@ -387,6 +387,35 @@ func TestOldVMGetsGDBSocketOnce(t *testing.T) {
 	}
 }
 
+// A gdb killed while it holds the guest stopped (it cannot detach): kwatch
+// lets the guest run on, says so, and exits 1.
+func TestGDBKilledGuestRunsOn(t *testing.T) {
+	needGuest(t)
+	dir := loadKwgdb(t)
+	// Not -batch: after its commands gdb waits for more on stdin, which the
+	// test holds open.
+	cmd := exec.Command(kwatchBin, append(append([]string{"gdb"}, vmArgs(e2eState)...), dir, "--", "-ex", "interrupt", "-ex", "info registers rip")...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	g := startProc(t, cmd)
+	g.waitFor(time.Minute, "rip ")
+	if err := syscall.Kill(childPID(t, g.cmd.Process.Pid), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := g.wait(time.Minute); code != 1 {
+		t.Errorf("kwatch gdb exited %d after gdb was killed, want 1:\n%s", code, g.output())
+	}
+	if !strings.Contains(g.output(), "gdb was killed before it detached: the guest runs on") {
+		t.Errorf("no notice that the guest was let run:\n%s", g.output())
+	}
+	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after gdb was killed", got)
+	}
+}
+
 // An interactive session on a terminal (script(1) gives it one): ^C stops
 // the guest and is gdb's, not the end of kwatch; quit detaches.
 func TestGDBInteractive(t *testing.T) {
