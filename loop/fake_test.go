@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -591,6 +592,17 @@ func (r *rig) stop() error {
 	case <-time.After(5 * time.Second):
 		r.t.Fatal("Run did not return after its context was cancelled")
 		return nil
+	}
+}
+
+// lastUploadStripped checks that the last upload was the module's copy
+// without debug info in the state dir, not the kept module itself.
+func (r *rig) lastUploadStripped(t *testing.T) {
+	t.Helper()
+	r.guest.mu.Lock()
+	defer r.guest.mu.Unlock()
+	if from := r.guest.uploadedFrom[len(r.guest.uploadedFrom)-1]; filepath.Dir(from) != filepath.Join(r.cfg.StateDir, "upload") {
+		t.Errorf("uploaded %s, want its copy without debug info in the state dir", from)
 	}
 }
 

@@ -317,11 +317,7 @@ func TestFailedLoadRestoresLastGood(t *testing.T) {
 	if got := loadedIn(r.guest, "hello"); got != fakeUploadDir+"/good-hello.ko" {
 		t.Errorf("loaded %q, want the last good copy", got)
 	}
-	r.guest.mu.Lock()
-	defer r.guest.mu.Unlock()
-	if from := r.guest.uploadedFrom[len(r.guest.uploadedFrom)-1]; filepath.Dir(from) != filepath.Join(r.cfg.StateDir, "upload") {
-		t.Errorf("uploaded %s, want its copy without debug info in the state dir", from)
-	}
+	r.lastUploadStripped(t)
 }
 
 func TestFailedLoadWithoutGoodBuild(t *testing.T) {
@@ -633,11 +629,7 @@ func TestRestartedGuestGetsLastGood(t *testing.T) {
 	if got := loadedIn(r.guest, "hello"); got != fakeUploadDir+"/good-hello.ko" {
 		t.Errorf("loaded %q, want the last good copy", got)
 	}
-	r.guest.mu.Lock()
-	defer r.guest.mu.Unlock()
-	if from := r.guest.uploadedFrom[len(r.guest.uploadedFrom)-1]; filepath.Dir(from) != filepath.Join(r.cfg.StateDir, "upload") {
-		t.Errorf("uploaded %s, want its copy without debug info in the state dir", from)
-	}
+	r.lastUploadStripped(t)
 }
 
 // ... unless the last good build is what crashed it.
