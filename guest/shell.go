@@ -15,8 +15,8 @@ import (
 )
 
 // keptShell is a shell kept open on the connection for kwatch's own short
-// scripts (the taint check, the reload, a log marker), as the SFTP session
-// is kept for uploads. A command of its own costs a session, a fork in the
+// scripts (the reload, a log marker), as the SFTP session is kept for
+// uploads. A command of its own costs a session, a fork in the
 // SSH server and a shell started, about 20 ms of every reload under TCG; a
 // script in the kept shell costs one fork. Users' commands and streams keep
 // sessions of their own (Run): they may read stdin, change the shell's
@@ -100,13 +100,7 @@ func (c *Client) startShell(ctx context.Context) error {
 	}
 	var token [16]byte
 	rand.Read(token[:])
-	// Its scripts get Run's TERM trap (see killable): cancelSession's
-	// SIGTERM kills a hung script with all its processes.
 	if err := s.Start("exec sh 2>&1"); err != nil {
-		s.Close()
-		return fmt.Errorf("starting a shell on %s: %w", c.who(), err)
-	}
-	if _, err := io.WriteString(in, "trap 'kill -9 0' TERM\n"); err != nil {
 		s.Close()
 		return fmt.Errorf("starting a shell on %s: %w", c.who(), err)
 	}
@@ -124,11 +118,12 @@ func (c *Client) endShell() {
 
 // run sends one script and reads its output between two token lines: the
 // first says the shell started the script, the last (after a newline of its
-// own, so that it starts a line) gives its exit status. On an error, out is
-// what came before it.
+// own, so that it starts a line) gives its exit status. The script is
+// killable as Run's commands are: cancelSession's SIGTERM kills it with all
+// its processes. On an error, out is what came before it.
 func (sh *keptShell) run(script string) (out []byte, exit int, started bool, err error) {
 	sh.used = true
-	cmd := "echo " + sh.token + "\n(\n" + script + "\n) </dev/null 2>&1 &\nwait $!\nprintf '\\n%s %s\\n' " + sh.token + " \"$?\"\n"
+	cmd := "echo " + sh.token + "\n" + killable("{\n"+script+"\n} </dev/null 2>&1") + "\nprintf '\\n%s %s\\n' " + sh.token + " \"$?\"\n"
 	if _, err := io.WriteString(sh.in, cmd); err != nil {
 		return nil, -1, false, err
 	}

@@ -260,9 +260,9 @@ type recipe struct {
 }
 
 // writeLate leaves line, which only writes o's record (.NAME.cmd), for
-// Finish: it runs after the module was handed on, as nothing later in the
-// build reads the record. fixdep is most of such lines: it scans every file
-// the compiler's dependency list names.
+// Finish: it runs after the module was handed on, unless modpost needs the
+// record first (see compile and srcversion). fixdep is most of such lines: it
+// scans every file the compiler's dependency list names.
 func (d *Direct) writeLate(o *Object, line string) {
 	d.mu.Lock()
 	d.late = append(d.late, lateRecord{o: o, line: line})
@@ -313,9 +313,10 @@ func (d *Direct) compile(o *Object) recipe {
 			if dep := d.objtoolDep(o); dep != "" {
 				record += "; " + dep
 			}
-			// modpost reads one thing from the record: the CRCs of the
-			// exported symbols, which gen_symversions appends. Without
-			// them, now and in the old record, the record can wait.
+			// modpost reads the record for the CRCs of the exported
+			// symbols, which gen_symversions appends: without them, now
+			// and in the old record, the record can wait (until modpost
+			// needs it for a srcversion: see run).
 			exports := d.modversion && exportsSymbols(o.Target)
 			oldCRCs := d.modversion && hasSymvers(o.file)
 			switch {
@@ -334,8 +335,8 @@ func (d *Direct) compile(o *Object) recipe {
 		}}
 }
 
-// compileThenRecord is the recipe of an object whose record nothing in the
-// build reads: the compiler now, fixdep's record left for Finish.
+// compileThenRecord is the recipe of an object without symbol CRCs: the
+// compiler now, fixdep's record left for later (see writeLate).
 func (d *Direct) compileThenRecord(o *Object, echo string) recipe {
 	return recipe{o: o, echo: echo + o.key, lines: []string{command(o)},
 		then: func() ([]string, error) { d.writeLate(o, fixdep(o)); return nil, nil }}
