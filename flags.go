@@ -57,6 +57,18 @@ func (o *options) watchFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.editorFiles, "editor-files", true, "write compile_commands.json (C) or rust-project.json (Rust) into the module dir after each full Kbuild build")
 }
 
+// dirArg is the one optional DIR argument a subcommand takes ("." when
+// none); usage says how to call it when there are more.
+func dirArg(pos []string, usage string) (string, error) {
+	switch len(pos) {
+	case 0:
+		return ".", nil
+	case 1:
+		return pos[0], nil
+	}
+	return "", usagef(usage, "too many arguments: %s", strings.Join(pos, " "))
+}
+
 // parseInterleaved parses flags that may come before or after positional
 // arguments (`kwatch DIR --once` as well as `kwatch --once DIR`). Everything
 // after a "--" is positional, flags or not (`kwatch vm ssh -- grep -c x f`).

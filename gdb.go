@@ -39,12 +39,9 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return flagErr(err)
 	}
-	if len(pos) > 1 {
-		return usagef("kwatch gdb [DIR] -- GDB_ARGS (gdb's arguments go after --)", "too many arguments: %s", strings.Join(pos, " "))
-	}
-	dir := "."
-	if len(pos) == 1 {
-		dir = pos[0]
+	dir, err := dirArg(pos, "kwatch gdb [DIR] -- GDB_ARGS (gdb's arguments go after --)")
+	if err != nil {
+		return err
 	}
 	if dir, err = filepath.Abs(dir); err != nil {
 		return err

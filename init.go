@@ -27,13 +27,9 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return flagErr(err)
 	}
-	dir := "."
-	switch len(pos) {
-	case 0:
-	case 1:
-		dir = pos[0]
-	default:
-		return usagef("kwatch init [DIR]", "too many arguments: %s", strings.Join(pos, " "))
+	dir, err := dirArg(pos, "kwatch init [DIR]")
+	if err != nil {
+		return err
 	}
 	// The key is made only once init knows it will write: a refused init
 	// leaves nothing behind.

@@ -26,15 +26,11 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return flagErr(err)
 	}
-	if len(pos) > 1 {
-		return usagef("kwatch watches one module directory", "too many arguments: %s", strings.Join(pos, " "))
-	}
-	dir := "."
-	if len(pos) == 1 {
-		dir = pos[0]
-	}
-	dir, err = filepath.Abs(dir)
+	dir, err := dirArg(pos, "kwatch watches one module directory")
 	if err != nil {
+		return err
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
 		return err
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
