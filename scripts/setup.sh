@@ -6,6 +6,8 @@ set -euo pipefail
 pkgs=(
 	# the QEMU guest: a kernel with modules, headers for Kbuild, the initramfs parts
 	qemu-system-x86 linux-image-amd64 linux-headers-amd64 busybox-static dropbear-bin
+	# the second kernel generation every end-to-end suite also runs on (compressed modules, BTF)
+	linux-image-6.12-amd64 linux-headers-6.12-amd64 pahole
 	openssh-sftp-server kmod cpio
 	# building modules
 	build-essential make git xz-utils
