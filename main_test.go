@@ -20,6 +20,7 @@ import (
 
 	"kwatch/guest"
 	"kwatch/guest/vm"
+	"kwatch/guest/vm/vmtest"
 )
 
 // The CLI contract for bad input: exit 2 and one line saying what was wrong.
@@ -214,7 +215,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		e2eState = filepath.Join(tmp, "state")
-		e2eKernel = vm.NewestKernel()
+		e2eKernel = vmtest.Oldest().Image
 		// t.TempDir() dirs then live under tmp too, so the leak check below sees them.
 		os.Setenv("TMPDIR", tmp)
 		code := m.Run()

@@ -1,22 +1,12 @@
 package guest
 
-import (
-	"path/filepath"
-	"strings"
+import "kwatch/guest/vm/vmtest"
 
-	"kwatch/guest/vm"
-)
-
-// The Debian kernel the tests boot: the newest installed one, found the way
-// kwatch finds its default. Debian replaces its ABI version (6.1.0-56 became
-// -57), so no test names one.
+// The Debian kernel these tests boot: the newest build of Debian 12's own 6.1
+// series (vmtest finds it; no test names an ABI version).
 var debianKernel, debianRelease, debianModules = installedKernel()
 
 func installedKernel() (image, release, modules string) {
-	image = vm.NewestKernel()
-	if image == "" {
-		return "", "", ""
-	}
-	release = strings.TrimPrefix(filepath.Base(image), "vmlinuz-")
-	return image, release, filepath.Join("/lib/modules", release)
+	k := vmtest.Oldest()
+	return k.Image, k.Release, k.Modules
 }

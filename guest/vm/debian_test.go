@@ -5,16 +5,22 @@ import (
 	"strings"
 )
 
-// The Debian kernel the tests boot: the newest installed one, found the way
-// kwatch finds its default. Debian replaces its ABI version (6.1.0-56 became
-// -57), so no test names one.
+// The Debian kernel these tests boot: the newest build of the oldest series
+// installed (Debian 12's own 6.1). vmtest cannot be used here (it imports
+// vm); no test names an ABI version.
 var debianKernel, debianRelease, debianModules = installedKernel()
 
 func installedKernel() (image, release, modules string) {
-	image = NewestKernel()
+	var series string
+	for _, img := range Kernels() { // oldest first
+		r := strings.TrimPrefix(filepath.Base(img), "vmlinuz-")
+		if series != "" && Series(r) != series {
+			break
+		}
+		series, image, release = Series(r), img, r
+	}
 	if image == "" {
 		return "", "", ""
 	}
-	release = strings.TrimPrefix(filepath.Base(image), "vmlinuz-")
 	return image, release, filepath.Join("/lib/modules", release)
 }

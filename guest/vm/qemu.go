@@ -124,6 +124,19 @@ func NewestKernel() string {
 	return imgs[len(imgs)-1]
 }
 
+// Series returns a kernel release's major.minor ("6.12" for
+// "6.12.118+deb12-amd64"), or the release itself when it has no such prefix.
+func Series(release string) string {
+	major, rest, ok := strings.Cut(release, ".")
+	if !ok || digits(major) != len(major) || major == "" {
+		return release
+	}
+	if n := digits(rest); n > 0 {
+		return major + "." + rest[:n]
+	}
+	return release
+}
+
 // compareVersions orders strings as sort -V does: runs of digits by value,
 // everything else byte by byte.
 func compareVersions(a, b string) int {

@@ -297,3 +297,18 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+func TestSeries(t *testing.T) {
+	for _, c := range []struct{ release, want string }{
+		{"6.1.0-57-amd64", "6.1"},
+		{"6.12.118+deb12-amd64", "6.12"},
+		{"6.1.192", "6.1"},
+		{"6.18", "6.18"},
+		{"custom", "custom"},
+		{"6.x", "6.x"},
+	} {
+		if got := Series(c.release); got != c.want {
+			t.Errorf("Series(%q) = %q, want %q", c.release, got, c.want)
+		}
+	}
+}
