@@ -119,13 +119,13 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 		return nil, err
 	}
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
-	qc := vm.QEMUConfig{Kernel: k.image, Initramfs: initrd, GDBSocket: vm.GDBSocket(stateDir)}
+	qc := vm.QEMUConfig{Kernel: k.image, Initramfs: initrd, GDBSocket: vm.GDBSocket(stateDir), ModulesDir: k.modulesDir}
 	launch := qc.Launcher()
 	return &vm.VM{
 		StateDir: stateDir,
 		Backend:  "qemu",
 		Kernel:   k.image,
-		Ident:    gdbIdent(stateDir, fmt.Sprintf("%s %d %d %s", k.image, k.info.Size(), k.info.ModTime().Unix(), k.modulesDir), notify),
+		Ident:    gdbIdent(stateDir, fmt.Sprintf("%s %d %d %s shared", k.image, k.info.Size(), k.info.ModTime().Unix(), k.modulesDir), notify),
 		Accel:    o.accel,
 		Notify:   notify,
 		Launch: func(port int, accel string) (*exec.Cmd, error) {

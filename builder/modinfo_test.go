@@ -104,9 +104,9 @@ func TestReadModinfoFile(t *testing.T) {
 		{"old-style.ko.zst", zstdBytes(t, buildertest.ELFWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
 		{"hello.ko.gz", gzipBytes(t, ko), "hello", ""},
 		{"old-style.ko.gz", gzipBytes(t, buildertest.ELFWith(".modinfo", []byte("license=GPL\x00"))), "old_style", ""},
-		{"broken.ko.xz", xzMagic, "", "decompressing"},
-		{"broken.ko.zst", append(zstdMagic, 1, 2, 3), "", "decompressing"},
-		{"broken.ko.gz", append(gzipMagic, 8, 0, 0), "", "decompressing"},
+		{"broken.ko.xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0}, "", "decompressing"},
+		{"broken.ko.zst", []byte{0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3}, "", "decompressing"},
+		{"broken.ko.gz", []byte{0x1f, 0x8b, 8, 0, 0}, "", "decompressing"},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"kwatch/builder"
+	"kwatch/kmod"
 )
 
 // Derivation builds the module with `nix build`, exactly as the flake
@@ -56,7 +57,7 @@ func (d *Derivation) Build(ctx context.Context, out io.Writer) (builder.Result, 
 // decompress writes the compressed module ko as a plain .ko into the
 // directory module-ko beside OutLink, and returns its path.
 func (d *Derivation) decompress(ko string) (string, error) {
-	data, err := builder.ReadModule(ko)
+	data, err := kmod.Read(ko)
 	if err != nil {
 		return "", err
 	}
@@ -64,7 +65,7 @@ func (d *Derivation) decompress(ko string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("decompressing the module: %w", err)
 	}
-	plain := filepath.Join(dir, builder.ModuleBase(ko)+".ko")
+	plain := filepath.Join(dir, kmod.Base(ko)+".ko")
 	tmp := plain + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return "", fmt.Errorf("decompressing the module: %w", err)
@@ -96,7 +97,7 @@ func findModule(out string) (string, error) {
 		dirs, _ := filepath.Glob(filepath.Join(out, "lib", "modules", "*", "*"))
 		for _, dir := range dirs {
 			if base := filepath.Base(dir); base == "extra" || base == "updates" {
-				for _, suffix := range builder.ModuleSuffixes[1:] {
+				for _, suffix := range kmod.Suffixes[1:] {
 					packed, err := findFiles(dir, suffix)
 					if err != nil {
 						return "", err
@@ -108,7 +109,7 @@ func findModule(out string) (string, error) {
 	}
 	names := map[string]bool{}
 	for _, p := range found {
-		names[builder.ModuleBase(p)] = true
+		names[kmod.Base(p)] = true
 	}
 	switch {
 	case len(names) == 0:

@@ -5,22 +5,34 @@ import (
 	"strings"
 )
 
-// The Debian kernel these tests boot: the newest build of the oldest series
-// installed (Debian 12's own 6.1). vmtest cannot be used here (it imports
-// vm); no test names an ABI version.
+// The Debian kernel most tests here boot: the newest build of the oldest
+// series installed (Debian 12's own 6.1). No test names an ABI version:
+// Debian replaces them (6.1.0-56 became -57).
 var debianKernel, debianRelease, debianModules = installedKernel()
 
 func installedKernel() (image, release, modules string) {
-	var series string
-	for _, img := range Kernels() { // oldest first
-		r := strings.TrimPrefix(filepath.Base(img), "vmlinuz-")
-		if series != "" && Series(r) != series {
-			break
-		}
-		series, image, release = Series(r), img, r
-	}
-	if image == "" {
+	ks := debianKernels()
+	if len(ks) == 0 {
 		return "", "", ""
 	}
-	return image, release, filepath.Join("/lib/modules", release)
+	return ks[0].image, ks[0].release, ks[0].modules
+}
+
+type kernelSeries struct{ series, image, release, modules string }
+
+// debianKernels returns the newest build of each installed kernel series,
+// oldest series first (what vmtest.Debian returns; tests in this package
+// cannot import it).
+func debianKernels() []kernelSeries {
+	var ks []kernelSeries
+	for _, img := range Kernels() {
+		r := strings.TrimPrefix(filepath.Base(img), "vmlinuz-")
+		k := kernelSeries{Series(r), img, r, filepath.Join("/lib/modules", r)}
+		if n := len(ks); n > 0 && ks[n-1].series == k.series {
+			ks[n-1] = k
+			continue
+		}
+		ks = append(ks, k)
+	}
+	return ks
 }

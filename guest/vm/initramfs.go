@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -14,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"kwatch/kmod"
 	"kwatch/proc"
 
 	"golang.org/x/crypto/ssh"
@@ -24,17 +24,24 @@ import (
 type InitramfsConfig struct {
 	AuthorizedKey []byte // OpenSSH authorized_keys line for root
 	HostKey       string // path to the dropbear ed25519 host key from EnsureHostKey (its RSA key beside it goes in too)
-	ModulesDir    string // /lib/modules/<version> holding the NIC driver; "" = the kernel has the NIC built in
+	ModulesDir    string // /lib/modules/<version>: the NIC driver and 9p load from it at boot, and the guest mounts it (QEMUConfig.ModulesDir); "" = the kernel has the NIC built in and no modules
+	Modprobe      string // "" = /usr/bin/kmod (modprobe in the guest, for the modules dir it mounts)
 	Busybox       string // "" = /usr/bin/busybox (must be static)
 	Dropbear      string // "" = /usr/sbin/dropbear
 	SFTPServer    string // "" = /usr/lib/openssh/sftp-server (goes to /usr/lib/sftp-server in the guest, where dropbear looks)
 }
 
-// nicDriver is the guest's network driver, matching QEMU's -nic model=e1000.
-const nicDriver = "e1000"
+// bootModules are loaded by the guest's init from the initramfs: the network
+// driver (QEMU's -nic model=e1000), and what mounts the kernel's modules
+// directory from the host (9p over virtio-pci). Any of them may be built in.
+var bootModules = []string{"e1000", "virtio_pci", "9pnet_virtio", "9p"}
 
-// guestNICDir holds the NIC driver modules in the guest.
-const guestNICDir = "lib/kwatch"
+// guestBootDir holds the boot modules in the guest, decompressed: insmod
+// (busybox's) and old kernels take plain ELF only.
+const guestBootDir = "lib/kwatch"
+
+// ModulesTag is the 9p mount tag of the modules directory shared with the guest.
+const ModulesTag = "kwatch-modules"
 
 // initScript is the guest's PID 1. It must never exit (that panics the
 // kernel), so after starting dropbear it sleeps forever; `reboot -f` ends it.
@@ -49,6 +56,12 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 for m in %s; do insmod "$m"; done
+if [ -n "%s" ]; then
+	# The kernel's modules, read-only from the host: modprobe and request_module work.
+	d=/lib/modules/$(uname -r)
+	mkdir -p "$d" && mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose %[2]s "$d" ||
+		echo "kwatch-guest: mounting the modules directory failed"
+fi
 ip link set lo up
 ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
@@ -112,21 +125,41 @@ func initramfsTree(cfg InitramfsConfig) (tree, error) {
 	t.file("root/.ssh/authorized_keys", 0o600, append(key, '\n'))
 	t.add(cpioEntry{Name: "bin/sh", Mode: modeSymlink | 0o777, Data: []byte("busybox")})
 
-	var nics []string
+	var boot []string
+	tag := ""
+	copies := map[string]string{ // guest path -> host path
+		"bin/busybox":         busybox,
+		"usr/sbin/dropbear":   dropbear,
+		"usr/lib/sftp-server": sftp,
+	}
+	bins := []string{dropbear, sftp}
 	if cfg.ModulesDir != "" {
-		mods, err := nicModules(cfg.ModulesDir)
+		mods, err := moduleFiles(cfg.ModulesDir)
 		if err != nil {
 			return nil, err
 		}
 		for _, m := range mods {
-			name := path.Join(guestNICDir, filepath.Base(m))
-			if err := t.hostFile(name, 0o644, m); err != nil {
+			name := path.Join(guestBootDir, kmod.Base(m)+".ko")
+			data, err := kmod.Read(m)
+			if err != nil {
 				return nil, err
 			}
-			nics = append(nics, "/"+name)
+			t.file(name, 0o644, data)
+			boot = append(boot, "/"+name)
 		}
+		// kmod's modprobe (busybox's cannot read .ko.zst): /sbin/modprobe is
+		// where the kernel's request_module runs it. busybox --install leaves
+		// a name that exists alone.
+		modprobe := orDefault(cfg.Modprobe, "/usr/bin/kmod")
+		if _, err := os.Stat(modprobe); err != nil {
+			return nil, fmt.Errorf("%s not found: install kmod", modprobe)
+		}
+		copies["usr/bin/kmod"] = modprobe
+		bins = append(bins, modprobe)
+		t.add(cpioEntry{Name: "sbin/modprobe", Mode: modeSymlink | 0o777, Data: []byte("/usr/bin/kmod")})
+		tag = ModulesTag
 	}
-	t.file("init", 0o755, []byte(fmt.Sprintf(initScript, strings.Join(nics, " "), hostKeyName("ed25519"), hostKeyName("rsa"))))
+	t.file("init", 0o755, []byte(fmt.Sprintf(initScript, strings.Join(boot, " "), tag, hostKeyName("ed25519"), hostKeyName("rsa"))))
 
 	for _, typ := range hostKeyTypes {
 		host := filepath.Join(filepath.Dir(cfg.HostKey), hostKeyName(typ))
@@ -137,12 +170,7 @@ func initramfsTree(cfg InitramfsConfig) (tree, error) {
 			return nil, err
 		}
 	}
-	copies := map[string]string{ // guest path -> host path
-		"bin/busybox":         busybox,
-		"usr/sbin/dropbear":   dropbear,
-		"usr/lib/sftp-server": sftp,
-	}
-	for _, bin := range []string{dropbear, sftp} {
+	for _, bin := range bins {
 		libs, err := elfDeps(bin)
 		if err != nil {
 			return nil, err
@@ -159,46 +187,29 @@ func initramfsTree(cfg InitramfsConfig) (tree, error) {
 	return t, nil
 }
 
-// nicModules returns the NIC driver's module and the modules it depends on
-// from modulesDir, in load order, or none when the kernel has it built in.
-func nicModules(modulesDir string) ([]string, error) {
-	f, err := os.Open(filepath.Join(modulesDir, "modules.dep"))
+// moduleFiles returns the files of the boot modules and the modules they
+// need, in load order; a module built into the kernel, or one the kernel
+// does not have, is left out.
+func moduleFiles(modulesDir string) ([]string, error) {
+	x, err := kmod.ReadIndex(modulesDir)
 	if err != nil {
-		return nil, fmt.Errorf("reading the module list of %s (run depmod, or pass the right --modules-dir): %w", modulesDir, err)
+		return nil, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		mod, deps, ok := strings.Cut(sc.Text(), ":")
-		if !ok || !isModule(mod, nicDriver) {
-			continue
+	var have []string
+	for _, m := range bootModules {
+		if x.Has(m) {
+			have = append(have, m)
 		}
-		// modules.dep lists the dependencies the way modprobe unloads them: load them in reverse.
-		order := strings.Fields(deps)
-		for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
-			order[i], order[j] = order[j], order[i]
-		}
-		var paths []string
-		for _, m := range append(order, mod) {
-			if !strings.HasSuffix(m, ".ko") {
-				return nil, fmt.Errorf("module %s in %s is compressed: kwatch needs plain .ko files (or a kernel with CONFIG_E1000=y and no --modules-dir)", m, modulesDir)
-			}
-			paths = append(paths, filepath.Join(modulesDir, m))
-		}
-		return paths, nil
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading the module list of %s: %w", modulesDir, err)
+	p, err := x.Resolve(have, nil)
+	if err != nil {
+		return nil, fmt.Errorf("the boot modules of %s: %w", modulesDir, err)
 	}
-	return nil, nil
-}
-
-// isModule reports whether a modules.dep path such as
-// kernel/drivers/net/ethernet/intel/e1000/e1000.ko.xz names module name.
-func isModule(p, name string) bool {
-	base := path.Base(p)
-	return base == name+".ko" || strings.HasPrefix(base, name+".ko.")
+	var files []string
+	for _, m := range p.Load {
+		files = append(files, filepath.Join(modulesDir, x.Path(m)))
+	}
+	return files, nil
 }
 
 // hostKeyTypes are the dropbear host keys the guest gets. Dropbear 2022.83

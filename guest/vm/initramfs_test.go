@@ -62,6 +62,10 @@ func TestWriteInitramfs(t *testing.T) {
 		{"etc/passwd", `^-rw-r--r-- `},
 		{"etc/shells", `^-rw-r--r-- `},
 		{"lib/kwatch/e1000.ko", `^-rw-r--r-- `},
+		{"lib/kwatch/9p.ko", `^-rw-r--r-- `},
+		{"usr/bin/kmod", `^-rwxr-xr-x `},
+		{"sbin/modprobe", `-> /usr/bin/kmod$`},
+		{"lib/x86_64-linux-gnu/liblzma.so.5", `^-rwxr-xr-x `},
 	} {
 		if l := findEntry(t, list, tc.name); !regexp.MustCompile(tc.want).MatchString(l) {
 			t.Errorf("%s: cpio lists %q, want it to match %s", tc.name, l, tc.want)
@@ -97,7 +101,7 @@ func TestWriteInitramfs(t *testing.T) {
 		}
 	}
 	init, _ := os.ReadFile(filepath.Join(out, "init"))
-	for _, want := range []string{"insmod \"$m\"", "for m in /lib/kwatch/e1000.ko;", "dropbear -r /etc/dropbear/dropbear_ed25519_host_key -r /etc/dropbear/dropbear_rsa_host_key -p 22 -s -g", "mount -t devtmpfs"} {
+	for _, want := range []string{"insmod \"$m\"", "for m in /lib/kwatch/e1000.ko ", "mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose kwatch-modules", "dropbear -r /etc/dropbear/dropbear_ed25519_host_key -r /etc/dropbear/dropbear_rsa_host_key -p 22 -s -g", "mount -t devtmpfs"} {
 		if !strings.Contains(string(init), want) {
 			t.Errorf("/init lacks %q:\n%s", want, init)
 		}
@@ -113,33 +117,36 @@ func TestWriteInitramfsRejectsDynamicBusybox(t *testing.T) {
 	}
 }
 
-func TestNICModules(t *testing.T) {
-	fake := func(dep string) string {
+func TestModuleFiles(t *testing.T) {
+	fake := func(dep, builtin string) string {
 		d := t.TempDir()
-		if err := os.WriteFile(filepath.Join(d, "modules.dep"), []byte(dep), 0o644); err != nil {
-			t.Fatal(err)
+		for name, data := range map[string]string{"modules.dep": dep, "modules.builtin": builtin} {
+			if err := os.WriteFile(filepath.Join(d, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		return d
 	}
-	nodeps := fake("kernel/net/core/failover.ko:\nkernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\n")
-	withDeps := fake("kernel/e1000/e1000.ko: kernel/b.ko kernel/a.ko\nkernel/b.ko: kernel/a.ko\nkernel/a.ko:\n")
+	nodeps := fake("kernel/net/core/failover.ko:\nkernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\n", "")
+	withDeps := fake("kernel/e1000/e1000.ko: kernel/b.ko kernel/a.ko\nkernel/b.ko: kernel/a.ko\nkernel/a.ko:\n", "")
+	ninep := fake("kernel/e1000.ko.xz:\nkernel/9p.ko.xz: kernel/netfs.ko.xz kernel/9pnet.ko.xz\nkernel/9pnet_virtio.ko.xz: kernel/9pnet.ko.xz\nkernel/9pnet.ko.xz:\nkernel/netfs.ko.xz:\n",
+		"kernel/drivers/virtio/virtio_pci.ko\n")
 	for _, tc := range []struct {
 		name    string
 		dir     string
 		want    []string
 		wantErr string
 	}{
-		{name: "debian", dir: debianModules, want: []string{debianModules + "/kernel/drivers/net/ethernet/intel/e1000/e1000.ko"}},
 		{name: "deps load first", dir: withDeps, want: []string{withDeps + "/kernel/a.ko", withDeps + "/kernel/b.ko", withDeps + "/kernel/e1000/e1000.ko"}},
 		{name: "built in", dir: nodeps, want: nil},
-		{name: "compressed", dir: fake("kernel/e1000.ko.xz:\n"), wantErr: "compressed"},
+		{name: "9p, compressed, virtio_pci built in", dir: ninep, want: []string{ninep + "/kernel/e1000.ko.xz", ninep + "/kernel/9pnet.ko.xz", ninep + "/kernel/9pnet_virtio.ko.xz", ninep + "/kernel/netfs.ko.xz", ninep + "/kernel/9p.ko.xz"}},
 		{name: "no modules.dep", dir: t.TempDir(), wantErr: "run depmod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := nicModules(tc.dir)
+			got, err := moduleFiles(tc.dir)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("nicModules = %v, %v; want an error containing %q", got, err, tc.wantErr)
+					t.Fatalf("moduleFiles = %v, %v; want an error containing %q", got, err, tc.wantErr)
 				}
 				return
 			}
@@ -147,7 +154,7 @@ func TestNICModules(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("nicModules = %v, want %v", got, tc.want)
+				t.Fatalf("moduleFiles = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -29,6 +29,9 @@ type QEMUConfig struct {
 	MemoryMB  int    // 0 = 512
 	Append    string // extra kernel cmdline
 	GDBSocket string // QEMU's gdbstub listens here (GDBSocket); "" = no gdbstub
+	// ModulesDir is shared read-only with the guest, which mounts it as its
+	// /lib/modules/<release> (InitramfsConfig.ModulesDir); "" = none.
+	ModulesDir string
 }
 
 // Launcher returns the Launcher that boots c under qemu-system-x86_64.
@@ -65,7 +68,7 @@ func (c QEMUConfig) args(port int, accel string) []string {
 		mem = 512
 	}
 	cmdline := strings.TrimSpace(KernelParams + " " + c.Append)
-	return []string{
+	args := []string{
 		"-accel", accel, "-cpu", cpu, "-m", strconv.Itoa(mem), "-smp", "1",
 		"-kernel", c.Kernel, "-initrd", c.Initramfs, "-append", cmdline,
 		// With panic=-1 a kernel panic reboots, and -no-reboot turns that into QEMU exiting.
@@ -73,6 +76,12 @@ func (c QEMUConfig) args(port int, accel string) []string {
 		// Bound to 127.0.0.1 only: the guest lets root in with kwatch's key, nobody else should reach it.
 		"-nic", fmt.Sprintf("user,model=e1000,hostfwd=tcp:127.0.0.1:%d-:22", port),
 	}
+	if c.ModulesDir != "" {
+		// QEMU's option parser takes ',' as a separator: a path holding one is doubled.
+		dir := strings.ReplaceAll(c.ModulesDir, ",", ",,")
+		args = append(args, "-virtfs", "local,path="+dir+",mount_tag="+ModulesTag+",security_model=none,readonly=on")
+	}
+	return args
 }
 
 // KernelVersion reads the release (such as "6.1.0-56-amd64") from an x86

@@ -106,7 +106,7 @@ func qemuVM(t *testing.T, kernel, modulesDir, accel string) (*VM, *ssh.ClientCon
 		StateDir: stateDir,
 		Backend:  "qemu",
 		Ident:    "first",
-		Launch:   QEMUConfig{Kernel: kernel, Initramfs: initrd}.Launcher(),
+		Launch:   QEMUConfig{Kernel: kernel, Initramfs: initrd, ModulesDir: modulesDir}.Launcher(),
 		Accel:    accel,
 		Notify:   func(msg string) { t.Logf("notice: %s", msg) },
 	}
@@ -170,14 +170,27 @@ func guestRun(t *testing.T, st VMState, cfg *ssh.ClientConfig, cmd string) strin
 	return strings.TrimSpace(string(out))
 }
 
+// TestQEMUDebianKernel boots each installed Debian kernel series (6.1 with
+// plain modules, 6.12 with .ko.xz) with kwatch's initramfs.
 func TestQEMUDebianKernel(t *testing.T) {
-	v, cfg := qemuVM(t, debianKernel, debianModules, "tcg")
+	for _, k := range debianKernels() {
+		t.Run(k.series, func(t *testing.T) { testQEMUDebianKernel(t, k.image, k.release, k.modules) })
+	}
+}
+
+func testQEMUDebianKernel(t *testing.T, image, release, modules string) {
+	v, cfg := qemuVM(t, image, modules, "tcg")
 	st := qemuUp(t, v)
 	if st.Accel != "tcg" || st.Backend != "qemu" || st.Ident != "first" {
 		t.Errorf("state = %+v", st)
 	}
-	if got := guestRun(t, st, cfg, "uname -r"); got != debianRelease {
+	if got := guestRun(t, st, cfg, "uname -r"); got != release {
 		t.Errorf("guest uname -r = %q", got)
+	}
+	// The kernel's modules are there for modprobe, decompressed as needed:
+	// a module nothing loaded yet, and one whose dependency must load first.
+	if got := guestRun(t, st, cfg, "modprobe dummy && modprobe videodev && ls -d /sys/module/dummy /sys/module/videodev /sys/module/mc"); got != "/sys/module/dummy\n/sys/module/mc\n/sys/module/videodev" {
+		t.Errorf("after modprobe in the guest, ls /sys/module says %q", got)
 	}
 
 	c, err := ssh.Dial("tcp", "127.0.0.1:"+strconv.Itoa(st.Port), cfg)
