@@ -114,4 +114,3 @@ func TestSoftPre(t *testing.T) {
 		}
 	}
 }
-
