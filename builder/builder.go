@@ -20,6 +20,7 @@ type Result struct {
 	Modules []string // every module the build made, in modules.order (Kbuild); nil when unknown
 	Path    string   // how it was built: PathFast, PathKbuild, or "" for a nix derivation
 	Via     string   // how the fast path rebuilt it: ViaDirect or ViaSteps; "" for the other paths
+	Symvers string   // the kernel's Module.symvers it was linked against (which module exports what); "" when unknown
 }
 
 // The paths a Kbuild build takes.

@@ -75,7 +75,7 @@ func Kbuild(dir string, opts KbuildOptions) (*Make, error) {
 	}
 	args = append(args, opts.Extra...)
 	args = append(args, "modules")
-	return &Make{Dir: dir, Args: args, Env: env}, nil
+	return &Make{Dir: dir, Args: args, Env: env, KDir: kdir}, nil
 }
 
 // readKconfig reads the kernel's configuration: .config, or

@@ -44,6 +44,8 @@ type Make struct {
 	// Module is the module to load when obj-m names several (its file name
 	// without .ko); "" is the first one in modules.order.
 	Module string
+	// KDir is the kernel build dir (make -C KDIR); "" when unknown.
+	KDir string
 
 	mu       sync.Mutex
 	graph    *replay.Graph // the last good build's records; nil: the next build runs the full make
@@ -190,6 +192,9 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{KO: ko, Modules: all, Path: PathKbuild}
+	if m.KDir != "" {
+		res.Symvers = filepath.Join(m.KDir, "Module.symvers")
+	}
 	if g != nil {
 		res.Path, res.Via = PathFast, via
 	}

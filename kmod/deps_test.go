@@ -2,7 +2,12 @@ package kmod
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -113,4 +118,47 @@ func TestSoftPre(t *testing.T) {
 			t.Errorf("SoftPre(%q) = %v, want %v", in, got, want)
 		}
 	}
+}
+
+func TestSymbolFrom(t *testing.T) {
+	ko := elfWithSymbols(t, "video_ioctl2", "printk")
+	symvers := []byte("0x1234\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n" +
+		"0x5678\tvideo_ioctl2\tdrivers/media/v4l2-core/videodev\tEXPORT_SYMBOL\t\n" +
+		"0x9abc\tmedia_device_init\tdrivers/media/mc/mc\tEXPORT_SYMBOL_GPL\t\n")
+	for module, want := range map[string]string{"videodev": "video_ioctl2", "mc": "", "vmlinux": "printk"} {
+		if got := SymbolFrom(ko, symvers, module); got != want {
+			t.Errorf("SymbolFrom(%s) = %q, want %q", module, got, want)
+		}
+	}
+	if got := SymbolFrom([]byte("not elf"), symvers, "videodev"); got != "" {
+		t.Errorf("SymbolFrom(garbage) = %q", got)
+	}
+}
+
+// elfWithSymbols compiles an object that calls each of names, which it
+// leaves undefined, as a module leaves the kernel's symbols.
+func elfWithSymbols(t *testing.T, names ...string) []byte {
+	t.Helper()
+	var src strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&src, "extern void %s(void);\n", n)
+	}
+	src.WriteString("void f(void) {")
+	for _, n := range names {
+		fmt.Fprintf(&src, " %s();", n)
+	}
+	src.WriteString(" }\n")
+	dir := t.TempDir()
+	c, o := filepath.Join(dir, "m.c"), filepath.Join(dir, "m.o")
+	if err := os.WriteFile(c, []byte(src.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cc", "-c", "-o", o, c).CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v: %s", err, out)
+	}
+	data, err := os.ReadFile(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -15,6 +15,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/kmod"
 	"kwatch/kmsg"
 	"kwatch/watcher"
 )
@@ -38,17 +39,19 @@ type fakeGuest struct {
 	beforeBoot func()
 
 	// What the next reloads do, and what the guest says; tests change them.
-	reload    func(b *fakeBoot, name, remote string) (ReloadResult, error)
-	taint     uint64
-	taintErr  error
-	use       ModuleUse
-	runOutput map[string]fakeRun
-	uploadErr error
+	reload     func(b *fakeBoot, name, remote string) (ReloadResult, error)
+	taint      uint64
+	taintErr   error
+	use        ModuleUse
+	runOutput  map[string]fakeRun
+	uploadErr  error
+	kernelMods map[string]bool // the guest kernel's modules that LoadDeps can load
 
 	reloads      []string // every Reload's remote path, in order
 	uploads      []string
 	uploadedFrom []string // the local files uploaded
 	runs         []string
+	depLoads     [][]string // every LoadDeps call's arguments, depends then softPre
 }
 
 type fakeRun struct {
@@ -232,6 +235,25 @@ func (s *fakeSession) Upload(ctx context.Context, local, name string) (string, i
 	s.b.g.uploads = append(s.b.g.uploads, remote)
 	s.b.g.uploadedFrom = append(s.b.g.uploadedFrom, local)
 	return remote, 1, s.b.g.uploadErr
+}
+
+func (s *fakeSession) LoadDeps(ctx context.Context, depends, softPre []string) ([]string, error) {
+	defer s.b.g.mu.Unlock()
+	if !s.live() {
+		return nil, errBootOver
+	}
+	s.b.g.depLoads = append(s.b.g.depLoads, append(slices.Clone(depends), softPre...))
+	var loaded []string
+	for _, m := range append(slices.Clone(softPre), depends...) {
+		if !s.b.g.kernelMods[m] {
+			return loaded, &kmod.MissingError{Name: m}
+		}
+		if _, ok := s.b.loaded[m]; !ok {
+			s.b.loaded[m] = "(kernel)"
+			loaded = append(loaded, m)
+		}
+	}
+	return loaded, nil
 }
 
 func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []string) (ReloadResult, error) {

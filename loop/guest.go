@@ -45,6 +45,11 @@ type Session interface {
 	// Upload copies local into this run's private directory in the guest
 	// as name and returns the path it got there.
 	Upload(ctx context.Context, local, name string) (remote string, sent int64, err error)
+	// LoadDeps loads what a module needs and is not loaded yet (its .modinfo
+	// depends and softdep pre: names, and what they need in turn), in order,
+	// from the guest kernel's own modules; it returns the modules it loaded.
+	// A dependency that cannot be found is a *kmod.MissingError in the chain.
+	LoadDeps(ctx context.Context, depends, softPre []string) (loaded []string, err error)
 	// Reload replaces module name with the file remote (rmmod, insmod).
 	Reload(ctx context.Context, name, remote string, params []string) (ReloadResult, error)
 	// Run runs a --run command.

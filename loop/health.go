@@ -108,6 +108,9 @@ func (l *loop) restore(ctx context.Context, goodCrashed bool) {
 func (l *loop) loadGood(ctx context.Context, s Session) string {
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
+	if err := l.loadDeps(ctx, s, l.goodInfo); err != nil {
+		return err.Error()
+	}
 	remote, _, err := s.Upload(ctx, l.uploadCopy(ctx, l.goodKO), "good-"+l.goodName+".ko")
 	if err != nil {
 		return err.Error()

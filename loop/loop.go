@@ -18,6 +18,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/crash"
+	"kwatch/kmod"
 	"kwatch/watcher"
 )
 
@@ -58,9 +59,14 @@ type loop struct {
 	// loaded again when a new build fails to load or the guest restarted, so
 	// the guest is never left without one.
 	goodKO, goodName string
+	goodInfo         builder.Modinfo // its .modinfo: what it needs loaded first
 	goodBoot         string    // the boot it was loaded into
 	goodAt           time.Time // when it was last loaded
 	triedAt          time.Time // when a build was last loaded, or tried
+
+	// The boot in which the module's dependencies were last loaded, and
+	// which they were: they are loaded once per boot, not on every save.
+	depsBoot, depsKey string
 
 	held       *loadJob // a build waiting for its old module to be freed
 	warnedBoot string   // the unmanaged guest's boot already warned about
@@ -312,6 +318,9 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	l.triedAt = time.Now()
 	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
+	if err := l.loadDeps(sctx, s, b.info); err != nil {
+		return fail(l.depsError(err, b), "kwatch loads a module's dependencies from the guest kernel's own modules: install them there (for --vm qemu, --modules-dir names the dir), or build without the dependency")
+	}
 	t := time.Now()
 	remote, sent, err := s.Upload(sctx, upload, path.Base(b.res.KO))
 	if err != nil {
@@ -403,7 +412,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 // keepGood copies a module that loaded cleanly into the state dir: the build
 // dir is overwritten by the next build, and a restarted guest gets this one.
 func (l *loop) keepGood(b loadJob, name, boot string) {
-	l.goodName, l.goodBoot, l.goodAt = name, boot, time.Now()
+	l.goodName, l.goodInfo, l.goodBoot, l.goodAt = name, b.info, boot, time.Now()
 	if l.cfg.StateDir == "" {
 		return
 	}
@@ -414,6 +423,51 @@ func (l *loop) keepGood(b loadJob, name, boot string) {
 		return
 	}
 	l.goodKO = dst
+}
+
+// loadDeps loads what a module needs before it, once per boot; a module
+// that needs nothing costs nothing.
+func (l *loop) loadDeps(ctx context.Context, s Session, info builder.Modinfo) error {
+	softPre := kmod.SoftPre(strings.Join(info.Fields["softdep"], " "))
+	if len(info.Depends) == 0 && len(softPre) == 0 {
+		return nil
+	}
+	key := strings.Join(info.Depends, ",") + " " + strings.Join(softPre, ",")
+	if l.depsBoot == s.BootID() && l.depsKey == key {
+		return nil
+	}
+	loaded, err := s.LoadDeps(ctx, info.Depends, softPre)
+	if len(loaded) > 0 {
+		them := "it"
+		if len(loaded) > 1 {
+			them = "them"
+		}
+		l.notice(fmt.Sprintf("loaded %s in the guest first: %s needs %s", strings.Join(loaded, ", "), info.Name, them))
+	}
+	if err != nil {
+		return err
+	}
+	l.depsBoot, l.depsKey = s.BootID(), key
+	return nil
+}
+
+// depsError says why a module's dependencies did not load and, for one
+// that is missing, which of its symbols the module needs it for.
+func (l *loop) depsError(err error, b loadJob) string {
+	msg := "dependencies: " + err.Error()
+	var me *kmod.MissingError
+	if !errors.As(err, &me) || me.Needer != "" || b.res.Symvers == "" {
+		return msg
+	}
+	ko, kerr := kmod.Read(b.res.KO)
+	symvers, serr := os.ReadFile(b.res.Symvers)
+	if kerr != nil || serr != nil {
+		return msg
+	}
+	if sym := kmod.SymbolFrom(ko, symvers, me.Name); sym != "" {
+		msg += fmt.Sprintf("; %s needs it for %s", b.info.Name, sym)
+	}
+	return msg
 }
 
 func copyFile(src, dst string) error {

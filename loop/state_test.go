@@ -840,3 +840,91 @@ func TestMismatchDuringBuildOnlyReported(t *testing.T) {
 		t.Errorf("%d reloads, want 2 (the two builds'): make's module was loaded while a build ran", n)
 	}
 }
+
+// depsKO is a module hello whose .modinfo says it needs videodev (and,
+// softly, crc32c first).
+func (r *rig) depsKO() buildStep {
+	p := filepath.Join(r.t.TempDir(), "hello.ko")
+	modinfo := "license=GPL\x00name=hello\x00depends=videodev\x00softdep=pre: crc32c\x00vermagic=" + fakeRelease + " SMP preempt mod_unload \x00"
+	if err := os.WriteFile(p, buildertest.ELFWith(".modinfo", []byte(modinfo)), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	return buildStep{ko: p}
+}
+
+func (g *fakeGuest) depLoadCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.depLoads)
+}
+
+// A module's dependencies are loaded before it, once per boot: not again on
+// a save, again after the guest restarted.
+func TestDependenciesLoadedOncePerBoot(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.depsKO()}
+	r.guest.kernelMods = map[string]bool{"videodev": true, "crc32c": true}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.events.notice(t, "loaded crc32c, videodev in the guest first: hello needs them")
+	if got := loadedIn(r.guest, "videodev"); got == "" {
+		t.Fatal("videodev not loaded")
+	}
+	r.guest.mu.Lock()
+	got := r.guest.depLoads
+	r.guest.mu.Unlock()
+	if want := [][]string{{"videodev", "crc32c"}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("LoadDeps calls = %v, want %v", got, want)
+	}
+
+	r.watch.save(t, "hello.c")
+	r.events.wait(t, "loaded", 2)
+	if n := r.guest.depLoadCount(); n != 1 {
+		t.Errorf("%d LoadDeps calls after a save, want 1: once per boot", n)
+	}
+
+	r.guest.reboot()
+	r.events.notice(t, "the guest restarted; loaded the last good hello again")
+	if n := r.guest.depLoadCount(); n != 2 {
+		t.Errorf("%d LoadDeps calls after a restart, want 2", n)
+	}
+	if loadedIn(r.guest, "videodev") == "" {
+		t.Error("videodev not loaded again after the restart")
+	}
+}
+
+// A module that needs nothing asks nothing of the guest.
+func TestNoDependenciesNoCall(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	if err := r.once(); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.guest.depLoadCount(); n != 0 {
+		t.Errorf("%d LoadDeps calls for a module without dependencies", n)
+	}
+}
+
+// A dependency the guest's kernel does not have: one error naming it, and
+// the module loaded before stays loaded (nothing was unloaded).
+func TestMissingDependencyKeepsPreviousModule(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.ko("hello"), r.depsKO()}
+	r.guest.kernelMods = map[string]bool{"crc32c": true}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	before := loadedIn(r.guest, "hello")
+	r.watch.save(t, "hello.c")
+	e := r.events.wait(t, "load_failed", 1)
+	if !strings.Contains(e.Message, "videodev") || e.Hint == "" {
+		t.Errorf("load_failed = %q (hint %q), want it to name videodev, with a hint", e.Message, e.Hint)
+	}
+	if got := loadedIn(r.guest, "hello"); got != before {
+		t.Errorf("hello is %q after the failed load, want the previous %q", got, before)
+	}
+	if n := r.guest.reloadCount(); n != 1 {
+		t.Errorf("%d reloads, want 1: no rmmod when a dependency is missing", n)
+	}
+}

@@ -394,6 +394,10 @@ func (s *session) Reload(ctx context.Context, name, remote string, params []stri
 	return loop.ReloadResult(r), err
 }
 
+func (s *session) LoadDeps(ctx context.Context, depends, softPre []string) ([]string, error) {
+	return s.Client.LoadDeps(ctx, s.release, depends, softPre)
+}
+
 func (s *session) ModuleUse(ctx context.Context, name string) (loop.ModuleUse, error) {
 	u, err := s.Client.ModuleUse(ctx, name)
 	return loop.ModuleUse(u), err
