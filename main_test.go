@@ -197,9 +197,30 @@ Host v6
 
 var (
 	kwatchBin string
-	e2eState  string // shared state dir: one Debian-kernel VM for all e2e tests
+	e2eState  string // shared state dir: one Debian 6.1 VM for the e2e tests that run on one kernel
 	e2eKernel string
+	e2eVMs    []e2eVM // one shared VM per installed Debian kernel series, 6.1's in e2eState
 )
+
+// e2eVM is a Debian kernel series and the state dir of its shared VM.
+type e2eVM struct {
+	vmtest.Kernel
+	state string
+}
+
+// args are the flags a run on this VM uses.
+func (v e2eVM) args() []string {
+	return []string{"--vm", "qemu", "--kernel", v.Image, "--accel", "tcg", "--state-dir", v.state}
+}
+
+// eachKernel runs fn as a subtest, named by kernel series, on each
+// installed Debian kernel's shared VM.
+func eachKernel(t *testing.T, fn func(t *testing.T, v e2eVM)) {
+	needGuest(t)
+	for _, v := range e2eVMs {
+		t.Run(v.Name, func(t *testing.T) { fn(t, v) })
+	}
+}
 
 func TestMain(m *testing.M) {
 	code := func() int {
@@ -216,10 +237,19 @@ func TestMain(m *testing.M) {
 		}
 		e2eState = filepath.Join(tmp, "state")
 		e2eKernel = vmtest.Oldest().Image
+		for i, k := range vmtest.Debian() {
+			v := e2eVM{Kernel: k, state: e2eState}
+			if i > 0 {
+				v.state = filepath.Join(tmp, "state-"+k.Name)
+			}
+			e2eVMs = append(e2eVMs, v)
+		}
 		// t.TempDir() dirs then live under tmp too, so the leak check below sees them.
 		os.Setenv("TMPDIR", tmp)
 		code := m.Run()
-		exec.Command(kwatchBin, "vm", "down", "--state-dir", e2eState).Run()
+		for _, v := range e2eVMs {
+			exec.Command(kwatchBin, "vm", "down", "--state-dir", v.state).Run()
+		}
 		// Every test stops what it started; a qemu or make still running
 		// from this run's temp dirs is a leak.
 		time.Sleep(500 * time.Millisecond)
