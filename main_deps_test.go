@@ -1,6 +1,8 @@
 package main
 
 import (
+	"kwatch/guest/vm/vmtest"
+	"kwatch/kmod"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,4 +75,68 @@ func TestV4L2LoopbackDependencies(t *testing.T) {
 		w.stop()
 		noStrayProcesses(t, dir)
 	})
+}
+
+// A guest whose kernel lacks a dependency (here: a modules directory with
+// only what the guest needs to boot): the load fails in one line naming the
+// missing module, the symbol it was needed for and where kwatch looked.
+func TestMissingDependency(t *testing.T) {
+	needGuest(t)
+	k := vmtest.Oldest()
+	modules := filepath.Join(t.TempDir(), k.Release)
+	x, err := kmod.ReadIndex(k.Modules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := x.Resolve([]string{"e1000", "virtio_pci", "9pnet_virtio", "9p"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := map[string]bool{}
+	for _, m := range plan.Load {
+		rel := x.Path(m)
+		keep[rel] = true
+		data, err := os.ReadFile(filepath.Join(k.Modules, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(modules, rel), string(data))
+	}
+	all, err := os.ReadFile(filepath.Join(k.Modules, "modules.dep"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep []string
+	for _, line := range strings.Split(string(all), "\n") {
+		if mod, _, _ := strings.Cut(line, ":"); keep[mod] {
+			dep = append(dep, line)
+		}
+	}
+	writeFile(t, filepath.Join(modules, "modules.dep"), strings.Join(dep, "\n")+"\n")
+
+	state := filepath.Join(t.TempDir(), "state")
+	t.Cleanup(func() { kwatchRun(t, "vm", "down", "--state-dir", state) })
+	dir := t.TempDir()
+	copyDir(t, "../shared/corpus/v4l2loopback", dir)
+	args := []string{"--vm", "qemu", "--kernel", k.Image, "--modules-dir", modules, "--kdir", k.Build,
+		"--accel", "tcg", "--state-dir", state, "--once", "--json", dir}
+	stdout, stderr, code := kwatchRun(t, args...)
+	if code != 1 {
+		t.Fatalf("--once with videodev missing: exit %d, want 1\n%s\n%s", code, stdout, stderr)
+	}
+	e, ok := findEvent(parseEvents(t, stdout), "load_failed")
+	if !ok {
+		t.Fatalf("no load_failed event:\n%s", stdout)
+	}
+	for _, want := range []string{"videodev is not a module of the guest's kernel", "/lib/modules/" + k.Release + "/modules.dep", "v4l2loopback needs it for "} {
+		if !strings.Contains(e.Message, want) {
+			t.Errorf("load_failed %q lacks %q", e.Message, want)
+		}
+	}
+	if strings.Contains(e.Message, "\n") || e.Hint == "" {
+		t.Errorf("want one line and a hint: %q (hint %q)", e.Message, e.Hint)
+	}
+	if out := guestRun(t, state, "ls /sys/module"); strings.Contains(out, "v4l2loopback") {
+		t.Error("v4l2loopback was loaded without its dependency")
+	}
 }
