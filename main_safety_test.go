@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -278,5 +282,115 @@ func TestManagedVMHostKey(t *testing.T) {
 		"--identity", filepath.Join(state, "id_ed25519"), "--state-dir", other, "--", "true")
 	if code == 0 || !strings.Contains(stderr, "fix or delete") || time.Since(start) > 10*time.Second {
 		t.Fatalf("vm ssh with a corrupt known_hosts: exit %d after %s, stderr %q; want an immediate error", code, time.Since(start).Round(time.Second), stderr)
+	}
+}
+
+// A state dir another user could have written is refused by every
+// subcommand before anything in it is read, used or run (issue 17 item 2).
+// Here one owned by another uid holds what that user would plant: a vm.json
+// forged for a live process of ours (its start time and boot id are in
+// /proc for anyone to read) and a gdb-follow. Nothing in it is used,
+// nothing is signalled, nothing is added; the error says how to fix it.
+func TestUnsafeStateDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("making dirs and links of another uid needs root")
+	}
+	const other = 65534
+	victim := exec.Command("setsid", "sleep", "600")
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { victim.Process.Kill(); victim.Wait() }()
+	id, err := proc.IdentityOf(victim.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record, err := json.Marshal(vm.VMState{Backend: "qemu", PID: victim.Process.Pid, Process: id, Port: 1, Accel: "tcg", Ident: "x", ConsoleLog: "/dev/null"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := func(dir string) string {
+		writeFile(t, filepath.Join(dir, "vm.json"), string(record))
+		writeFile(t, filepath.Join(dir, "gdb-follow"), "1\nshell touch "+filepath.Join(dir, "owned")+"\n")
+		if err := os.Chown(dir, other, other); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	mod := t.TempDir()
+	writeModule(t, mod, "kwunsafe", 1)
+	nowhere := filepath.Join(t.TempDir(), "nope")
+	theirs := planted(filepath.Join(t.TempDir(), "state"))
+	// The default state dir, .kwatch in the working directory, is checked alike.
+	cwd := filepath.Join(t.TempDir(), "proj")
+	planted(filepath.Join(cwd, ".kwatch"))
+	// Like /tmp: open to all but sticky and root's, so each entry stays its owner's.
+	sticky := filepath.Join(t.TempDir(), "tmp")
+	if err := errors.Join(os.Mkdir(sticky, 0o700), os.Chmod(sticky, 0o777|os.ModeSticky)); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(sticky, "demo")
+	if err := errors.Join(os.Symlink(t.TempDir(), link), os.Lchown(link, other, other)); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(t.TempDir(), "open")
+	if err := errors.Join(os.Mkdir(open, 0o700), os.Chmod(open, 0o777)); err != nil {
+		t.Fatal(err)
+	}
+	qemu := func(state string) []string {
+		return []string{"--vm", "qemu", "--kernel", nowhere, "--accel", "tcg", "--state-dir", state}
+	}
+	tests := []struct {
+		name string
+		args []string
+		dir  string // the working directory, when not the test's
+		want string // "" for success
+	}{
+		{"kwatch DIR", append(qemu(theirs), "--once", mod), "", "the state dir " + theirs + " belongs to uid 65534"},
+		{"vm up", append([]string{"vm", "up"}, qemu(theirs)...), "", "belongs to uid 65534"},
+		{"vm down", []string{"vm", "down", "--state-dir", theirs}, "", "belongs to uid 65534"},
+		{"vm status", []string{"vm", "status", "--state-dir", theirs}, "", "belongs to uid 65534"},
+		{"vm ssh", []string{"vm", "ssh", "--state-dir", theirs, "--", "true"}, "", "belongs to uid 65534"},
+		{"gdb", []string{"gdb", "--state-dir", theirs, mod}, "", "belongs to uid 65534"},
+		{"the default state dir", []string{"vm", "down"}, cwd, "the state dir " + filepath.Join(cwd, ".kwatch") + " belongs to uid 65534"},
+		{"init", []string{"init", cwd}, "", "the state dir " + filepath.Join(cwd, ".kwatch") + " belongs to uid 65534"},
+		{"another's link", []string{"vm", "status", "--state-dir", link}, "", link + ", on the way to the state dir, is a symlink owned by uid 65534"},
+		{"in a dir open to all", []string{"vm", "status", "--state-dir", filepath.Join(open, "state")}, "", open + ", above the state dir, is writable by its group and others"},
+		{"in a sticky dir", []string{"vm", "status", "--state-dir", filepath.Join(sticky, "mine")}, "", ""},
+	}
+	listing := func() string {
+		var all []string
+		for _, d := range []string{theirs, filepath.Join(cwd, ".kwatch"), cwd} {
+			entries, _ := os.ReadDir(d)
+			for _, e := range entries {
+				all = append(all, filepath.Join(d, e.Name()))
+			}
+		}
+		return strings.Join(all, " ")
+	}
+	before := listing()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, kwatchBin, tt.args...)
+			cmd.Dir = tt.dir
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := cmd.ProcessState.ExitCode()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("exit %d (%v), stderr %q; want it accepted", code, err, stderr.String())
+			case tt.want != "" && (code != 2 || !strings.HasPrefix(stderr.String(), "kwatch: error: ") || !strings.Contains(stderr.String(), tt.want) || !strings.Contains(stderr.String(), "kwatch: hint: ")):
+				t.Errorf("exit %d, stderr %q; want exit 2, %q and a hint", code, stderr.String(), tt.want)
+			}
+			if !proc.Alive(victim.Process.Pid) {
+				t.Fatal("kwatch signalled the process a planted vm.json named")
+			}
+			if after := listing(); after != before {
+				t.Fatalf("the planted dirs changed:\nbefore %s\nafter  %s", before, after)
+			}
+		})
 	}
 }
