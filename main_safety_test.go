@@ -394,3 +394,66 @@ func TestUnsafeStateDir(t *testing.T) {
 		})
 	}
 }
+
+// A closed terminal (SIGHUP) ends kwatch as ^C does: the last build
+// settles, the upload dir leaves the guest with its record, and kwatch
+// exits 0. Before, SIGHUP killed it on the spot and left both.
+func TestHangupCleansUp(t *testing.T) {
+	needGuest(t)
+	dir := t.TempDir()
+	writeModule(t, dir, "kwhup", 1)
+	w := startWatch(t, append(vmArgs(e2eState), dir)...)
+	if evs := w.next(3*time.Minute, "loaded", "load_failed", "build_failed"); evs[len(evs)-1].Event != "loaded" {
+		t.Fatalf("the module did not load: %+v\n%s", evs, w.stderr)
+	}
+	recordPath := filepath.Join(e2eState, "uploads.json")
+	var record struct{ Dir string }
+	if b, err := os.ReadFile(recordPath); err != nil || json.Unmarshal(b, &record) != nil || record.Dir == "" {
+		t.Fatalf("no upload record while kwatch runs: %q, %v", b, err)
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		if err != nil {
+			t.Fatalf("kwatch ended with %v after SIGHUP, want exit 0 as after ^C; stderr:\n%s", err, w.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("kwatch still runs 30s after SIGHUP")
+	}
+	if _, err := os.Stat(recordPath); err == nil {
+		t.Error("the upload record outlived the SIGHUP")
+	}
+	if out := guestRun(t, e2eState, "ls -d "+record.Dir+" 2>/dev/null; true"); out != "" {
+		t.Errorf("the upload dir %s is still in the guest", record.Dir)
+	}
+}
+
+// A closed terminal hangs up kwatch gdb and gdb alike (the shell signals
+// the job's process group): kwatch outlives it as it does ^C, waits for gdb,
+// makes sure the guest runs and ends its session's record. Before, it died
+// at once and left gdb.pid behind.
+func TestGDBHangup(t *testing.T) {
+	needGuest(t)
+	// A job of its own, as a shell starts it.
+	g := startHoldingGDB(t, loadKwgdb(t), &syscall.SysProcAttr{Setpgid: true})
+	pidFile := filepath.Join(e2eState, "gdb.pid")
+	if _, err := os.Stat(pidFile); err != nil {
+		t.Fatalf("no session record while gdb runs: %v", err)
+	}
+	if err := syscall.Kill(-g.cmd.Process.Pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	code := g.wait(time.Minute)
+	if ws := g.cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
+		t.Fatalf("kwatch gdb died of %v:\n%s", ws.Signal(), g.output())
+	}
+	t.Logf("kwatch gdb exited %d after SIGHUP", code)
+	if _, err := os.Stat(pidFile); err == nil {
+		t.Error("gdb.pid outlived the session")
+	}
+	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after the hangup", got)
+	}
+}
