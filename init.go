@@ -31,13 +31,16 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stateDir := filepath.Join(dir, ".kwatch")
+	if err := statedir.Check(stateDir); err != nil {
+		return stateErr(err)
+	}
 	// The key is made only once init knows it will write: a refused init
 	// leaves nothing behind.
 	key := func() (string, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", fmt.Errorf("creating %s: %w", dir, err)
 		}
-		stateDir := filepath.Join(dir, ".kwatch")
 		if err := statedir.Create(stateDir); err != nil {
 			return "", err
 		}

@@ -18,7 +18,8 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// A closed terminal (SIGHUP) ends kwatch as ^C does: with its cleanup.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		// After the first ^C, a second one kills kwatch at once.
 		<-ctx.Done()

@@ -387,21 +387,28 @@ func TestOldVMGetsGDBSocketOnce(t *testing.T) {
 	}
 }
 
-// A gdb killed while it holds the guest stopped (it cannot detach): kwatch
-// lets the guest run on, says so, and exits 1.
-func TestGDBKilledGuestRunsOn(t *testing.T) {
-	needGuest(t)
-	dir := loadKwgdb(t)
-	// Not -batch: after its commands gdb waits for more on stdin, which the
-	// test holds open.
+// startHoldingGDB starts kwatch gdb on the module in dir with a gdb that
+// stops the guest and then waits for more commands on stdin, which the test
+// holds open; it returns once the guest is stopped.
+func startHoldingGDB(t *testing.T, dir string, attr *syscall.SysProcAttr) *gdbProc {
+	t.Helper()
 	cmd := exec.Command(kwatchBin, append(append([]string{"gdb"}, vmArgs(e2eState)...), dir, "--", "-ex", "interrupt", "-ex", "info registers rip")...)
+	cmd.SysProcAttr = attr
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	t.Cleanup(func() { in.Close() })
 	g := startProc(t, cmd)
 	g.waitFor(time.Minute, "rip ")
+	return g
+}
+
+// A gdb killed while it holds the guest stopped (it cannot detach): kwatch
+// lets the guest run on, says so, and exits 1.
+func TestGDBKilledGuestRunsOn(t *testing.T) {
+	needGuest(t)
+	g := startHoldingGDB(t, loadKwgdb(t), nil)
 	if err := syscall.Kill(childPID(t, g.cmd.Process.Pid), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

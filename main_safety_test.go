@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -278,5 +282,178 @@ func TestManagedVMHostKey(t *testing.T) {
 		"--identity", filepath.Join(state, "id_ed25519"), "--state-dir", other, "--", "true")
 	if code == 0 || !strings.Contains(stderr, "fix or delete") || time.Since(start) > 10*time.Second {
 		t.Fatalf("vm ssh with a corrupt known_hosts: exit %d after %s, stderr %q; want an immediate error", code, time.Since(start).Round(time.Second), stderr)
+	}
+}
+
+// A state dir another user could have written is refused by every
+// subcommand before anything in it is read, used or run (issue 17 item 2).
+// Here one owned by another uid holds what that user would plant: a vm.json
+// forged for a live process of ours (its start time and boot id are in
+// /proc for anyone to read) and a gdb-follow. Nothing in it is used,
+// nothing is signalled, nothing is added; the error says how to fix it.
+func TestUnsafeStateDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("making dirs and links of another uid needs root")
+	}
+	const other = 65534
+	victim := exec.Command("setsid", "sleep", "600")
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { victim.Process.Kill(); victim.Wait() }()
+	id, err := proc.IdentityOf(victim.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record, err := json.Marshal(vm.VMState{Backend: "qemu", PID: victim.Process.Pid, Process: id, Port: 1, Accel: "tcg", Ident: "x", ConsoleLog: "/dev/null"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := func(dir string) string {
+		writeFile(t, filepath.Join(dir, "vm.json"), string(record))
+		writeFile(t, filepath.Join(dir, "gdb-follow"), "1\nshell touch "+filepath.Join(dir, "owned")+"\n")
+		if err := os.Chown(dir, other, other); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	mod := t.TempDir()
+	writeModule(t, mod, "kwunsafe", 1)
+	nowhere := filepath.Join(t.TempDir(), "nope")
+	theirs := planted(filepath.Join(t.TempDir(), "state"))
+	// The default state dir, .kwatch in the working directory, is checked alike.
+	cwd := filepath.Join(t.TempDir(), "proj")
+	planted(filepath.Join(cwd, ".kwatch"))
+	// Like /tmp: open to all but sticky and root's, so each entry stays its owner's.
+	sticky := filepath.Join(t.TempDir(), "tmp")
+	if err := errors.Join(os.Mkdir(sticky, 0o700), os.Chmod(sticky, 0o777|os.ModeSticky)); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(sticky, "demo")
+	if err := errors.Join(os.Symlink(t.TempDir(), link), os.Lchown(link, other, other)); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(t.TempDir(), "open")
+	if err := errors.Join(os.Mkdir(open, 0o700), os.Chmod(open, 0o777)); err != nil {
+		t.Fatal(err)
+	}
+	qemu := func(state string) []string {
+		return []string{"--vm", "qemu", "--kernel", nowhere, "--accel", "tcg", "--state-dir", state}
+	}
+	tests := []struct {
+		name string
+		args []string
+		dir  string // the working directory, when not the test's
+		want string // "" for success
+	}{
+		{"kwatch DIR", append(qemu(theirs), "--once", mod), "", "the state dir " + theirs + " belongs to uid 65534"},
+		{"vm up", append([]string{"vm", "up"}, qemu(theirs)...), "", "belongs to uid 65534"},
+		{"vm down", []string{"vm", "down", "--state-dir", theirs}, "", "belongs to uid 65534"},
+		{"vm status", []string{"vm", "status", "--state-dir", theirs}, "", "belongs to uid 65534"},
+		{"vm ssh", []string{"vm", "ssh", "--state-dir", theirs, "--", "true"}, "", "belongs to uid 65534"},
+		{"gdb", []string{"gdb", "--state-dir", theirs, mod}, "", "belongs to uid 65534"},
+		{"the default state dir", []string{"vm", "down"}, cwd, "the state dir " + filepath.Join(cwd, ".kwatch") + " belongs to uid 65534"},
+		{"init", []string{"init", cwd}, "", "the state dir " + filepath.Join(cwd, ".kwatch") + " belongs to uid 65534"},
+		{"another's link", []string{"vm", "status", "--state-dir", link}, "", link + ", on the way to the state dir, is a symlink owned by uid 65534"},
+		{"in a dir open to all", []string{"vm", "status", "--state-dir", filepath.Join(open, "state")}, "", open + ", above the state dir, is writable by its group and others"},
+		{"in a sticky dir", []string{"vm", "status", "--state-dir", filepath.Join(sticky, "mine")}, "", ""},
+	}
+	listing := func() string {
+		var all []string
+		for _, d := range []string{theirs, filepath.Join(cwd, ".kwatch"), cwd} {
+			entries, _ := os.ReadDir(d)
+			for _, e := range entries {
+				all = append(all, filepath.Join(d, e.Name()))
+			}
+		}
+		return strings.Join(all, " ")
+	}
+	before := listing()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, kwatchBin, tt.args...)
+			cmd.Dir = tt.dir
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := cmd.ProcessState.ExitCode()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("exit %d (%v), stderr %q; want it accepted", code, err, stderr.String())
+			case tt.want != "" && (code != 2 || !strings.HasPrefix(stderr.String(), "kwatch: error: ") || !strings.Contains(stderr.String(), tt.want) || !strings.Contains(stderr.String(), "kwatch: hint: ")):
+				t.Errorf("exit %d, stderr %q; want exit 2, %q and a hint", code, stderr.String(), tt.want)
+			}
+			if !proc.Alive(victim.Process.Pid) {
+				t.Fatal("kwatch signalled the process a planted vm.json named")
+			}
+			if after := listing(); after != before {
+				t.Fatalf("the planted dirs changed:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// A closed terminal (SIGHUP) ends kwatch as ^C does: the last build
+// settles, the upload dir leaves the guest with its record, and kwatch
+// exits 0. Before, SIGHUP killed it on the spot and left both.
+func TestHangupCleansUp(t *testing.T) {
+	needGuest(t)
+	dir := t.TempDir()
+	writeModule(t, dir, "kwhup", 1)
+	w := startWatch(t, append(vmArgs(e2eState), dir)...)
+	if evs := w.next(3*time.Minute, "loaded", "load_failed", "build_failed"); evs[len(evs)-1].Event != "loaded" {
+		t.Fatalf("the module did not load: %+v\n%s", evs, w.stderr)
+	}
+	recordPath := filepath.Join(e2eState, "uploads.json")
+	var record struct{ Dir string }
+	if b, err := os.ReadFile(recordPath); err != nil || json.Unmarshal(b, &record) != nil || record.Dir == "" {
+		t.Fatalf("no upload record while kwatch runs: %q, %v", b, err)
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		if err != nil {
+			t.Fatalf("kwatch ended with %v after SIGHUP, want exit 0 as after ^C; stderr:\n%s", err, w.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("kwatch still runs 30s after SIGHUP")
+	}
+	if _, err := os.Stat(recordPath); err == nil {
+		t.Error("the upload record outlived the SIGHUP")
+	}
+	if out := guestRun(t, e2eState, "ls -d "+record.Dir+" 2>/dev/null; true"); out != "" {
+		t.Errorf("the upload dir %s is still in the guest", record.Dir)
+	}
+}
+
+// A closed terminal hangs up kwatch gdb and gdb alike (the shell signals
+// the job's process group): kwatch outlives it as it does ^C, waits for gdb,
+// makes sure the guest runs and ends its session's record. Before, it died
+// at once and left gdb.pid behind.
+func TestGDBHangup(t *testing.T) {
+	needGuest(t)
+	// A job of its own, as a shell starts it.
+	g := startHoldingGDB(t, loadKwgdb(t), &syscall.SysProcAttr{Setpgid: true})
+	pidFile := filepath.Join(e2eState, "gdb.pid")
+	if _, err := os.Stat(pidFile); err != nil {
+		t.Fatalf("no session record while gdb runs: %v", err)
+	}
+	if err := syscall.Kill(-g.cmd.Process.Pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	code := g.wait(time.Minute)
+	if ws := g.cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() {
+		t.Fatalf("kwatch gdb died of %v:\n%s", ws.Signal(), g.output())
+	}
+	t.Logf("kwatch gdb exited %d after SIGHUP", code)
+	if _, err := os.Stat(pidFile); err == nil {
+		t.Error("gdb.pid outlived the session")
+	}
+	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after the hangup", got)
 	}
 }

@@ -62,7 +62,8 @@ func (o *options) setup(dir string) (setupInfo, error) {
 	if s.stateDir, err = filepath.Abs(s.stateDir); err != nil {
 		return s, err
 	}
-	return s, nil
+	// Before anything in it is read: kwatch trusts what it finds there.
+	return s, stateErr(statedir.Check(s.stateDir))
 }
 
 // checkStart checks what starting the guest and the build needs, before the
@@ -99,9 +100,19 @@ func within(path, dir string) bool {
 // holds the lock, rather than wait for a watch that may run for days.
 func lockState(dir string) (*statedir.Lock, error) {
 	l, err := statedir.Acquire(dir)
+	return l, stateErr(err)
+}
+
+// stateErr turns the state dir's refusals (held by another kwatch, open to
+// another user) into usage errors: the user's to fix.
+func stateErr(err error) error {
 	var held *statedir.HeldError
-	if errors.As(err, &held) {
-		return nil, usagef("stop that kwatch first, or pass another --state-dir", "%v", err)
+	var unsafe *statedir.UnsafeError
+	switch {
+	case errors.As(err, &held):
+		return usagef("stop that kwatch first, or pass another --state-dir", "%v", err)
+	case errors.As(err, &unsafe):
+		return usagef(unsafe.Fix, "%v", err)
 	}
-	return l, err
+	return err
 }

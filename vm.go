@@ -113,7 +113,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		if s.vm == "ssh" { // known_hosts goes there
 			if err := statedir.Create(s.stateDir); err != nil {
-				return err
+				return stateErr(err)
 			}
 		}
 		cfg, err := o.sshConfig(s)

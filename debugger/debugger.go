@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"kwatch/debuginfo"
@@ -113,8 +114,10 @@ func (s *Session) Run(ctx context.Context) (int, error) {
 	g.Stdin, g.Stdout, g.Stderr = s.Stdin, s.Stdout, s.Stderr
 	g.Env = append(os.Environ(), "KWATCH_GDB_FOLLOW="+follow)
 	// ^C belongs to gdb (it stops the guest): kwatch must not die of it.
+	// Nor of a closed terminal's SIGHUP, which gdb gets too: kwatch waits
+	// for gdb to end, then makes sure the guest runs.
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	if err := g.Start(); err != nil {
 		return 0, fmt.Errorf("starting gdb: %w", err)

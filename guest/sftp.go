@@ -190,7 +190,6 @@ func (c *Client) privateDir(ctx context.Context, sc *sftp.Client) (string, error
 		}
 		c.dir, c.files = "", nil
 	}
-	c.removeRecorded(sc)
 	// mktemp -d makes a new directory of mode 0700, or fails.
 	out, stderr, exit, err := c.Run(ctx, "mktemp -d /tmp/kwatch.XXXXXXXX && id -u")
 	if err != nil {
@@ -204,6 +203,8 @@ func (c *Client) privateDir(ctx context.Context, sc *sftp.Client) (string, error
 	if err != nil {
 		return "", fmt.Errorf("making an upload directory in the guest: id -u printed %q", f[1])
 	}
+	// What an earlier run left goes now that the login's uid is known.
+	c.removeRecorded(sc, uint32(uid))
 	if err := checkPrivate(sc, f[0], uint32(uid)); err != nil {
 		return "", err
 	}

@@ -765,6 +765,24 @@ func TestUploadRecord(t *testing.T) {
 		t.Error("a record naming a dir kwatch did not make removed a file in it")
 	}
 
+	// A record's uid is no proof: the dir must be private to this login
+	// (id -u in the guest), not to whichever uid the record names.
+	out, err := exec.Command("mktemp", "-d", "/tmp/kwatch.XXXXXXXX").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := strings.TrimSpace(string(out))
+	t.Cleanup(func() { os.RemoveAll(theirs) })
+	writeFile(t, filepath.Join(theirs, "hello.ko"), "another user's")
+	if err := os.Chown(theirs, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg.UploadRecord, fmt.Sprintf(`{"addr":%q,"user":"root","dir":%q,"uid":1000,"files":["hello.ko"]}`, cfg.Addr, theirs))
+	upload()
+	if !exists(filepath.Join(theirs, "hello.ko")) {
+		t.Error("a record naming another uid's private dir removed a file in it")
+	}
+
 	// RemoveUploads removes the record with the dir.
 	c := dial(t, cfg)
 	if _, _, err := c.Upload(ctx, local, "hello.ko"); err != nil {

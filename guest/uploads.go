@@ -20,7 +20,6 @@ type uploadRecord struct {
 	Addr  string   `json:"addr"`
 	User  string   `json:"user"`
 	Dir   string   `json:"dir"`
-	UID   uint32   `json:"uid"`
 	Files []string `json:"files"`
 }
 
@@ -36,7 +35,7 @@ func (c *Client) saveRecord() {
 		os.Remove(p)
 		return
 	}
-	r := uploadRecord{Addr: c.cfg.Addr, User: c.cfg.User, Dir: c.dir, UID: c.dirUID}
+	r := uploadRecord{Addr: c.cfg.Addr, User: c.cfg.User, Dir: c.dir}
 	for name := range c.files {
 		r.Files = append(r.Files, name)
 	}
@@ -53,11 +52,12 @@ var uploadDir = regexp.MustCompile(`^/tmp/kwatch\.[A-Za-z0-9]{8}$`)
 
 // removeRecorded removes the upload dir an earlier run recorded and left
 // behind in this guest, with the files it put there: only a dir of the
-// shape mktemp gave it, while still private to the same login (see
-// checkPrivate), and never a file the record does not name, so a dir with
-// anything else in it stays. The record goes once that is settled; a guest
-// that fails to answer leaves it for the next run. The caller holds dirMu.
-func (c *Client) removeRecorded(sc *sftp.Client) {
+// shape mktemp gave it, while still private to the login, uid (see
+// checkPrivate: the guest's word, not the record's), and never a file the
+// record does not name, so a dir with anything else in it stays. The
+// record goes once that is settled; a guest that fails to answer leaves it
+// for the next run. The caller holds dirMu.
+func (c *Client) removeRecorded(sc *sftp.Client, uid uint32) {
 	p := c.cfg.UploadRecord
 	if p == "" || c.recordRead {
 		return
@@ -78,7 +78,7 @@ func (c *Client) removeRecorded(sc *sftp.Client) {
 		}
 		return
 	}
-	if checkPrivate(sc, r.Dir, r.UID) != nil {
+	if checkPrivate(sc, r.Dir, uid) != nil {
 		os.Remove(p) // no longer private: not kwatch's to touch
 		return
 	}

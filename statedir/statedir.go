@@ -1,8 +1,9 @@
 // Package statedir owns kwatch's state directory (.kwatch by default), which
 // holds kwatch's private SSH key, the guest's host keys and the VM's disk.
 // It is created private (0700) with a .gitignore of "*", so that git, and
-// with it a flake's source in the nix store, never picks any of that up; and
-// one kwatch at a time uses it (Lock).
+// with it a flake's source in the nix store, never picks any of that up;
+// one kwatch at a time uses it (Lock); and kwatch uses none that someone
+// else could change (Check).
 package statedir
 
 import (
@@ -16,10 +17,18 @@ import (
 	"syscall"
 )
 
-// Create makes dir (mode 0700) with its .gitignore, where missing.
+// Create makes dir (mode 0700) with its .gitignore, where missing, once
+// Check accepts it; and checks again what it made, as another user may have
+// made a missing dir first.
 func Create(dir string) error {
+	if err := Check(dir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating the state dir: %w", err)
+	}
+	if err := Check(dir); err != nil {
+		return err
 	}
 	f, err := os.OpenFile(filepath.Join(dir, ".gitignore"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrExist) {

@@ -3,12 +3,12 @@ package vm
 import (
 	"bufio"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -36,32 +36,50 @@ func GDBArgs(sock string) ([]string, error) {
 	return []string{"-chardev", "socket,path=" + strings.ReplaceAll(sock, ",", ",,") + ",server=on,wait=off,id=gdb0", "-gdb", "chardev:gdb0"}, nil
 }
 
-// gdbPIDFile holds the pid of the `kwatch gdb` attached to the VM's stub.
+// gdbPIDFile records the `kwatch gdb` attached to the VM's stub.
 func gdbPIDFile(stateDir string) string { return filepath.Join(stateDir, "gdb.pid") }
+
+// debuggerRecord is gdb.pid's content: the session's pid, with the identity
+// that proves a live pid is still that session (as vm.json proves its VM).
+type debuggerRecord struct {
+	PID     int           `json:"pid"`
+	Process proc.Identity `json:"process"`
+}
 
 // Debugged reports whether a `kwatch gdb` session is attached to the VM: a
 // guest stopped at a breakpoint does not answer SSH, and is not dead.
 func (v *VM) Debugged() bool { return DebuggerPID(v.StateDir) != 0 }
 
 // DebuggerPID returns the pid of the live `kwatch gdb` attached to the VM of
-// stateDir, 0 when there is none.
+// stateDir, 0 when there is none. A record that does not prove its session
+// still runs (a bare pid, which an older kwatch wrote, or the pid of a
+// process that started later) names none: after an unclean exit its pid
+// may belong to anything.
 func DebuggerPID(stateDir string) int {
 	b, err := os.ReadFile(gdbPIDFile(stateDir))
 	if err != nil {
 		return 0
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if pid <= 0 || !proc.Alive(pid) {
+	var r debuggerRecord
+	if json.Unmarshal(b, &r) != nil || proc.Verify(r.PID, r.Process) != nil {
 		return 0
 	}
-	return pid
+	return r.PID
 }
 
-// MarkDebugger records pid as the session attached to the VM; the returned
-// func removes the record.
+// MarkDebugger records the process pid as the session attached to the VM;
+// the returned func removes the record.
 func MarkDebugger(stateDir string, pid int) (func(), error) {
+	id, err := proc.IdentityOf(pid)
+	if err != nil {
+		return nil, fmt.Errorf("recording the gdb session: %w", err)
+	}
+	b, err := json.Marshal(debuggerRecord{PID: pid, Process: id})
+	if err != nil {
+		return nil, fmt.Errorf("recording the gdb session: %w", err)
+	}
 	p := gdbPIDFile(stateDir)
-	if err := os.WriteFile(p, []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(p, append(b, '\n'), 0o600); err != nil {
 		return nil, fmt.Errorf("recording the gdb session: %w", err)
 	}
 	return func() { os.Remove(p) }, nil

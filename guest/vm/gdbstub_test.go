@@ -1,10 +1,14 @@
 package vm
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"kwatch/proc"
 )
 
 func TestGDBArgs(t *testing.T) {
@@ -47,5 +51,58 @@ func TestQEMULauncherGDB(t *testing.T) {
 		if sock == "" && strings.Contains(got, "-gdb") || sock != "" && !strings.HasSuffix(got, want) {
 			t.Errorf("socket %q: %s", sock, got)
 		}
+	}
+}
+
+// gdb.pid proves its session like vm.json proves its VM: after an unclean
+// exit its pid may name another process, which must not count as a session
+// holding the guest stopped (Restart would refuse to restart a dead guest).
+func TestDebuggerRecord(t *testing.T) {
+	self := os.Getpid()
+	id, err := proc.IdentityOf(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := id
+	later.StartTime++
+	tests := []struct {
+		name, record string // "" writes none; "mark" is MarkDebugger's own
+		want         int
+	}{
+		{"none", "", 0},
+		{"this session", "mark", self},
+		{"a bare pid (an older kwatch's, or reused)", strconv.Itoa(self) + "\n", 0},
+		{"the pid, reused by a later process", fmt.Sprintf(`{"pid":%d,"process":{"boot_id":%q,"start_time":%d}}`, self, later.BootID, later.StartTime), 0},
+		{"the pid, before a reboot", fmt.Sprintf(`{"pid":%d,"process":{"boot_id":"another","start_time":%d}}`, self, id.StartTime), 0},
+		{"no identity", fmt.Sprintf(`{"pid":%d}`, self), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			state := t.TempDir()
+			switch tt.record {
+			case "":
+			case "mark":
+				done, err := MarkDebugger(state, self)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					done()
+					if got := DebuggerPID(state); got != 0 {
+						t.Errorf("DebuggerPID after the session ended = %d, want 0", got)
+					}
+				}()
+			default:
+				if err := os.WriteFile(gdbPIDFile(state), []byte(tt.record), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := DebuggerPID(state); got != tt.want {
+				t.Errorf("DebuggerPID = %d, want %d", got, tt.want)
+			}
+			if got := (&VM{StateDir: state}).Debugged(); got != (tt.want != 0) {
+				t.Errorf("Debugged = %v, want %v", got, tt.want != 0)
+			}
+		})
 	}
 }

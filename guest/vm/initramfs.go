@@ -15,6 +15,7 @@ import (
 
 	"kwatch/kmod"
 	"kwatch/proc"
+	"kwatch/statedir"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -223,8 +224,8 @@ func hostKeyName(typ string) string { return "dropbear_" + typ + "_host_key" }
 // the guest keeps the same host keys across boots and kwatch can pin them. It
 // returns the ed25519 key's path; the RSA key lies beside it.
 func EnsureHostKey(stateDir string) (string, error) {
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return "", fmt.Errorf("creating the state dir: %w", err)
+	if err := statedir.Create(stateDir); err != nil {
+		return "", err
 	}
 	for _, typ := range hostKeyTypes {
 		p := filepath.Join(stateDir, hostKeyName(typ))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"kwatch/proc"
+	"kwatch/statedir"
 )
 
 // Launcher builds the command that boots a VM whose SSH port 22 is forwarded
@@ -78,8 +79,8 @@ func (e *bootError) Error() string {
 // On failure the VM is stopped and the error is one line followed by the last
 // console lines.
 func (v *VM) Up(ctx context.Context, timeout time.Duration) (VMState, error) {
-	if err := os.MkdirAll(v.StateDir, 0o700); err != nil {
-		return VMState{}, fmt.Errorf("creating the state dir: %w", err)
+	if err := statedir.Create(v.StateDir); err != nil {
+		return VMState{}, err
 	}
 	st, running, err := v.Status()
 	if err != nil {
