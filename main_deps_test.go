@@ -128,6 +128,7 @@ func TestMissingDependency(t *testing.T) {
 	if !ok {
 		t.Fatalf("no load_failed event:\n%s", stdout)
 	}
+	t.Logf("load_failed: %s (hint: %s)", e.Message, e.Hint)
 	for _, want := range []string{"videodev is not a module of the guest's kernel", "/lib/modules/" + k.Release + "/modules.dep", "v4l2loopback needs it for "} {
 		if !strings.Contains(e.Message, want) {
 			t.Errorf("load_failed %q lacks %q", e.Message, want)
