@@ -60,9 +60,9 @@ type loop struct {
 	// the guest is never left without one.
 	goodKO, goodName string
 	goodInfo         builder.Modinfo // its .modinfo: what it needs loaded first
-	goodBoot         string    // the boot it was loaded into
-	goodAt           time.Time // when it was last loaded
-	triedAt          time.Time // when a build was last loaded, or tried
+	goodBoot         string          // the boot it was loaded into
+	goodAt           time.Time       // when it was last loaded
+	triedAt          time.Time       // when a build was last loaded, or tried
 
 	// The boot in which the module's dependencies were last loaded, and
 	// which they were: they are loaded once per boot, not on every save.
