@@ -35,97 +35,99 @@ func guestVersion(t *testing.T, state string) string {
 	return strings.TrimSpace(guestRun(t, state, "cat /sys/module/kwfault/version"))
 }
 
-// Faults that kill or taint the guest, in one kwatch run on its own VM: a
-// panic, an oops, qemu killed from outside, the guest's SSH server killed.
+// Faults that kill or taint the guest, in one kwatch run on its own VM per
+// kernel: a panic, an oops, qemu killed from outside, the guest's SSH server
+// killed.
 func TestFaultsThatKillTheGuest(t *testing.T) {
-	needGuest(t)
-	state := filepath.Join(t.TempDir(), "state")
-	t.Cleanup(func() { kwatchRun(t, "vm", "down", "--state-dir", state) })
-	dir := t.TempDir()
-	writeModule(t, dir, "kwfault", 1)
-	w := startWatch(t, append(vmArgs(state), dir)...)
-	w.expectLoaded(3 * time.Minute)
+	eachKernel(t, func(t *testing.T, v e2eVM) {
+		state := filepath.Join(t.TempDir(), "state")
+		t.Cleanup(func() { kwatchRun(t, "vm", "down", "--state-dir", state) })
+		dir := t.TempDir()
+		writeModule(t, dir, "kwfault", 1)
+		w := startWatch(t, append(e2eVM{v.Kernel, state}.args(), dir)...)
+		w.expectLoaded(3 * time.Minute)
 
-	t.Run("panic in init", func(t *testing.T) {
-		w.t = t
-		pid := vmPID(t, state)
-		useFault(t, dir, "panic")
-		evs := w.next(3*time.Minute, "notice")
-		for !strings.Contains(evs[len(evs)-1].Message, "loaded the last good kwfault again") {
-			evs = append(evs, w.next(3*time.Minute, "notice")...)
-		}
-		c := findCrash(t, evs, "panic")
-		if !strings.Contains(c.Title, "kwatch test") {
-			t.Errorf("panic title %q does not carry the panic message", c.Title)
-		}
-		if _, ok := findEvent(evs, "load_failed"); !ok {
-			t.Errorf("no load_failed for the build that panicked: %+v", evs)
-		}
-		if vmPID(t, state) == pid {
-			t.Error("the VM was not restarted")
-		}
-		if v := guestVersion(t, state); v != "1" {
-			t.Errorf("after the panic the guest runs version %q, want the last good 1", v)
-		}
-	})
+		t.Run("panic in init", func(t *testing.T) {
+			w.t = t
+			pid := vmPID(t, state)
+			useFault(t, dir, "panic")
+			evs := w.next(3*time.Minute, "notice")
+			for !strings.Contains(evs[len(evs)-1].Message, "loaded the last good kwfault again") {
+				evs = append(evs, w.next(3*time.Minute, "notice")...)
+			}
+			c := findCrash(t, evs, "panic")
+			if !strings.Contains(c.Title, "kwatch test") {
+				t.Errorf("panic title %q does not carry the panic message", c.Title)
+			}
+			if _, ok := findEvent(evs, "load_failed"); !ok {
+				t.Errorf("no load_failed for the build that panicked: %+v", evs)
+			}
+			if vmPID(t, state) == pid {
+				t.Error("the VM was not restarted")
+			}
+			if v := guestVersion(t, state); v != "1" {
+				t.Errorf("after the panic the guest runs version %q, want the last good 1", v)
+			}
+		})
 
-	t.Run("NULL dereference in init", func(t *testing.T) {
-		w.t = t
-		useFault(t, dir, "oops")
-		evs := w.next(2*time.Minute, "load_failed")
-		if _, ok := findEvent(evs, "crash"); !ok {
-			evs = append(evs, w.next(time.Minute, "crash")...)
-		}
-		if c := findCrash(t, evs, "oops"); c.Severity != "oops" || c.InModule == nil || !*c.InModule {
-			t.Errorf("crash event %+v, want severity oops in kwfault", c)
-		}
-		pid := vmPID(t, state)
-		// The guest is dirty: the next reload restarts it first.
-		writeModule(t, dir, "kwfault", 2)
-		evs = w.expectLoaded(3 * time.Minute)
-		if !hasNotice(evs, "restarting the VM before loading") {
-			t.Errorf("no restart notice before the next load: %+v", evs)
-		}
-		if vmPID(t, state) == pid {
-			t.Error("the dirty VM was not restarted")
-		}
-		if v := guestVersion(t, state); v != "2" {
-			t.Errorf("guest runs version %q, want 2", v)
-		}
-	})
+		t.Run("NULL dereference in init", func(t *testing.T) {
+			w.t = t
+			useFault(t, dir, "oops")
+			evs := w.next(2*time.Minute, "load_failed")
+			if _, ok := findEvent(evs, "crash"); !ok {
+				evs = append(evs, w.next(time.Minute, "crash")...)
+			}
+			if c := findCrash(t, evs, "oops"); c.Severity != "oops" || c.InModule == nil || !*c.InModule {
+				t.Errorf("crash event %+v, want severity oops in kwfault", c)
+			}
+			pid := vmPID(t, state)
+			// The guest is dirty: the next reload restarts it first.
+			writeModule(t, dir, "kwfault", 2)
+			evs = w.expectLoaded(3 * time.Minute)
+			if !hasNotice(evs, "restarting the VM before loading") {
+				t.Errorf("no restart notice before the next load: %+v", evs)
+			}
+			if vmPID(t, state) == pid {
+				t.Error("the dirty VM was not restarted")
+			}
+			if v := guestVersion(t, state); v != "2" {
+				t.Errorf("guest runs version %q, want 2", v)
+			}
+		})
 
-	t.Run("qemu killed", func(t *testing.T) {
-		w.t = t
-		pid := vmPID(t, state)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		waitNotice(w, 3*time.Minute, "loaded the last good kwfault again")
-		if vmPID(t, state) == pid {
-			t.Error("the VM was not restarted")
-		}
-		if v := guestVersion(t, state); v != "2" {
-			t.Errorf("after the restart the guest runs version %q, want 2", v)
-		}
-	})
+		t.Run("qemu killed", func(t *testing.T) {
+			w.t = t
+			pid := vmPID(t, state)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			waitNotice(w, 3*time.Minute, "loaded the last good kwfault again")
+			if vmPID(t, state) == pid {
+				t.Error("the VM was not restarted")
+			}
+			if v := guestVersion(t, state); v != "2" {
+				t.Errorf("after the restart the guest runs version %q, want 2", v)
+			}
+		})
 
-	t.Run("ssh server killed", func(t *testing.T) {
+		t.Run("ssh server killed", func(t *testing.T) {
+			w.t = t
+			pid := vmPID(t, state)
+			// The command's own session dies with dropbear: ignore its exit.
+			kwatchRun(t, "vm", "ssh", "--state-dir", state, "--", "killall dropbear")
+			waitNotice(w, 3*time.Minute, "its SSH server has not answered")
+			waitNotice(w, 3*time.Minute, "loaded the last good kwfault again")
+			if vmPID(t, state) == pid {
+				t.Error("the VM was not restarted")
+			}
+			if v := guestVersion(t, state); v != "2" {
+				t.Errorf("after the restart the guest runs version %q, want 2", v)
+			}
+		})
 		w.t = t
-		pid := vmPID(t, state)
-		// The command's own session dies with dropbear: ignore its exit.
-		kwatchRun(t, "vm", "ssh", "--state-dir", state, "--", "killall dropbear")
-		waitNotice(w, 3*time.Minute, "its SSH server has not answered")
-		waitNotice(w, 3*time.Minute, "loaded the last good kwfault again")
-		if vmPID(t, state) == pid {
-			t.Error("the VM was not restarted")
-		}
-		if v := guestVersion(t, state); v != "2" {
-			t.Errorf("after the restart the guest runs version %q, want 2", v)
-		}
+		w.stop()
+		noStrayProcesses(t, dir)
 	})
-	w.t = t
-	w.stop()
-	noStrayProcesses(t, dir)
 }
 
 func findCrash(t *testing.T, evs []event, severity string) event {

@@ -458,63 +458,64 @@ func TestSeveralModules(t *testing.T) {
 }
 
 func TestOnce(t *testing.T) {
-	needGuest(t)
-	dir := t.TempDir()
-	writeModule(t, dir, "kwonce", 1)
+	eachKernel(t, func(t *testing.T, v e2eVM) {
+		dir := t.TempDir()
+		writeModule(t, dir, "kwonce", 1)
 
-	// A good build loads, and the --run commands' output is reported.
-	stdout, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json",
-		"--run", "cat /sys/module/kwonce/version", "--run", "echo to-stderr >&2", dir)...)
-	if code != 0 {
-		t.Fatalf("--once on a good module: exit %d\n%s\n%s", code, stdout, stderr)
-	}
-	evs := parseEvents(t, stdout)
-	if _, ok := findEvent(evs, "loaded"); !ok {
-		t.Fatalf("no loaded event:\n%s", stdout)
-	}
-	var outs []string
-	for _, e := range evs {
-		if e.Event == "run_output" {
-			outs = append(outs, strings.TrimSpace(e.Output))
+		// A good build loads, and the --run commands' output is reported.
+		stdout, stderr, code := kwatchRun(t, append(v.args(), "--once", "--json",
+			"--run", "cat /sys/module/kwonce/version", "--run", "echo to-stderr >&2", dir)...)
+		if code != 0 {
+			t.Fatalf("--once on a good module: exit %d\n%s\n%s", code, stdout, stderr)
 		}
-	}
-	if len(outs) != 2 || outs[0] != "1" || outs[1] != "to-stderr" {
-		t.Fatalf("run_output events %q, want [1 to-stderr]", outs)
-	}
-	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwonce/version")); got != "1" {
-		t.Fatalf("guest runs version %q, want 1", got)
-	}
-	loaded, _ := findEvent(evs, "loaded")
-	checkStrippedUpload(t, filepath.Join(dir, "kwonce.ko"), loaded.UploadBytes)
+		evs := parseEvents(t, stdout)
+		if _, ok := findEvent(evs, "loaded"); !ok {
+			t.Fatalf("no loaded event:\n%s", stdout)
+		}
+		var outs []string
+		for _, e := range evs {
+			if e.Event == "run_output" {
+				outs = append(outs, strings.TrimSpace(e.Output))
+			}
+		}
+		if len(outs) != 2 || outs[0] != "1" || outs[1] != "to-stderr" {
+			t.Fatalf("run_output events %q, want [1 to-stderr]", outs)
+		}
+		if got := strings.TrimSpace(guestRun(t, v.state, "cat /sys/module/kwonce/version")); got != "1" {
+			t.Fatalf("guest runs version %q, want 1", got)
+		}
+		loaded, _ := findEvent(evs, "loaded")
+		checkStrippedUpload(t, v.state, filepath.Join(dir, "kwonce.ko"), loaded.UploadBytes)
 
-	// A failing --run command makes --once exit 1.
-	_, _, code = kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", "--run", "exit 7", dir)...)
-	if code != 1 {
-		t.Fatalf("--once with a failing --run: exit %d, want 1", code)
-	}
+		// A failing --run command makes --once exit 1.
+		_, _, code = kwatchRun(t, append(v.args(), "--once", "--json", "--run", "exit 7", dir)...)
+		if code != 1 {
+			t.Fatalf("--once with a failing --run: exit %d, want 1", code)
+		}
 
-	// A build error exits 1, names the compiler's line and leaves version 1 loaded.
-	writeFile(t, filepath.Join(dir, "kwonce.c"), "#include <linux/module.h>\nint broken(void) { return 1 }\nMODULE_LICENSE(\"GPL\");\n")
-	stdout, _, code = kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...)
-	if code != 1 {
-		t.Fatalf("--once on a broken module: exit %d, want 1\n%s", code, stdout)
-	}
-	e, ok := findEvent(parseEvents(t, stdout), "build_failed")
-	if !ok || len(e.Diagnostics) == 0 || !strings.HasPrefix(e.Diagnostics[0], "kwonce.c:2:") {
-		t.Fatalf("build_failed should name kwonce.c:2: %+v\n%s", e, stdout)
-	}
-	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwonce/version")); got != "1" {
-		t.Fatalf("after a failed build the guest runs version %q, want 1 still", got)
-	}
-	noStrayProcesses(t, dir)
+		// A build error exits 1, names the compiler's line and leaves version 1 loaded.
+		writeFile(t, filepath.Join(dir, "kwonce.c"), "#include <linux/module.h>\nint broken(void) { return 1 }\nMODULE_LICENSE(\"GPL\");\n")
+		stdout, _, code = kwatchRun(t, append(v.args(), "--once", "--json", dir)...)
+		if code != 1 {
+			t.Fatalf("--once on a broken module: exit %d, want 1\n%s", code, stdout)
+		}
+		e, ok := findEvent(parseEvents(t, stdout), "build_failed")
+		if !ok || len(e.Diagnostics) == 0 || !strings.HasPrefix(e.Diagnostics[0], "kwonce.c:2:") {
+			t.Fatalf("build_failed should name kwonce.c:2: %+v\n%s", e, stdout)
+		}
+		if got := strings.TrimSpace(guestRun(t, v.state, "cat /sys/module/kwonce/version")); got != "1" {
+			t.Fatalf("after a failed build the guest runs version %q, want 1 still", got)
+		}
+		noStrayProcesses(t, dir)
+	})
 }
 
 // checkStrippedUpload checks that the guest got (uploaded bytes of) a copy of
 // ko without debug sections, kept in the state dir, while ko itself keeps
 // them for the host.
-func checkStrippedUpload(t *testing.T, ko string, uploaded int64) {
+func checkStrippedUpload(t *testing.T, state, ko string, uploaded int64) {
 	t.Helper()
-	stripped := filepath.Join(e2eState, "upload", filepath.Base(ko))
+	stripped := filepath.Join(state, "upload", filepath.Base(ko))
 	sections := func(name string) (debug int, size int64) {
 		f, err := elf.Open(name)
 		if err != nil {
@@ -622,70 +623,71 @@ func (w *watchProc) stop() {
 }
 
 func TestWatchReloadsOnSave(t *testing.T) {
-	needGuest(t)
-	dir := t.TempDir()
-	writeModule(t, dir, "kwwatch", 1)
-	w := startWatch(t, append(vmArgs(e2eState), dir)...)
-	evs := w.next(3*time.Minute, "loaded", "load_failed", "build_failed")
-	if last := evs[len(evs)-1]; last.Event != "loaded" {
-		t.Fatalf("first cycle ended with %+v", last)
-	}
-
-	// An edit reloads: the guest now runs version 2 and its init message was streamed.
-	writeModule(t, dir, "kwwatch", 2)
-	evs = w.next(time.Minute, "loaded", "load_failed", "build_failed")
-	if last := evs[len(evs)-1]; last.Event != "loaded" {
-		t.Fatalf("edit ended with %+v", last)
-	}
-	sawInit := false
-	for _, e := range evs {
-		sawInit = sawInit || (e.Event == "kmsg" && strings.Contains(e.Message, "kwwatch: version 2 loaded"))
-	}
-	if !sawInit {
-		t.Errorf("the new module's init message was not streamed before the loaded event: %+v", evs)
-	}
-	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwwatch/version")); got != "2" {
-		t.Fatalf("guest runs version %q after the edit, want 2", got)
-	}
-	if !strings.Contains(guestRun(t, e2eState, "cat /proc/modules"), "kwwatch ") {
-		t.Fatal("kwwatch missing from the guest's /proc/modules")
-	}
-
-	// A build error is reported with the compiler's line; version 2 stays loaded.
-	writeFile(t, filepath.Join(dir, "kwwatch.c"), "#include <linux/module.h>\nstatic int x = ;\nMODULE_LICENSE(\"GPL\");\n")
-	evs = w.next(time.Minute, "build_failed", "loaded")
-	last := evs[len(evs)-1]
-	if last.Event != "build_failed" || len(last.Diagnostics) == 0 || !strings.HasPrefix(last.Diagnostics[0], "kwwatch.c:2:") {
-		t.Fatalf("broken save: got %+v", last)
-	}
-	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwwatch/version")); got != "2" {
-		t.Fatalf("after a failed build the guest runs version %q, want 2", got)
-	}
-
-	// 30 saves within one second: at most 2 builds, and the last content wins.
-	gaps := saveStorm(t, 30, func(i int) { writeModule(t, dir, "kwwatch", 100+i) })
-	t.Logf("save storm: %d pauses longer than the debounce", gaps)
-	builds := 0
-	for {
-		evs = w.next(2*time.Minute, "loaded", "build_start", "build_failed", "load_failed")
-		e := evs[len(evs)-1]
-		if e.Event == "build_start" {
-			builds++
-			continue
+	eachKernel(t, func(t *testing.T, v e2eVM) {
+		dir := t.TempDir()
+		writeModule(t, dir, "kwwatch", 1)
+		w := startWatch(t, append(v.args(), dir)...)
+		evs := w.next(3*time.Minute, "loaded", "load_failed", "build_failed")
+		if last := evs[len(evs)-1]; last.Event != "loaded" {
+			t.Fatalf("first cycle ended with %+v", last)
 		}
-		if e.Event != "loaded" {
-			t.Fatalf("burst ended with %+v", e)
+
+		// An edit reloads: the guest now runs version 2 and its init message was streamed.
+		writeModule(t, dir, "kwwatch", 2)
+		evs = w.next(time.Minute, "loaded", "load_failed", "build_failed")
+		if last := evs[len(evs)-1]; last.Event != "loaded" {
+			t.Fatalf("edit ended with %+v", last)
 		}
-		break
-	}
-	if builds > 2+gaps {
-		t.Errorf("30 saves in one second (%d pauses longer than the debounce) started %d builds, want at most %d", gaps, builds, 2+gaps)
-	}
-	if got := strings.TrimSpace(guestRun(t, e2eState, "cat /sys/module/kwwatch/version")); got != "129" {
-		t.Fatalf("after the burst the guest runs version %q, want 129", got)
-	}
-	w.stop()
-	noStrayProcesses(t, dir)
+		sawInit := false
+		for _, e := range evs {
+			sawInit = sawInit || (e.Event == "kmsg" && strings.Contains(e.Message, "kwwatch: version 2 loaded"))
+		}
+		if !sawInit {
+			t.Errorf("the new module's init message was not streamed before the loaded event: %+v", evs)
+		}
+		if got := strings.TrimSpace(guestRun(t, v.state, "cat /sys/module/kwwatch/version")); got != "2" {
+			t.Fatalf("guest runs version %q after the edit, want 2", got)
+		}
+		if !strings.Contains(guestRun(t, v.state, "cat /proc/modules"), "kwwatch ") {
+			t.Fatal("kwwatch missing from the guest's /proc/modules")
+		}
+
+		// A build error is reported with the compiler's line; version 2 stays loaded.
+		writeFile(t, filepath.Join(dir, "kwwatch.c"), "#include <linux/module.h>\nstatic int x = ;\nMODULE_LICENSE(\"GPL\");\n")
+		evs = w.next(time.Minute, "build_failed", "loaded")
+		last := evs[len(evs)-1]
+		if last.Event != "build_failed" || len(last.Diagnostics) == 0 || !strings.HasPrefix(last.Diagnostics[0], "kwwatch.c:2:") {
+			t.Fatalf("broken save: got %+v", last)
+		}
+		if got := strings.TrimSpace(guestRun(t, v.state, "cat /sys/module/kwwatch/version")); got != "2" {
+			t.Fatalf("after a failed build the guest runs version %q, want 2", got)
+		}
+
+		// 30 saves within one second: at most 2 builds, and the last content wins.
+		gaps := saveStorm(t, 30, func(i int) { writeModule(t, dir, "kwwatch", 100+i) })
+		t.Logf("save storm: %d pauses longer than the debounce", gaps)
+		builds := 0
+		for {
+			evs = w.next(2*time.Minute, "loaded", "build_start", "build_failed", "load_failed")
+			e := evs[len(evs)-1]
+			if e.Event == "build_start" {
+				builds++
+				continue
+			}
+			if e.Event != "loaded" {
+				t.Fatalf("burst ended with %+v", e)
+			}
+			break
+		}
+		if builds > 2+gaps {
+			t.Errorf("30 saves in one second (%d pauses longer than the debounce) started %d builds, want at most %d", gaps, builds, 2+gaps)
+		}
+		if got := strings.TrimSpace(guestRun(t, v.state, "cat /sys/module/kwwatch/version")); got != "129" {
+			t.Fatalf("after the burst the guest runs version %q, want 129", got)
+		}
+		w.stop()
+		noStrayProcesses(t, dir)
+	})
 }
 
 // saveStorm makes n saves about 33ms apart (30 a second) and returns how many
