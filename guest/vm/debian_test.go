@@ -25,14 +25,9 @@ type kernelSeries struct{ series, image, release, modules string }
 // cannot import it).
 func debianKernels() []kernelSeries {
 	var ks []kernelSeries
-	for _, img := range Kernels() {
+	for _, img := range NewestOfEachSeries() {
 		r := strings.TrimPrefix(filepath.Base(img), "vmlinuz-")
-		k := kernelSeries{Series(r), img, r, filepath.Join("/lib/modules", r)}
-		if n := len(ks); n > 0 && ks[n-1].series == k.series {
-			ks[n-1] = k
-			continue
-		}
-		ks = append(ks, k)
+		ks = append(ks, kernelSeries{Series(r), img, r, filepath.Join("/lib/modules", r)})
 	}
 	return ks
 }

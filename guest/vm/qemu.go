@@ -133,6 +133,22 @@ func NewestKernel() string {
 	return imgs[len(imgs)-1]
 }
 
+// NewestOfEachSeries returns the newest installed kernel image of each
+// series (6.1, 6.12, ...), oldest series first.
+func NewestOfEachSeries() []string {
+	var imgs []string
+	last := ""
+	for _, img := range Kernels() { // oldest first
+		series := Series(strings.TrimPrefix(filepath.Base(img), "vmlinuz-"))
+		if n := len(imgs); n > 0 && series == last {
+			imgs[n-1] = img // a newer build of the same series
+			continue
+		}
+		imgs, last = append(imgs, img), series
+	}
+	return imgs
+}
+
 // Series returns a kernel release's major.minor ("6.12" for
 // "6.12.118+deb12-amd64"), or the release itself when it has no such prefix.
 func Series(release string) string {

@@ -24,20 +24,15 @@ type Kernel struct {
 // series first; nil when no kernel is installed.
 func Debian() []Kernel {
 	var ks []Kernel
-	for _, img := range vm.Kernels() { // oldest first
+	for _, img := range vm.NewestOfEachSeries() {
 		release := strings.TrimPrefix(filepath.Base(img), "vmlinuz-")
-		k := Kernel{
+		ks = append(ks, Kernel{
 			Name:    vm.Series(release),
 			Image:   img,
 			Release: release,
 			Modules: filepath.Join("/lib/modules", release),
 			Build:   filepath.Join("/lib/modules", release, "build"),
-		}
-		if n := len(ks); n > 0 && ks[n-1].Name == k.Name {
-			ks[n-1] = k // a newer build of the same series
-			continue
-		}
-		ks = append(ks, k)
+		})
 	}
 	return ks
 }
