@@ -3,6 +3,8 @@ package loop
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -175,6 +177,69 @@ func TestCrashWatchDedupesAndMarksDirty(t *testing.T) {
 	boot = "boot-1"
 	if w.takeDirty() == "" || w.dirtyNow() != "" {
 		t.Error("takeDirty did not hand over and clear the dirty mark")
+	}
+}
+
+// consoleLog appends text to the console log at path, as the VM does.
+func consoleLog(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The console reader keeps no more than one line of a console that never
+// ends its line (and finds the oops after it), and reads a log rotated under it to its end before it
+// goes on with the new file: an oops split by the rotation is one report.
+func TestConsoleReader(t *testing.T) {
+	oops := strings.Split(oopsLog, "\n")
+	stamp := func(lines []string) string { return "[    6.1] " + strings.Join(lines, "\r\n[    6.1] ") + "\r\n" }
+	tests := []struct {
+		name   string
+		writes []func(path string)
+		crash  bool // an oops in kwfault is reported, with its RIP line
+	}{
+		{"a line that never ends", []func(string){
+			func(path string) { consoleLog(t, path, strings.Repeat("x", 10<<20)) },
+			func(path string) { consoleLog(t, path, strings.Repeat("x", 10<<10)+"\r\n"+stamp(oops)) },
+		}, true},
+		{"an oops split by a rotation", []func(string){
+			func(path string) { consoleLog(t, path, stamp(oops[:2])) },
+			func(path string) {
+				consoleLog(t, path, stamp(oops[2:]))
+				if err := os.Rename(path, path+".1"); err != nil {
+					t.Fatal(err)
+				}
+				consoleLog(t, path, "[    7.0] after the rotation\r\n")
+			},
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &events{}
+			w := newCrashWatch(r, func() string { return "boot-1" })
+			w.setModule("kwfault", "")
+			path := filepath.Join(t.TempDir(), "console.log")
+			consoleLog(t, path, "[    1.0] before kwatch\r\n")
+			w.followConsole(path)
+			for _, write := range tt.writes {
+				write(path)
+				w.readConsole()
+				if len(w.partial) > maxConsoleLine {
+					t.Errorf("the reader keeps %d bytes of an unfinished line, want at most %d", len(w.partial), maxConsoleLine)
+				}
+			}
+			w.flush(&w.serial)
+			c := r.crashes()
+			if got := len(c) == 1 && c[0].Function == "m_init+0x11/0x1000" && *c[0].InModule; got != tt.crash {
+				t.Errorf("crash events %+v; want an oops in kwfault's m_init: %v", c, tt.crash)
+			}
+		})
 	}
 }
 
