@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,19 +99,55 @@ func TestHelperOwner(t *testing.T) {
 	if state == "" {
 		t.Skip("the kwatch stand-in of TestConsoleLogCapped")
 	}
-	v := &VM{StateDir: state, Backend: "qemu", Ident: "standin", Accel: "tcg",
-		Launch: func(port int, accel string) (*exec.Cmd, error) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperVM$", "-test.timeout=5m")
-			cmd.Env = append(os.Environ(), "KWATCH_TEST_OWNER_STATE=", "KWATCH_TEST_VM_PORT="+strconv.Itoa(port))
-			return cmd, nil
-		}}
-	if _, err := v.Up(context.Background(), time.Minute); err != nil {
+	if _, err := standinVM(state, true).Up(context.Background(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// TestHelperVM is not a test: it is the VM that TestHelperOwner boots. It
-// answers on its SSH port as a guest does, and prints numbered lines on its
+// standinVM is a VM that runs TestHelperVM, which prints without end if flood.
+func standinVM(state string, flood bool) *VM {
+	return &VM{StateDir: state, Backend: "qemu", Ident: "standin", Accel: "tcg",
+		Launch: func(port int, accel string) (*exec.Cmd, error) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperVM$", "-test.timeout=5m")
+			cmd.Env = append(os.Environ(), "KWATCH_TEST_OWNER_STATE=", "KWATCH_TEST_VM_PORT="+strconv.Itoa(port),
+				"KWATCH_TEST_VM_FLOOD="+strconv.FormatBool(flood))
+			return cmd, nil
+		}}
+}
+
+// A VM an older kwatch started writes its console log itself, without a cap:
+// it is restarted once, with a notice.
+func TestOlderVMRestarted(t *testing.T) {
+	v := standinVM(filepath.Join(t.TempDir(), "state"), false)
+	t.Cleanup(func() { v.Down() })
+	var notices []string
+	v.Notify = func(msg string) { notices = append(notices, msg) }
+	st, err := v.Up(context.Background(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	older := st
+	older.ConsoleCap = 0
+	if err := writeState(v.StateDir, older); err != nil {
+		t.Fatal(err)
+	}
+	again, err := v.Up(context.Background(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.PID == st.PID || proc.Alive(st.PID) {
+		t.Errorf("the older VM (pid %d) was kept (now pid %d)", st.PID, again.PID)
+	}
+	if !slices.Contains(notices, "the VM was started by an older kwatch, whose console log grows without limit: restarting it once") {
+		t.Errorf("notices %q do not say why the VM was restarted", notices)
+	}
+	if third, err := v.Up(context.Background(), time.Minute); err != nil || third.PID != again.PID {
+		t.Errorf("a VM with a capped log was restarted: pid %d, was %d (%v)", third.PID, again.PID, err)
+	}
+}
+
+// TestHelperVM is not a test: it is the VM of standinVM. It answers on its
+// SSH port as a guest does and, asked to, prints numbered lines on its
 // console without end.
 func TestHelperVM(t *testing.T) {
 	port := os.Getenv("KWATCH_TEST_VM_PORT")
@@ -131,6 +168,9 @@ func TestHelperVM(t *testing.T) {
 			c.Close()
 		}
 	}()
+	if os.Getenv("KWATCH_TEST_VM_FLOOD") != "true" {
+		select {}
+	}
 	var b bytes.Buffer
 	for i := 1; ; i++ {
 		line := fmt.Sprintf("line %d ", i)

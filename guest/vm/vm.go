@@ -37,6 +37,7 @@ type VMState struct {
 	Kernel     string        `json:"kernel,omitempty"`
 	Ident      string        `json:"ident"` // what the VM was booted from: a different Ident means restart
 	ConsoleLog string        `json:"console_log"`
+	ConsoleCap int64         `json:"console_cap"` // console.log's size limit; 0: a VM of an older kwatch, whose log has none
 	Started    time.Time     `json:"started"`
 }
 
@@ -88,7 +89,10 @@ func (v *VM) Up(ctx context.Context, timeout time.Duration) (VMState, error) {
 		return VMState{}, err
 	}
 	if running && st.Ident == v.Ident && sshBanner(st.Port) == nil {
-		return st, nil
+		if st.ConsoleCap != 0 {
+			return st, nil
+		}
+		v.notify("the VM was started by an older kwatch, whose console log grows without limit: restarting it once")
 	}
 	if !running && st.PID != 0 && proc.Alive(st.PID) {
 		v.notify(fmt.Sprintf("the VM record in %s is stale (%v): removing it, stopping nothing", v.StateDir, Verify(st)))
@@ -160,6 +164,7 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 		Kernel:     v.Kernel,
 		Ident:      v.Ident,
 		ConsoleLog: v.consolePath(),
+		ConsoleCap: consoleLimit,
 		Started:    time.Now(),
 	}
 	// Recorded before waiting, so a kwatch killed during the boot leaves a VM the next run can stop.
