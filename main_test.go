@@ -39,6 +39,8 @@ func TestUsageErrors(t *testing.T) {
 		{"ssh without target", []string{"--vm", "ssh", dir}, "--vm ssh needs --ssh"},
 		{"nix without flake", []string{"--vm", "nix", dir}, "needs a flake.nix"},
 		{"bad debounce", []string{"--debounce", "0s", dir}, "--debounce must be positive"},
+		{"negative run timeout", []string{"--run-timeout", "-1s", dir}, "--run-timeout must not be negative"},
+		{"bad run timeout", []string{"--run-timeout", "5", dir}, `invalid value "5" for flag -run-timeout`},
 		{"vm without subcommand", []string{"vm"}, "needs a subcommand"},
 		{"vm unknown subcommand", []string{"vm", "reboot", "--state-dir", dir}, `unknown vm subcommand "reboot"`},
 		{"vm ssh without vm", []string{"vm", "ssh", "--state-dir", dir, "--", "true"}, "no VM is running"},

@@ -85,6 +85,29 @@ func TestHumanBuildOutput(t *testing.T) {
 	}
 }
 
+// A --run command's status line says how it ended: ok, its exit status, or
+// why kwatch stopped it.
+func TestHumanRunOutput(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	ok, bad := 0, 3
+	tests := []struct {
+		ev   Event
+		want string
+	}{
+		{Event{Type: EventRunOutput, Command: "cat /dev/x", Exit: &ok, Output: "fact\n"}, "$ cat /dev/x → ok\n  fact\n"},
+		{Event{Type: EventRunOutput, Command: "cat /dev/x", Exit: &bad}, "$ cat /dev/x → exit 3\n"},
+		{Event{Type: EventRunOutput, Command: "cat /dev/x", Message: "stopped by a new save", Output: "fact\nfa"},
+			"$ cat /dev/x → stopped by a new save\n  fact\n  fa\n"},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		NewHuman(&out).Report(tt.ev)
+		if out.String() != tt.want {
+			t.Errorf("%+v shows %q, want %q", tt.ev, out.String(), tt.want)
+		}
+	}
+}
+
 // --json: one object per line, each with its type and time.
 func TestJSONReporter(t *testing.T) {
 	var out bytes.Buffer
@@ -177,6 +200,33 @@ func TestCrashWatchDedupesAndMarksDirty(t *testing.T) {
 	boot = "boot-1"
 	if w.takeDirty() == "" || w.dirtyNow() != "" {
 		t.Error("takeDirty did not hand over and clear the dirty mark")
+	}
+}
+
+// keptOutput keeps the head and the tail of what is written to it, however
+// it comes, and says how much lies between.
+func TestKeptOutput(t *testing.T) {
+	tests := []struct {
+		writes []string
+		want   string
+	}{
+		{[]string{"ab"}, "ab"},
+		{[]string{"abcd", "efgh"}, "abcdefgh"},
+		{[]string{"abcdefghij"}, "abcd\n[... 2 bytes cut ...]\nghij"},
+		{[]string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"}, "abcd\n[... 5 bytes cut ...]\njklm"},
+		{[]string{"abc\n", strings.Repeat("x", 1000), "end\n"}, "abc\n[... 1000 bytes cut ...]\nend\n"},
+	}
+	for _, tt := range tests {
+		k := &keptOutput{keep: 4}
+		for _, w := range tt.writes {
+			k.Write([]byte(w))
+		}
+		if got := k.String(); got != tt.want {
+			t.Errorf("after writes %q: %q, want %q", tt.writes, got, tt.want)
+		}
+		if len(k.tail) > 2*k.keep {
+			t.Errorf("after writes %q: %d bytes of tail kept", tt.writes, len(k.tail))
+		}
 	}
 }
 

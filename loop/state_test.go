@@ -3,6 +3,7 @@ package loop
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path"
 	"path/filepath"
@@ -108,22 +109,27 @@ func TestOnceLoadFails(t *testing.T) {
 	}
 }
 
+// --once runs the --run commands after the load; one that fails, or runs
+// longer than RunTimeout (and is killed), fails the run.
 func TestOnceRunCommands(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
 		run     fakeRun
 		wantErr error
+		message string // run_output's; "" for a command that ended
 	}{
-		{"success", fakeRun{out: "ok\n"}, nil},
-		{"non-zero exit", fakeRun{out: "bad\n", exit: 3}, ErrFailed},
-		{"guest unreachable", fakeRun{err: errors.New("connection reset")}, ErrFailed},
+		{"success", fakeRun{out: "ok\n"}, nil, ""},
+		{"non-zero exit", fakeRun{out: "bad\n", exit: 3}, ErrFailed, ""},
+		{"guest unreachable", fakeRun{err: errors.New("connection reset")}, ErrFailed, ""},
+		{"timed out", fakeRun{out: "so far\n", block: true}, ErrFailed, "killed after 50ms (--run-timeout)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t, true)
 			r.cfg.Run = []string{"cat /dev/hello"}
+			r.cfg.RunTimeout = 50 * time.Millisecond
 			r.guest.runOutput["cat /dev/hello"] = tt.run
 			if err := r.once(); !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Run --once = %v, want %v", err, tt.wantErr)
@@ -135,10 +141,70 @@ func TestOnceRunCommands(t *testing.T) {
 				return
 			}
 			e := r.events.wait(t, "run_output", 1)
-			if e.Output != tt.run.out || *e.Exit != tt.run.exit || e.Command != "cat /dev/hello" {
-				t.Errorf("run_output = %+v, want %+v", e, tt.run)
+			if e.Output != tt.run.out || e.Command != "cat /dev/hello" || e.Message != tt.message ||
+				(tt.message == "") != (e.Exit != nil) || e.Exit != nil && *e.Exit != tt.run.exit {
+				t.Errorf("run_output = %+v, want %+v with message %q", e, tt.run, tt.message)
 			}
 		})
+	}
+}
+
+// kwatch's exit kills a --run command that still runs: Run does not wait
+// for it to end on its own, and does not report it as stopped or failed.
+func TestCancelDuringRun(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.cfg.Run = []string{"cat /dev/hello"}
+	r.guest.runOutput["cat /dev/hello"] = fakeRun{block: true}
+	r.start()
+	r.guest.waitRuns(t, 1)
+	if err := r.stop(); err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	if evs := r.events.of("run_output"); len(evs) != 0 {
+		t.Errorf("run_output %+v for a command kwatch's exit stopped", evs)
+	}
+}
+
+// A save while a --run command runs stops it and the new build is loaded: a
+// command that never ends (a read() that never advances *ppos) must not keep
+// kwatch from loading the fix.
+func TestRunStoppedBySave(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.cfg.Run = []string{"cat /dev/hello"}
+	r.guest.runOutput["cat /dev/hello"] = fakeRun{out: "fact\nfact\n", block: true}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.waitRuns(t, 1)
+	r.guest.set(func(g *fakeGuest) { g.runOutput["cat /dev/hello"] = fakeRun{out: "fact\n"} })
+	r.watch.save(t, "hello.c")
+	if e := r.events.wait(t, "run_output", 1); e.Message != "stopped by a new save" || e.Exit != nil || e.Output != "fact\nfact\n" {
+		t.Errorf("the stopped command's run_output = %q, exit %v, output %q; want it stopped by the save, with its output so far",
+			e.Message, e.Exit, e.Output)
+	}
+	r.events.wait(t, "loaded", 2)
+	if e := r.events.wait(t, "run_output", 2); e.Output != "fact\n" || e.Exit == nil || *e.Exit != 0 || e.Message != "" {
+		t.Errorf("the fixed module's run_output = %q, exit %v, output %q", e.Message, e.Exit, e.Output)
+	}
+}
+
+// What a --run command prints is kept up to a cap, its head and its tail,
+// saying how much was cut: kwatch's memory stays bounded whatever the guest prints.
+func TestRunOutputCapped(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.cfg.Run = []string{"cat /dev/hello"}
+	middle := strings.Repeat("fact\n", 2<<20)
+	r.guest.runOutput["cat /dev/hello"] = fakeRun{out: "first\n" + middle + "last\n"}
+	if err := r.once(); err != nil {
+		t.Fatal(err)
+	}
+	e := r.events.wait(t, "run_output", 1)
+	cut := fmt.Sprintf("[... %d bytes cut ...]", len("first\n"+middle+"last\n")-2*runOutputKept)
+	if len(e.Output) > 2*runOutputKept+len(cut)+2 || !strings.HasPrefix(e.Output, "first\n") ||
+		!strings.HasSuffix(e.Output, "fact\nlast\n") || !strings.Contains(e.Output, "\n"+cut+"\n") {
+		t.Errorf("run_output has %d bytes, want at most %d: its head, %q and its tail", len(e.Output), 2*runOutputKept+len(cut)+2, cut)
 	}
 }
 
