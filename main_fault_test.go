@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,7 +98,13 @@ func TestFaultsThatKillTheGuest(t *testing.T) {
 	t.Run("qemu killed", func(t *testing.T) {
 		w.t = t
 		pid := vmPID(t, state)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		// The recorded pid is the console keeper's; QEMU is its child.
+		qemu, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		child, _ := strconv.Atoi(strings.TrimSpace(string(qemu)))
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", child)); !strings.HasPrefix(string(comm), "qemu") {
+			t.Fatalf("the VM's process %d has child %q (%s), want QEMU", pid, qemu, comm)
+		}
+		if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		waitNotice(w, 3*time.Minute, "loaded the last good kwfault again")

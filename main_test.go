@@ -539,6 +539,7 @@ func startWatch(t *testing.T, args ...string) *watchProc {
 	}
 	go func() {
 		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20) // a run_output event keeps up to 64 KiB of output
 		for sc.Scan() {
 			var e event
 			if json.Unmarshal(sc.Bytes(), &e) == nil {

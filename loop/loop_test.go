@@ -215,6 +215,7 @@ func TestKeptOutput(t *testing.T) {
 		{[]string{"abcdefghij"}, "abcd\n[... 2 bytes cut ...]\nghij"},
 		{[]string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"}, "abcd\n[... 5 bytes cut ...]\njklm"},
 		{[]string{"abc\n", strings.Repeat("x", 1000), "end\n"}, "abc\n[... 1000 bytes cut ...]\nend\n"},
+		{[]string{"a\nbc", strings.Repeat("x", 1000), "\nend"}, "a\n[... 1003 bytes cut ...]\nend"},
 	}
 	for _, tt := range tests {
 		k := &keptOutput{keep: 4}

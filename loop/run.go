@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -135,18 +136,24 @@ func (k *keptOutput) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// String returns the output kept, with a line saying how much was cut.
+// String returns the output kept, with a line saying how much was cut; the
+// cut takes whole lines where the head and the tail have line ends.
 func (k *keptOutput) String() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	tail := k.tail[max(0, len(k.tail)-k.keep):]
-	cut := k.total - len(k.head) - len(tail)
-	if cut == 0 {
-		return string(k.head) + string(tail)
+	head, tail := k.head, k.tail[max(0, len(k.tail)-k.keep):]
+	if k.total == len(head)+len(tail) {
+		return string(head) + string(tail)
+	}
+	if i := bytes.LastIndexByte(head, '\n'); i >= 0 {
+		head = head[:i+1]
+	}
+	if i := bytes.IndexByte(tail, '\n'); i >= 0 && i < len(tail)-1 {
+		tail = tail[i+1:]
 	}
 	nl := "\n"
-	if len(k.head) > 0 && k.head[len(k.head)-1] == '\n' {
+	if len(head) > 0 && head[len(head)-1] == '\n' {
 		nl = ""
 	}
-	return fmt.Sprintf("%s%s[... %d bytes cut ...]\n%s", k.head, nl, cut, tail)
+	return fmt.Sprintf("%s%s[... %d bytes cut ...]\n%s", head, nl, k.total-len(head)-len(tail), tail)
 }
