@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -67,7 +68,7 @@ func keepConsole(log string, argv []string) int {
 		fmt.Fprintln(os.Stderr, "kwatch-console-keeper:", err)
 		return 1
 	}
-	vm := &exec.Cmd{Path: argv[0], Args: argv[1:], Env: withoutKeeperEnv(os.Environ()), Stdout: w, Stderr: w,
+	vm := &exec.Cmd{Path: argv[0], Args: argv[1:], Env: slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, keeperEnv+"=") }), Stdout: w, Stderr: w,
 		// Killed with the keeper: a VM nobody can find by its record must not run on.
 		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}}
 	err = vm.Start()
@@ -88,16 +89,6 @@ func keepConsole(log string, argv []string) int {
 		return 128 + int(exit.Sys().(syscall.WaitStatus).Signal())
 	}
 	return 1
-}
-
-func withoutKeeperEnv(env []string) []string {
-	var out []string
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, keeperEnv+"=") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // copyConsole copies r into the file log until r ends, keeping log at most
