@@ -19,7 +19,7 @@ type options struct {
 	module                                            string
 	run                                               multiFlag
 	once, json, editorFiles                           bool
-	debounce                                          time.Duration
+	debounce, runTimeout                              time.Duration
 }
 
 type multiFlag []string
@@ -45,7 +45,8 @@ func (o *options) watchFlags(fs *flag.FlagSet) {
 	o.vmFlags(fs)
 	fs.StringVar(&o.kdir, "kdir", "", "kernel build dir for Kbuild (default /lib/modules/<guest uname -r>/build)")
 	fs.StringVar(&o.params, "params", "", `insmod parameters, e.g. "a=1 b=x"`)
-	fs.Var(&o.run, "run", "run `CMD` in the guest after every successful load (repeatable)")
+	fs.Var(&o.run, "run", "run `CMD` in the guest after every successful load (repeatable); a new save stops it")
+	fs.DurationVar(&o.runTimeout, "run-timeout", time.Minute, "kill a --run command still running after this long, and count it as failed (0: no limit)")
 	fs.BoolVar(&o.once, "once", false, "build, load, run the --run commands once and exit (0 ok, 1 failed)")
 	fs.BoolVar(&o.json, "json", false, "one JSON event per line on stdout")
 	fs.StringVar(&o.builder, "builder", "", "kbuild|nix (default: nix when --vm nix, else kbuild)")

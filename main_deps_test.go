@@ -58,7 +58,7 @@ func TestV4L2LoopbackDependencies(t *testing.T) {
 		guestRun(t, v.state, "test -e /sys/module/videodev/refcnt && test -e /sys/module/mc/refcnt && test -e /sys/devices/virtual/video4linux/video0/name")
 
 		// The guest dies: the new boot gets the dependencies, then the last good build.
-		if err := syscall.Kill(vmPID(t, v.state), syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(qemuPID(t, v.state), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		var deps, restored bool

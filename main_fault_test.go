@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -98,7 +99,7 @@ func TestFaultsThatKillTheGuest(t *testing.T) {
 		t.Run("qemu killed", func(t *testing.T) {
 			w.t = t
 			pid := vmPID(t, state)
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			if err := syscall.Kill(qemuPID(t, state), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			waitNotice(w, 3*time.Minute, "loaded the last good kwfault again")
@@ -128,6 +129,19 @@ func TestFaultsThatKillTheGuest(t *testing.T) {
 		w.stop()
 		noStrayProcesses(t, dir)
 	})
+}
+
+// qemuPID returns the pid of the VM's QEMU: the recorded pid is the console
+// keeper's, and QEMU is its child.
+func qemuPID(t *testing.T, state string) int {
+	t.Helper()
+	pid := vmPID(t, state)
+	children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	child, _ := strconv.Atoi(strings.TrimSpace(string(children)))
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", child)); !strings.HasPrefix(string(comm), "qemu") {
+		t.Fatalf("the VM's process %d has child %q (%s), want QEMU", pid, children, comm)
+	}
+	return child
 }
 
 func findCrash(t *testing.T, evs []event, severity string) event {

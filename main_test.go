@@ -39,6 +39,8 @@ func TestUsageErrors(t *testing.T) {
 		{"ssh without target", []string{"--vm", "ssh", dir}, "--vm ssh needs --ssh"},
 		{"nix without flake", []string{"--vm", "nix", dir}, "needs a flake.nix"},
 		{"bad debounce", []string{"--debounce", "0s", dir}, "--debounce must be positive"},
+		{"negative run timeout", []string{"--run-timeout", "-1s", dir}, "--run-timeout must not be negative"},
+		{"bad run timeout", []string{"--run-timeout", "5", dir}, `invalid value "5" for flag -run-timeout`},
 		{"vm without subcommand", []string{"vm"}, "needs a subcommand"},
 		{"vm unknown subcommand", []string{"vm", "reboot", "--state-dir", dir}, `unknown vm subcommand "reboot"`},
 		{"vm ssh without vm", []string{"vm", "ssh", "--state-dir", dir, "--", "true"}, "no VM is running"},
@@ -568,6 +570,7 @@ func startWatch(t *testing.T, args ...string) *watchProc {
 	}
 	go func() {
 		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20) // a run_output event keeps up to 64 KiB of output
 		for sc.Scan() {
 			var e event
 			if json.Unmarshal(sc.Bytes(), &e) == nil {

@@ -39,6 +39,9 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if o.debounce <= 0 {
 		return usagef("use something like --debounce 75ms", "--debounce must be positive")
 	}
+	if o.runTimeout < 0 {
+		return usagef("use something like --run-timeout 5m, or 0 for no limit", "--run-timeout must not be negative")
+	}
 	setup, err := o.setup(dir)
 	if err != nil {
 		return err
@@ -112,6 +115,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Guest:         g,
 		Params:        strings.Fields(o.params),
 		Run:           o.run,
+		RunTimeout:    o.runTimeout,
 		Once:          o.once,
 		Report:        report,
 		BuildLog:      buildLog,

@@ -7,8 +7,13 @@ import (
 )
 
 // maxLines caps Report.Lines; the head of a report (title, RIP, trace) is
-// what explains it, so the rest is cut, except the lines that end it.
-const maxLines = 60
+// what explains it, so the rest is cut, except the last maxEndLines of the
+// lines that end it (a panic's, the end marker): a panic printed in a loop
+// must not grow a report without bound.
+const (
+	maxLines    = 60
+	maxEndLines = 5
+)
 
 // Detector groups log lines into reports. It is fed line by line and returns
 // each report once its block is complete: at "---[ end trace ...]---", at
@@ -31,7 +36,7 @@ type block struct {
 	severity Severity
 	title    string
 	lines    []string
-	cutAt    int // index of the "lines not shown" marker, 0 if none
+	end      []string // past maxLines: the newest ending lines, at most maxEndLines
 	dropped  int
 	// A stack dump ended ("</TASK>"), so a header now starts a new report.
 	// Before it, a header is the next part of this one: a Rust panic or list
@@ -141,24 +146,28 @@ func (b *block) add(text string, sev Severity, title string) {
 	if strings.TrimSpace(text) == "</TASK>" {
 		b.stackDone = true
 	}
-	ending := sev == Fatal || strings.Contains(text, endTrace) || separator(text)
-	if len(b.lines) < maxLines || ending {
+	if len(b.lines) < maxLines {
 		b.lines = append(b.lines, text)
 		return
 	}
-	if b.cutAt == 0 {
-		b.cutAt = len(b.lines)
-		b.lines = append(b.lines, "")
+	if sev != Fatal && !strings.Contains(text, endTrace) && !separator(text) {
+		b.dropped++
+		return
 	}
-	b.dropped++
+	b.end = append(b.end, text)
+	if len(b.end) > maxEndLines {
+		b.end = b.end[1:]
+		b.dropped++
+	}
 }
 
 func (d *Detector) close() Report {
 	b := d.open
 	d.open = nil
-	if b.cutAt > 0 {
-		b.lines[b.cutAt] = fmt.Sprintf("[... %d lines not shown ...]", b.dropped)
+	if b.dropped > 0 {
+		b.lines = append(b.lines, fmt.Sprintf("[... %d lines not shown ...]", b.dropped))
 	}
+	b.lines = append(b.lines, b.end...)
 	r := Report{Severity: b.severity, Title: b.title, Lines: b.lines}
 	if r.Title == "" {
 		// A "cut here" block without a header kwatch knows: still a WARN or BUG.

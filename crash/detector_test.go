@@ -242,20 +242,41 @@ func TestDetectorSplitsReports(t *testing.T) {
 	}
 }
 
+// A report keeps its head and, past the cap, only its last few ending lines:
+// a flood of panic lines (a printk loop, or a panic in a loop) stays bounded.
 func TestDetectorCapsLines(t *testing.T) {
-	lines := []string{"BUG: soft lockup - CPU#0 stuck for 3s! [insmod:102]"}
+	frames := []string{"BUG: soft lockup - CPU#0 stuck for 3s! [insmod:102]"}
 	for i := range 100 {
-		lines = append(lines, fmt.Sprintf(" frame%d+0x1/0x10", i))
+		frames = append(frames, fmt.Sprintf(" frame%d+0x1/0x10", i))
 	}
-	lines = append(lines, "Kernel panic - not syncing: softlockup: hung tasks", "---[ end Kernel panic - not syncing: softlockup: hung tasks ]---")
-	reports, at := feed(lines)
-	if len(reports) != 1 || at[0] != fmt.Sprintf("line %d", len(lines)) {
-		t.Fatalf("got %d reports at %v", len(reports), at)
+	frames = append(frames, "Kernel panic - not syncing: softlockup: hung tasks", "---[ end Kernel panic - not syncing: softlockup: hung tasks ]---")
+	var flood []string
+	for i := range 100_001 {
+		flood = append(flood, fmt.Sprintf("Kernel panic - not syncing: loop %d", i))
 	}
-	r := reports[0]
-	want := append(append([]string{}, lines[:maxLines]...), "[... 41 lines not shown ...]", lines[101], lines[102])
-	if r.Severity != Fatal || !reflect.DeepEqual(r.Lines, want) {
-		t.Errorf("got %s with lines\n%s", r.Severity, strings.Join(r.Lines, "\n"))
+	tests := []struct {
+		name  string
+		lines []string
+		at    string // the line that completes the report
+		want  []string
+	}{
+		{"frames past the cap", frames, fmt.Sprintf("line %d", len(frames)),
+			append(append([]string{}, frames[:maxLines]...), "[... 41 lines not shown ...]", frames[101], frames[102])},
+		{"a flood of panic lines", flood, "flush",
+			append(append([]string{}, flood[:maxLines]...), append([]string{"[... 99936 lines not shown ...]"}, flood[len(flood)-5:]...)...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reports, at := feed(tt.lines)
+			if len(reports) != 1 || at[0] != tt.at {
+				t.Fatalf("got %d reports at %v, want 1 at %s", len(reports), at, tt.at)
+			}
+			r := reports[0]
+			if r.Severity != Fatal || !reflect.DeepEqual(r.Lines, tt.want) {
+				t.Errorf("got %s with %d lines, want %d; the last ones:\n%s", r.Severity, len(r.Lines), len(tt.want),
+					strings.Join(r.Lines[max(0, len(r.Lines)-8):], "\n"))
+			}
+		})
 	}
 }
 

@@ -58,9 +58,8 @@ func (c *Client) script(ctx context.Context, script string) (out []byte, exit in
 			}
 		}
 		sh := c.shell
-		reused := sh.used
 		stop := c.cancelSession(ctx, sh.conn, sh.s)
-		out, exit, started, err := sh.run(script)
+		out, exit, sent, err := sh.run(script)
 		if stop() {
 			// ctx ended: its SIGTERM went to this shell, which must not
 			// take the next script.
@@ -74,9 +73,9 @@ func (c *Client) script(ctx context.Context, script string) (out []byte, exit in
 			return out, -1, ctx.Err()
 		}
 		// A kept shell that ended since its last script gets one more try,
-		// if the script never started in it: running one twice could load
+		// if the script was never sent to it: running one twice could load
 		// a module twice, or crash a guest twice.
-		if !reused || started {
+		if sent {
 			return out, -1, fmt.Errorf("running a script on %s: %w", c.who(), err)
 		}
 	}
@@ -118,26 +117,37 @@ func (c *Client) endShell() {
 
 // run sends one script and reads its output between two token lines: the
 // first says the shell started the script, the last (after a newline of its
-// own, so that it starts a line) gives its exit status. The script is
-// killable as Run's commands are: cancelSession's SIGTERM kills it with all
-// its processes. On an error, out is what came before it.
-func (sh *keptShell) run(script string) (out []byte, exit int, started bool, err error) {
+// own, so that it starts a line) gives its exit status. What comes before the
+// first is the login shell's (a .bashrc that greets), not the script's. The
+// script is killable as Run's commands are: cancelSession's SIGTERM kills it
+// with all its processes. On an error, out is what came before it.
+//
+// A shell used before must first answer a ping: that the script started is
+// no proof that it did not run when the token never came back (a guest that
+// froze in insmod), so the script is sent only to a shell known alive, and
+// sent says whether it was: from then on it may have run.
+func (sh *keptShell) run(script string) (out []byte, exit int, sent bool, err error) {
+	if sh.used {
+		if err := sh.ping(); err != nil {
+			return nil, -1, false, err
+		}
+	}
 	sh.used = true
-	cmd := "echo " + sh.token + "\n" + killable("{\n"+script+"\n} </dev/null 2>&1") + "\nprintf '\\n%s %s\\n' " + sh.token + " \"$?\"\n"
+	// The start token gets a newline before it too: an rc file's greeting
+	// may not end its line.
+	cmd := "printf '\\n%s\\n' " + sh.token + "\n" + killable("{\n"+script+"\n} </dev/null 2>&1") + "\nprintf '\\n%s %s\\n' " + sh.token + " \"$?\"\n"
 	if _, err := io.WriteString(sh.in, cmd); err != nil {
-		return nil, -1, false, err
+		return nil, -1, true, err
 	}
 	start, end := []byte(sh.token+"\n"), []byte(sh.token+" ")
+	started := false
 	for {
-		line, err := sh.out.ReadBytes('\n')
+		line, err := sh.line()
 		switch {
 		case err != nil:
-			if errors.Is(err, io.EOF) {
-				err = errors.New("the shell ended")
-			}
-			return append(out, line...), -1, started, err
-		case !started && bytes.Equal(line, start):
-			started = true
+			return append(out, line...), -1, true, err
+		case !started:
+			started = bytes.Equal(line, start)
 		case bytes.HasPrefix(line, end):
 			exit, err := strconv.Atoi(string(bytes.TrimSpace(line[len(end):])))
 			return bytes.TrimSuffix(out, []byte("\n")), exit, true, err
@@ -145,4 +155,26 @@ func (sh *keptShell) run(script string) (out []byte, exit int, started bool, err
 			out = append(out, line...)
 		}
 	}
+}
+
+// ping checks that the shell answers, reading up to its answer.
+func (sh *keptShell) ping() error {
+	if _, err := io.WriteString(sh.in, "echo "+sh.token+" ready\n"); err != nil {
+		return err
+	}
+	for {
+		line, err := sh.line()
+		if err != nil || string(line) == sh.token+" ready\n" {
+			return err
+		}
+	}
+}
+
+// line reads one line of the shell's output.
+func (sh *keptShell) line() ([]byte, error) {
+	line, err := sh.out.ReadBytes('\n')
+	if errors.Is(err, io.EOF) {
+		err = errors.New("the shell ended")
+	}
+	return line, err
 }

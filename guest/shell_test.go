@@ -3,9 +3,12 @@ package guest
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -135,5 +138,107 @@ func TestScriptNotRunTwice(t *testing.T) {
 	}
 	if b, err := os.ReadFile(runs); err != nil || string(b) != "run\n" {
 		t.Errorf("the script ran %d times (%v), want once", strings.Count(string(b), "run"), err)
+	}
+}
+
+// What the login shell prints before the kept shell starts (a .bashrc that
+// greets, say) is not the first script's output.
+func TestScriptIgnoresShellStartup(t *testing.T) {
+	d, cfg := newSSHD(t)
+	if err := os.WriteFile(filepath.Join(d.home, ".bashrc"), []byte("printf 'hello from bashrc'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, cfg)
+	if out, _, _, err := c.Run(testContext(t), "true"); err != nil || !strings.Contains(string(out), "hello from bashrc") {
+		t.Skipf("the login shell does not read .bashrc here (%q, %v)", out, err)
+	}
+	if out, exit := scriptOK(t, c, "echo script"); out != "script\n" || exit != 0 {
+		t.Errorf("the first script gave %q, exit %d; want only its own output", out, exit)
+	}
+}
+
+// freezer is a TCP proxy to an SSH server that can stop passing the server's
+// bytes to the client on the connections it has, as a guest that froze
+// behind QEMU's still-open port forward would; new connections pass.
+type freezer struct {
+	addr   string
+	mu     sync.Mutex
+	frozen chan struct{} // closed to freeze the connections so far
+}
+
+func newFreezer(t *testing.T, server string) *freezer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	f := &freezer{addr: l.Addr().String(), frozen: make(chan struct{})}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", server)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			f.mu.Lock()
+			frozen := f.frozen
+			f.mu.Unlock()
+			go io.Copy(s, c)
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					select {
+					case <-frozen:
+						return
+					default:
+					}
+					if n > 0 {
+						c.Write(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return f
+}
+
+// freeze stops the server's bytes on the connections made so far.
+func (f *freezer) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.frozen)
+	f.frozen = make(chan struct{})
+}
+
+// A script that may have started never runs again: here the guest froze
+// (the connection passes nothing back) after the kept shell got the script,
+// so not even the line saying it started came back. The keepalives drop the
+// connection; the script must then fail, not run a second time.
+func TestScriptNotRunTwiceAfterFreeze(t *testing.T) {
+	_, cfg := newSSHD(t)
+	f := newFreezer(t, cfg.Addr)
+	cfg.Addr = f.addr
+	c := dial(t, cfg)
+	scriptOK(t, c, "true") // the shell is now a reused one
+	runs := filepath.Join(t.TempDir(), "runs")
+	f.freeze()
+	out, exit, err := c.script(testContext(t), "echo run >>"+runs)
+	b, _ := os.ReadFile(runs)
+	if n := strings.Count(string(b), "run"); n > 1 {
+		t.Fatalf("the script ran %d times", n)
+	}
+	// Either the script never reached the frozen shell and ran once in a
+	// new one, or it failed: never both.
+	if err == nil && (string(b) != "run\n" || len(out) != 0 || exit != 0) {
+		t.Errorf("script = %q, %d, nil; ran %q", out, exit, b)
 	}
 }

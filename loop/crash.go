@@ -3,7 +3,6 @@ package loop
 import (
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -45,8 +44,10 @@ type crashWatch struct {
 	// from the guest's owner (before it boots the VM again) while the tailer goroutine polls.
 	consoleMu sync.Mutex
 	console   string
+	f         *os.File // the console log, nil until it could be opened
 	off       int64
-	partial   []byte
+	partial   []byte // the line read up to its end so far
+	overlong  bool   // the line being read is too long to be the kernel's: dropped
 }
 
 // crashChannel is one log channel's detector, flushed after crashQuiet of silence.
@@ -163,15 +164,23 @@ func (w *crashWatch) kmsgLine(msg string) {
 	}
 }
 
+// maxConsoleLine bounds what the console reader keeps of a line that has not
+// ended yet: a guest printing without newlines must not grow it. No printk
+// line is that long, so a longer one is dropped, up to its end.
+const maxConsoleLine = 4 << 10
+
 // tailConsole follows the console log at path from its current end until ctx
-// is done. A new boot truncates the log; reading then starts over.
+// is done.
 func (w *crashWatch) tailConsole(ctx context.Context, path string) {
-	w.consoleMu.Lock()
-	w.console = path
-	if fi, err := os.Stat(path); err == nil {
-		w.off = fi.Size()
-	}
-	w.consoleMu.Unlock()
+	w.followConsole(path)
+	defer func() {
+		w.consoleMu.Lock()
+		defer w.consoleMu.Unlock()
+		if w.f != nil {
+			w.f.Close()
+			w.f = nil
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -182,6 +191,28 @@ func (w *crashWatch) tailConsole(ctx context.Context, path string) {
 	}
 }
 
+// followConsole starts reading the console log at path from its current end.
+func (w *crashWatch) followConsole(path string) {
+	w.consoleMu.Lock()
+	defer w.consoleMu.Unlock()
+	w.console = path
+	w.openConsole(true)
+}
+
+// openConsole opens the console log, at its end when fromEnd; the caller
+// holds consoleMu. The file stays open: when the log is rotated, what was
+// written to it last is read from the old file.
+func (w *crashWatch) openConsole(fromEnd bool) {
+	f, err := os.Open(w.console)
+	if err != nil {
+		return
+	}
+	w.f, w.off, w.partial, w.overlong = f, 0, nil, false
+	if fi, err := f.Stat(); err == nil && fromEnd {
+		w.off = fi.Size()
+	}
+}
+
 // drainConsole reads what the console log holds now and completes any report
 // in it: called before a dead VM is booted again, which truncates the log.
 func (w *crashWatch) drainConsole() {
@@ -189,33 +220,68 @@ func (w *crashWatch) drainConsole() {
 	w.flush(&w.serial)
 }
 
+// readConsole reads what was added to the console log since the last call. A
+// new boot truncates the log: reading then starts over. A rotation renames
+// it and starts a new one: the old file is read to its end first.
 func (w *crashWatch) readConsole() {
 	w.consoleMu.Lock()
 	defer w.consoleMu.Unlock()
 	if w.console == "" {
 		return
 	}
-	f, err := os.Open(w.console)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() < w.off {
-		w.off, w.partial = 0, nil
-	}
-	if _, err := f.Seek(w.off, io.SeekStart); err != nil {
-		return
-	}
-	b, _ := io.ReadAll(f)
-	w.off += int64(len(b))
-	w.partial = append(w.partial, b...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			break
+	if w.f == nil {
+		if w.openConsole(false); w.f == nil {
+			return
 		}
-		line := strings.TrimRight(string(w.partial[:i]), "\r")
-		w.partial = w.partial[i+1:]
-		w.feed(&w.serial, line)
+	}
+	// Stat before reading: a rotation seen now happened before the read, so
+	// the read finds all the old file will ever hold.
+	now, err := os.Stat(w.console)
+	w.readFile()
+	if fi, ferr := w.f.Stat(); err == nil && ferr == nil && !os.SameFile(now, fi) {
+		w.f.Close()
+		w.f = nil
+		if w.openConsole(false); w.f != nil {
+			w.readFile()
+		}
+	}
+}
+
+// readFile feeds the lines added to the open console log; the caller holds
+// consoleMu.
+func (w *crashWatch) readFile() {
+	if fi, err := w.f.Stat(); err == nil && fi.Size() < w.off {
+		w.off, w.partial, w.overlong = 0, nil, false
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := w.f.ReadAt(buf, w.off)
+		w.off += int64(n)
+		w.consoleLines(buf[:n])
+		if err != nil || n == 0 {
+			return
+		}
+	}
+}
+
+// consoleLines feeds the complete lines of b, after what was kept of an
+// unfinished line, and keeps the rest.
+func (w *crashWatch) consoleLines(b []byte) {
+	rest := append(w.partial, b...)
+	for {
+		i := bytes.IndexByte(rest, '\n')
+		switch {
+		case i >= 0:
+			if !w.overlong {
+				w.feed(&w.serial, strings.TrimRight(string(rest[:i]), "\r"))
+			}
+			w.overlong = false
+			rest = rest[i+1:]
+		case len(rest) > maxConsoleLine:
+			w.overlong, rest = true, nil
+		default:
+			w.partial = append(w.partial[:0:0], rest...)
+			return
+		}
 	}
 }

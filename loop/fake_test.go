@@ -55,9 +55,10 @@ type fakeGuest struct {
 }
 
 type fakeRun struct {
-	out  string
-	exit int
-	err  error
+	out   string
+	exit  int
+	err   error
+	block bool // print out, then run until ctx ends
 }
 
 // fakeBoot is one boot of the guest: its kernel log and loaded modules.
@@ -265,14 +266,36 @@ func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []
 	return s.b.g.reload(s.b, name, remote)
 }
 
-func (s *fakeSession) Run(ctx context.Context, cmd string) ([]byte, []byte, int, error) {
-	defer s.b.g.mu.Unlock()
+func (s *fakeSession) RunStream(ctx context.Context, cmd string, stdout, stderr io.Writer) (int, error) {
 	if !s.live() {
-		return nil, nil, 0, errBootOver
+		s.b.g.mu.Unlock()
+		return 0, errBootOver
 	}
 	s.b.g.runs = append(s.b.g.runs, cmd)
 	r := s.b.g.runOutput[cmd]
-	return []byte(r.out), nil, r.exit, r.err
+	s.b.g.mu.Unlock()
+	io.WriteString(stdout, r.out)
+	if r.block {
+		<-ctx.Done()
+		return -1, ctx.Err()
+	}
+	return r.exit, r.err
+}
+
+// waitRuns waits until the guest has run n --run commands.
+func (g *fakeGuest) waitRuns(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		g.mu.Lock()
+		runs := len(g.runs)
+		g.mu.Unlock()
+		if runs >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest ran %d --run commands, want %d", runs, n)
+		}
+	}
 }
 
 func (s *fakeSession) StreamKmsg(ctx context.Context, after uint64, fn func(kmsg.Record)) error {

@@ -2,6 +2,7 @@ package loop
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"kwatch/kmsg"
@@ -52,8 +53,10 @@ type Session interface {
 	LoadDeps(ctx context.Context, depends, softPre []string) (loaded []string, err error)
 	// Reload replaces module name with the file remote (rmmod, insmod).
 	Reload(ctx context.Context, name, remote string, params []string) (ReloadResult, error)
-	// Run runs a --run command.
-	Run(ctx context.Context, cmd string) (stdout, stderr []byte, exit int, err error)
+	// RunStream runs a --run command, copying its output to stdout and
+	// stderr as it comes. When ctx ends the command is killed, with every
+	// process it started.
+	RunStream(ctx context.Context, cmd string, stdout, stderr io.Writer) (exit int, err error)
 	// StreamKmsg calls fn for each kernel log record after seq after until
 	// ctx is done or the connection drops.
 	StreamKmsg(ctx context.Context, after uint64, fn func(kmsg.Record)) error

@@ -95,6 +95,7 @@ func (l *loop) restore(ctx context.Context, goodCrashed bool) {
 		l.notice(fmt.Sprintf("the guest restarted; not loading %s again, it crashed the guest: save a fix", l.goodName))
 		return
 	}
+	l.stopRun(stoppedForLoad)
 	if msg := l.loadGood(ctx, s); msg != "" {
 		l.notice("the guest restarted; loading the last good " + l.goodName + " again failed: " + msg)
 		return

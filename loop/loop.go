@@ -27,16 +27,17 @@ var ErrFailed = errors.New("failed")
 
 // Config is everything one kwatch run needs.
 type Config struct {
-	Dir      string  // the watched root
-	Watch    Watcher // the source changes; nil with Once
-	Builder  builder.Builder
-	Guest    Guest
-	Params   []string
-	Run      []string
-	Once     bool
-	Report   Reporter
-	BuildLog io.Writer // live build output
-	StateDir string    // where the last good module is kept; "" = nowhere
+	Dir        string  // the watched root
+	Watch      Watcher // the source changes; nil with Once
+	Builder    builder.Builder
+	Guest      Guest
+	Params     []string
+	Run        []string
+	RunTimeout time.Duration // bounds each --run command; 0 = no limit
+	Once       bool
+	Report     Reporter
+	BuildLog   io.Writer // live build output
+	StateDir   string    // where the last good module is kept; "" = nowhere
 
 	// ConfigChanged is called before a rebuild when a batch touches a .nix file
 	// or flake.lock (the nix dev env and the VM may need rebuilding). May be nil.
@@ -70,6 +71,7 @@ type loop struct {
 
 	held       *loadJob // a build waiting for its old module to be freed
 	warnedBoot string   // the unmanaged guest's boot already warned about
+	running    *runJob  // the --run commands after the last load, while they run
 }
 
 type buildDone struct {
@@ -150,6 +152,7 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 	)
 	defer tick.Stop()
 	defer net.stop()
+	defer l.stopRun(context.Canceled)
 	for {
 		if pending && !building {
 			pending = false
@@ -178,6 +181,9 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 			}
 			pending = true
 			netDue = time.Time{} // that build is about to be replaced
+			// A command that never ends (a read() that never advances
+			// *ppos) must not keep the fix from loading.
+			l.cancelRun(stoppedBySave)
 			if building {
 				// The newest sources win: stop the running build and start over.
 				cancelBuild()
@@ -190,6 +196,8 @@ func (l *loop) watch(ctx context.Context, w Watcher) error {
 				netDue = time.Time{}
 				net.start(l.cfg.Builder, netRes, l.error)
 			}
+		case <-l.runDone():
+			l.running = nil
 		case mm := <-net.found:
 			l.fastPathWrong(ctx, mm, building)
 		case d := <-done:
@@ -289,8 +297,11 @@ func (l *loop) tellModules(res builder.Result) {
 		len(res.Modules), strings.Join(res.Modules, ", "), strings.TrimSuffix(path.Base(res.KO), ".ko")))
 }
 
-// load uploads and reloads a good build and runs the --run commands.
+// load uploads and reloads a good build and runs the --run commands: with
+// Once before it returns, else in the background.
 func (l *loop) load(ctx context.Context, b loadJob) error {
+	// A command of the last load may hold the module open.
+	l.stopRun(stoppedForLoad)
 	name := b.info.Name
 	fail := func(msg, hint string, holders ...string) error {
 		l.report.Report(Event{Type: EventLoadFailed, Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
@@ -391,19 +402,11 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 
-	failed := false
-	for _, cmd := range l.cfg.Run {
-		stdout, stderr, exit, err := s.Run(ctx, cmd)
-		if err != nil {
-			l.error(fmt.Errorf("running %q in the guest: %w", cmd, err))
-			failed = true
-			continue
-		}
-		l.report.Report(Event{Type: EventRunOutput, Time: time.Now(), Command: cmd,
-			Output: string(stdout) + string(stderr), Exit: &exit})
-		failed = failed || exit != 0
+	if !l.cfg.Once {
+		l.startRun(ctx, s)
+		return nil
 	}
-	if failed {
+	if l.runCommands(ctx, s) {
 		return ErrFailed
 	}
 	return nil

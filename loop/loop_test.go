@@ -3,6 +3,8 @@ package loop
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -80,6 +82,29 @@ func TestHumanBuildOutput(t *testing.T) {
 	}
 	if strings.Contains(got, "cancelled build") {
 		t.Errorf("a cancelled build's output leaked into the next one:\n%s", got)
+	}
+}
+
+// A --run command's status line says how it ended: ok, its exit status, or
+// why kwatch stopped it.
+func TestHumanRunOutput(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	ok, bad := 0, 3
+	tests := []struct {
+		ev   Event
+		want string
+	}{
+		{Event{Type: EventRunOutput, Command: "cat /dev/x", Exit: &ok, Output: "fact\n"}, "$ cat /dev/x → ok\n  fact\n"},
+		{Event{Type: EventRunOutput, Command: "cat /dev/x", Exit: &bad}, "$ cat /dev/x → exit 3\n"},
+		{Event{Type: EventRunOutput, Command: "cat /dev/x", Message: "stopped by a new save", Output: "fact\nfa"},
+			"$ cat /dev/x → stopped by a new save\n  fact\n  fa\n"},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		NewHuman(&out).Report(tt.ev)
+		if out.String() != tt.want {
+			t.Errorf("%+v shows %q, want %q", tt.ev, out.String(), tt.want)
+		}
 	}
 }
 
@@ -175,6 +200,97 @@ func TestCrashWatchDedupesAndMarksDirty(t *testing.T) {
 	boot = "boot-1"
 	if w.takeDirty() == "" || w.dirtyNow() != "" {
 		t.Error("takeDirty did not hand over and clear the dirty mark")
+	}
+}
+
+// keptOutput keeps the head and the tail of what is written to it, however
+// it comes, and says how much lies between.
+func TestKeptOutput(t *testing.T) {
+	tests := []struct {
+		writes []string
+		want   string
+	}{
+		{[]string{"ab"}, "ab"},
+		{[]string{"abcd", "efgh"}, "abcdefgh"},
+		{[]string{"abcdefghij"}, "abcd\n[... 2 bytes cut ...]\nghij"},
+		{[]string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"}, "abcd\n[... 5 bytes cut ...]\njklm"},
+		{[]string{"abc\n", strings.Repeat("x", 1000), "end\n"}, "abc\n[... 1000 bytes cut ...]\nend\n"},
+		{[]string{"a\nbc", strings.Repeat("x", 1000), "\nend"}, "a\n[... 1003 bytes cut ...]\nend"},
+	}
+	for _, tt := range tests {
+		k := &keptOutput{keep: 4}
+		for _, w := range tt.writes {
+			k.Write([]byte(w))
+		}
+		if got := k.String(); got != tt.want {
+			t.Errorf("after writes %q: %q, want %q", tt.writes, got, tt.want)
+		}
+		if len(k.tail) > 2*k.keep {
+			t.Errorf("after writes %q: %d bytes of tail kept", tt.writes, len(k.tail))
+		}
+	}
+}
+
+// consoleLog appends text to the console log at path, as the VM does.
+func consoleLog(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The console reader keeps no more than one line of a console that never
+// ends its line (and finds the oops after it), and reads a log rotated under it to its end before it
+// goes on with the new file: an oops split by the rotation is one report.
+func TestConsoleReader(t *testing.T) {
+	oops := strings.Split(oopsLog, "\n")
+	stamp := func(lines []string) string { return "[    6.1] " + strings.Join(lines, "\r\n[    6.1] ") + "\r\n" }
+	tests := []struct {
+		name   string
+		writes []func(path string)
+		crash  bool // an oops in kwfault is reported, with its RIP line
+	}{
+		{"a line that never ends", []func(string){
+			func(path string) { consoleLog(t, path, strings.Repeat("x", 10<<20)) },
+			func(path string) { consoleLog(t, path, strings.Repeat("x", 10<<10)+"\r\n"+stamp(oops)) },
+		}, true},
+		{"an oops split by a rotation", []func(string){
+			func(path string) { consoleLog(t, path, stamp(oops[:2])) },
+			func(path string) {
+				consoleLog(t, path, stamp(oops[2:]))
+				if err := os.Rename(path, path+".1"); err != nil {
+					t.Fatal(err)
+				}
+				consoleLog(t, path, "[    7.0] after the rotation\r\n")
+			},
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &events{}
+			w := newCrashWatch(r, func() string { return "boot-1" })
+			w.setModule("kwfault", "")
+			path := filepath.Join(t.TempDir(), "console.log")
+			consoleLog(t, path, "[    1.0] before kwatch\r\n")
+			w.followConsole(path)
+			for _, write := range tt.writes {
+				write(path)
+				w.readConsole()
+				if len(w.partial) > maxConsoleLine {
+					t.Errorf("the reader keeps %d bytes of an unfinished line, want at most %d", len(w.partial), maxConsoleLine)
+				}
+			}
+			w.flush(&w.serial)
+			c := r.crashes()
+			if got := len(c) == 1 && c[0].Function == "m_init+0x11/0x1000" && *c[0].InModule; got != tt.crash {
+				t.Errorf("crash events %+v; want an oops in kwfault's m_init: %v", c, tt.crash)
+			}
+		})
 	}
 }
 

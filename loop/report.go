@@ -39,7 +39,8 @@ type Event struct {
 
 	UploadBytes int64 `json:"upload_bytes,omitempty"` // loaded: the size of the module copied into the guest
 
-	// run_output
+	// run_output: Exit is nil for a command stopped before it ended, and
+	// Message says why; Output keeps the head and tail of a long one.
 	Command string `json:"command,omitempty"`
 	Output  string `json:"output,omitempty"`
 	Exit    *int   `json:"exit,omitempty"`
@@ -194,7 +195,10 @@ func (r *Human) Report(e Event) {
 		}
 	case EventRunOutput:
 		status := green("ok")
-		if e.Exit != nil && *e.Exit != 0 {
+		switch {
+		case e.Message != "": // stopped or killed before it ended
+			status = yellow(e.Message)
+		case e.Exit != nil && *e.Exit != 0:
 			status = red(fmt.Sprintf("exit %d", *e.Exit))
 		}
 		fmt.Fprintf(w, "%s %s %s\n", cyan("$"), e.Command, dim("→ ")+status)

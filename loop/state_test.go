@@ -6,7 +6,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,22 +110,27 @@ func TestOnceLoadFails(t *testing.T) {
 	}
 }
 
+// --once runs the --run commands after the load; one that fails, or runs
+// longer than RunTimeout (and is killed), fails the run.
 func TestOnceRunCommands(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
 		run     fakeRun
 		wantErr error
+		message string // run_output's; "" for a command that ended
 	}{
-		{"success", fakeRun{out: "ok\n"}, nil},
-		{"non-zero exit", fakeRun{out: "bad\n", exit: 3}, ErrFailed},
-		{"guest unreachable", fakeRun{err: errors.New("connection reset")}, ErrFailed},
+		{"success", fakeRun{out: "ok\n"}, nil, ""},
+		{"non-zero exit", fakeRun{out: "bad\n", exit: 3}, ErrFailed, ""},
+		{"guest unreachable", fakeRun{err: errors.New("connection reset")}, ErrFailed, ""},
+		{"timed out", fakeRun{out: "so far\n", block: true}, ErrFailed, "killed after 50ms (--run-timeout)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t, true)
 			r.cfg.Run = []string{"cat /dev/hello"}
+			r.cfg.RunTimeout = 50 * time.Millisecond
 			r.guest.runOutput["cat /dev/hello"] = tt.run
 			if err := r.once(); !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Run --once = %v, want %v", err, tt.wantErr)
@@ -135,10 +142,75 @@ func TestOnceRunCommands(t *testing.T) {
 				return
 			}
 			e := r.events.wait(t, "run_output", 1)
-			if e.Output != tt.run.out || *e.Exit != tt.run.exit || e.Command != "cat /dev/hello" {
-				t.Errorf("run_output = %+v, want %+v", e, tt.run)
+			if e.Output != tt.run.out || e.Command != "cat /dev/hello" || e.Message != tt.message ||
+				(tt.message == "") != (e.Exit != nil) || e.Exit != nil && *e.Exit != tt.run.exit {
+				t.Errorf("run_output = %+v, want %+v with message %q", e, tt.run, tt.message)
 			}
 		})
+	}
+}
+
+// kwatch's exit kills a --run command that still runs: Run does not wait
+// for it to end on its own, and does not report it as stopped or failed.
+func TestCancelDuringRun(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.cfg.Run = []string{"cat /dev/hello"}
+	r.guest.runOutput["cat /dev/hello"] = fakeRun{block: true}
+	r.start()
+	r.guest.waitRuns(t, 1)
+	if err := r.stop(); err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	if evs := r.events.of("run_output"); len(evs) != 0 {
+		t.Errorf("run_output %+v for a command kwatch's exit stopped", evs)
+	}
+}
+
+// A save while a --run command runs stops it and the new build is loaded: a
+// command that never ends (a read() that never advances *ppos) must not keep
+// kwatch from loading the fix.
+func TestRunStoppedBySave(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.cfg.Run = []string{"cat /dev/hello"}
+	r.guest.runOutput["cat /dev/hello"] = fakeRun{out: "fact\nfact\n", block: true}
+	r.start()
+	r.events.wait(t, "loaded", 1)
+	r.guest.waitRuns(t, 1)
+	r.guest.set(func(g *fakeGuest) { g.runOutput["cat /dev/hello"] = fakeRun{out: "fact\n"} })
+	r.watch.save(t, "hello.c")
+	if e := r.events.wait(t, "run_output", 1); e.Message != "stopped by a new save" || e.Exit != nil || e.Output != "fact\nfact\n" {
+		t.Errorf("the stopped command's run_output = %q, exit %v, output %q; want it stopped by the save, with its output so far",
+			e.Message, e.Exit, e.Output)
+	}
+	r.events.wait(t, "loaded", 2)
+	if e := r.events.wait(t, "run_output", 2); e.Output != "fact\n" || e.Exit == nil || *e.Exit != 0 || e.Message != "" {
+		t.Errorf("the fixed module's run_output = %q, exit %v, output %q", e.Message, e.Exit, e.Output)
+	}
+}
+
+// What a --run command prints is kept up to a cap, its head and its tail,
+// saying how much was cut: kwatch's memory stays bounded whatever the guest prints.
+func TestRunOutputCapped(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.cfg.Run = []string{"cat /dev/hello"}
+	middle := strings.Repeat("fact\n", 2<<20)
+	r.guest.runOutput["cat /dev/hello"] = fakeRun{out: "first\n" + middle + "last\n"}
+	if err := r.once(); err != nil {
+		t.Fatal(err)
+	}
+	e := r.events.wait(t, "run_output", 1)
+	total := len("first\n" + middle + "last\n")
+	m := regexp.MustCompile(`(?s)^(first\n.*\n)\[\.\.\. (\d+) bytes cut \.\.\.\]\n(.*last\n)$`).FindStringSubmatch(e.Output)
+	if m == nil {
+		t.Fatalf("run_output has %d bytes, want its head, a line saying how much was cut and its tail", len(e.Output))
+	}
+	cut, _ := strconv.Atoi(m[2])
+	if head, tail := m[1], m[3]; len(head) > runOutputKept || len(tail) > runOutputKept || len(head)+cut+len(tail) != total {
+		t.Errorf("kept %d bytes of head and %d of tail and cut %d, of %d; want at most %d each, and all counted",
+			len(head), len(tail), cut, total, runOutputKept)
 	}
 }
 

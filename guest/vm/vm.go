@@ -21,8 +21,10 @@ import (
 
 // Launcher builds the command that boots a VM whose SSH port 22 is forwarded
 // to 127.0.0.1:port, with accel "kvm" or "tcg". The VM machinery (not the
-// launcher) sets stdin to /dev/null, stdout+stderr to the console log, a new
-// session (Setsid, so the VM outlives kwatch), and records the pid.
+// launcher) sets stdin to /dev/null, stdout+stderr to the console log (through
+// a keeper that caps it, see console.go), a new session (Setsid, so the VM
+// outlives kwatch), and records the pid: the keeper's, which leads the VM's
+// process group.
 type Launcher func(port int, accel string) (*exec.Cmd, error)
 
 // VMState is persisted as StateDir/vm.json so later kwatch runs (and
@@ -36,6 +38,7 @@ type VMState struct {
 	Kernel     string        `json:"kernel,omitempty"`
 	Ident      string        `json:"ident"` // what the VM was booted from: a different Ident means restart
 	ConsoleLog string        `json:"console_log"`
+	ConsoleCap int64         `json:"console_cap"` // console.log's size limit; 0: a VM of an older kwatch, whose log has none
 	Started    time.Time     `json:"started"`
 }
 
@@ -87,7 +90,10 @@ func (v *VM) Up(ctx context.Context, timeout time.Duration) (VMState, error) {
 		return VMState{}, err
 	}
 	if running && st.Ident == v.Ident && sshBanner(st.Port) == nil {
-		return st, nil
+		if st.ConsoleCap != 0 {
+			return st, nil
+		}
+		v.notify("the VM was started by an older kwatch, whose console log grows without limit: restarting it once")
 	}
 	if !running && st.PID != 0 && proc.Alive(st.PID) {
 		v.notify(fmt.Sprintf("the VM record in %s is stale (%v): removing it, stopping nothing", v.StateDir, Verify(st)))
@@ -122,7 +128,7 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 	if err != nil {
 		return VMState{}, err
 	}
-	cmd, err := v.Launch(port, accel)
+	launched, err := v.Launch(port, accel)
 	if err != nil {
 		return VMState{}, err
 	}
@@ -130,18 +136,15 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 	if err != nil {
 		return VMState{}, fmt.Errorf("creating the console log: %w", err)
 	}
-	// Stdin stays nil, which exec turns into /dev/null: QEMU must never touch the user's tty.
-	cmd.Stdout, cmd.Stderr = log, log
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
+	log.Close()
+	// Stdin, stdout and stderr stay nil, which exec turns into /dev/null: QEMU
+	// must never touch the user's tty. Its output goes through the keeper.
+	cmd := keeper(launched, v.consolePath())
 	// A new session (so pid == pgid for proc.KillGroup) keeps the VM alive when
 	// kwatch or its terminal goes away. Not proc.Start: setpgid fails on a session leader.
-	cmd.SysProcAttr.Setsid = true
-	err = cmd.Start()
-	log.Close()
-	if err != nil {
-		return VMState{}, fmt.Errorf("starting the VM (%s): %w", cmd.Path, err)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return VMState{}, fmt.Errorf("starting the VM (%s): %w", launched.Path, err)
 	}
 	// Read before anyone waits for it: until then even a VM that exited at
 	// once is still in /proc, as a zombie.
@@ -162,6 +165,7 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 		Kernel:     v.Kernel,
 		Ident:      v.Ident,
 		ConsoleLog: v.consolePath(),
+		ConsoleCap: consoleLimit,
 		Started:    time.Now(),
 	}
 	// Recorded before waiting, so a kwatch killed during the boot leaves a VM the next run can stop.
