@@ -7,8 +7,13 @@ import (
 )
 
 // maxLines caps Report.Lines; the head of a report (title, RIP, trace) is
-// what explains it, so the rest is cut, except the lines that end it.
-const maxLines = 60
+// what explains it, so the rest is cut, except the lines that end it: up
+// to maxEnding of them, so that a panic line printed in a loop cannot grow
+// a report without end.
+const (
+	maxLines  = 60
+	maxEnding = 3
+)
 
 // Detector groups log lines into reports. It is fed line by line and returns
 // each report once its block is complete: at "---[ end trace ...]---", at
@@ -142,7 +147,7 @@ func (b *block) add(text string, sev Severity, title string) {
 		b.stackDone = true
 	}
 	ending := sev == Fatal || strings.Contains(text, endTrace) || separator(text)
-	if len(b.lines) < maxLines || ending {
+	if len(b.lines) < maxLines || (ending && len(b.lines) < maxLines+maxEnding) {
 		b.lines = append(b.lines, text)
 		return
 	}
@@ -163,9 +168,13 @@ func (d *Detector) close() Report {
 	if r.Title == "" {
 		// A "cut here" block without a header kwatch knows: still a WARN or BUG.
 		r.Severity = max(r.Severity, Warning)
+		// The first line that says something after it says what it is.
 		r.Title = b.lines[0]
-		if len(b.lines) > 1 {
-			r.Title = strings.TrimSpace(b.lines[1])
+		for _, l := range b.lines[1:] {
+			if l = strings.TrimSpace(l); l != "" {
+				r.Title = l
+				break
+			}
 		}
 	}
 	r.Module, r.Function, r.Return = locate(b.lines)

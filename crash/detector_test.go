@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -256,6 +257,44 @@ func TestDetectorCapsLines(t *testing.T) {
 	want := append(append([]string{}, lines[:maxLines]...), "[... 41 lines not shown ...]", lines[101], lines[102])
 	if r.Severity != Fatal || !reflect.DeepEqual(r.Lines, want) {
 		t.Errorf("got %s with lines\n%s", r.Severity, strings.Join(r.Lines, "\n"))
+	}
+}
+
+func TestDetectorCapsRepeatedEndings(t *testing.T) {
+	var lines []string
+	for range 100 {
+		lines = append(lines, "Kernel panic - not syncing: Fatal exception in interrupt")
+	}
+	reports, _ := feed(lines)
+	if len(reports) != 1 {
+		t.Fatalf("got %d reports, want 1", len(reports))
+	}
+	want := append(slices.Repeat(lines[:1], maxLines+maxEnding), fmt.Sprintf("[... %d lines not shown ...]", 100-maxLines-maxEnding))
+	if r := reports[0]; !reflect.DeepEqual(r.Lines, want) {
+		t.Errorf("a panic line printed 100 times: got %d lines, want the first %d and a marker:\n%s", len(r.Lines), maxLines+maxEnding, strings.Join(r.Lines, "\n"))
+	}
+}
+
+// A "cut here" block without a header kwatch knows takes its title from
+// the next line that says something.
+func TestCutHereTitle(t *testing.T) {
+	const cut = "------------[ cut here ]------------"
+	for _, tt := range []struct {
+		name  string
+		lines []string
+		title string
+	}{
+		{"next line", []string{cut, "kwx: something odd", "---[ end trace 0000000000000000 ]---"}, "kwx: something odd"},
+		{"blank line first", []string{cut, "", "  kwx: something odd"}, "kwx: something odd"},
+		{"only blank lines", []string{cut, "", " "}, cut},
+		{"alone", []string{cut}, cut},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			reports, _ := feed(tt.lines)
+			if len(reports) != 1 || reports[0].Title != tt.title {
+				t.Fatalf("got %+v, want one report titled %q", reports, tt.title)
+			}
+		})
 	}
 }
 
