@@ -138,7 +138,7 @@ func (sh *keptShell) run(script string) (out []byte, exit int, started bool, err
 			return append(out, line...), -1, started, err
 		case !started && bytes.Equal(line, start):
 			started = true
-		case bytes.HasPrefix(line, end):
+		case started && bytes.HasPrefix(line, end): // before the start line it ends no script of this call
 			exit, err := strconv.Atoi(string(bytes.TrimSpace(line[len(end):])))
 			return bytes.TrimSuffix(out, []byte("\n")), exit, true, err
 		default:
