@@ -127,9 +127,10 @@ var testHostKey, _ = ssh.NewPublicKey(ed25519.NewKeyFromSeed(make([]byte, ed2551
 // FuzzKnownHosts checks a host key against any known_hosts file: a broken
 // one is a one-line error, and a key pinned in it is known to the next run.
 func FuzzKnownHosts(f *testing.F) {
+	dir := f.TempDir() // one per worker, whose runs take turns
 	f.Fuzz(func(t *testing.T, content string) {
 		const addr = "127.0.0.1:2222"
-		cfg := SSHConfig{Addr: addr, KnownHosts: filepath.Join(t.TempDir(), "known_hosts"), TrustNew: true}
+		cfg := SSHConfig{Addr: addr, KnownHosts: filepath.Join(dir, "known_hosts"), TrustNew: true}
 		if err := os.WriteFile(cfg.KnownHosts, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -164,8 +165,9 @@ func FuzzKnownHosts(f *testing.F) {
 // FuzzUploadRecord reads any uploads.json: one it accepts names only what
 // kwatch makes, and reads back the same when written again.
 func FuzzUploadRecord(f *testing.F) {
+	dir := f.TempDir() // one per worker, whose runs take turns
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c := &Client{cfg: SSHConfig{Addr: "127.0.0.1:2222", User: "root", UploadRecord: filepath.Join(t.TempDir(), "uploads.json")}}
+		c := &Client{cfg: SSHConfig{Addr: "127.0.0.1:2222", User: "root", UploadRecord: filepath.Join(dir, "uploads.json")}}
 		r, ok := c.recorded(b)
 		if !ok {
 			return
