@@ -18,6 +18,7 @@ demo: setup build
 # The Rust e2e tests need the Rust-enabled kernel: built once, then cached.
 test: setup
 	tree=$$(scripts/rust-kernel.sh) && KWATCH_RUST_KERNEL=$$tree go test -count=1 -timeout 60m ./...
+	scripts/fuzz.sh
 
 test-short:
 	go test -short -count=1 ./...

@@ -65,6 +65,9 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	)
 	if o.json {
 		report, buildLog = loop.NewJSON(stdout), stderr
+		if os.Getenv("KWATCH_DEBUG_STATS") != "" { // for the bench's soak run
+			report = loop.WithStats(report)
+		}
 	} else {
 		h := loop.NewHuman(stdout)
 		report, buildLog = h, h.BuildLog()

@@ -80,7 +80,7 @@ func (b *bench) flood(ctx context.Context, dir string, pace int) (floodResult, e
 	if pace > 0 {
 		r.name = fmt.Sprintf("paced (1ms sleep per %d lines)", pace)
 	}
-	k, err := b.startKwatch(fmt.Sprintf("flood-%d", pace), b.vmArgs(), "--params", fmt.Sprintf("pace=%d", pace), dir)
+	k, err := b.startKwatch(fmt.Sprintf("flood-%d", pace), nil, b.vmArgs(), "--params", fmt.Sprintf("pace=%d", pace), dir)
 	if err != nil {
 		return r, err
 	}

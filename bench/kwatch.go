@@ -22,10 +22,13 @@ type event struct {
 	Time     time.Time `json:"time"`
 	Message  string    `json:"message"`
 	Seq      uint64    `json:"seq"`
+	Path     string    `json:"path"`
 	BuildMS  int64     `json:"build_ms"`
 	UploadMS int64     `json:"upload_ms"`
 	ReloadMS int64     `json:"reload_ms"`
 	TotalMS  int64     `json:"total_ms"`
+	// With KWATCH_DEBUG_STATS=1 in kwatch's environment.
+	Goroutines int `json:"goroutines"`
 }
 
 // kwatchProc is a running `kwatch --json` whose events are read as they come.
@@ -35,8 +38,9 @@ type kwatchProc struct {
 	log    string // its stderr (build output and errors)
 }
 
-// startKwatch runs kwatch --json on the guest vm picks, with args; its stderr goes to log.
-func (b *bench) startKwatch(name string, vm []string, args ...string) (*kwatchProc, error) {
+// startKwatch runs kwatch --json on the guest vm picks, with args and env
+// added to the bench's environment; its stderr goes to log.
+func (b *bench) startKwatch(name string, env, vm []string, args ...string) (*kwatchProc, error) {
 	log := filepath.Join(b.work, name+".log")
 	errFile, err := os.Create(log)
 	if err != nil {
@@ -44,6 +48,7 @@ func (b *bench) startKwatch(name string, vm []string, args ...string) (*kwatchPr
 	}
 	defer errFile.Close()
 	cmd := exec.Command(b.bin, slices.Concat([]string{"--json"}, vm, b.cfg.flags, args)...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = errFile
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -154,7 +159,7 @@ type kwatchRun struct {
 func (b *bench) kwatch(ctx context.Context, r kwatchRun) (*variant, error) {
 	v := &variant{name: r.name, steps: []string{"debounce", "build", "upload", "reload", "log line + rest"}}
 	p := r.editor
-	k, err := b.startKwatch(r.id, r.vm, append(r.args, r.dir)...)
+	k, err := b.startKwatch(r.id, nil, r.vm, append(r.args, r.dir)...)
 	if err != nil {
 		return v, err
 	}

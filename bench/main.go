@@ -3,7 +3,7 @@
 // seed loop and the floor; kernel log throughput and loss; watch setup; and
 // kwatch's own CPU and memory. It prints a table and writes bench/results.md.
 //
-//	go run ./bench [-edits 20] [-lines 50000] [-only kbuild,floor,...]
+//	go run ./bench [-edits 20] [-lines 50000] [-saves 500] [-only kbuild,floor,...]
 package main
 
 import (
@@ -31,6 +31,7 @@ type config struct {
 	rust   string // the Rust-enabled kernel tree; "" = no Rust rows
 	edits  int
 	lines  int
+	saves  int // of the soak run
 	idle   time.Duration
 	kernel string
 	kwatch string   // a kwatch binary to measure; "" = build the working tree
@@ -42,13 +43,14 @@ type config struct {
 func (c *config) wants(part string) bool { return len(c.only) == 0 || c.only[part] }
 
 // parts are the names -only accepts, in the order they run.
-var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "rust"}
+var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "soak", "rust"}
 
 func main() {
 	var c config
 	var only, flags string
 	flag.IntVar(&c.edits, "edits", 20, "edits per reload variant")
 	flag.IntVar(&c.lines, "lines", 50000, "kernel log lines the flood module prints")
+	flag.IntVar(&c.saves, "saves", 500, "saves in a row of the soak run")
 	flag.DurationVar(&c.idle, "idle", 10*time.Second, "how long kwatch's idle CPU is measured")
 	flag.StringVar(&c.kernel, "kernel", "", "guest kernel image (default: the newest /boot/vmlinuz-*)")
 	flag.StringVar(&c.rust, "rust-kernel", "", "the Rust-enabled kernel tree scripts/rust-kernel.sh prints, for the Rust rows")
@@ -231,6 +233,14 @@ func (b *bench) withGuest(ctx context.Context) error {
 		b.res.floods, err = b.floods(ctx)
 		if err != nil {
 			return err
+		}
+	}
+	if b.cfg.wants("soak") {
+		step(fmt.Sprintf("soak: %d saves in a row", b.cfg.saves))
+		soak := b.soak(ctx)
+		b.res.soak = &soak
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 	return nil

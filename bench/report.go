@@ -89,6 +89,7 @@ type results struct {
 	reload            []*variant
 	modules           []*moduleRow
 	floods            []floodResult
+	soak              *soakResult
 	cost              struct{ idle procSample }
 	stray             []string
 	sessionRTT        time.Duration // one command on an open SSH connection
@@ -104,8 +105,8 @@ func (r *results) find(prefix string) *variant {
 }
 
 func (r *results) write(w io.Writer, c config) {
-	fmt.Fprintf(w, "# kwatch benchmark results\n\n`make bench` (`go run ./bench -edits %d -lines %d`), one run, %s.\n\n",
-		c.edits, c.lines, r.finished.Sub(r.started).Round(time.Second))
+	fmt.Fprintf(w, "# kwatch benchmark results\n\n`make bench` (`go run ./bench -edits %d -lines %d -saves %d`), one run, %s.\n\n",
+		c.edits, c.lines, c.saves, r.finished.Sub(r.started).Round(time.Second))
 	if len(c.flags) > 0 {
 		fmt.Fprintf(w, "kwatch ran with the extra flags `%s`.\n\n", strings.Join(c.flags, " "))
 	}
@@ -158,6 +159,10 @@ func (r *results) write(w io.Writer, c config) {
 		}
 		fmt.Fprintln(w, "\nlines/s is delivered lines over the time from the first to the last one in kwatch's event stream. "+
 			"Lost lines are found by their numbers; kwatch reports a loss as a \"kwatch: N kernel log lines lost\" kmsg event.")
+	}
+
+	if r.soak != nil {
+		r.writeSoak(w)
 	}
 
 	if wr := r.watch; wr.files > 0 {
@@ -298,6 +303,19 @@ func (r *results) targets() []target {
 	peak := r.cost.idle.hwm
 	for _, f := range r.floods {
 		peak = max(peak, f.cpu.hwm)
+	}
+	if s := r.soak; s != nil && s.err == nil && len(s.samples) > 1 {
+		peak = max(peak, s.samples[len(s.samples)-1].kwatch.hwm)
+		rss := s.growth(func(x soakSample) int64 { return x.kwatch.rss })
+		fds := s.growth(func(x soakSample) int64 { return int64(x.fds) })
+		gs := s.growth(func(x soakSample) int64 { return int64(x.goroutines) })
+		n := s.samples[len(s.samples)-1].saves
+		ts = append(ts,
+			target{fmt.Sprintf("soak: every one of %d saves loaded through the fast path", n), fmt.Sprint(s.fast), s.fast == n},
+			target{fmt.Sprintf("soak: kwatch's RSS grows ≤ 5 MB over %d saves", n), fmt.Sprintf("%+.1f MB", float64(rss)/(1<<20)), rss <= 5<<20},
+			target{fmt.Sprintf("soak: no open fd growth over %d saves", n), fmt.Sprintf("%+d", fds), fds <= 0},
+			target{fmt.Sprintf("soak: no goroutine growth over %d saves", n), fmt.Sprintf("%+d", gs), gs <= 0},
+			target{"soak: no process of the run left behind", fmt.Sprint(len(s.stray)), len(s.stray) == 0})
 	}
 	if peak > 0 {
 		ts = append(ts, target{"RSS < 40 MB (peak)", mb(peak), peak < 40<<20})

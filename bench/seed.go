@@ -108,18 +108,9 @@ func runMarked(ctx context.Context, cmd *exec.Cmd, env []string, want string) (m
 // SSH connection that is already open, reading the log in the same command.
 func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 	v := &variant{name: "floor (make + insmod on an open connection)", steps: []string{"build", "upload", "reload + log"}}
-	st, ok, err := vm.ReadState(b.state)
-	if err != nil || !ok {
-		return v, fmt.Errorf("reading the guest's state: ok=%v %v", ok, err)
-	}
-	signer, _, err := guest.LoadOrCreateKey(b.state)
+	c, err := b.dialGuest(ctx)
 	if err != nil {
 		return v, err
-	}
-	c, err := guest.Dial(ctx, guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.state, "known_hosts"), TrustNew: true})
-	if err != nil {
-		return v, fmt.Errorf("connecting to the guest: %w", err)
 	}
 	defer c.Close()
 	if b.res.sessionRTT, err = sessionRTT(ctx, c); err != nil {
@@ -158,6 +149,24 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 		v.add(done.Sub(saved), built.Sub(saved), uploaded.Sub(built), done.Sub(uploaded))
 	}
 	return v, nil
+}
+
+// dialGuest opens an SSH connection of the bench's own to the shared guest.
+func (b *bench) dialGuest(ctx context.Context) (*guest.Client, error) {
+	st, ok, err := vm.ReadState(b.state)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("reading the guest's state: ok=%v %v", ok, err)
+	}
+	signer, _, err := guest.LoadOrCreateKey(b.state)
+	if err != nil {
+		return nil, err
+	}
+	c, err := guest.Dial(ctx, guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
+		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.state, "known_hosts"), TrustNew: true})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the guest: %w", err)
+	}
+	return c, nil
 }
 
 const rttRuns = 10

@@ -60,8 +60,11 @@ func (m *Make) wrote(path string) error {
 func (m *Make) ownedFiles() map[string]string {
 	if m.owned == nil {
 		m.owned = map[string]string{}
-		if b, err := os.ReadFile(m.EditorRecord); err == nil {
-			json.Unmarshal(b, &m.owned) // a damaged record owns nothing
+		// A damaged record owns nothing: not the entries read before the
+		// damage, and "null" is no record.
+		var rec map[string]string
+		if b, err := os.ReadFile(m.EditorRecord); err == nil && json.Unmarshal(b, &rec) == nil && rec != nil {
+			m.owned = rec
 		}
 	}
 	return m.owned

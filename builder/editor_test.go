@@ -2,6 +2,7 @@ package builder
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,5 +55,36 @@ func TestEditorFileOwnership(t *testing.T) {
 	}
 	if fi, err := os.Stat(record); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("record %v, %v: want a 0600 file", fi, err)
+	}
+}
+
+// A damaged record owns nothing, and kwatch goes on to record what it
+// writes next.
+func TestEditorRecordDamaged(t *testing.T) {
+	for _, tt := range []struct{ name, record string }{
+		{"null", "null"},
+		{"a value that is no hash", `{"/src/a.json": "3b4c", "/src/b.json": 5}`},
+		{"cut short", `{"/src/a.json": "3b4c", "/src/b.json"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			m := &Make{EditorRecord: filepath.Join(dir, "editor-files.json")}
+			if err := os.WriteFile(m.EditorRecord, []byte(tt.record), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if owned := m.ownedFiles(); len(owned) != 0 {
+				t.Errorf("the damaged record %s owns %v", tt.record, owned)
+			}
+			file := filepath.Join(dir, "compile_commands.json")
+			if err := os.WriteFile(file, []byte("[]"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.wrote(file); err != nil {
+				t.Fatal(err)
+			}
+			if !(&Make{EditorRecord: m.EditorRecord}).mayWrite(file, io.Discard) {
+				t.Error("the next run may not rewrite the file kwatch recorded")
+			}
+		})
 	}
 }

@@ -172,9 +172,13 @@ func (d *Detector) close() Report {
 	if r.Title == "" {
 		// A "cut here" block without a header kwatch knows: still a WARN or BUG.
 		r.Severity = max(r.Severity, Warning)
+		// The first line that says something after it says what it is.
 		r.Title = b.lines[0]
-		if len(b.lines) > 1 {
-			r.Title = strings.TrimSpace(b.lines[1])
+		for _, l := range b.lines[1:] {
+			if l = strings.TrimSpace(l); l != "" {
+				r.Title = l
+				break
+			}
 		}
 	}
 	r.Module, r.Function, r.Return = locate(b.lines)

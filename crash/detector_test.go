@@ -280,6 +280,29 @@ func TestDetectorCapsLines(t *testing.T) {
 	}
 }
 
+// A "cut here" block without a header kwatch knows takes its title from
+// the next line that says something.
+func TestCutHereTitle(t *testing.T) {
+	const cut = "------------[ cut here ]------------"
+	for _, tt := range []struct {
+		name  string
+		lines []string
+		title string
+	}{
+		{"next line", []string{cut, "kwx: something odd", "---[ end trace 0000000000000000 ]---"}, "kwx: something odd"},
+		{"blank line first", []string{cut, "", "  kwx: something odd"}, "kwx: something odd"},
+		{"only blank lines", []string{cut, "", " "}, cut},
+		{"alone", []string{cut}, cut},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			reports, _ := feed(tt.lines)
+			if len(reports) != 1 || reports[0].Title != tt.title {
+				t.Fatalf("got %+v, want one report titled %q", reports, tt.title)
+			}
+		})
+	}
+}
+
 func TestInModule(t *testing.T) {
 	r := Report{Lines: []string{"RIP: 0010:kw_crash_init+0x13/0x1000 [kw_crash]"}}
 	for name, want := range map[string]bool{"kw_crash": true, "kw-crash": true, "kwcrash": false, "": false} {

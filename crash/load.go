@@ -145,7 +145,10 @@ func LoadError(output string, kernelLines []string) (cause, hint string) {
 
 	var failures []string
 	last := ""
-	for _, l := range strings.Split(output, "\n") {
+	// A carriage return ends a line as a newline does: a progress line a
+	// tool rewrote in place is two lines, and a cause stays one line.
+	lines := strings.FieldsFunc(output, func(r rune) bool { return r == '\n' || r == '\r' })
+	for _, l := range lines {
 		l = strings.TrimSpace(l)
 		if l == "" {
 			continue

@@ -138,6 +138,12 @@ func TestLoadError(t *testing.T) {
 			hint:   "module_init returned an error",
 		},
 		{
+			name:   "carriage return: a line rewritten in place",
+			output: "loading...\rinsmod: can't insert '/m/kwnodev.ko': No such device\r\n",
+			cause:  "the module's init failed with -ENODEV (No such device)",
+			hint:   "module_init returned an error",
+		},
+		{
 			name:   "kernel-internal init error",
 			output: "insmod: can't insert 'kwx.ko': Unknown error 524\n",
 			cause:  "the module's init failed with -ENOTSUPP (Unknown error 524)",

@@ -19,13 +19,23 @@ import (
 // its call, so one byte is taken off to land on the call's line. "" when
 // the location is unknown.
 func Source(ctx context.Context, ko, function string, returnAddr bool) string {
-	name, off, ok := splitFunction(function)
+	section, addr, ok := sectionAddr(ko, function, returnAddr)
 	if !ok {
 		return ""
 	}
+	return addr2line(ctx, ko, section, addr)
+}
+
+// sectionAddr finds function+offset in ko: the section of the function's
+// symbol and the address in it.
+func sectionAddr(ko, function string, returnAddr bool) (section string, addr uint64, ok bool) {
+	name, off, ok := splitFunction(function)
+	if !ok {
+		return "", 0, false
+	}
 	f, err := elf.Open(ko)
 	if err != nil {
-		return ""
+		return "", 0, false
 	}
 	defer f.Close()
 	syms, _ := f.Symbols()
@@ -37,9 +47,9 @@ func Source(ctx context.Context, ko, function string, returnAddr bool) string {
 		if returnAddr && addr > 0 {
 			addr--
 		}
-		return addr2line(ctx, ko, f.Sections[s.Section].Name, addr)
+		return f.Sections[s.Section].Name, addr, true
 	}
-	return ""
+	return "", 0, false
 }
 
 // splitFunction splits "name+0xOFF/0xSIZE" into name and offset.

@@ -139,11 +139,19 @@ func PinHostKey(knownHosts, addr string, key ssh.PublicKey) error {
 	if err := os.MkdirAll(filepath.Dir(knownHosts), 0o700); err != nil {
 		return fmt.Errorf("pinning host key: %w", err)
 	}
-	f, err := os.OpenFile(knownHosts, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(knownHosts, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("pinning host key: %w", err)
 	}
 	line := knownhosts.Line([]string{knownhosts.Normalize(addr)}, key) + "\n"
+	// A file edited by hand may lack its last newline: the key must not
+	// join that line.
+	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, fi.Size()-1); err == nil && last[0] != '\n' {
+			line = "\n" + line
+		}
+	}
 	if _, err := f.WriteString(line); err != nil {
 		f.Close()
 		return fmt.Errorf("pinning host key in %s: %w", knownHosts, err)

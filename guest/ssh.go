@@ -9,10 +9,13 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -308,8 +311,13 @@ func isNotFound(err error) bool {
 type knownHostsError struct{ err error }
 
 func (e *knownHostsError) Error() string {
-	// knownhosts' errors name the file and line already.
-	return fmt.Sprintf("reading known_hosts: %v (fix or delete that line)", e.err)
+	// knownhosts' errors name the file and line already, and may quote
+	// the line: one with control characters is shown escaped, on one line.
+	msg := e.err.Error()
+	if !utf8.ValidString(msg) || strings.ContainsFunc(msg, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		msg = strconv.Quote(msg)
+	}
+	return fmt.Sprintf("reading known_hosts: %s (fix or delete that line)", msg)
 }
 
 func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {

@@ -783,6 +783,15 @@ func TestUploadRecord(t *testing.T) {
 		t.Error("a record naming another uid's private dir removed a file in it")
 	}
 
+	// A record naming a path beside a plain name is damaged: nothing of
+	// it is removed, not even the plain name's file.
+	left := upload()
+	writeFile(t, cfg.UploadRecord, fmt.Sprintf(`{"addr":%q,"user":"root","dir":%q,"uid":0,"files":["hello.ko","../x"]}`, cfg.Addr, left))
+	upload()
+	if !exists(filepath.Join(left, "hello.ko")) {
+		t.Error("a record naming ../x removed the file it names beside it")
+	}
+
 	// RemoveUploads removes the record with the dir.
 	c := dial(t, cfg)
 	if _, _, err := c.Upload(ctx, local, "hello.ko"); err != nil {

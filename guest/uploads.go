@@ -67,9 +67,9 @@ func (c *Client) removeRecorded(sc *sftp.Client, uid uint32) {
 	if err != nil {
 		return
 	}
-	var r uploadRecord
-	if json.Unmarshal(b, &r) != nil || r.Addr != c.cfg.Addr || r.User != c.cfg.User || !uploadDir.MatchString(r.Dir) {
-		os.Remove(p) // another guest's: a managed VM's earlier boot, whose /tmp went with it
+	r, ok := c.recorded(b)
+	if !ok {
+		os.Remove(p) // another guest's (a managed VM's earlier boot, whose /tmp went with it), or damaged
 		return
 	}
 	if _, err := sc.Lstat(r.Dir); err != nil {
@@ -83,14 +83,21 @@ func (c *Client) removeRecorded(sc *sftp.Client, uid uint32) {
 		return
 	}
 	for _, name := range r.Files {
-		if !fileName(name) {
-			os.Remove(p)
-			return
-		}
 		if err := sc.Remove(path.Join(r.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
 	}
 	sc.RemoveDirectory(r.Dir) // fails, and stays, with a file kwatch did not make in it
 	os.Remove(p)
+}
+
+// recorded reads an upload record: ok when it is this guest's and names
+// only what kwatch makes, a dir of mktemp's shape and plain file names in
+// it. Nothing of a record that fails is removed.
+func (c *Client) recorded(b []byte) (r uploadRecord, ok bool) {
+	if json.Unmarshal(b, &r) != nil || r.Addr != c.cfg.Addr || r.User != c.cfg.User || !uploadDir.MatchString(r.Dir) ||
+		slices.ContainsFunc(r.Files, func(name string) bool { return !fileName(name) }) {
+		return uploadRecord{}, false
+	}
+	return r, true
 }

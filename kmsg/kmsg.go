@@ -4,6 +4,7 @@ package kmsg
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -35,8 +36,9 @@ func Parse(line string) (Record, bool) {
 	}
 	prio, err1 := strconv.Atoi(f[0])
 	seq, err2 := strconv.ParseUint(f[1], 10, 64)
-	usec, err3 := strconv.ParseInt(f[2], 10, 64)
-	if err := errors.Join(err1, err2, err3); err != nil || prio < 0 {
+	usec, err3 := strconv.ParseUint(f[2], 10, 64)
+	// A time stamp past what a Duration holds (292,000 years) is no kernel's.
+	if err := errors.Join(err1, err2, err3); err != nil || prio < 0 || usec > math.MaxInt64/uint64(time.Microsecond) {
 		return Record{}, false
 	}
 	return Record{

@@ -69,6 +69,8 @@ func TestParse(t *testing.T) {
 		{name: "no separator", line: "6,1,2,-"},
 		{name: "non-numeric seq", line: "6,x,2,-;message"},
 		{name: "empty", line: ""},
+		{name: "time stamp past a Duration", line: "0,0,8000000000000000000,;x"},
+		{name: "negative time stamp", line: "6,1,-5,-;x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -131,6 +131,16 @@ func TestJSONReporter(t *testing.T) {
 	}
 }
 
+func TestWithStats(t *testing.T) {
+	var r events
+	stats := WithStats(&r)
+	stats.Report(Event{Type: EventBuildStart})
+	stats.Report(Event{Type: EventLoaded, Module: "m.ko"})
+	if len(r.e) != 2 || r.e[0].Goroutines != 0 || r.e[1].Goroutines < 1 || r.e[1].Module != "m.ko" {
+		t.Errorf("events %+v: want the goroutine count on the loaded event only", r.e)
+	}
+}
+
 type events struct {
 	mu sync.Mutex
 	e  []Event

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ type Event struct {
 	TotalMS  int64 `json:"total_ms,omitempty"`
 
 	UploadBytes int64 `json:"upload_bytes,omitempty"` // loaded: the size of the module copied into the guest
+	Goroutines  int   `json:"goroutines,omitempty"`   // loaded, with WithStats: kwatch's goroutines at that moment
 
 	// run_output: Exit is nil for a command stopped before it ended, and
 	// Message says why; Output keeps the head and tail of a long one.
@@ -111,6 +113,20 @@ func (r *jsonReporter) Report(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.enc.Encode(e)
+}
+
+// WithStats adds kwatch's goroutine count to each loaded event r reports:
+// a goroutine leak shows as a count that grows with the cycles (the bench's
+// soak run reads it; KWATCH_DEBUG_STATS=1 turns it on with --json).
+func WithStats(r Reporter) Reporter { return statsReporter{r} }
+
+type statsReporter struct{ Reporter }
+
+func (r statsReporter) Report(e Event) {
+	if e.Type == EventLoaded {
+		e.Goroutines = runtime.NumGoroutine()
+	}
+	r.Reporter.Report(e)
 }
 
 // Human reports status lines for a person. A build's output is kept, not

@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"path"
 	"strings"
 )
 
@@ -27,7 +26,8 @@ func Lookup(r io.Reader, alias string) (Host, error) {
 	var h Host
 	apply := true // settings before the first Host line apply to all hosts
 	sc := bufio.NewScanner(r)
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		key, args, err := split(sc.Text())
 		if err != nil {
 			return h, fmt.Errorf("line %d: %w", n, err)
@@ -56,7 +56,10 @@ func Lookup(r io.Reader, alias string) (Host, error) {
 			}
 		}
 	}
-	return h, sc.Err()
+	if err := sc.Err(); err != nil {
+		return h, fmt.Errorf("line %d: %w", n, err)
+	}
+	return h, nil
 }
 
 // split parses one line: a keyword (lowercased) and its arguments, which may
@@ -99,7 +102,7 @@ func matches(patterns []string, alias string) bool {
 	ok := false
 	for _, p := range patterns {
 		neg := strings.HasPrefix(p, "!")
-		if m, _ := path.Match(strings.ToLower(strings.TrimPrefix(p, "!")), strings.ToLower(alias)); m {
+		if match(strings.ToLower(alias), strings.ToLower(strings.TrimPrefix(p, "!"))) {
 			if neg {
 				return false
 			}
@@ -107,4 +110,32 @@ func matches(patterns []string, alias string) bool {
 		}
 	}
 	return ok
+}
+
+// match is OpenSSH's match_pattern: * matches any run of characters, ?
+// any one, and nothing else is special (unlike path.Match, for which [ and
+// \ are). It backtracks only to the last *, so it takes at most
+// len(s)·len(p) steps.
+func match(s, p string) bool {
+	star, resume := -1, 0 // where the last * is in p, and where s goes on after what it took
+	i, j := 0, 0
+	for i < len(s) {
+		switch {
+		case j < len(p) && p[j] == '*':
+			star, resume = j, i
+			j++
+		case j < len(p) && (p[j] == '?' || p[j] == s[i]):
+			i++
+			j++
+		case star >= 0: // let the last * take one more character
+			resume++
+			i, j = resume, star+1
+		default:
+			return false
+		}
+	}
+	for j < len(p) && p[j] == '*' {
+		j++
+	}
+	return j == len(p)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // libDirs is where shared libraries are looked up on the host, in the order
@@ -45,6 +46,9 @@ func elfDeps(bin string) ([]string, error) {
 	return deps, nil
 }
 
+// maxInterp is PATH_MAX, the longest PT_INTERP a kernel execs.
+const maxInterp = 4096
+
 // readELFDeps reads PT_INTERP and the DT_NEEDED entries of one ELF file.
 func readELFDeps(path string) (interp string, needed []string, err error) {
 	f, err := elf.Open(path)
@@ -56,11 +60,16 @@ func readELFDeps(path string) (interp string, needed []string, err error) {
 		if p.Type != elf.PT_INTERP {
 			continue
 		}
+		// A path, NUL-terminated: a size past PATH_MAX is a damaged file,
+		// not something to allocate.
+		if p.Filesz > maxInterp {
+			return "", nil, fmt.Errorf("reading the interpreter of %s: its path is %d bytes long, more than %d", path, p.Filesz, maxInterp)
+		}
 		b := make([]byte, p.Filesz)
 		if _, err := p.ReadAt(b, 0); err != nil {
 			return "", nil, fmt.Errorf("reading the interpreter of %s: %w", path, err)
 		}
-		interp = string(b[:len(b)-1]) // NUL-terminated
+		interp, _, _ = strings.Cut(string(b), "\x00")
 	}
 	needed, err = f.DynString(elf.DT_NEEDED)
 	if err != nil {
