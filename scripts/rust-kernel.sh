@@ -26,6 +26,12 @@ key=$( { dpkg-query -W -f='${Version}' linux-source-6.1; $RUSTC --version; $BIND
 cache=${KWATCH_RUST_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kwatch/rust-kernel}
 tree=$cache/$key/linux
 
+# One build at a time: a second run waits for the first, then finds its tree
+# (a build started beside another would remove the tree under it).
+mkdir -p "$cache"
+exec 9>"$cache/lock"
+flock 9
+
 if [ -f "$cache/$key/done" ]; then
 	echo "$tree"
 	exit 0
