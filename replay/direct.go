@@ -186,7 +186,7 @@ func (d *Direct) cflags(o *Object) string {
 	cmd, _ := unescape(o.raw)
 	cc := lookup(d.g.Env, "CC")
 	i := strings.LastIndex(cmd, " -c -o "+o.key+" "+o.rawSource)
-	if i < 0 || cc == "" || !strings.HasPrefix(cmd, cc+" ") {
+	if i <= len(cc) || cc == "" || !strings.HasPrefix(cmd, cc+" ") {
 		return ""
 	}
 	return cmd[len(cc)+1 : i]

@@ -45,7 +45,7 @@ func TestParseEnv(t *testing.T) {
 
 // fakeBuild lays out what Kbuild leaves after building m.ko from a.c in
 // dir against the kernel build dir objtree.
-func fakeBuild(t *testing.T) (dir, objtree string, env []string) {
+func fakeBuild(t testing.TB) (dir, objtree string, env []string) {
 	t.Helper()
 	root := t.TempDir()
 	dir, objtree = filepath.Join(root, "mod"), filepath.Join(root, "kernel")
@@ -55,6 +55,7 @@ func fakeBuild(t *testing.T) (dir, objtree string, env []string) {
 		"mod/a.h":           "#define A 1\n",
 		"mod/unused.h":      "#define U 1\n",
 		"mod/modules.order": "DIR/m.ko\n",
+		"mod/m.mod":         "DIR/a.o\n",
 		"mod/.a.o.cmd": "cmd_DIR/a.o := gcc -DX=\\#1 -c -o DIR/a.o DIR/a.c ; ./tools/objtool/objtool --module DIR/a.o\n\n" +
 			"source_DIR/a.o := DIR/a.c\n\ndeps_DIR/a.o := \\\n  DIR/a.h \\\n  include/linux/k.h \\\n    $(wildcard include/config/FOO) \\\n\nDIR/a.o: $(deps_DIR/a.o)\n",
 		"mod/.m.o.cmd":             "cmd_DIR/m.o := ld -r -o DIR/m.o DIR/a.o\n",
