@@ -1,8 +1,6 @@
 package builder
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -229,13 +227,9 @@ func (m *Make) Settle() {
 // builtModule returns the module a successful make built in dir: the one
 // named want, or the first in modules.order; all names every module built.
 func builtModule(dir, want string) (ko string, all []string, err error) {
-	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
+	kos, err := replay.ModulesOrder(dir)
 	if err != nil {
 		return "", nil, fmt.Errorf("finding the built module: %w", err)
-	}
-	kos, err := orderedModules(dir, order)
-	if err != nil {
-		return "", nil, err
 	}
 	for _, k := range kos {
 		all = append(all, strings.TrimSuffix(filepath.Base(k), ".ko"))
@@ -388,35 +382,6 @@ func (m *Make) setGraph(g *replay.Graph, ko string, fast bool) {
 	m.mu.Lock()
 	m.graph, m.lastKO, m.lastFast = g, ko, fast
 	m.mu.Unlock()
-}
-
-// orderedModules returns the .ko of each entry of a modules.order, which
-// names objects as "hello.o", "./hello.ko" or "/abs/dir/hello.o" depending on
-// the kernel version.
-func orderedModules(dir string, order []byte) ([]string, error) {
-	var kos []string
-	sc := bufio.NewScanner(bytes.NewReader(order))
-	for sc.Scan() {
-		entry := strings.TrimSpace(sc.Text())
-		if entry == "" {
-			continue
-		}
-		if !filepath.IsAbs(entry) {
-			entry = filepath.Join(dir, entry)
-		}
-		switch filepath.Ext(entry) {
-		case ".ko":
-			kos = append(kos, entry)
-		case ".o":
-			kos = append(kos, strings.TrimSuffix(entry, ".o")+".ko")
-		default:
-			return nil, fmt.Errorf("unexpected entry %q in %s/modules.order", entry, dir)
-		}
-	}
-	if len(kos) == 0 {
-		return nil, fmt.Errorf("no module built: %s/modules.order is empty, so obj-m in the Kbuild file names nothing", dir)
-	}
-	return kos, nil
 }
 
 // argValue returns the value of a make argument given as "NAME=value" (or

@@ -13,27 +13,6 @@ import (
 	"time"
 )
 
-func TestOrderedModules(t *testing.T) {
-	tests := []struct {
-		order   string
-		want    []string
-		wantErr bool
-	}{
-		{"hello.o\n", []string{"/m/hello.ko"}, false},
-		{"./hello.ko\n", []string{"/m/hello.ko"}, false},
-		{"/abs/dir/hello.o\nother.o\n", []string{"/abs/dir/hello.ko", "/m/other.ko"}, false},
-		{"\n  sub/two.ko  \n", []string{"/m/sub/two.ko"}, false},
-		{"", nil, true},
-		{"hello.c\n", nil, true},
-	}
-	for _, tt := range tests {
-		got, err := orderedModules("/m", []byte(tt.order))
-		if !slices.Equal(got, tt.want) || (err != nil) != tt.wantErr {
-			t.Errorf("orderedModules(%q) = %q, %v; want %q, error %v", tt.order, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
 // obj-m := a.o b.o builds two modules: the first is loaded unless --module
 // names another, and a name it does not build is a clear error.
 func TestBuiltModuleChoice(t *testing.T) {
