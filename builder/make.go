@@ -357,24 +357,11 @@ func (m *Make) refresh(ctx context.Context, dir string, env []string, full bool,
 	if g == nil || !full || !m.EditorFiles {
 		return
 	}
-	if cc, path := g.CompileCommands(), filepath.Join(dir, "compile_commands.json"); cc != nil && m.mayWrite(path, out) {
-		err := replay.WriteIfChanged(path, cc)
-		if err == nil {
-			err = m.wrote(path)
-		}
-		if err != nil {
-			fmt.Fprintf(out, "kwatch: writing compile_commands.json: %v\n", err)
-		}
+	if cc := g.CompileCommands(); cc != nil {
+		m.updateEditorFile(filepath.Join(dir, "compile_commands.json"), out, func() ([]byte, error) { return cc, nil })
 	}
-	if ra, path := g.RustAnalyzer(), filepath.Join(dir, "rust-project.json"); ra != nil && m.mayWrite(path, out) {
-		ra.Stdout, ra.Stderr = out, out
-		err := proc.Run(ctx, ra)
-		if err == nil {
-			err = m.wrote(path)
-		}
-		if err != nil {
-			fmt.Fprintf(out, "kwatch: writing rust-project.json: %v\n", err)
-		}
+	if g.HasRust() {
+		m.updateEditorFile(filepath.Join(dir, "rust-project.json"), out, func() ([]byte, error) { return rustProject(ctx, g, out) })
 	}
 }
 

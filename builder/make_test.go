@@ -94,6 +94,35 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
+// fakeRecords lays out what Kbuild leaves after building hello.ko from src
+// (hello.c or hello.rs), which includes ../inc/x.h, in root/mod against the
+// kernel build dir root/kernel, whose scripts/Makefile.build has a
+// rust-analyzer target as Kbuild's; it returns the module dir and make's
+// environment.
+func fakeRecords(t *testing.T, src string) (dir string, env []string) {
+	t.Helper()
+	root := t.TempDir()
+	dir, kernel := filepath.Join(root, "mod"), filepath.Join(root, "kernel")
+	for name, content := range map[string]string{
+		"mod/" + src:                    "#include \"../inc/x.h\"\n",
+		"mod/modules.order":             "DIR/hello.ko\n",
+		"mod/hello.mod":                 "DIR/hello.o\n",
+		"mod/.hello.o.cmd":              "cmd_DIR/hello.o := gcc -I../inc -c -o DIR/hello.o DIR/" + src + "\n\nsource_DIR/hello.o := DIR/" + src + "\n\ndeps_DIR/hello.o := \\\n  DIR/../inc/x.h \\\n\nDIR/hello.o: $(deps_DIR/hello.o)\n",
+		"mod/.hello.ko.cmd":             "cmd_DIR/hello.ko := ld -r -o DIR/hello.ko DIR/hello.o\n",
+		"inc/x.h":                       "#define X 1\n",
+		"kernel/.config":                "CONFIG_MODULES=y\n",
+		"kernel/scripts/Makefile.build": "rust-analyzer:\n\techo '{\"crates\": []}' > $(extmod_prefix)rust-project.json\n",
+	} {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, p, strings.ReplaceAll(content, "DIR", dir))
+	}
+	return dir, []string{"abs_objtree=" + kernel, "abs_srctree=" + kernel, "KBUILD_EXTMOD=" + dir, "extmod_prefix=" + dir + "/",
+		"PATH=" + os.Getenv("PATH")}
+}
+
 func TestMakeBuild(t *testing.T) {
 	tests := []struct {
 		name     string
