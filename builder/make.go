@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"kwatch/buildfiles"
 	"kwatch/proc"
 	"kwatch/replay"
 )
@@ -58,23 +57,6 @@ type Make struct {
 // ErrSourcesChanged means a source file changed while make ran; what the
 // build wrote was removed, and the sources should be built again.
 var ErrSourcesChanged = errors.New("sources changed during the build")
-
-// stamp is what tells a file's content changed without reading it.
-type stamp struct {
-	mtime time.Time
-	size  int64
-}
-
-// sourceStamps stamps every build input under dir (outside dot-directories).
-func sourceStamps(dir string) map[string]stamp {
-	stamps := map[string]stamp{}
-	replay.WalkFiles(dir, func(path string, fi fs.FileInfo) {
-		if buildfiles.IsInput(filepath.Base(path)) {
-			stamps[path] = stamp{fi.ModTime(), fi.Size()}
-		}
-	})
-	return stamps
-}
 
 // removeOutputsSince removes the objects and modules under dir that a build
 // wrote at or after t (one written just before costs only a recompile). Only
@@ -127,10 +109,21 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	}
 	m.Settle()
 	m.StopVerify() // the build dir is this build's now
-	g, direct, steps := m.fastPath(out)
+	m.mu.Lock()
+	last, off := m.graph, m.noFast
+	m.mu.Unlock()
+	// Every file the last build's records name counts, wherever it is: a
+	// header in ../inc changed while the compiler ran is one the module may
+	// not have seen.
+	before := replay.InputStamps(dir, last)
+	var g *replay.Graph
+	var direct *replay.Direct
+	var steps []*exec.Cmd
+	if last != nil && !off {
+		g, direct, steps = fastPath(last, before, out)
+	}
 
 	s := newScanner(dir, out, argValue(m.Args, "RUSTC=", "rustc"), argValue(m.Args, "-C", "the kernel build dir"))
-	before := sourceStamps(dir)
 	// Files are stamped by a coarse clock that may lag behind time.Now.
 	start := time.Now().Add(-20 * time.Millisecond)
 	var env []string
@@ -146,7 +139,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		env, err = m.runFull(ctx, dir, s)
 	}
 	s.flush()
-	changed := !maps.Equal(before, sourceStamps(dir))
+	changed := !maps.Equal(before, replay.InputStamps(dir, last))
 	// A direct build leaves the records of what it made for later (see
 	// replay.Direct.Finish): a good build hands that on below; any other
 	// outcome writes them now, before anything reads them.
@@ -283,18 +276,12 @@ func (m *Make) runFull(ctx context.Context, dir string, out io.Writer) ([]string
 	return env, err
 }
 
-// fastPath returns the records of the last good build and how to bring it
-// up to date: directly, else through Kbuild's per-module steps; g is nil
-// when the full make must run. It says on out why it did not go directly.
-func (m *Make) fastPath(out io.Writer) (g *replay.Graph, direct *replay.Direct, steps []*exec.Cmd) {
-	m.mu.Lock()
-	g = m.graph
-	off := m.noFast
-	m.mu.Unlock()
-	if g == nil || off {
-		return nil, nil, nil
-	}
-	why := g.Check()
+// fastPath returns the records of the last good build, g, and how to bring
+// the build up to date from them, its inputs being now: directly, else
+// through Kbuild's per-module steps; the returned graph is nil when the full
+// make must run. It says on out why it did not go directly.
+func fastPath(g *replay.Graph, now replay.Stamps, out io.Writer) (*replay.Graph, *replay.Direct, []*exec.Cmd) {
+	why := g.Check(now)
 	steps, err := g.Steps(runtime.NumCPU())
 	if err != nil && why == "" {
 		why = err.Error()
@@ -303,7 +290,8 @@ func (m *Make) fastPath(out io.Writer) (g *replay.Graph, direct *replay.Direct, 
 		fmt.Fprintf(out, "kwatch: full make: %s\n", why)
 		return nil, nil, nil
 	}
-	if direct, err = g.Direct(); err != nil {
+	direct, err := g.Direct()
+	if err != nil {
 		fmt.Fprintf(out, "kwatch: fast path through Kbuild's steps: %v\n", err)
 		return g, nil, steps
 	}

@@ -73,7 +73,7 @@ func FuzzRead(f *testing.F) {
 				}
 			}
 		}
-		g.Check()
+		g.Check(InputStamps(dir, g))
 		d, err := g.Direct()
 		if err != nil {
 			return

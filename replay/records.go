@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,6 +55,7 @@ type Graph struct {
 
 	stamps map[string]stamp // every input file under Dir, every recorded source and dependency
 	tree   map[string]stamp // the kernel tree's configuration and symbols
+	inputs Stamps           // InputStamps as Read saw them
 }
 
 // stamp is what tells a file's content changed without reading it; the zero
@@ -61,6 +63,40 @@ type Graph struct {
 type stamp struct {
 	mtime time.Time
 	size  int64
+}
+
+// Stamps tells whether files changed: two that differ name a file that
+// changed between them.
+type Stamps map[string]stamp
+
+// InputStamps stamps what a build of the module in dir reads and does not
+// write itself: each build input under dir and, given the records of the
+// last build (g, which may be nil), every other file they name wherever it
+// is, and the kernel tree's configuration and symbols.
+func InputStamps(dir string, g *Graph) Stamps {
+	s := Stamps{}
+	WalkFiles(dir, func(path string, fi fs.FileInfo) {
+		if buildfiles.IsInput(filepath.Base(path)) {
+			s[path] = stamp{fi.ModTime(), fi.Size()}
+		}
+	})
+	if g != nil {
+		for p := range g.inputs {
+			if _, ok := s[p]; !ok {
+				s[p] = stampOf(p)
+			}
+		}
+	}
+	return s
+}
+
+// Inputs returns the InputStamps of g's module as Read saw them.
+func (g *Graph) Inputs() Stamps { return g.inputs }
+
+// writes reports whether the module's build writes p, a file its records
+// name: one of Kbuild's outputs in the module dir (x.mod.c).
+func (g *Graph) writes(p string) bool {
+	return strings.HasPrefix(p, g.Dir+"/") && buildfiles.IsOutput(filepath.Base(p))
 }
 
 func stampOf(path string) stamp {
@@ -124,6 +160,13 @@ func Read(dir string, env []string) (*Graph, error) {
 		p := filepath.Join(objtree, name)
 		g.tree[p] = stampOf(p)
 	}
+	g.inputs = Stamps{}
+	for p, st := range g.stamps {
+		if !g.writes(p) {
+			g.inputs[p] = st
+		}
+	}
+	maps.Copy(g.inputs, g.tree)
 	return g, nil
 }
 
@@ -299,20 +342,16 @@ func (g *Graph) abs(p string) string {
 // Check returns why the fast path cannot stand in for the full make since
 // Read, or "" if it can: every file that changed is a source or a dependency
 // Kbuild recorded, and no Kbuild file, kernel tree file or source set changed.
-func (g *Graph) Check() string {
+// now is InputStamps(g.Dir, g), taken when the build starts.
+func (g *Graph) Check(now Stamps) string {
 	for p, s := range g.tree {
-		if stampOf(p) != s {
+		if now[p] != s {
 			return "the kernel tree changed (" + filepath.Base(p) + ")"
 		}
 	}
-	now := map[string]stamp{}
-	WalkFiles(g.Dir, func(path string, fi fs.FileInfo) {
-		if buildfiles.IsInput(filepath.Base(path)) {
-			now[path] = stamp{fi.ModTime(), fi.Size()}
-		}
-	})
 	for p := range now {
-		if _, ok := g.stamps[p]; !ok {
+		_, known := g.stamps[p]
+		if _, tree := g.tree[p]; !known && !tree {
 			return g.rel(p) + " was added"
 		}
 	}
@@ -324,8 +363,8 @@ func (g *Graph) Check() string {
 		}
 	}
 	for p, s := range g.stamps {
-		cur, inDir := now[p]
-		if !inDir {
+		cur, ok := now[p]
+		if !ok { // a file the build writes
 			cur = stampOf(p)
 		}
 		switch {

@@ -142,7 +142,7 @@ func TestCheck(t *testing.T) {
 			if err := tt.change(dir, objtree); err != nil {
 				t.Fatal(err)
 			}
-			if got := g.Check(); !strings.HasPrefix(got, tt.want) || (tt.want == "") != (got == "") {
+			if got := g.Check(InputStamps(dir, g)); !strings.HasPrefix(got, tt.want) || (tt.want == "") != (got == "") {
 				t.Errorf("Check() = %q, want %q", got, tt.want)
 			}
 		})
