@@ -2,6 +2,7 @@ package builder
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -84,6 +85,62 @@ func TestEditorRecordDamaged(t *testing.T) {
 			}
 			if !(&Make{EditorRecord: m.EditorRecord}).mayWrite(file, io.Discard) {
 				t.Error("the next run may not rewrite the file kwatch recorded")
+			}
+		})
+	}
+}
+
+// kwatch never writes an editor file through a symlink, neither one at the
+// file's own name nor one at the name of a temporary file beside it, and
+// leaves a symlink in the editor file's place as it is, even a dangling one.
+func TestEditorFileLinks(t *testing.T) {
+	tests := []struct {
+		name     string
+		src      string // hello.c or hello.rs
+		file     string // the editor file
+		link     string // a symlink planted in the module dir to victim; "" for none
+		victim   string // what victim holds; "" if it does not exist
+		wantLink bool   // the link is left as it is, and the editor file is not written
+	}{
+		{"a link at the temporary file's name", "hello.c", "compile_commands.json", "compile_commands.json.tmp", "secret\n", false},
+		{"a dangling link", "hello.c", "compile_commands.json", "compile_commands.json", "", true},
+		{"a link to a file", "hello.c", "compile_commands.json", "compile_commands.json", "secret\n", true},
+		{"no link to rust-project.json", "hello.rs", "rust-project.json", "", "", false},
+		{"a dangling link to rust-project.json", "hello.rs", "rust-project.json", "rust-project.json", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, env := fakeRecords(t, tt.src)
+			victim := filepath.Join(t.TempDir(), "victim")
+			if tt.victim != "" {
+				writeFile(t, victim, tt.victim)
+			}
+			if tt.link != "" {
+				if err := os.Symlink(victim, filepath.Join(dir, tt.link)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := &Make{Dir: dir, EditorFiles: true}
+			var log bytes.Buffer
+			m.refresh(context.Background(), dir, env, true, Result{KO: filepath.Join(dir, "hello.ko"), Path: PathKbuild}, &log)
+			if m.graph == nil {
+				t.Fatalf("no records read:\n%s", log.String())
+			}
+			if got, err := os.ReadFile(victim); tt.victim == "" && err == nil || tt.victim != "" && string(got) != tt.victim {
+				t.Errorf("the file the link points to was written: %q, %v", got, err)
+			}
+			fi, err := os.Lstat(filepath.Join(dir, tt.file))
+			if tt.wantLink {
+				if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+					t.Errorf("%s: %v, %v; want the link left as it is", tt.file, fi, err)
+				}
+				if !strings.Contains(log.String(), "leaving "+filepath.Join(dir, tt.file)+" as it is") {
+					t.Errorf("kwatch did not say it leaves %s alone:\n%s", tt.file, log.String())
+				}
+				return
+			}
+			if data, _ := os.ReadFile(filepath.Join(dir, tt.file)); err != nil || !fi.Mode().IsRegular() || !bytes.HasPrefix(data, []byte("[")) && !bytes.HasPrefix(data, []byte("{")) {
+				t.Errorf("%s: %v, %v, %q; want a file kwatch wrote\n%s", tt.file, fi, err, data, log.String())
 			}
 		})
 	}

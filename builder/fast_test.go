@@ -356,3 +356,76 @@ func TestFastPathCancel(t *testing.T) {
 	}
 	checkLikeMake(t, "after cancel", m, res.KO)
 }
+
+// make leaves behind the object and record of a part, or a module, that the
+// Kbuild file no longer names. The fast path builds what the last make
+// built, not those: after such an edit (a full make) a change to the
+// module builds directly, as make would.
+func TestFastPathAfterPartsGo(t *testing.T) {
+	headers, _ := headersDirForTest(t)
+	gonePart := []string{"count.o", ".count.o.cmd", ".count.o.d"}
+	tests := []struct {
+		name  string
+		edit  func(t *testing.T, dir string)
+		ko    string   // the module built after the edit
+		stale []string // what make leaves of what the edit took away
+	}{
+		{"part renamed", func(t *testing.T, dir string) {
+			if err := os.Rename(filepath.Join(dir, "count.c"), filepath.Join(dir, "counter.c")); err != nil {
+				t.Fatal(err)
+			}
+			edit(t, filepath.Join(dir, "Kbuild"), "count.o", "counter.o")
+		}, "tally.ko", gonePart},
+		{"part removed", func(t *testing.T, dir string) {
+			count, err := os.ReadFile(filepath.Join(dir, "count.c"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendTo("main.c", string(count))(t, dir)
+			if err := os.Remove(filepath.Join(dir, "count.c")); err != nil {
+				t.Fatal(err)
+			}
+			edit(t, filepath.Join(dir, "Kbuild"), " count.o", "")
+		}, "tally.ko", gonePart},
+		{"module renamed", func(t *testing.T, dir string) {
+			edit(t, filepath.Join(dir, "Kbuild"), "obj-m := tally.o\ntally-y", "obj-m := tallied.o\ntallied-y")
+		}, "tallied.ko", []string{"tally.ko", "tally.o", "tally.mod", "tally.mod.c", "tally.mod.o",
+			".tally.ko.cmd", ".tally.o.cmd", ".tally.mod.cmd", ".tally.mod.o.cmd"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := copyExample(t, "tally-c")
+			m, err := Kbuild(dir, KbuildOptions{KDir: headers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, st := range []step{
+				{"first build", func(*testing.T, string) {}, PathKbuild, false},
+				{tt.name, tt.edit, PathKbuild, false},
+				{"body change", replaceIn("tally.h", "TALLY_STEP 1", "TALLY_STEP 2"), PathFast, false},
+			} {
+				st.edit(t, dir)
+				var log syncBuffer
+				res, err := m.Build(context.Background(), &log)
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", st.name, err, log.String())
+				}
+				if res.Path != st.wantPath || (st.wantPath == PathFast) != (res.Via == ViaDirect) {
+					t.Fatalf("%s: path %q via %q, want %q (direct if fast)\n%s", st.name, res.Path, res.Via, st.wantPath, log.String())
+				}
+				if i == 2 {
+					if res.KO != filepath.Join(dir, tt.ko) {
+						t.Errorf("built %s, want %s", res.KO, tt.ko)
+					}
+					// make clean removes them, so a make from scratch has none.
+					for _, name := range tt.stale {
+						if err := os.Remove(filepath.Join(dir, name)); err != nil {
+							t.Errorf("make left no %s: %v", name, err)
+						}
+					}
+					checkLikeMake(t, st.name, m, res.KO)
+				}
+			}
+		})
+	}
+}

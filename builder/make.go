@@ -1,8 +1,6 @@
 package builder
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"kwatch/buildfiles"
 	"kwatch/proc"
 	"kwatch/replay"
 )
@@ -62,23 +59,6 @@ type Make struct {
 // ErrSourcesChanged means a source file changed while make ran; what the
 // build wrote was removed, and the sources should be built again.
 var ErrSourcesChanged = errors.New("sources changed during the build")
-
-// stamp is what tells a file's content changed without reading it.
-type stamp struct {
-	mtime time.Time
-	size  int64
-}
-
-// sourceStamps stamps every build input under dir (outside dot-directories).
-func sourceStamps(dir string) map[string]stamp {
-	stamps := map[string]stamp{}
-	replay.WalkFiles(dir, func(path string, fi fs.FileInfo) {
-		if buildfiles.IsInput(filepath.Base(path)) {
-			stamps[path] = stamp{fi.ModTime(), fi.Size()}
-		}
-	})
-	return stamps
-}
 
 // removeOutputsSince removes the objects and modules under dir that a build
 // wrote at or after t (one written just before costs only a recompile). Only
@@ -131,10 +111,21 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	}
 	m.Settle()
 	m.StopVerify() // the build dir is this build's now
-	g, direct, steps := m.fastPath(out)
+	m.mu.Lock()
+	last, off := m.graph, m.noFast
+	m.mu.Unlock()
+	// Every file the last build's records name counts, wherever it is: a
+	// header in ../inc changed while the compiler ran is one the module may
+	// not have seen.
+	before := replay.InputStamps(dir, last)
+	var g *replay.Graph
+	var direct *replay.Direct
+	var steps []*exec.Cmd
+	if last != nil && !off {
+		g, direct, steps = fastPath(last, before, out)
+	}
 
 	s := newScanner(dir, out, argValue(m.Args, "RUSTC=", "rustc"), argValue(m.Args, "-C", "the kernel build dir"))
-	before := sourceStamps(dir)
 	// Files are stamped by a coarse clock that may lag behind time.Now.
 	start := time.Now().Add(-20 * time.Millisecond)
 	var env []string
@@ -150,7 +141,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		env, err = m.runFull(ctx, dir, s)
 	}
 	s.flush()
-	changed := !maps.Equal(before, sourceStamps(dir))
+	changed := !maps.Equal(before, replay.InputStamps(dir, last))
 	// A direct build leaves the records of what it made for later (see
 	// replay.Direct.Finish): a good build hands that on below; any other
 	// outcome writes them now, before anything reads them.
@@ -234,13 +225,9 @@ func (m *Make) Settle() {
 // builtModule returns the module a successful make built in dir: the one
 // named want, or the first in modules.order; all names every module built.
 func builtModule(dir, want string) (ko string, all []string, err error) {
-	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
+	kos, err := replay.ModulesOrder(dir)
 	if err != nil {
 		return "", nil, fmt.Errorf("finding the built module: %w", err)
-	}
-	kos, err := orderedModules(dir, order)
-	if err != nil {
-		return "", nil, err
 	}
 	for _, k := range kos {
 		all = append(all, strings.TrimSuffix(filepath.Base(k), ".ko"))
@@ -294,18 +281,12 @@ func (m *Make) runFull(ctx context.Context, dir string, out io.Writer) ([]string
 	return env, err
 }
 
-// fastPath returns the records of the last good build and how to bring it
-// up to date: directly, else through Kbuild's per-module steps; g is nil
-// when the full make must run. It says on out why it did not go directly.
-func (m *Make) fastPath(out io.Writer) (g *replay.Graph, direct *replay.Direct, steps []*exec.Cmd) {
-	m.mu.Lock()
-	g = m.graph
-	off := m.noFast
-	m.mu.Unlock()
-	if g == nil || off {
-		return nil, nil, nil
-	}
-	why := g.Check()
+// fastPath returns the records of the last good build, g, and how to bring
+// the build up to date from them, its inputs being now: directly, else
+// through Kbuild's per-module steps; the returned graph is nil when the full
+// make must run. It says on out why it did not go directly.
+func fastPath(g *replay.Graph, now replay.Stamps, out io.Writer) (*replay.Graph, *replay.Direct, []*exec.Cmd) {
+	why := g.Check(now)
 	steps, err := g.Steps(runtime.NumCPU())
 	if err != nil && why == "" {
 		why = err.Error()
@@ -314,7 +295,8 @@ func (m *Make) fastPath(out io.Writer) (g *replay.Graph, direct *replay.Direct, 
 		fmt.Fprintf(out, "kwatch: full make: %s\n", why)
 		return nil, nil, nil
 	}
-	if direct, err = g.Direct(); err != nil {
+	direct, err := g.Direct()
+	if err != nil {
 		fmt.Fprintf(out, "kwatch: fast path through Kbuild's steps: %v\n", err)
 		return g, nil, steps
 	}
@@ -368,24 +350,11 @@ func (m *Make) refresh(ctx context.Context, dir string, env []string, full bool,
 	if g == nil || !full || !m.EditorFiles {
 		return
 	}
-	if cc, path := g.CompileCommands(), filepath.Join(dir, "compile_commands.json"); cc != nil && m.mayWrite(path, out) {
-		err := replay.WriteIfChanged(path, cc)
-		if err == nil {
-			err = m.wrote(path)
-		}
-		if err != nil {
-			fmt.Fprintf(out, "kwatch: writing compile_commands.json: %v\n", err)
-		}
+	if cc := g.CompileCommands(); cc != nil {
+		m.updateEditorFile(filepath.Join(dir, "compile_commands.json"), out, func() ([]byte, error) { return cc, nil })
 	}
-	if ra, path := g.RustAnalyzer(), filepath.Join(dir, "rust-project.json"); ra != nil && m.mayWrite(path, out) {
-		ra.Stdout, ra.Stderr = out, out
-		err := proc.Run(ctx, ra)
-		if err == nil {
-			err = m.wrote(path)
-		}
-		if err != nil {
-			fmt.Fprintf(out, "kwatch: writing rust-project.json: %v\n", err)
-		}
+	if g.HasRust() {
+		m.updateEditorFile(filepath.Join(dir, "rust-project.json"), out, func() ([]byte, error) { return rustProject(ctx, g, out) })
 	}
 }
 
@@ -393,35 +362,6 @@ func (m *Make) setGraph(g *replay.Graph, ko string, fast bool) {
 	m.mu.Lock()
 	m.graph, m.lastKO, m.lastFast = g, ko, fast
 	m.mu.Unlock()
-}
-
-// orderedModules returns the .ko of each entry of a modules.order, which
-// names objects as "hello.o", "./hello.ko" or "/abs/dir/hello.o" depending on
-// the kernel version.
-func orderedModules(dir string, order []byte) ([]string, error) {
-	var kos []string
-	sc := bufio.NewScanner(bytes.NewReader(order))
-	for sc.Scan() {
-		entry := strings.TrimSpace(sc.Text())
-		if entry == "" {
-			continue
-		}
-		if !filepath.IsAbs(entry) {
-			entry = filepath.Join(dir, entry)
-		}
-		switch filepath.Ext(entry) {
-		case ".ko":
-			kos = append(kos, entry)
-		case ".o":
-			kos = append(kos, strings.TrimSuffix(entry, ".o")+".ko")
-		default:
-			return nil, fmt.Errorf("unexpected entry %q in %s/modules.order", entry, dir)
-		}
-	}
-	if len(kos) == 0 {
-		return nil, fmt.Errorf("no module built: %s/modules.order is empty, so obj-m in the Kbuild file names nothing", dir)
-	}
-	return kos, nil
 }
 
 // argValue returns the value of a make argument given as "NAME=value" (or

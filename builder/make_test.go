@@ -13,27 +13,6 @@ import (
 	"time"
 )
 
-func TestOrderedModules(t *testing.T) {
-	tests := []struct {
-		order   string
-		want    []string
-		wantErr bool
-	}{
-		{"hello.o\n", []string{"/m/hello.ko"}, false},
-		{"./hello.ko\n", []string{"/m/hello.ko"}, false},
-		{"/abs/dir/hello.o\nother.o\n", []string{"/abs/dir/hello.ko", "/m/other.ko"}, false},
-		{"\n  sub/two.ko  \n", []string{"/m/sub/two.ko"}, false},
-		{"", nil, true},
-		{"hello.c\n", nil, true},
-	}
-	for _, tt := range tests {
-		got, err := orderedModules("/m", []byte(tt.order))
-		if !slices.Equal(got, tt.want) || (err != nil) != tt.wantErr {
-			t.Errorf("orderedModules(%q) = %q, %v; want %q, error %v", tt.order, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
 // obj-m := a.o b.o builds two modules: the first is loaded unless --module
 // names another, and a name it does not build is a clear error.
 func TestBuiltModuleChoice(t *testing.T) {
@@ -113,6 +92,35 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// fakeRecords lays out what Kbuild leaves after building hello.ko from src
+// (hello.c or hello.rs), which includes ../inc/x.h, in root/mod against the
+// kernel build dir root/kernel, whose scripts/Makefile.build has a
+// rust-analyzer target as Kbuild's; it returns the module dir and make's
+// environment.
+func fakeRecords(t *testing.T, src string) (dir string, env []string) {
+	t.Helper()
+	root := t.TempDir()
+	dir, kernel := filepath.Join(root, "mod"), filepath.Join(root, "kernel")
+	for name, content := range map[string]string{
+		"mod/" + src:                    "#include \"../inc/x.h\"\n",
+		"mod/modules.order":             "DIR/hello.ko\n",
+		"mod/hello.mod":                 "DIR/hello.o\n",
+		"mod/.hello.o.cmd":              "cmd_DIR/hello.o := gcc -I../inc -c -o DIR/hello.o DIR/" + src + "\n\nsource_DIR/hello.o := DIR/" + src + "\n\ndeps_DIR/hello.o := \\\n  DIR/../inc/x.h \\\n\nDIR/hello.o: $(deps_DIR/hello.o)\n",
+		"mod/.hello.ko.cmd":             "cmd_DIR/hello.ko := ld -r -o DIR/hello.ko DIR/hello.o\n",
+		"inc/x.h":                       "#define X 1\n",
+		"kernel/.config":                "CONFIG_MODULES=y\n",
+		"kernel/scripts/Makefile.build": "rust-analyzer:\n\techo '{\"crates\": []}' > $(extmod_prefix)rust-project.json\n",
+	} {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, p, strings.ReplaceAll(content, "DIR", dir))
+	}
+	return dir, []string{"abs_objtree=" + kernel, "abs_srctree=" + kernel, "KBUILD_EXTMOD=" + dir, "extmod_prefix=" + dir + "/",
+		"PATH=" + os.Getenv("PATH")}
 }
 
 func TestMakeBuild(t *testing.T) {

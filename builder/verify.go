@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"kwatch/proc"
+	"kwatch/replay"
 )
 
 // Mismatch is what the correctness net found: the full make built a module
@@ -55,7 +56,7 @@ func (m *Make) BeginVerify(ctx context.Context) func() (*Mismatch, error) {
 	m.StopVerify()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ko := m.lastKO
+	ko, g := m.lastKO, m.graph
 	if !m.lastFast || m.noFast {
 		return nil
 	}
@@ -72,11 +73,13 @@ func (m *Make) BeginVerify(ctx context.Context) func() (*Mismatch, error) {
 			return nil, nil
 		}
 		defer close(run.done)
-		return m.verify(ctx, ko)
+		return m.verify(ctx, ko, g)
 	}
 }
 
-func (m *Make) verify(ctx context.Context, ko string) (*Mismatch, error) {
+// verify runs the full make after the fast build of ko, whose records g
+// (nil if they could not be read) tell what the build reads.
+func (m *Make) verify(ctx context.Context, ko string, g *replay.Graph) (*Mismatch, error) {
 	before, err := loadSections(ko)
 	if err != nil {
 		return nil, err
@@ -85,15 +88,20 @@ func (m *Make) verify(ctx context.Context, ko string) (*Mismatch, error) {
 	cmd := exec.Command("nice", append([]string{"-n", "19", "make"}, m.Args...)...)
 	cmd.Dir, cmd.Env = m.Dir, withoutMakeVars(m.Env)
 	cmd.Stdout, cmd.Stderr = s, s
-	stamps := sourceStamps(m.Dir)
+	// Every file the records name counts, wherever it is (a header in
+	// ../inc, the kernel tree): make would build a change to any of them
+	// that the fast path never saw, and a difference would prove nothing.
+	stamps := replay.InputStamps(m.Dir, g)
+	if g != nil && !maps.Equal(stamps, g.Inputs()) {
+		return nil, nil // changed since the fast build: the next build sees it
+	}
 	start := time.Now().Add(-20 * time.Millisecond) // as in Build
 	err = proc.Run(ctx, cmd)
 	s.flush()
-	if !maps.Equal(stamps, sourceStamps(m.Dir)) {
-		// A save during the make: make built sources the fast path never
-		// saw, so a difference proves nothing. As in Build, the next build
-		// runs the full make and compiles again what this make wrote.
-		m.setGraph(nil, "", false)
+	if !maps.Equal(stamps, replay.InputStamps(m.Dir, g)) {
+		// A save during the make. The fast path's records still tell what
+		// changed since they were read; what this make wrote is removed,
+		// as in Build, so that the next build compiles it again.
 		return nil, removeOutputsSince(m.Dir, start)
 	}
 	if ctx.Err() != nil {

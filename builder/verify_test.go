@@ -4,6 +4,7 @@ import (
 	"context"
 	"debug/elf"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"kwatch/builder/buildertest"
+	"kwatch/replay"
 )
 
 func TestDifferentSections(t *testing.T) {
@@ -95,27 +97,33 @@ func TestVerify(t *testing.T) {
 }
 
 // fastBuilt returns a Make whose last build was a fast one of hello.ko (its
-// .text "one") in a dir whose Makefile has recipe as its default goal;
-// other.bin is a module whose .text is "two".
+// .text "one"; see fakeRecords) in a dir whose Makefile has recipe as its
+// default goal; other.bin is a module whose .text is "two".
 func fastBuilt(t *testing.T, recipe string) *Make {
 	t.Helper()
-	dir := t.TempDir()
+	dir, env := fakeRecords(t, "hello.c")
 	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t"+recipe+"\n")
-	writeFile(t, filepath.Join(dir, "hello.c"), "int x;\n")
 	writeFile(t, filepath.Join(dir, "hello.ko"), string(buildertest.ELFWith(".text", []byte("one"))))
 	writeFile(t, filepath.Join(dir, "other.bin"), string(buildertest.ELFWith(".text", []byte("two"))))
+	g, err := replay.Read(dir, env)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := &Make{Dir: dir}
-	m.setGraph(nil, filepath.Join(dir, "hello.ko"), true)
+	m.setGraph(g, filepath.Join(dir, "hello.ko"), true)
 	return m
 }
 
 // The correctness net's check: what its make did decides, and a Build that
 // starts after BeginVerify stops the check even before it ran, so the two
-// makes never share the build dir.
+// makes never share the build dir. A change the fast build never saw, to
+// any file its records name, proves nothing against it, and does not turn
+// the fast path off.
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name     string
 		recipe   string
+		before   string   // a shell command run in the module dir before the check
 		stopped  bool     // a Build started before the check ran
 		mismatch []string // the sections the check finds different
 		ran      bool     // the check's make ran
@@ -124,10 +132,21 @@ func TestCheck(t *testing.T) {
 		{name: "make builds another module", recipe: "touch ran; cp other.bin hello.ko", mismatch: []string{".text"}, ran: true},
 		{name: "a build starts first", recipe: "touch ran", stopped: true},
 		{name: "a save lands during the make", recipe: "touch ran; echo >> hello.c; cp other.bin hello.ko", ran: true},
+		{name: "a header outside the module changes during the make", recipe: "touch ran; echo >> ../inc/x.h; cp other.bin hello.ko", ran: true},
+		{name: "the kernel tree changes during the make", recipe: "touch ran; echo >> ../kernel/.config; cp other.bin hello.ko", ran: true},
+		{name: "a header outside the module changed before the check", before: "echo >> ../inc/x.h", recipe: "touch ran; cp other.bin hello.ko"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := fastBuilt(t, tt.recipe)
+			if tt.before != "" {
+				time.Sleep(10 * time.Millisecond) // a new mtime
+				cmd := exec.Command("sh", "-c", tt.before)
+				cmd.Dir = m.Dir
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("%s: %v\n%s", tt.before, err, out)
+				}
+			}
 			check := m.BeginVerify(context.Background())
 			if check == nil {
 				t.Fatal("BeginVerify after a fast build: nothing to check")
@@ -148,6 +167,9 @@ func TestCheck(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(m.Dir, "ran")); (err == nil) != tt.ran {
 				t.Errorf("the check's make ran: %v, want %v", err == nil, tt.ran)
+			}
+			if kept := m.graph != nil && !m.noFast; kept != (tt.mismatch == nil) {
+				t.Errorf("the fast path's records kept: %v, want %v", kept, tt.mismatch == nil)
 			}
 		})
 	}

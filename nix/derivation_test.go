@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"kwatch/builder"
+	"kwatch/guest/vm/vmtest"
 	"kwatch/nix/nixtest"
 )
 
@@ -232,4 +233,54 @@ func readBytes(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// The incremental build dir keeps what make leaves behind, the object and
+// record of a part renamed away among them: the fast path builds what the
+// last make built, not those. The test builds against 6.1, whose records
+// the fast path reads.
+func TestIncrementalPartRenamed(t *testing.T) {
+	nixtest.Need(t)
+	k := vmtest.Oldest()
+	if k.Modules == "" {
+		t.Skip("no Debian kernel installed")
+	}
+	flake := t.TempDir()
+	nixtest.WriteFlake(t, flake, nixtest.Flake{Modules: k.Modules})
+	nixtest.WriteModule(t, flake)
+	src := filepath.Join(flake, "src")
+	nixtest.WriteFile(t, filepath.Join(src, "Kbuild"), "obj-m := hello.o\nhello-y := main.o part.o\n")
+	if err := os.Rename(filepath.Join(src, "hello.c"), filepath.Join(src, "main.c")); err != nil {
+		t.Fatal(err)
+	}
+	nixtest.WriteFile(t, filepath.Join(src, "part.c"), "int hello_part(void) { return 1; }\n")
+
+	b := &Incremental{Flake: flake, Attr: "module", Src: src, BuildDir: filepath.Join(t.TempDir(), "build")}
+	for _, st := range []struct {
+		name string
+		edit func()
+		path string
+	}{
+		{"first build", func() {}, builder.PathKbuild},
+		{"part renamed", func() {
+			if err := os.Rename(filepath.Join(src, "part.c"), filepath.Join(src, "piece.c")); err != nil {
+				t.Fatal(err)
+			}
+			nixtest.WriteFile(t, filepath.Join(src, "Kbuild"), "obj-m := hello.o\nhello-y := main.o piece.o\n")
+		}, builder.PathKbuild},
+		{"body change", func() { nixtest.WriteFile(t, filepath.Join(src, "main.c"), nixtest.HelloC(`"2"`)) }, builder.PathFast},
+	} {
+		st.edit()
+		var log bytes.Buffer
+		res, err := b.Build(t.Context(), &log)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", st.name, err, log.String())
+		}
+		if res.Path != st.path {
+			t.Errorf("%s: the %q path, want the %q one\n%s", st.name, res.Path, st.path, log.String())
+		}
+		if st.name == "body change" && !bytes.Contains(readBytes(t, res.KO), []byte("hello: version 2 loaded")) {
+			t.Errorf("the edit was not built:\n%s", log.String())
+		}
+	}
 }

@@ -112,8 +112,8 @@ func (d *Direct) classify() error {
 		if filepath.Dir(o.Target) != g.Dir {
 			return fmt.Errorf("%s is in a subdirectory of the module", g.rel(o.Target))
 		}
-		if o.file != filepath.Join(g.Dir, "."+filepath.Base(o.Target)+".cmd") || strings.Contains(o.key, "'") {
-			return fmt.Errorf("the record of %s is not where Kbuild keeps it", g.rel(o.Target))
+		if strings.Contains(o.key, "'") {
+			return fmt.Errorf("%s has a quote in its name, which the direct path's shell lines do not allow", g.rel(o.Target))
 		}
 		if _, err := unescape(o.raw); err != nil {
 			return fmt.Errorf("the record of %s: %w", g.rel(o.Target), err)
@@ -186,7 +186,7 @@ func (d *Direct) cflags(o *Object) string {
 	cmd, _ := unescape(o.raw)
 	cc := lookup(d.g.Env, "CC")
 	i := strings.LastIndex(cmd, " -c -o "+o.key+" "+o.rawSource)
-	if i < 0 || cc == "" || !strings.HasPrefix(cmd, cc+" ") {
+	if i <= len(cc) || cc == "" || !strings.HasPrefix(cmd, cc+" ") {
 		return ""
 	}
 	return cmd[len(cc)+1 : i]

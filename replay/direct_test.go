@@ -43,7 +43,7 @@ func TestRecipeLines(t *testing.T) {
 
 // fakeKbuild lays out a kernel tree whose scripts hold the rules Direct
 // mirrors, and the env make would export for it.
-func fakeKbuild(t *testing.T, objtree string, env []string) []string {
+func fakeKbuild(t testing.TB, objtree string, env []string) []string {
 	t.Helper()
 	for name, texts := range mirrored {
 		p := filepath.Join(objtree, "scripts", name)
@@ -57,6 +57,34 @@ func fakeKbuild(t *testing.T, objtree string, env []string) []string {
 		t.Fatal(err)
 	}
 	return append(env, "srctree="+objtree, "objtree=.", "NM=nm", "CPP=gcc -E", "CC=gcc")
+}
+
+// fakeDirectBuild is fakeBuild with every record a Linux 6.1 build leaves
+// and the kernel's rules (fakeKbuild), so that Direct takes it.
+func fakeDirectBuild(t testing.TB) (dir, objtree string, env []string) {
+	t.Helper()
+	dir, objtree, env = fakeBuild(t)
+	env = fakeKbuild(t, objtree, env)
+	for name, content := range map[string]string{
+		".Module.symvers.cmd": "cmd_DIR/Module.symvers := sed 's/ko$$/o/' DIR/modules.order | scripts/mod/modpost -T -\n",
+		".modules.order.cmd":  "cmd_DIR/modules.order := {   echo DIR/m.ko; :; } > DIR/modules.order\n",
+		".m.mod.o.cmd":        "cmd_DIR/m.mod.o := gcc -c -o DIR/m.mod.o DIR/m.mod.c\n\nsource_DIR/m.mod.o := DIR/m.mod.c\n",
+		".m.ko.cmd":           "cmd_DIR/m.ko := ld -r -T scripts/module.lds -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
+		".m.o.cmd":            "cmd_DIR/m.o := ld -r -o DIR/m.o @DIR/m.mod\n",
+		".m.mod.cmd":          "cmd_DIR/m.mod := printf '%s\\n' a.o > DIR/m.mod\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.ReplaceAll(content, "DIR", dir)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a.o's command runs objtool: its record names it too.
+	f, err := os.OpenFile(filepath.Join(dir, ".a.o.cmd"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("\n" + dir + "/a.o: $(wildcard ./tools/objtool/objtool)\n")
+	f.Close()
+	return dir, objtree, env
 }
 
 func TestDirect(t *testing.T) {
@@ -77,30 +105,22 @@ func TestDirect(t *testing.T) {
 			return nil
 		}, "the kernel has CONFIG_TRIM_UNUSED_KSYMS"},
 		{"make C=1", func(*testing.T, string, string) []string { return []string{"KBUILD_CHECKSRC=1"} }, "make runs with KBUILD_CHECKSRC=1"},
-		{"unknown record", func(t *testing.T, dir, _ string) []string {
-			os.WriteFile(filepath.Join(dir, ".a.s.cmd"), []byte("cmd_"+dir+"/a.s := gcc -S\n"), 0o644)
+		// Found by FuzzRecord: the flags were read from between $(CC) and -c.
+		{"no flags between the compiler and -c", func(t *testing.T, dir, _ string) []string {
+			p := filepath.Join(dir, ".a.o.cmd")
+			data, _ := os.ReadFile(p)
+			os.WriteFile(p, []byte(strings.Replace(string(data), `gcc -DX=\#1 -c`, "gcc -c", 1)), 0o644)
 			return nil
-		}, "no direct rule for a.s"},
+		}, "does not show the compiler flags genksyms needs"},
+		{"an object without a direct rule", func(t *testing.T, dir, _ string) []string {
+			os.WriteFile(filepath.Join(dir, "m.mod"), []byte(dir+"/a.o\n"+dir+"/s.o\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, ".s.o.cmd"), []byte("cmd_"+dir+"/s.o := gcc -c -o "+dir+"/s.o "+dir+"/s.S\n\nsource_"+dir+"/s.o := "+dir+"/s.S\n"), 0o644)
+			return nil
+		}, "no direct rule for s.o"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, objtree, env := fakeBuild(t)
-			env = fakeKbuild(t, objtree, env)
-			for name, content := range map[string]string{
-				".Module.symvers.cmd": "cmd_DIR/Module.symvers := sed 's/ko$$/o/' DIR/modules.order | scripts/mod/modpost -T -\n",
-				".modules.order.cmd":  "cmd_DIR/modules.order := {   echo DIR/m.ko; :; } > DIR/modules.order\n",
-				".m.mod.o.cmd":        "cmd_DIR/m.mod.o := gcc -c -o DIR/m.mod.o DIR/m.mod.c\n\nsource_DIR/m.mod.o := DIR/m.mod.c\n",
-				".m.ko.cmd":           "cmd_DIR/m.ko := ld -r -T scripts/module.lds -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
-				".m.o.cmd":            "cmd_DIR/m.o := ld -r -o DIR/m.o @DIR/m.mod\n",
-				".m.mod.cmd":          "cmd_DIR/m.mod := printf '%s\\n' a.o > DIR/m.mod\n",
-				"m.mod":               "DIR/a.o\n",
-			} {
-				os.WriteFile(filepath.Join(dir, name), []byte(strings.ReplaceAll(content, "DIR", dir)), 0o644)
-			}
-			// a.o's command runs objtool: its record names it too.
-			f, _ := os.OpenFile(filepath.Join(dir, ".a.o.cmd"), os.O_APPEND|os.O_WRONLY, 0)
-			f.WriteString("\n" + dir + "/a.o: $(wildcard ./tools/objtool/objtool)\n")
-			f.Close()
+			dir, objtree, env := fakeDirectBuild(t)
 			if tt.change != nil {
 				env = append(env, tt.change(t, dir, objtree)...)
 			}

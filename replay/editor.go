@@ -1,9 +1,7 @@
 package replay
 
 import (
-	"bytes"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -29,13 +27,10 @@ func (g *Graph) CompileCommands() []byte {
 	var cmds []compileCommand
 	hasC := false
 	for _, o := range g.Objects {
-		m := compileLine.FindStringSubmatch(o.Cmd)
-		if m == nil || !strings.HasSuffix(o.Target, ".o") {
-			continue
+		if c, ok := g.compileCommand(o); ok {
+			hasC = hasC || !strings.HasSuffix(c.File, ".mod.c")
+			cmds = append(cmds, c)
 		}
-		hasC = hasC || !strings.HasSuffix(m[2], ".mod.c")
-		prefix := strings.NewReplacer(`\#`, "#", "$(pound)", "#").Replace(m[1])
-		cmds = append(cmds, compileCommand{Directory: g.Objtree, File: g.abs(m[2]), Command: prefix + m[2]})
 	}
 	if !hasC {
 		return nil
@@ -48,17 +43,15 @@ func (g *Graph) CompileCommands() []byte {
 	return append(out, '\n')
 }
 
-// WriteIfChanged writes data to path unless it already holds exactly that,
-// so an editor watching the file only reloads it when it changed.
-func WriteIfChanged(path string, data []byte) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return nil
+// compileCommand is o's entry in compile_commands.json, if o is an object
+// compiled from C.
+func (g *Graph) compileCommand(o *Object) (compileCommand, bool) {
+	m := compileLine.FindStringSubmatch(o.Cmd)
+	if m == nil || !strings.HasSuffix(o.Target, ".o") {
+		return compileCommand{}, false
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	prefix := strings.NewReplacer(`\#`, "#", "$(pound)", "#").Replace(m[1])
+	return compileCommand{Directory: g.Objtree, File: g.abs(m[2]), Command: prefix + m[2]}, true
 }
 
 // rejected is how clang names an option it will not take: "unknown

@@ -17,8 +17,10 @@ package replay
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +55,7 @@ type Graph struct {
 
 	stamps map[string]stamp // every input file under Dir, every recorded source and dependency
 	tree   map[string]stamp // the kernel tree's configuration and symbols
+	inputs Stamps           // InputStamps as Read saw them
 }
 
 // stamp is what tells a file's content changed without reading it; the zero
@@ -60,6 +63,40 @@ type Graph struct {
 type stamp struct {
 	mtime time.Time
 	size  int64
+}
+
+// Stamps tells whether files changed: two that differ name a file that
+// changed between them.
+type Stamps map[string]stamp
+
+// InputStamps stamps what a build of the module in dir reads and does not
+// write itself: each build input under dir and, given the records of the
+// last build (g, which may be nil), every other file they name wherever it
+// is, and the kernel tree's configuration and symbols.
+func InputStamps(dir string, g *Graph) Stamps {
+	s := Stamps{}
+	WalkFiles(dir, func(path string, fi fs.FileInfo) {
+		if buildfiles.IsInput(filepath.Base(path)) {
+			s[path] = stamp{fi.ModTime(), fi.Size()}
+		}
+	})
+	if g != nil {
+		for p := range g.inputs {
+			if _, ok := s[p]; !ok {
+				s[p] = stampOf(p)
+			}
+		}
+	}
+	return s
+}
+
+// Inputs returns the InputStamps of g's module as Read saw them.
+func (g *Graph) Inputs() Stamps { return g.inputs }
+
+// writes reports whether the module's build writes p, a file its records
+// name: one of Kbuild's outputs in the module dir (x.mod.c).
+func (g *Graph) writes(p string) bool {
+	return strings.HasPrefix(p, g.Dir+"/") && buildfiles.IsOutput(filepath.Base(p))
 }
 
 func stampOf(path string) stamp {
@@ -74,8 +111,13 @@ func stampOf(path string) stamp {
 // symbols; a module built against a changed tree needs the full make.
 var treeFiles = []string{".config", "include/config/auto.conf", "Module.symvers"}
 
-// Read reads the records a finished build left in dir. env is the
-// environment make gave its sub-makes (see ParseEnv).
+// Read reads what the last make built in dir, as Kbuild recorded it: the
+// modules modules.order names, the objects each module's .mod file lists,
+// and the records (.NAME.cmd) of those alone. make leaves the object and
+// record of a part renamed away behind, and a module's tree may hold files
+// that only look like records: those are no part of the build, so they are
+// never read, let alone run. env is the environment make gave its
+// sub-makes (see ParseEnv).
 func Read(dir string, env []string) (*Graph, error) {
 	objtree := lookup(env, "abs_objtree")
 	if objtree == "" {
@@ -86,37 +128,26 @@ func Read(dir string, env []string) (*Graph, error) {
 	}
 	g := &Graph{Dir: dir, Objtree: objtree, Env: env, Objects: map[string]*Object{},
 		stamps: map[string]stamp{}, tree: map[string]stamp{}}
-	var errs []error
 	WalkFiles(dir, func(path string, fi fs.FileInfo) {
-		name := filepath.Base(path)
-		switch {
-		case strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".cmd"):
-			if err := g.readCmd(path); err != nil {
-				errs = append(errs, err)
-			}
-		case buildfiles.IsInput(name):
+		if buildfiles.IsInput(filepath.Base(path)) {
 			g.stamps[path] = stamp{fi.ModTime(), fi.Size()}
 		}
 	})
-	if len(errs) > 0 {
-		return nil, errs[0]
+	var err error
+	if g.Modules, err = ModulesOrder(dir); err != nil {
+		return nil, err
 	}
-	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
-	if err != nil {
-		return nil, fmt.Errorf("reading Kbuild's records: %w", err)
-	}
-	for _, line := range strings.Fields(string(order)) {
-		ko := g.abs(strings.TrimSuffix(line, ".o"))
-		if !strings.HasSuffix(ko, ".ko") {
-			ko += ".ko"
+	// modules.order and modpost's Module.symvers have records too, and so,
+	// from Linux 6.10, does the .module-common.o every module links.
+	for _, name := range []string{"modules.order", "Module.symvers", ".module-common.o"} {
+		if err := g.readRecord(filepath.Join(dir, name), false); err != nil {
+			return nil, err
 		}
-		if g.Objects[ko] == nil {
-			return nil, fmt.Errorf("no Kbuild record of how %s was linked", ko)
-		}
-		g.Modules = append(g.Modules, ko)
 	}
-	if len(g.Modules) == 0 {
-		return nil, fmt.Errorf("modules.order in %s names no module", dir)
+	for _, ko := range g.Modules {
+		if err := g.readModule(strings.TrimSuffix(ko, ".ko")); err != nil {
+			return nil, err
+		}
 	}
 	for _, o := range g.Objects {
 		for _, p := range append(o.Deps, o.Source) {
@@ -129,17 +160,110 @@ func Read(dir string, env []string) (*Graph, error) {
 		p := filepath.Join(objtree, name)
 		g.tree[p] = stampOf(p)
 	}
+	g.inputs = Stamps{}
+	for p, st := range g.stamps {
+		if !g.writes(p) {
+			g.inputs[p] = st
+		}
+	}
+	maps.Copy(g.inputs, g.tree)
 	return g, nil
 }
 
-// readCmd parses one .NAME.cmd file: `cmd_T := ...`, `source_T := ...` and
-// `deps_T := \` followed by one dependency per line, as fixdep (or, for
-// Rust, Kbuild's sed over rustc's dep-info) wrote them.
-func (g *Graph) readCmd(path string) error {
+// readModule reads the records of one module (base is its path without
+// .ko): its link, its object, the .mod file that lists the objects linked
+// into that (Linux 5.8 on; its record too), their records, and the
+// .mod.o modpost made for it.
+func (g *Graph) readModule(base string) error {
+	if err := g.readRecord(base+".ko", true); err != nil {
+		return err
+	}
+	list, err := os.ReadFile(base + ".mod")
+	if err != nil {
+		return fmt.Errorf("reading Kbuild's list of the objects of %s: %w", g.rel(base+".ko"), err)
+	}
+	objs := []string{base + ".o"}
+	for _, p := range strings.Fields(string(list)) {
+		objs = append(objs, g.abs(p))
+	}
+	for _, o := range objs {
+		if err := g.readRecord(o, true); err != nil {
+			return err
+		}
+	}
+	for _, t := range []string{base + ".mod", base + ".mod.o"} {
+		if err := g.readRecord(t, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readRecord reads the record of target, which Kbuild keeps beside it as
+// .NAME.cmd; a missing one is an error only if required.
+func (g *Graph) readRecord(target string, required bool) error {
+	if g.Objects[target] != nil {
+		return nil
+	}
+	path := filepath.Join(filepath.Dir(target), "."+filepath.Base(target)+".cmd")
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !required {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading Kbuild's record of %s: %w", g.rel(target), err)
+	}
+	o, err := g.parseRecord(path, data)
 	if err != nil {
 		return err
 	}
+	if o.Target != target {
+		return fmt.Errorf("%s is the record of %s, not of %s", path, o.Target, g.rel(target))
+	}
+	g.Objects[target] = o
+	return nil
+}
+
+// ModulesOrder returns the .ko of each entry of dir/modules.order, which
+// names objects as "hello.o", "./hello.ko" or "/abs/dir/hello.o" depending
+// on the kernel version.
+func ModulesOrder(dir string) ([]string, error) {
+	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
+	if err != nil {
+		return nil, fmt.Errorf("reading Kbuild's list of modules: %w", err)
+	}
+	var kos []string
+	for _, entry := range strings.Split(string(order), "\n") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		if !filepath.IsAbs(entry) {
+			entry = filepath.Join(dir, entry)
+		}
+		switch filepath.Ext(entry) {
+		case ".ko":
+			kos = append(kos, filepath.Clean(entry))
+		case ".o":
+			kos = append(kos, filepath.Clean(strings.TrimSuffix(entry, ".o")+".ko"))
+		default:
+			return nil, fmt.Errorf("unexpected entry %q in %s/modules.order", entry, dir)
+		}
+	}
+	if len(kos) == 0 {
+		return nil, fmt.Errorf("no module built: %s/modules.order is empty, so obj-m in the Kbuild file names nothing", dir)
+	}
+	return kos, nil
+}
+
+// recordKinds are the variables a record sets for its target.
+var recordKinds = map[string]bool{"cmd": true, "savedcmd": true, "source": true, "deps": true}
+
+// parseRecord parses one .NAME.cmd file: `cmd_T := ...` (`savedcmd_T :=`
+// from Linux 6.2), `source_T := ...` and `deps_T := \` followed by one
+// dependency per line, as fixdep (or, for Rust, Kbuild's sed over rustc's
+// dep-info) wrote them.
+func (g *Graph) parseRecord(path string, data []byte) (*Object, error) {
 	var o *Object
 	inDeps := false
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -167,15 +291,15 @@ func (g *Graph) readCmd(path string) error {
 		if !ok {
 			continue
 		}
-		kind, target, ok := strings.Cut(key, "_")
-		if !ok || (o != nil && target != o.key) {
+		kind, target, _ := strings.Cut(key, "_")
+		if !recordKinds[kind] || target == "" || (o != nil && target != o.key) {
 			continue
 		}
 		if o == nil {
 			o = &Object{Target: g.abs(target), file: path, key: target, wild: map[string]bool{}}
 		}
 		switch kind {
-		case "cmd":
+		case "cmd", "savedcmd":
 			o.Cmd, o.raw = strings.TrimSpace(val), val
 		case "source":
 			o.rawSource = strings.TrimSpace(val)
@@ -185,13 +309,12 @@ func (g *Graph) readCmd(path string) error {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	if o == nil || o.Cmd == "" {
-		return fmt.Errorf("%s is not a Kbuild record: no cmd_ line", path)
+		return nil, fmt.Errorf("%s is not a Kbuild record: no cmd_ line", path)
 	}
-	g.Objects[o.Target] = o
-	return nil
+	return o, nil
 }
 
 // addDep adds a dependency as a record names it: a path, or
@@ -219,20 +342,16 @@ func (g *Graph) abs(p string) string {
 // Check returns why the fast path cannot stand in for the full make since
 // Read, or "" if it can: every file that changed is a source or a dependency
 // Kbuild recorded, and no Kbuild file, kernel tree file or source set changed.
-func (g *Graph) Check() string {
+// now is InputStamps(g.Dir, g), taken when the build starts.
+func (g *Graph) Check(now Stamps) string {
 	for p, s := range g.tree {
-		if stampOf(p) != s {
+		if now[p] != s {
 			return "the kernel tree changed (" + filepath.Base(p) + ")"
 		}
 	}
-	now := map[string]stamp{}
-	WalkFiles(g.Dir, func(path string, fi fs.FileInfo) {
-		if buildfiles.IsInput(filepath.Base(path)) {
-			now[path] = stamp{fi.ModTime(), fi.Size()}
-		}
-	})
 	for p := range now {
-		if _, ok := g.stamps[p]; !ok {
+		_, known := g.stamps[p]
+		if _, tree := g.tree[p]; !known && !tree {
 			return g.rel(p) + " was added"
 		}
 	}
@@ -244,8 +363,8 @@ func (g *Graph) Check() string {
 		}
 	}
 	for p, s := range g.stamps {
-		cur, inDir := now[p]
-		if !inDir {
+		cur, ok := now[p]
+		if !ok { // a file the build writes
 			cur = stampOf(p)
 		}
 		switch {

@@ -2,8 +2,10 @@ package replay
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +47,7 @@ func TestParseEnv(t *testing.T) {
 
 // fakeBuild lays out what Kbuild leaves after building m.ko from a.c in
 // dir against the kernel build dir objtree.
-func fakeBuild(t *testing.T) (dir, objtree string, env []string) {
+func fakeBuild(t testing.TB) (dir, objtree string, env []string) {
 	t.Helper()
 	root := t.TempDir()
 	dir, objtree = filepath.Join(root, "mod"), filepath.Join(root, "kernel")
@@ -55,6 +57,7 @@ func fakeBuild(t *testing.T) (dir, objtree string, env []string) {
 		"mod/a.h":           "#define A 1\n",
 		"mod/unused.h":      "#define U 1\n",
 		"mod/modules.order": "DIR/m.ko\n",
+		"mod/m.mod":         "DIR/a.o\n",
 		"mod/.a.o.cmd": "cmd_DIR/a.o := gcc -DX=\\#1 -c -o DIR/a.o DIR/a.c ; ./tools/objtool/objtool --module DIR/a.o\n\n" +
 			"source_DIR/a.o := DIR/a.c\n\ndeps_DIR/a.o := \\\n  DIR/a.h \\\n  include/linux/k.h \\\n    $(wildcard include/config/FOO) \\\n\nDIR/a.o: $(deps_DIR/a.o)\n",
 		"mod/.m.o.cmd":             "cmd_DIR/m.o := ld -r -o DIR/m.o DIR/a.o\n",
@@ -139,9 +142,91 @@ func TestCheck(t *testing.T) {
 			if err := tt.change(dir, objtree); err != nil {
 				t.Fatal(err)
 			}
-			if got := g.Check(); !strings.HasPrefix(got, tt.want) || (tt.want == "") != (got == "") {
+			if got := g.Check(InputStamps(dir, g)); !strings.HasPrefix(got, tt.want) || (tt.want == "") != (got == "") {
 				t.Errorf("Check() = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// Only the records of what the last make built count: a part renamed away
+// (make leaves its object and record behind), a record in a subdirectory
+// make never built, a file that only looks like a record. None is read,
+// and none of their commands runs (the editor file's clang check runs the
+// commands of the records it reads through sh).
+func TestReadOnlyTheBuild(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string // planted in the module dir; DIR is its path
+	}{
+		{"part renamed away", map[string]string{
+			"b.o":      "",
+			".b.o.cmd": "cmd_DIR/b.o := gcc `touch DIR/ran` -c -o DIR/b.o DIR/b.c\n\nsource_DIR/b.o := DIR/b.c\n\ndeps_DIR/b.o := \\\n  DIR/a.h \\\n\nDIR/b.o: $(deps_DIR/b.o)\n",
+		}},
+		{"record in a subdirectory", map[string]string{
+			"docs/.x.o.cmd": "cmd_DIR/docs/x.o := gcc `touch DIR/ran` -c -o DIR/docs/x.o DIR/docs/x.c\n",
+		}},
+		{"record in a hidden subdirectory", map[string]string{
+			".git/.x.o.cmd": "cmd_DIR/.git/x.o := gcc `touch DIR/ran` -c -o DIR/.git/x.o DIR/.git/x.c\n",
+		}},
+		{"not a record", map[string]string{".notes.cmd": "my notes\n"}},
+		{"a record under another's name", map[string]string{
+			".c.o.cmd": "cmd_DIR/a.o := gcc `touch DIR/ran` -c -o DIR/a.o DIR/a.c\n",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, _, env := fakeBuild(t)
+			for name, content := range tt.files {
+				p := filepath.Join(dir, name)
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				if err := os.WriteFile(p, []byte(strings.ReplaceAll(content, "DIR", dir)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			g, err := Read(dir, env)
+			if err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+			want := []string{filepath.Join(dir, "a.o"), filepath.Join(dir, "m.ko"), filepath.Join(dir, "m.o")}
+			if got := slices.Sorted(maps.Keys(g.Objects)); !slices.Equal(got, want) {
+				t.Errorf("records read: %q, want %q", got, want)
+			}
+			if cc := string(g.CompileCommands()); strings.Count(cc, `"file"`) != 1 {
+				t.Errorf("compile_commands.json names more than a.c:\n%s", cc)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+				t.Error("a command of a record no make read ran")
+			}
+		})
+	}
+}
+
+func TestModulesOrder(t *testing.T) {
+	tests := []struct {
+		order   string
+		want    []string // D/ is the module dir
+		wantErr string
+	}{
+		{"hello.o\n", []string{"D/hello.ko"}, ""},
+		{"./hello.ko\n", []string{"D/hello.ko"}, ""},
+		{"/abs/dir/hello.o\nother.o\n", []string{"/abs/dir/hello.ko", "D/other.ko"}, ""},
+		{"\n  sub/two.ko  \n", []string{"D/sub/two.ko"}, ""},
+		{"", nil, "modules.order is empty, so obj-m in the Kbuild file names nothing"},
+		{"hello.c\n", nil, `unexpected entry "D/hello.c"`},
+	}
+	for _, tt := range tests {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "modules.order"), []byte(tt.order), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, w := range tt.want {
+			want = append(want, strings.Replace(w, "D/", dir+"/", 1))
+		}
+		got, err := ModulesOrder(dir)
+		if !slices.Equal(got, want) || (err != nil) != (tt.wantErr != "") || err != nil && !strings.Contains(err.Error(), strings.ReplaceAll(tt.wantErr, "D/", dir+"/")) {
+			t.Errorf("ModulesOrder(%q) = %q, %v; want %q, error %q", tt.order, got, err, want, tt.wantErr)
+		}
 	}
 }

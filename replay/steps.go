@@ -161,17 +161,26 @@ func (g *Graph) command(variable, def string, args ...string) *exec.Cmd {
 	return c
 }
 
-// RustAnalyzer returns the command of Kbuild's rust-analyzer target, which
-// writes rust-project.json into the module directory, or nil for a module
-// without Rust sources.
-func (g *Graph) RustAnalyzer() *exec.Cmd {
-	rust := false
+// HasRust reports whether the module has Rust sources.
+func (g *Graph) HasRust() bool {
 	for _, o := range g.Objects {
-		rust = rust || strings.HasSuffix(o.Source, ".rs")
+		if strings.HasSuffix(o.Source, ".rs") {
+			return true
+		}
 	}
+	return false
+}
+
+// RustAnalyzer returns the command of Kbuild's rust-analyzer target, set to
+// write rust-project.json into dir rather than into the module dir, where
+// its shell redirection would follow a symlink; nil without the kernel's
+// source tree.
+func (g *Graph) RustAnalyzer(dir string) *exec.Cmd {
 	srctree := lookup(g.Env, "abs_srctree")
-	if !rust || srctree == "" {
+	if srctree == "" {
 		return nil
 	}
-	return g.command("MAKE", "make", "-f", filepath.Join(srctree, "scripts", "Makefile.build"), "obj=rust", "rust-analyzer")
+	// For an external module the target writes $(extmod_prefix)rust-project.json.
+	return g.command("MAKE", "make", "-f", filepath.Join(srctree, "scripts", "Makefile.build"), "obj=rust", "rust-analyzer",
+		"extmod_prefix="+dir+"/")
 }

@@ -1,0 +1,146 @@
+package replay
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzRead reads a module build whose modules.order, object list (m.mod)
+// and record of its one object (.a.o.cmd) are the fuzzer's, each with DIR
+// for the module dir, and sets up the direct rebuild from it: neither may
+// panic, whatever the files hold. Nothing here runs a command.
+func FuzzRead(f *testing.F) {
+	dir, _, env := fakeDirectBuild(f)
+	record, err := os.ReadFile(filepath.Join(dir, ".a.o.cmd"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	const order, mod = "DIR/m.ko\n", "DIR/a.o\n"
+	seeds := []string{
+		strings.ReplaceAll(string(record), dir, "DIR"),
+		"cmd_DIR/a.o := gcc -DX -c -o DIR/a.o DIR/a.c\n\nsource_DIR/a.o := DIR/a.c\n\ndeps_DIR/a.o := \\\n  DIR/a.h \\\n  $(wildcard include/config/FOO) \\\n\nDIR/a.o: $(deps_DIR/a.o)\n\n$(deps_DIR/a.o):\n",
+		"savedcmd_DIR/a.o := gcc -DX -c -o DIR/a.o DIR/a.c\n\nsource_DIR/a.o := DIR/a.c\n\ndeps_DIR/a.o := \\\n  DIR/a.h \\\n",
+		"cmd_DIR/a.o := OBJTREE=/k rustc --edition=2021 -Cdebuginfo=2 --emit=obj=DIR/a.o DIR/a.rs\n\nsource_DIR/a.o := DIR/a.rs\n\ndeps_DIR/a.o := \\\n  DIR/a.rs \\\n",
+		"cmd_DIR/a.o := gcc -DX=$(pound)1 -DY='$$x' -c -o DIR/a.o DIR/a.c\n#SYMVER a 0x1\n",
+		"not a record\n",
+	}
+	for _, s := range seeds {
+		f.Add(order, mod, s)
+	}
+	f.Add("./m.ko\n", "a.o\n", seeds[1])
+	f.Add("DIR/m.o\nDIR/n.o\n", "DIR/a.o DIR/sub/b.o\n", seeds[1])
+	write := func(t *testing.T, name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.ReplaceAll(content, "DIR", dir)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Fuzz(func(t *testing.T, order, mod, record string) {
+		write(t, "modules.order", order)
+		write(t, "m.mod", mod)
+		write(t, ".a.o.cmd", record)
+		g, err := Read(dir, env)
+		if err != nil {
+			return
+		}
+		// Only what the last make built: the modules, their objects and
+		// the records beside them.
+		built := map[string]bool{}
+		for _, name := range []string{"modules.order", "Module.symvers", ".module-common.o"} {
+			built[filepath.Join(dir, name)] = true
+		}
+		for _, ko := range g.Modules {
+			base := strings.TrimSuffix(ko, ".ko")
+			for _, suffix := range []string{".ko", ".o", ".mod", ".mod.o"} {
+				built[base+suffix] = true
+			}
+			list, _ := os.ReadFile(base + ".mod")
+			for _, p := range strings.Fields(string(list)) {
+				built[g.abs(p)] = true
+			}
+		}
+		for target, o := range g.Objects {
+			if !built[target] {
+				t.Errorf("read the record of %s, which the last make did not build", target)
+			}
+			if !filepath.IsAbs(target) || filepath.Clean(target) != target || o.Target != target {
+				t.Errorf("a record's target %q (key %q) is not a clean absolute path", target, o.key)
+			}
+			for _, dep := range append(o.Deps, o.Source) {
+				if dep != "" && !filepath.IsAbs(dep) {
+					t.Errorf("the record of %s names %q, not an absolute path", target, dep)
+				}
+			}
+		}
+		g.Check(InputStamps(dir, g))
+		d, err := g.Direct()
+		if err != nil {
+			return
+		}
+		for _, o := range d.compiles {
+			d.cflags(o)
+			d.compile(o)
+		}
+	})
+}
+
+// FuzzRecord parses one record (DIR is the module dir) and everything Direct
+// makes of a compile's record: none of it may panic. Nothing here runs a
+// command.
+func FuzzRecord(f *testing.F) {
+	dir, objtree := "/m", "/k"
+	for _, s := range []string{
+		"cmd_DIR/a.o := gcc -DX=$(pound)1 -c -o DIR/a.o DIR/a.c ; ./tools/objtool/objtool --module DIR/a.o\n\nsource_DIR/a.o := DIR/a.c\n\ndeps_DIR/a.o := \\\n  DIR/a.h \\\n  include/linux/k.h \\\n    $(wildcard include/config/FOO) \\\n\nDIR/a.o: $(deps_DIR/a.o)\n\n$(deps_DIR/a.o):\n\nDIR/a.o: $(wildcard ./tools/objtool/objtool)\n",
+		"cmd_DIR/a.o := gcc -DX -c -o DIR/a.o DIR/a.c\n\nsource_DIR/a.o := DIR/a.c\n",
+		"savedcmd_DIR/a.o := gcc -DX -c -o DIR/a.o DIR/a.c\n\nsource_DIR/a.o := DIR/a.c\n",
+		"cmd_DIR/a.o := OBJTREE=/k rustc --edition=2021 --emit=obj=DIR/a.o DIR/a.rs\n\nsource_DIR/a.o := DIR/a.rs\n\ndeps_DIR/a.o := \\\n  DIR/a.rs \\\n",
+		"cmd_DIR/m.ko := ld -r -T scripts/module.lds -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
+		"cmd_DIR/a.o := gcc -DY='$$x' -c -o DIR/a.o DIR/a.c\n#SYMVER a 0x1\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, record string) {
+		g := &Graph{Dir: dir, Objtree: objtree, Objects: map[string]*Object{}}
+		o, err := g.parseRecord(dir+"/.a.o.cmd", []byte(strings.ReplaceAll(record, "DIR", dir)))
+		if err != nil {
+			return
+		}
+		// make's $(CC) is the word a compile's record starts with.
+		cc, _, _ := strings.Cut(o.Cmd, " ")
+		g.Env = []string{"abs_objtree=" + objtree, "CC=" + cc}
+		if !filepath.IsAbs(o.Target) || filepath.Clean(o.Target) != o.Target || o.Cmd == "" {
+			t.Errorf("a record of %q (key %q) with command %q", o.Target, o.key, o.Cmd)
+		}
+		d := &Direct{g: g, objtool: "./tools/objtool/objtool", cpp: "gcc -E", srctree: objtree}
+		d.cflags(o)
+		d.compile(o)
+		andSavecmd(o)
+		d.objtoolDep(o)
+		linkerScript(o.Cmd)
+		g.compileCommand(o)
+	})
+}
+
+// FuzzDepFile reads the compiler's dependency file of an object whose
+// record is still to be written (D is the object's dir), as a srcversion
+// needs it: it may not panic.
+func FuzzDepFile(f *testing.F) {
+	dir := f.TempDir()
+	o := &Object{key: dir + "/x.o", Target: dir + "/x.o", Source: dir + "/x.c", Deps: []string{dir + "/a.h", "/k/include/k.h"}}
+	d := &Direct{g: &Graph{Objtree: "/k"}, late: []lateRecord{{o: o}}}
+	for _, s := range []string{
+		"D/x.o: D/x.c D/a.h \\\n /k/include/k.h\n",
+		"D/x.o: D/x.c include/k.h D/a.h\n\nD/x.d: D/x.c D/a.h\nD/a.h:\n",
+		"D/x.o: D/x.c D/a\\ b.h\n",
+		"",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, dep string) {
+		if err := os.WriteFile(filepath.Join(dir, ".x.o.d"), []byte(strings.ReplaceAll(dep, "D/", dir+"/")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d.sameLocalDeps([]recipe{{o: o}})
+	})
+}
