@@ -88,7 +88,7 @@ func TestMissingDependency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := x.Resolve([]string{"e1000", "virtio_pci", "9pnet_virtio", "9p"}, nil)
+	plan, err := x.Resolve([]string{"e1000", "virtio_pci", "9pnet_virtio", "9p"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,18 @@
 package guest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 
 	"kwatch/kmod"
+
+	"github.com/pkg/sftp"
 )
 
 // moduleDirs are where a guest keeps its kernel's modules, the first that
@@ -48,29 +51,52 @@ func (e *DepsError) Unwrap() error { return e.Err }
 // loaded in order with the guest's modprobe; a module already loaded is left
 // alone. It returns the modules it loaded.
 func (c *Client) LoadDeps(ctx context.Context, release string, depends, softPre []string) (loaded []string, err error) {
-	dir, x, err := c.moduleIndex(ctx, release)
+	sc, done, err := c.sftp(ctx)
 	if err != nil {
 		return nil, err
 	}
-	plan, err := x.Resolve(depends, softPre)
+	defer func() { done(err) }()
+	// What is loaded already (by hand, or by an earlier run) is satisfied
+	// as it is: with everything there, no index is read.
+	have := map[string]bool{}
+	if entries, err := sc.ReadDir("/sys/module"); err == nil {
+		for _, e := range entries {
+			have[e.Name()] = true
+		}
+	}
+	missing := false
+	for _, m := range append(slices.Clone(depends), softPre...) {
+		missing = missing || (m != "" && !have[kmod.Name(m)])
+	}
+	if !missing {
+		return nil, nil
+	}
+	dir, x, err := moduleIndex(sc, release)
 	if err != nil {
+		return nil, err
+	}
+	plan, err := x.Resolve(depends, softPre, have)
+	if err != nil {
+		de := &DepsError{Dir: dir, Err: err}
 		var me *kmod.MissingError
-		errors.As(err, &me)
-		return nil, &DepsError{Module: me.Name, Dir: dir, Err: err}
+		if errors.As(err, &me) {
+			de.Module = me.Name
+		}
+		return nil, de
 	}
 	if len(plan.Load) == 0 && len(plan.Soft) == 0 {
 		return nil, nil
 	}
 	// One script: each module not yet in sysfs is modprobed and named; the
-	// first that fails ends it with modprobe's words. A softdep by alias is
-	// optional, as for modprobe itself.
+	// first that fails ends it with modprobe's words. A softdep is optional,
+	// as for modprobe itself.
 	var script strings.Builder
 	for _, s := range plan.Soft {
-		fmt.Fprintf(&script, "modprobe -q %s 2>/dev/null\n", Quote(s))
+		fmt.Fprintf(&script, "modprobe -q -- %s 2>/dev/null || :\n", Quote(s))
 	}
 	for _, m := range plan.Load {
 		q := Quote(m)
-		fmt.Fprintf(&script, "[ -e /sys/module/%s ] || { modprobe %s || { echo %s%s; exit 1; }; echo %s%s; }\n",
+		fmt.Fprintf(&script, "[ -e /sys/module/%s ] || { modprobe -- %s || { echo %s%s; exit 1; }; echo %s%s; }\n",
 			q, q, failedMark, q, loadedMark, q)
 	}
 	out, exit, err := c.script(ctx, script.String())
@@ -108,12 +134,7 @@ const (
 )
 
 // moduleIndex reads the indexes of the guest's modules directory.
-func (c *Client) moduleIndex(ctx context.Context, release string) (dir string, x *kmod.Index, err error) {
-	sc, done, err := c.sftp(ctx)
-	if err != nil {
-		return "", nil, err
-	}
-	defer func() { done(err) }()
+func moduleIndex(sc *sftp.Client, release string) (dir string, x *kmod.Index, err error) {
 	read := func(name string, optional bool) ([]byte, error) {
 		f, err := sc.Open(path.Join(dir, name))
 		if err != nil {
@@ -123,7 +144,9 @@ func (c *Client) moduleIndex(ctx context.Context, release string) (dir string, x
 			return nil, err
 		}
 		defer f.Close()
-		return io.ReadAll(f)
+		var b bytes.Buffer
+		_, err = f.WriteTo(&b) // concurrent reads: modules.dep is 600 KB on 6.12
+		return b.Bytes(), err
 	}
 	var tried []string
 	for _, d := range moduleDirs {
@@ -140,5 +163,6 @@ func (c *Client) moduleIndex(ctx context.Context, release string) (dir string, x
 		}
 		return dir, kmod.ParseIndex(dep, builtin, softdep), nil
 	}
-	return "", nil, fmt.Errorf("%w (looked for %s in %s)", ErrNoModulesDir, kmod.DepFile, strings.Join(tried, " and "))
+	return "", nil, fmt.Errorf("%w (looked for %s in %s; for --vm qemu the host's modules dir is shared over 9p: see the console log)",
+		ErrNoModulesDir, kmod.DepFile, strings.Join(tried, " and "))
 }

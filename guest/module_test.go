@@ -124,7 +124,7 @@ func bootGuest(t testing.TB) *Client {
 		StateDir: stateDir,
 		Backend:  "qemu",
 		Ident:    "guest-e2e",
-		Launch:   vm.QEMUConfig{Kernel: debianKernel, Initramfs: initrd}.Launcher(),
+		Launch:   vm.QEMUConfig{Kernel: debianKernel, Initramfs: initrd, ModulesDir: debianModules}.Launcher(),
 		Accel:    "tcg",
 	}
 	t.Cleanup(func() {

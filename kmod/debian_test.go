@@ -23,7 +23,7 @@ func TestResolveDebian(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := x.Resolve([]string{"videodev"}, nil)
+			p, err := x.Resolve([]string{"videodev"}, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -91,10 +91,10 @@ func ReadIndex(dir string) (*Index, error) {
 
 // SoftPre returns the pre: names of a softdep value ("pre: a b post: c", as
 // in modprobe.d and a module's softdep= modinfo entry). Names before any
-// pre: or post: are pre: too, as modprobe reads them.
+// pre: or post: count for neither, as kmod reads them.
 func SoftPre(softdep string) []string {
 	var pre []string
-	in := true
+	in := false
 	for _, w := range strings.Fields(softdep) {
 		switch w {
 		case "pre:":
@@ -132,47 +132,45 @@ func (x *Index) Builtin(name string) bool { return x.builtin[Name(name)] }
 
 // Plan is what must be loaded before a module.
 type Plan struct {
-	// Load lists module names in load order, each after everything it
-	// needs; modules built into the kernel are left out.
-	Load []string
-	// Soft lists softdep names that are no module of the kernel by name,
-	// such as the alias crypto-crc32c: modprobe resolves them, and like
-	// modprobe kwatch does not fail when one cannot be loaded.
+	// Soft lists softdep pre: names (module names or aliases such as
+	// crypto-crc32c), to load first; like modprobe, kwatch does not fail
+	// when one cannot be loaded, and leaves what they need to modprobe.
 	Soft []string
+	// Load lists module names in load order, each after everything it
+	// needs; modules built into the kernel or already loaded are left out.
+	Load []string
 }
 
 // Resolve works out what must be loaded before a module whose .modinfo says
 // depends (its hard dependencies) and softPre (its softdep pre: names), as
 // modprobe would: each module after the modules it needs and its own
-// softdep pre: modules. A hard dependency that is neither a module nor built
-// in is a *MissingError.
-func (x *Index) Resolve(depends, softPre []string) (Plan, error) {
+// softdep pre: modules. A module in loaded (by kernel name) is satisfied as
+// it is. A hard dependency that is neither a module, built in nor loaded is
+// a *MissingError.
+func (x *Index) Resolve(depends, softPre []string, loaded map[string]bool) (Plan, error) {
 	var p Plan
 	seen := map[string]bool{}
-	var visit func(name, needer string, hard bool) error
-	visit = func(name, needer string, hard bool) error {
+	soft := func(name string) {
+		if n := Name(name); !seen[n] && !x.builtin[n] && !loaded[n] && !slices.Contains(p.Soft, name) {
+			p.Soft = append(p.Soft, name)
+		}
+	}
+	var visit func(name, needer string) error
+	visit = func(name, needer string) error {
 		n := Name(name)
-		if seen[n] || x.builtin[n] {
+		if seen[n] || x.builtin[n] || loaded[n] {
 			return nil
 		}
 		deps, ok := x.deps[n]
 		if !ok {
-			if hard {
-				return &MissingError{Name: n, Needer: needer}
-			}
-			if !slices.Contains(p.Soft, name) {
-				p.Soft = append(p.Soft, name)
-			}
-			return nil
+			return &MissingError{Name: n, Needer: needer}
 		}
 		seen[n] = true
 		for _, s := range x.softPre[n] {
-			if err := visit(s, n, false); err != nil {
-				return err
-			}
+			soft(s)
 		}
 		for i := len(deps) - 1; i >= 0; i-- { // modules.dep lists the one to load first last
-			if err := visit(deps[i], n, true); err != nil {
+			if err := visit(deps[i], n); err != nil {
 				return err
 			}
 		}
@@ -180,15 +178,13 @@ func (x *Index) Resolve(depends, softPre []string) (Plan, error) {
 		return nil
 	}
 	for _, s := range softPre {
-		if err := visit(s, "", false); err != nil {
-			return Plan{}, err
-		}
+		soft(s)
 	}
 	for _, d := range depends {
 		if d == "" {
 			continue
 		}
-		if err := visit(d, "", true); err != nil {
+		if err := visit(d, ""); err != nil {
 			return Plan{}, err
 		}
 	}

@@ -40,6 +40,7 @@ func TestResolve(t *testing.T) {
 	tests := []struct {
 		name            string
 		depends, soft   []string
+		loaded          []string
 		wantLoad        []string
 		wantSoft        []string
 		wantMissing     string
@@ -53,15 +54,23 @@ func TestResolve(t *testing.T) {
 		{name: "built in: nothing to load", depends: []string{"virtio-pci", "crc32"}},
 		{name: "softdep of a dependency, by alias", depends: []string{"ext4"},
 			wantLoad: []string{"crc16", "mbcache", "jbd2", "ext4"}, wantSoft: []string{"crypto-crc32c"}},
-		{name: "softdep pre of a dependency by name, post ignored", depends: []string{"drm_kms_helper"},
-			wantLoad: []string{"crc16", "drm", "drm_kms_helper"}},
-		{name: "the module's own softdep", soft: []string{"crc32c_generic", "crypto-sha256"},
-			wantLoad: []string{"crc32c_generic"}, wantSoft: []string{"crypto-sha256"}},
+		{name: "softdep pre of a dependency by name is soft, post ignored", depends: []string{"drm_kms_helper"},
+			wantLoad: []string{"drm", "drm_kms_helper"}, wantSoft: []string{"crc16"}},
+		{name: "the module's own softdeps are soft", soft: []string{"crc32c_generic", "crypto-sha256"},
+			wantSoft: []string{"crc32c_generic", "crypto-sha256"}},
+		{name: "already loaded: satisfied", depends: []string{"v4l2_async"}, loaded: []string{"videodev", "mc"},
+			wantLoad: []string{"v4l2_async"}},
+		{name: "loaded by hand, not in modules.dep", depends: []string{"helper", "mc"}, loaded: []string{"helper"},
+			wantLoad: []string{"mc"}},
 		{name: "missing", depends: []string{"mc", "videobuf2_common"}, wantMissing: "videobuf2_common"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := x.Resolve(tt.depends, tt.soft)
+			loaded := map[string]bool{}
+			for _, m := range tt.loaded {
+				loaded[m] = true
+			}
+			p, err := x.Resolve(tt.depends, tt.soft, loaded)
 			if tt.wantMissing != "" {
 				var me *MissingError
 				if !errors.Is(err, ErrMissing) || !errors.As(err, &me) || me.Name != tt.wantMissing || me.Needer != tt.wantMissingFrom {
@@ -83,7 +92,7 @@ func TestResolveMissingInChain(t *testing.T) {
 	// A modules.dep that names a dependency it has no line for (a partial
 	// copy of a modules directory): the error says who needed it.
 	x := ParseIndex([]byte("kernel/a.ko: kernel/b.ko\n"), nil, nil)
-	_, err := x.Resolve([]string{"a"}, nil)
+	_, err := x.Resolve([]string{"a"}, nil, nil)
 	var me *MissingError
 	if !errors.As(err, &me) || me.Name != "b" || me.Needer != "a" {
 		t.Fatalf("err = %v, want b missing, needed by a", err)
@@ -111,7 +120,7 @@ func TestSoftPre(t *testing.T) {
 	for in, want := range map[string][]string{
 		"pre: a b post: c": {"a", "b"},
 		"post: c pre: d":   {"d"},
-		"a b":              {"a", "b"},
+		"a b":              nil,
 		"post: c":          nil,
 	} {
 		if got := SoftPre(in); !reflect.DeepEqual(got, want) {

@@ -378,6 +378,9 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		return fail(use, "close what holds it: kwatch loads the new build as soon as it is free", holders...)
 	}
 	if r.LoadErr != "" {
+		// A dependency unloaded since (by hand, or by a --run command)
+		// fails insmod: the next load checks them again.
+		l.depsBoot = ""
 		l.kmsg.sync(ctx, s, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
 		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
 		msg := "insmod: " + cause

@@ -32,10 +32,15 @@ type InitramfsConfig struct {
 	SFTPServer    string // "" = /usr/lib/openssh/sftp-server (goes to /usr/lib/sftp-server in the guest, where dropbear looks)
 }
 
-// bootModules are loaded by the guest's init from the initramfs: the network
-// driver (QEMU's -nic model=e1000), and what mounts the kernel's modules
-// directory from the host (9p over virtio-pci). Any of them may be built in.
-var bootModules = []string{"e1000", "virtio_pci", "9pnet_virtio", "9p"}
+// The boot modules the guest's init loads from the initramfs, any of them
+// possibly built in: the network driver (QEMU's -nic model=e1000), without
+// which the guest is unreachable, and what mounts the kernel's modules
+// directory from the host (9p over virtio-pci), without which only modprobe
+// is missing.
+var (
+	nicModules   = []string{"e1000"}
+	shareModules = []string{"virtio_pci", "9pnet_virtio", "9p"}
+)
 
 // guestBootDir holds the boot modules in the guest, decompressed: insmod
 // (busybox's) and old kernels take plain ELF only.
@@ -135,7 +140,7 @@ func initramfsTree(cfg InitramfsConfig) (tree, error) {
 	}
 	bins := []string{dropbear, sftp}
 	if cfg.ModulesDir != "" {
-		mods, err := moduleFiles(cfg.ModulesDir)
+		mods, share, err := moduleFiles(cfg.ModulesDir)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +163,9 @@ func initramfsTree(cfg InitramfsConfig) (tree, error) {
 		copies["usr/bin/kmod"] = modprobe
 		bins = append(bins, modprobe)
 		t.add(cpioEntry{Name: "sbin/modprobe", Mode: modeSymlink | 0o777, Data: []byte("/usr/bin/kmod")})
-		tag = ModulesTag
+		if share {
+			tag = ModulesTag
+		}
 	}
 	t.file("init", 0o755, []byte(fmt.Sprintf(initScript, strings.Join(boot, " "), tag, hostKeyName("ed25519"), hostKeyName("rsa"))))
 
@@ -189,28 +196,40 @@ func initramfsTree(cfg InitramfsConfig) (tree, error) {
 }
 
 // moduleFiles returns the files of the boot modules and the modules they
-// need, in load order; a module built into the kernel, or one the kernel
-// does not have, is left out.
-func moduleFiles(modulesDir string) ([]string, error) {
+// need, in load order, and whether the modules directory can be shared (the
+// kernel has 9p, built in or in modulesDir complete with what it needs).
+func moduleFiles(modulesDir string) (files []string, share bool, err error) {
 	x, err := kmod.ReadIndex(modulesDir)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var have []string
-	for _, m := range bootModules {
-		if x.Has(m) {
-			have = append(have, m)
+	present := func(mods []string) (have []string, all bool) {
+		for _, m := range mods {
+			if x.Has(m) {
+				have = append(have, m)
+			}
+		}
+		return have, len(have) == len(mods)
+	}
+	nics, _ := present(nicModules)
+	p, err := x.Resolve(nics, nil, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("the network driver of %s: %w", modulesDir, err)
+	}
+	load := p.Load
+	if ninep, all := present(shareModules); all {
+		done := map[string]bool{}
+		for _, m := range load {
+			done[m] = true
+		}
+		if p, err := x.Resolve(ninep, nil, done); err == nil {
+			load, share = append(load, p.Load...), true
 		}
 	}
-	p, err := x.Resolve(have, nil)
-	if err != nil {
-		return nil, fmt.Errorf("the boot modules of %s: %w", modulesDir, err)
-	}
-	var files []string
-	for _, m := range p.Load {
+	for _, m := range load {
 		files = append(files, filepath.Join(modulesDir, x.Path(m)))
 	}
-	return files, nil
+	return files, share, nil
 }
 
 // hostKeyTypes are the dropbear host keys the guest gets. Dropbear 2022.83

@@ -131,19 +131,22 @@ func TestModuleFiles(t *testing.T) {
 	withDeps := fake("kernel/e1000/e1000.ko: kernel/b.ko kernel/a.ko\nkernel/b.ko: kernel/a.ko\nkernel/a.ko:\n", "")
 	ninep := fake("kernel/e1000.ko.xz:\nkernel/9p.ko.xz: kernel/netfs.ko.xz kernel/9pnet.ko.xz\nkernel/9pnet_virtio.ko.xz: kernel/9pnet.ko.xz\nkernel/9pnet.ko.xz:\nkernel/netfs.ko.xz:\n",
 		"kernel/drivers/virtio/virtio_pci.ko\n")
+	partial := fake("kernel/e1000.ko:\nkernel/9p.ko: kernel/9pnet.ko\nkernel/9pnet_virtio.ko: kernel/9pnet.ko\nkernel/virtio_pci.ko:\n", "")
 	for _, tc := range []struct {
-		name    string
-		dir     string
-		want    []string
-		wantErr string
+		name      string
+		dir       string
+		want      []string
+		wantShare bool
+		wantErr   string
 	}{
 		{name: "deps load first", dir: withDeps, want: []string{withDeps + "/kernel/a.ko", withDeps + "/kernel/b.ko", withDeps + "/kernel/e1000/e1000.ko"}},
 		{name: "built in", dir: nodeps, want: nil},
-		{name: "9p, compressed, virtio_pci built in", dir: ninep, want: []string{ninep + "/kernel/e1000.ko.xz", ninep + "/kernel/9pnet.ko.xz", ninep + "/kernel/9pnet_virtio.ko.xz", ninep + "/kernel/netfs.ko.xz", ninep + "/kernel/9p.ko.xz"}},
+		{name: "9p, compressed, virtio_pci built in", dir: ninep, wantShare: true, want: []string{ninep + "/kernel/e1000.ko.xz", ninep + "/kernel/9pnet.ko.xz", ninep + "/kernel/9pnet_virtio.ko.xz", ninep + "/kernel/netfs.ko.xz", ninep + "/kernel/9p.ko.xz"}},
+		{name: "9p incomplete: the guest boots without the share", dir: partial, want: []string{partial + "/kernel/e1000.ko"}},
 		{name: "no modules.dep", dir: t.TempDir(), wantErr: "run depmod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := moduleFiles(tc.dir)
+			got, share, err := moduleFiles(tc.dir)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("moduleFiles = %v, %v; want an error containing %q", got, err, tc.wantErr)
@@ -153,8 +156,8 @@ func TestModuleFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("moduleFiles = %v, want %v", got, tc.want)
+			if !reflect.DeepEqual(got, tc.want) || share != tc.wantShare {
+				t.Fatalf("moduleFiles = %v, share %v; want %v, share %v", got, share, tc.want, tc.wantShare)
 			}
 		})
 	}
