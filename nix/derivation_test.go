@@ -133,6 +133,7 @@ func TestIncrementalBuild(t *testing.T) {
 	}
 
 	b := &Incremental{Flake: flake, Attr: "module", Src: filepath.Join(flake, "src"), BuildDir: filepath.Join(t.TempDir(), "build")}
+	t.Cleanup(b.Settle) // late records are written before the build dir goes
 	build := func() (builder.Result, string) {
 		t.Helper()
 		var log bytes.Buffer
@@ -256,6 +257,9 @@ func TestIncrementalPartRenamed(t *testing.T) {
 	nixtest.WriteFile(t, filepath.Join(src, "part.c"), "int hello_part(void) { return 1; }\n")
 
 	b := &Incremental{Flake: flake, Attr: "module", Src: src, BuildDir: filepath.Join(t.TempDir(), "build")}
+	// A fast build's records are written after it returns: they must be
+	// before the build dir is removed.
+	t.Cleanup(b.Settle)
 	for _, st := range []struct {
 		name string
 		edit func()
