@@ -67,8 +67,9 @@ func FuzzLoadError(f *testing.F) {
 				t.Fatalf("LoadError(%q, %q) = %q, %q: not one line", output, kernel, cause, hint)
 			}
 		}
-		// What it quotes comes from the input: distinct values, each once.
-		if limit := len(output) + len(kernel) + 300; len(cause)+len(hint) > limit {
+		// What it quotes comes from the input: distinct values, each once,
+		// quoted (an invalid byte becomes \xNN: four times as long).
+		if limit := 4*(len(output)+len(kernel)) + 300; len(cause)+len(hint) > limit {
 			t.Fatalf("LoadError: %d bytes of cause and hint from %d of input", len(cause)+len(hint), len(output)+len(kernel))
 		}
 	})
