@@ -27,14 +27,15 @@ for pkg in $(go list "$@"); do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
 		echo "== $target ($pkg) for $time"
 		found="$(go list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$target"
-		before=$(ls "$found" 2>/dev/null | wc -l)
+		inputs() { { find "$found" -type f 2>/dev/null || true; } | wc -l; } # none yet: no dir
+		before=$(inputs)
 		if go test -run '^$' -fuzz "^$target\$" -fuzztime "$time" -fuzzminimizetime "$minimize" \
 			-timeout "$((secs + 600))s" "$pkg" 2>&1 | tee "$out"; then
 			continue
 		fi
 		# Go 1.26's fuzzing can fail as its time ends, with no input found
 		# (go.dev/issue/75804, fixed in Go 1.27): that is no finding.
-		if [[ $(ls "$found" 2>/dev/null | wc -l) == "$before" ]] && grep -qx '    context deadline exceeded' "$out"; then
+		if [[ $(inputs) == "$before" ]] && grep -qx '    context deadline exceeded' "$out"; then
 			echo "(no failing input: Go's fuzzing ended with its own deadline race, go.dev/issue/75804)"
 			continue
 		fi
