@@ -93,7 +93,7 @@ func (m *Make) verify(ctx context.Context, ko string) (*Mismatch, error) {
 		// A save during the make: make built sources the fast path never
 		// saw, so a difference proves nothing. As in Build, the next build
 		// runs the full make and compiles again what this make wrote.
-		m.setGraph(nil, "", false)
+		m.setGraph(nil, ErrSourcesChanged, "", false)
 		return nil, removeOutputsSince(m.Dir, start)
 	}
 	if ctx.Err() != nil {

@@ -105,7 +105,7 @@ func fastBuilt(t *testing.T, recipe string) *Make {
 	writeFile(t, filepath.Join(dir, "hello.ko"), string(buildertest.ELFWith(".text", []byte("one"))))
 	writeFile(t, filepath.Join(dir, "other.bin"), string(buildertest.ELFWith(".text", []byte("two"))))
 	m := &Make{Dir: dir}
-	m.setGraph(nil, filepath.Join(dir, "hello.ko"), true)
+	m.setGraph(nil, nil, filepath.Join(dir, "hello.ko"), true)
 	return m
 }
 

@@ -1,17 +1,16 @@
 // Package replay rebuilds an external kernel module without Kbuild's
 // top-level make, which spends most of a rebuild re-reading the kernel's
-// Makefiles and re-running its compiler probes. After a full build it reads
-// what Kbuild recorded (the .*.cmd files, modules.order, the *.mod lists)
-// and the environment the top-level make exported to its sub-makes. On a
-// save it first shows that the change is one Kbuild's records cover (a
-// recorded source or header changed; no Kbuild file, no kernel tree, no
-// flag changed, no source came or went). Then it runs the recorded commands
-// of what is out of date and what Kbuild's rules run around them (Direct),
-// when the kernel's Kbuild rules are the ones Direct mirrors; else the steps
-// the top-level make would have run next (Steps): Makefile.build,
-// modules-check, Makefile.modpost and Makefile.modfinal, with that same
-// environment. Either way the result and the records left behind are the
-// ones make leaves.
+// Makefiles and re-running its compiler probes. It learns each build from
+// make itself (package makelog: every line make ran, with its target, dir
+// and environment) and reads what Kbuild recorded (the .*.cmd files,
+// modules.order). On a save it first shows that the change is one those
+// records cover (a recorded source or header changed; no Kbuild file, no
+// kernel tree file changed, no source came or went). Then it runs again
+// what make ran for each target that is out of date, and for what is
+// downstream of it, in make's order, dir and environment (Replay); or, when
+// a record no longer matches what make ran, the sub-makes the top-level
+// make ran (Steps). Either way the result and the records left behind are
+// the ones make leaves.
 package replay
 
 import (
@@ -34,9 +33,10 @@ type Object struct {
 	Source string   // absolute path of the source compiled into it; "" for links
 	Deps   []string // absolute paths of every file it depends on (headers, kernel config)
 
+	dir       string          // the directory its relative paths start from
 	file      string          // the .cmd file
 	key       string          // the target as the record names it (make's $@)
-	raw       string          // the cmd_ line's value exactly as recorded
+	raw       string          // the (saved)cmd_ line's value exactly as recorded
 	rawSource string          // the source as the record names it (make's $<)
 	wild      map[string]bool // the Deps named through $(wildcard): a missing one is no prerequisite
 	objtool   string          // the objtool a trailing `$@: $(wildcard ...)` line names, if any
@@ -46,13 +46,12 @@ type Object struct {
 // the records name, so that a later Check sees what changed since.
 type Graph struct {
 	Dir     string             // the module directory (M=)
-	Objtree string             // the kernel build dir: the working dir of every command
-	Env     []string           // the environment make gave its sub-makes
 	Objects map[string]*Object // by target
 	Modules []string           // the .ko files modules.order names
+	rec     *Recording
 
 	stamps map[string]stamp // every input file under Dir, every recorded source and dependency
-	tree   map[string]stamp // the kernel tree's configuration and symbols
+	tree   map[string]stamp // the kernel tree's configuration and what make's lines read from it
 }
 
 // stamp is what tells a file's content changed without reading it; the zero
@@ -74,17 +73,13 @@ func stampOf(path string) stamp {
 // symbols; a module built against a changed tree needs the full make.
 var treeFiles = []string{".config", "include/config/auto.conf", "Module.symvers"}
 
-// Read reads the records a finished build left in dir. env is the
-// environment make gave its sub-makes (see ParseEnv).
-func Read(dir string, env []string) (*Graph, error) {
-	objtree := lookup(env, "abs_objtree")
-	if objtree == "" {
-		objtree = lookup(env, "PWD")
+// Read reads the records a finished build left in dir, with what make ran
+// for them (rec).
+func Read(dir string, rec *Recording) (*Graph, error) {
+	if rec == nil || len(rec.order) == 0 {
+		return nil, fallbackf(ErrNoRecords, "make ran nothing in %s", dir)
 	}
-	if objtree == "" {
-		return nil, fmt.Errorf("make's environment names no kernel build dir (abs_objtree)")
-	}
-	g := &Graph{Dir: dir, Objtree: objtree, Env: env, Objects: map[string]*Object{},
+	g := &Graph{Dir: dir, rec: rec, Objects: map[string]*Object{},
 		stamps: map[string]stamp{}, tree: map[string]stamp{}}
 	var errs []error
 	WalkFiles(dir, func(path string, fi fs.FileInfo) {
@@ -99,24 +94,24 @@ func Read(dir string, env []string) (*Graph, error) {
 		}
 	})
 	if len(errs) > 0 {
-		return nil, errs[0]
+		return nil, fallbackf(ErrNoRecords, "%v", errs[0])
 	}
 	order, err := os.ReadFile(filepath.Join(dir, "modules.order"))
 	if err != nil {
-		return nil, fmt.Errorf("reading Kbuild's records: %w", err)
+		return nil, fallbackf(ErrNoRecords, "reading Kbuild's records: %v", err)
 	}
 	for _, line := range strings.Fields(string(order)) {
-		ko := g.abs(strings.TrimSuffix(line, ".o"))
+		ko := resolve(rec.workdir(""), strings.TrimSuffix(line, ".o"))
 		if !strings.HasSuffix(ko, ".ko") {
 			ko += ".ko"
 		}
 		if g.Objects[ko] == nil {
-			return nil, fmt.Errorf("no Kbuild record of how %s was linked", ko)
+			return nil, fallbackf(ErrNoRecords, "no Kbuild record of how %s was linked", ko)
 		}
 		g.Modules = append(g.Modules, ko)
 	}
 	if len(g.Modules) == 0 {
-		return nil, fmt.Errorf("modules.order in %s names no module", dir)
+		return nil, fallbackf(ErrNoRecords, "modules.order in %s names no module", dir)
 	}
 	for _, o := range g.Objects {
 		for _, p := range append(o.Deps, o.Source) {
@@ -125,14 +120,26 @@ func Read(dir string, env []string) (*Graph, error) {
 			}
 		}
 	}
-	for _, name := range treeFiles {
-		p := filepath.Join(objtree, name)
-		g.tree[p] = stampOf(p)
+	// What make's lines read from outside the module (modpost, the kernel's
+	// Module.symvers, the linker script) and the kernel's configuration.
+	for _, r := range rec.recipes {
+		for _, p := range r.prereqs {
+			if !strings.HasPrefix(p, dir+"/") {
+				g.tree[p] = stampOf(p)
+			}
+		}
+	}
+	if top := rec.topDir(); top != "" {
+		for _, name := range treeFiles {
+			p := filepath.Join(top, name)
+			g.tree[p] = stampOf(p)
+		}
 	}
 	return g, nil
 }
 
-// readCmd parses one .NAME.cmd file: `cmd_T := ...`, `source_T := ...` and
+// readCmd parses one .NAME.cmd file: `cmd_T := ...` (`savedcmd_T := ...`
+// since Linux 6.2), `source_T := ...` and
 // `deps_T := \` followed by one dependency per line, as fixdep (or, for
 // Rust, Kbuild's sed over rustc's dep-info) wrote them.
 func (g *Graph) readCmd(path string) error {
@@ -172,14 +179,16 @@ func (g *Graph) readCmd(path string) error {
 			continue
 		}
 		if o == nil {
-			o = &Object{Target: g.abs(target), file: path, key: target, wild: map[string]bool{}}
+			o = &Object{file: path, key: target, wild: map[string]bool{}}
+			o.dir = g.recordDir(path, target)
+			o.Target = resolve(o.dir, target)
 		}
 		switch kind {
-		case "cmd":
+		case "cmd", "savedcmd":
 			o.Cmd, o.raw = strings.TrimSpace(val), val
 		case "source":
 			o.rawSource = strings.TrimSpace(val)
-			o.Source = g.abs(o.rawSource)
+			o.Source = resolve(o.dir, o.rawSource)
 		case "deps":
 			inDeps = strings.HasSuffix(strings.TrimSpace(val), `\`)
 		}
@@ -188,7 +197,7 @@ func (g *Graph) readCmd(path string) error {
 		return fmt.Errorf("reading %s: %w", path, err)
 	}
 	if o == nil || o.Cmd == "" {
-		return fmt.Errorf("%s is not a Kbuild record: no cmd_ line", path)
+		return fmt.Errorf("%s is not a Kbuild record: no cmd_ or savedcmd_ line", path)
 	}
 	g.Objects[o.Target] = o
 	return nil
@@ -201,28 +210,34 @@ func (g *Graph) addDep(o *Object, dep string) {
 	if wild {
 		dep = strings.TrimSuffix(w, ")")
 	}
-	p := g.abs(dep)
+	p := resolve(o.dir, dep)
 	o.Deps = append(o.Deps, p)
 	if wild {
 		o.wild[p] = true
 	}
 }
 
-// abs resolves a path in a record: commands run in the kernel build dir.
-func (g *Graph) abs(p string) string {
-	if filepath.IsAbs(p) {
-		return filepath.Clean(p)
+// recordDir is the directory a record's relative paths start from: the one
+// its target names itself from (.NAME.cmd sits beside NAME), else the one
+// make ran the target's lines in.
+func (g *Graph) recordDir(file, key string) string {
+	target := filepath.Join(filepath.Dir(file), strings.TrimSuffix(strings.TrimPrefix(filepath.Base(file), "."), ".cmd"))
+	if !filepath.IsAbs(key) {
+		if d, ok := strings.CutSuffix(target, "/"+filepath.Clean(key)); ok {
+			return d
+		}
 	}
-	return filepath.Join(g.Objtree, p)
+	return g.rec.workdir(target)
 }
 
 // Check returns why the fast path cannot stand in for the full make since
-// Read, or "" if it can: every file that changed is a source or a dependency
-// Kbuild recorded, and no Kbuild file, kernel tree file or source set changed.
-func (g *Graph) Check() string {
+// Read, or nil if it can: every file that changed is a source or a
+// dependency Kbuild recorded, and no Kbuild file, kernel tree file or
+// source set changed.
+func (g *Graph) Check() error {
 	for p, s := range g.tree {
 		if stampOf(p) != s {
-			return "the kernel tree changed (" + filepath.Base(p) + ")"
+			return fallbackf(ErrKernelTreeChanged, "the kernel tree changed (%s)", p)
 		}
 	}
 	now := map[string]stamp{}
@@ -233,7 +248,7 @@ func (g *Graph) Check() string {
 	})
 	for p := range now {
 		if _, ok := g.stamps[p]; !ok {
-			return g.rel(p) + " was added"
+			return fallbackf(ErrSourceAdded, "%s was added", g.rel(p))
 		}
 	}
 	recorded := map[string]bool{}
@@ -251,16 +266,16 @@ func (g *Graph) Check() string {
 		switch {
 		case cur == s:
 		case buildfiles.IsKbuildFile(filepath.Base(p)):
-			return g.rel(p) + " changed"
+			return fallbackf(ErrKbuildChanged, "%s changed", g.rel(p))
 		case cur == stamp{} && strings.HasPrefix(p, g.Dir+"/"):
-			return g.rel(p) + " was removed"
+			return fallbackf(ErrSourceRemoved, "%s was removed", g.rel(p))
 		case !recorded[p]:
-			return g.rel(p) + " changed and no Kbuild record names it"
+			return fallbackf(ErrUnrecordedFile, "%s changed and no Kbuild record names it", g.rel(p))
 		case !strings.HasPrefix(p, g.Dir+"/"):
-			return "the kernel tree changed (" + p + ")"
+			return fallbackf(ErrKernelTreeChanged, "the kernel tree changed (%s)", p)
 		}
 	}
-	return ""
+	return nil
 }
 
 func (g *Graph) rel(p string) string {
