@@ -95,21 +95,27 @@ func Learn(rec *Recording, dir string, lines []makelog.Line) *Recording {
 	for _, t := range rec.order {
 		if old := rec.recipes[t]; next.recipes[t] == nil && named[t] {
 			next.recipes[t] = old
-			if !slices.Contains(next.phases, old.phase) {
-				next.phases = append(next.phases, old.phase)
-			}
 		}
 	}
-	next.order = mergeOrder(next.order, rec.order, next.recipes)
+	has := func(t string) bool { return next.recipes[t] != nil }
+	next.order = merge(next.order, rec.order, has)
+	next.phases = merge(next.phases, rec.phases, func(p string) bool {
+		for _, r := range next.recipes {
+			if r.phase == p {
+				return true
+			}
+		}
+		return false
+	})
 	return next
 }
 
-// mergeOrder is newer, with each target of older that newer lacks (and
-// known has) placed after the one it followed in older.
-func mergeOrder(newer, older []string, known map[string]*recipe) []string {
+// merge is newer, with each item of older that newer lacks (and keep
+// wants) placed after the one it followed in older.
+func merge(newer, older []string, keep func(string) bool) []string {
 	out := slices.Clone(newer)
 	for i, t := range older {
-		if slices.Contains(out, t) || known[t] == nil {
+		if slices.Contains(out, t) || !keep(t) {
 			continue
 		}
 		at := 0
