@@ -51,10 +51,10 @@ type Make struct {
 	graph    *replay.Graph     // the last good build's records; nil: the next build runs the full make
 	why      error             // why graph is nil, for the next build's Result.Fallback
 	noFast   bool              // the full make once disagreed with the fast path
-	lastKO   string        // the last good build's module
-	lastFast bool          // whether the fast path built it
-	net      *netRun       // the correctness net's check (BeginVerify)
-	settled  chan struct{} // closed once the last build's records are written and read
+	lastKO   string            // the last good build's module
+	lastFast bool              // whether the fast path built it
+	net      *netRun           // the correctness net's check (BeginVerify)
+	settled  chan struct{}     // closed once the last build's records are written and read
 
 	owned     map[string]string // editor files kwatch wrote: path -> content hash
 	leftAlone map[string]bool   // editor files kwatch said it leaves alone

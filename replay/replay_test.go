@@ -28,10 +28,10 @@ func fakeBuild(t *testing.T, prefix string) (dir, objtree string, rec *Recording
 		"mod/modules.order": "DIR/m.ko\n",
 		"mod/.a.o.cmd": "PREFIXDIR/a.o := " + compile + "\n\n" +
 			"source_DIR/a.o := DIR/a.c\n\ndeps_DIR/a.o := \\\n  DIR/a.h \\\n  include/linux/k.h \\\n    $(wildcard include/config/FOO) \\\n\nDIR/a.o: $(deps_DIR/a.o)\n",
-		"mod/.m.o.cmd":             "PREFIXDIR/m.o := ld -r -o DIR/m.o DIR/a.o\n",
-		"mod/.m.ko.cmd":            "PREFIXDIR/m.ko := ld -r -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
-		"kernel/.config":           "CONFIG_MODULES=y\n",
-		"kernel/include/linux/k.h": "\n",
+		"mod/.m.o.cmd":              "PREFIXDIR/m.o := ld -r -o DIR/m.o DIR/a.o\n",
+		"mod/.m.ko.cmd":             "PREFIXDIR/m.ko := ld -r -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
+		"kernel/.config":            "CONFIG_MODULES=y\n",
+		"kernel/include/linux/k.h":  "\n",
 		"kernel/scripts/module.lds": "\n",
 	}
 	for name, content := range files {
