@@ -375,3 +375,40 @@ func TestFastPathCancel(t *testing.T) {
 	}
 	checkLikeMake(t, "after cancel", m, res.KO)
 }
+
+// A record another make wrote (here make W=1, which adds warnings to the
+// compile) no longer holds the command kwatch's make ran: the fast path
+// does not replay it, but runs the per-module makes it learned (with the
+// first make's flags), and the module and records are make's.
+func TestFastPathSelfCheck(t *testing.T) {
+	k := vmtest.Oldest()
+	if testing.Short() || k.Build == "" {
+		t.Skip("builds a real module against an installed Debian kernel")
+	}
+	dir := copyExample(t, "printerfact-c")
+	m, err := Kbuild(dir, KbuildOptions{KDir: k.Build})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuffer
+	if _, err := m.Build(context.Background(), &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	other := exec.Command("make", append(slices.Clone(m.Args[:len(m.Args)-1]), "W=1", "modules")...)
+	other.Dir, other.Env = m.Dir, withoutMakeVars(m.Env)
+	if out, err := other.CombinedOutput(); err != nil {
+		t.Fatalf("make W=1: %v\n%s", err, out)
+	}
+	replaceIn("printerfact.c", "#define PRINTERFACT_VERSION 1", "#define PRINTERFACT_VERSION 2")(t, dir)
+	log = syncBuffer{}
+	res, err := m.Build(context.Background(), &log)
+	if err != nil || res.Path != PathFast || res.Via != ViaSteps || !errors.Is(res.Fallback, replay.ErrSelfCheck) {
+		t.Fatalf("path %q via %q (fallback %v), %v; want the per-module makes after a failed self-check\n%s", res.Path, res.Via, res.Fallback, err, log.String())
+	}
+	checkLikeMake(t, "after make W=1", m, res.KO)
+	// The records are the first make's again: the next save replays.
+	replaceIn("printerfact.c", "#define PRINTERFACT_VERSION 2", "#define PRINTERFACT_VERSION 3")(t, dir)
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Via != ViaDirect {
+		t.Fatalf("next save: via %q (fallback %v), %v\n%s", res.Via, res.Fallback, err, log.String())
+	}
+}

@@ -138,8 +138,8 @@ func Read(dir string, rec *Recording) (*Graph, error) {
 	return g, nil
 }
 
-// readCmd parses one .NAME.cmd file: `cmd_T := ...` (`savedcmd_T := ...`
-// since Linux 6.2), `source_T := ...` and
+// readCmd parses one .NAME.cmd file: `cmd_T := ...` (or `savedcmd_T := ...`,
+// as newer Kbuilds write it), `source_T := ...` and
 // `deps_T := \` followed by one dependency per line, as fixdep (or, for
 // Rust, Kbuild's sed over rustc's dep-info) wrote them.
 func (g *Graph) readCmd(path string) error {
