@@ -13,9 +13,6 @@ import (
 // another directory: every line is logged with its target, prerequisites,
 // working directory and environment, and run as make would run it.
 func TestRecordPlainMake(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs make")
-	}
 	dir := t.TempDir()
 	files := map[string]string{
 		"Makefile": "all: top.txt\n" +
