@@ -342,6 +342,9 @@ func (m *Make) fastPath() (g *replay.Graph, rp *replay.Replay, steps []*exec.Cmd
 	if why = g.Check(); why != nil {
 		return nil, nil, nil, why
 	}
+	if g, why = g.Reread(); why != nil {
+		return nil, nil, nil, why
+	}
 	if rp, why = g.Replay(); why != nil {
 		if steps = g.Steps(); len(steps) == 0 {
 			return nil, nil, nil, why

@@ -141,11 +141,14 @@ func TestSelfCheck(t *testing.T) {
 	if _, err := g.Replay(); err != nil {
 		t.Fatalf("Replay() = %v", err)
 	}
+	if again, err := g.Reread(); again != g || err != nil {
+		t.Fatalf("Reread() with no record changed = %p, %v; want the same graph", again, err)
+	}
 	// Another make (W=1) compiled a.o since.
 	p := filepath.Join(dir, ".a.o.cmd")
 	data, _ := os.ReadFile(p)
 	os.WriteFile(p, []byte(strings.Replace(string(data), "gcc -DX", "gcc -Wextra -DX", 1)), 0o644)
-	if g, err = Read(dir, rec); err != nil {
+	if g, err = g.Reread(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := g.Replay(); !errors.Is(err, ErrSelfCheck) || !strings.Contains(err.Error(), "a.o") {

@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,8 +51,9 @@ type Graph struct {
 	Modules []string           // the .ko files modules.order names
 	rec     *Recording
 
-	stamps map[string]stamp // every input file under Dir, every recorded source and dependency
-	tree   map[string]stamp // the kernel tree's configuration and what make's lines read from it
+	stamps  map[string]stamp // every input file under Dir, every recorded source and dependency
+	tree    map[string]stamp // the kernel tree's configuration and what make's lines read from it
+	records map[string]stamp // the .NAME.cmd files
 }
 
 // stamp is what tells a file's content changed without reading it; the zero
@@ -80,12 +82,13 @@ func Read(dir string, rec *Recording) (*Graph, error) {
 		return nil, fallbackf(ErrNoRecords, "make ran nothing in %s", dir)
 	}
 	g := &Graph{Dir: dir, rec: rec, Objects: map[string]*Object{},
-		stamps: map[string]stamp{}, tree: map[string]stamp{}}
+		stamps: map[string]stamp{}, tree: map[string]stamp{}, records: map[string]stamp{}}
 	var errs []error
 	WalkFiles(dir, func(path string, fi fs.FileInfo) {
 		name := filepath.Base(path)
 		switch {
 		case strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".cmd"):
+			g.records[path] = stamp{fi.ModTime(), fi.Size()}
 			if err := g.readCmd(path); err != nil {
 				errs = append(errs, err)
 			}
@@ -276,6 +279,22 @@ func (g *Graph) Check() error {
 		}
 	}
 	return nil
+}
+
+// Reread returns the records as they are now if a make other than
+// kwatch's wrote them since Read (a record changed, came or went), else g.
+// The fast path replays against them, and Check still compares with Read.
+func (g *Graph) Reread() (*Graph, error) {
+	now := map[string]stamp{}
+	WalkFiles(g.Dir, func(path string, fi fs.FileInfo) {
+		if name := filepath.Base(path); strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".cmd") {
+			now[path] = stamp{fi.ModTime(), fi.Size()}
+		}
+	})
+	if maps.Equal(now, g.records) {
+		return g, nil
+	}
+	return Read(g.Dir, g.rec)
 }
 
 func (g *Graph) rel(p string) string {
