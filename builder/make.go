@@ -190,7 +190,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		// fast build that failed left them as make would have, so read them
 		// again (what failed to read means the full make next time).
 		var g2 *replay.Graph
-		var readErr error = fallbackAfterFailure
+		var readErr error = errLastMakeFailed
 		if g != nil {
 			g2, readErr = replay.Read(dir, m.recording())
 		}
@@ -231,9 +231,9 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	return res, nil
 }
 
-// fallbackAfterFailure is why the build after a failed full make runs the
+// errLastMakeFailed is why the build after a failed full make runs the
 // full make again.
-var fallbackAfterFailure = fmt.Errorf("%w: the last full make failed", replay.ErrNoRecords)
+var errLastMakeFailed = fmt.Errorf("%w: the last full make failed", replay.ErrNoRecords)
 
 // Settle waits until the last build's records are all written and read
 // (see replay.Direct.Finish): Kbuild's state is then what make leaves.
