@@ -412,3 +412,40 @@ func TestFastPathSelfCheck(t *testing.T) {
 		t.Fatalf("next save: via %q (fallback %v), %v\n%s", res.Via, res.Fallback, err, log.String())
 	}
 }
+
+// kwatch learns each target from the first make that runs it: in a dir a
+// make without kwatch built, its first make only recompiles what changed.
+// A save that needs a target no recorded make has run yet takes the full
+// make (ErrNotLearned), which learns it: the save after replays.
+func TestFastPathLearns(t *testing.T) {
+	k := vmtest.Oldest()
+	if testing.Short() || k.Build == "" {
+		t.Skip("builds a real module against an installed Debian kernel")
+	}
+	dir := copyExample(t, "tally-c")
+	m, err := Kbuild(dir, KbuildOptions{KDir: k.Build})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := fullMake(m); err != nil {
+		t.Fatalf("make without kwatch: %v\n%s", err, out)
+	}
+	time.Sleep(10 * time.Millisecond)
+	replaceIn("main.c", "#include", "// edited\n#include")(t, dir)
+	var log syncBuffer
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Path != PathKbuild {
+		t.Fatalf("first build: path %q, %v\n%s", res.Path, err, log.String())
+	}
+	time.Sleep(10 * time.Millisecond)
+	replaceIn("count.c", "#include", "// edited\n#include")(t, dir)
+	res, err := m.Build(context.Background(), &log)
+	if err != nil || res.Path != PathKbuild || !errors.Is(res.Fallback, replay.ErrNotLearned) || !strings.Contains(res.Fallback.Error(), "count.o") {
+		t.Fatalf("count.c edited: path %q (fallback %v), %v; want the full make: make has not built count.o yet\n%s", res.Path, res.Fallback, err, log.String())
+	}
+	checkLikeMake(t, "count.o learned", m, res.KO)
+	replaceIn("count.c", "// edited", "// edited again")(t, dir)
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Via != ViaDirect {
+		t.Fatalf("count.c edited again: via %q (fallback %v), %v\n%s", res.Via, res.Fallback, err, log.String())
+	}
+	checkLikeMake(t, "count.o replayed", m, res.KO)
+}
