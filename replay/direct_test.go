@@ -51,6 +51,7 @@ func TestNoop(t *testing.T) {
 		{btf, false},
 		{"echo ': trap'", false},
 		{"set -e; (cd x; true)", false},
+		{`set -e; trap "$(rm -f x; echo HUP)" HUP`, false},
 	}
 	for _, tt := range tests {
 		if got := noop(tt.line); got != tt.want {

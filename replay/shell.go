@@ -133,6 +133,9 @@ func word(s string) (w string, n int, ok bool) {
 		case c == '"':
 			n++
 			for n < len(s) && s[n] != '"' {
+				if s[n] == '`' || strings.HasPrefix(s[n:], "$(") {
+					return "", 0, false
+				}
 				if s[n] == '\\' && n+1 < len(s) && strings.IndexByte("$`\"\\\n", s[n+1]) >= 0 {
 					n++
 				}
