@@ -28,9 +28,11 @@ import (
 // module named by Dir/modules.order. It is the core of the Kbuild builder and of
 // nix's incremental builder, so it knows nothing about either.
 //
-// After a full make it keeps what Kbuild recorded (package replay), and
-// rebuilds the next change that those records cover without the full make:
-// the fast path. A Make must not be copied once used.
+// The full make runs with kwatch as make's SHELL (package makelog), so it
+// learns every line make ran; with what Kbuild recorded (package replay) it
+// rebuilds the next change that those records cover without the full
+// make, by running those lines again: the fast path. A Make must not be
+// copied once used.
 type Make struct {
 	Dir  string
 	Args []string
