@@ -11,7 +11,9 @@ package makelog
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -83,7 +85,9 @@ func record(args []string) error {
 	self, _ := os.Readlink("/proc/self/fd/1")
 	makes, _ := os.Readlink("/proc/" + strconv.Itoa(l.Make) + "/fd/1")
 	l.Shell = self != makes
-	if err := appendEntry(log, l); err != nil {
+	// A log that is gone belongs to a make that ended (a line run again
+	// later with its environment): the line still runs.
+	if err := appendEntry(log, l); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return syscall.Exec("/bin/sh", append(append([]string{"/bin/sh"}, l.Flags...), l.Text), os.Environ())

@@ -103,3 +103,16 @@ func TestArgRejectsWhatMakeWouldRead(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A line run again later with the environment make gave it may start a
+// make that still names the recorder and a log that is gone: the line runs.
+func TestRecorderWithoutLog(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(exe, recipeArg, filepath.Join(t.TempDir(), "gone", "log"), "T=x", "--prereqs", "--", "-c", "echo ran").CombinedOutput()
+	if err != nil || string(out) != "ran\n" {
+		t.Errorf("recorder without its log: %v, %q; want the line run", err, out)
+	}
+}

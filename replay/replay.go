@@ -278,7 +278,7 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 // shell is a recorded line as make runs it, with output to out.
 func shell(l makelog.Line, out io.Writer) *exec.Cmd {
 	c := exec.Command("/bin/sh", append(slices.Clone(l.Flags), l.Text)...)
-	c.Dir, c.Env = l.Dir, l.Env
+	c.Dir, c.Env = l.Dir, withoutRunFlags(l.Env)
 	c.Stdout, c.Stderr = out, out
 	return c
 }

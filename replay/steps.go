@@ -9,20 +9,19 @@ import (
 // Steps returns what the make that ran the module's sub-makes ran, in
 // order: those sub-makes (Kbuild's Makefile.build, modpost, modfinal) and
 // its own lines between them (modules_check), each with the dir and
-// environment make gave it. The sub-makes run without the recorder and
-// without the last make's jobserver; nil if no such make was recorded.
+// environment make gave it; nil if no such make was recorded.
 func (g *Graph) Steps() []*exec.Cmd {
 	var cmds []*exec.Cmd
 	for _, l := range g.rec.top {
-		l.Env = withoutRunFlags(l.Env)
 		cmds = append(cmds, shell(l, nil))
 	}
 	return cmds
 }
 
-// withoutRunFlags drops from MAKEFLAGS what belongs to one run of make: the
-// jobserver, and the recorder (SHELL=, one of the command line's
-// variables, after "--"). Words are separated by unescaped spaces.
+// withoutRunFlags drops from MAKEFLAGS what belongs to the run of make a
+// line was recorded in: the jobserver, and the recorder (SHELL=, one of the
+// command line's variables, after "--"), so that a make a line runs again
+// runs on its own. Words are separated by unescaped spaces.
 func withoutRunFlags(env []string) []string {
 	out := make([]string, 0, len(env))
 	for _, kv := range env {
