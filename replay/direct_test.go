@@ -201,7 +201,11 @@ func TestSameLocalDeps(t *testing.T) {
 	o := &Object{key: dir + "/x.o", Target: dir + "/x.o", Source: dir + "/x.c",
 		Deps: []string{dir + "/a.h", other + "/k.h", dir + "/b.h", "/k/include/config/FOO"}}
 	s := &step{r: &recipe{target: o.Target}, o: o, late: []makelog.Line{{}}, depfiles: []string{dep}}
-	p := &Replay{late: []lateRecord{{o: o}}, ran: []*step{s}}
+	// A link's record (no source, no dependency list) waits too: modpost
+	// hashes no file for it.
+	link := &Object{key: dir + "/m.o", Target: dir + "/m.o"}
+	linked := &step{r: &recipe{target: link.Target}, o: link, late: []makelog.Line{{}}}
+	p := &Replay{late: []lateRecord{{o: o}, {o: link}}, ran: []*step{s, linked}}
 	tests := []struct {
 		name, deps string // D/ is the object's dir, K/ another
 		want       bool

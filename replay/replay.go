@@ -324,14 +324,14 @@ func (p *Replay) srcversion() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range p.ran {
-		if len(s.late) > 0 && declaresVersion(s.r.target) {
+		if len(s.late) > 0 && s.o.Source != "" && declaresVersion(s.r.target) {
 			return true
 		}
 	}
 	return false
 }
 
-// sameLocalDeps reports whether each object made now whose record is
+// sameLocalDeps reports whether each object compiled now whose record is
 // still to be written depends on the same files in its own directory, in
 // the same order, as its record says (the files modpost hashes for a
 // srcversion): then that record may wait. The new list is the first rule of
@@ -348,8 +348,8 @@ func (p *Replay) sameLocalDeps() bool {
 	p.mu.Unlock()
 	for _, s := range ran {
 		o := s.o
-		if !pending[o] {
-			continue // its record is this build's already
+		if !pending[o] || o.Source == "" {
+			continue // its record is this build's already, or it is no compiled object (a link, modules.order)
 		}
 		if len(s.depfiles) != 1 || !filepath.IsAbs(o.key) {
 			return false // no dependency list; or relative paths, which may be local
