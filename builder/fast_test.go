@@ -381,15 +381,7 @@ func TestFastPathCancel(t *testing.T) {
 // does not replay it, but runs the per-module makes it learned (with the
 // first make's flags), and the module and records are make's.
 func TestFastPathSelfCheck(t *testing.T) {
-	k := vmtest.Oldest()
-	if testing.Short() || k.Build == "" {
-		t.Skip("builds a real module against an installed Debian kernel")
-	}
-	dir := copyExample(t, "printerfact-c")
-	m, err := Kbuild(dir, KbuildOptions{KDir: k.Build})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, dir := oldestKbuild(t, "printerfact-c")
 	var log syncBuffer
 	if _, err := m.Build(context.Background(), &log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
@@ -418,15 +410,7 @@ func TestFastPathSelfCheck(t *testing.T) {
 // A save that needs a target no recorded make has run yet takes the full
 // make (ErrNotLearned), which learns it: the save after replays.
 func TestFastPathLearns(t *testing.T) {
-	k := vmtest.Oldest()
-	if testing.Short() || k.Build == "" {
-		t.Skip("builds a real module against an installed Debian kernel")
-	}
-	dir := copyExample(t, "tally-c")
-	m, err := Kbuild(dir, KbuildOptions{KDir: k.Build})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, dir := oldestKbuild(t, "tally-c")
 	if out, err := fullMake(m); err != nil {
 		t.Fatalf("make without kwatch: %v\n%s", err, out)
 	}
@@ -448,4 +432,19 @@ func TestFastPathLearns(t *testing.T) {
 		t.Fatalf("count.c edited again: via %q (fallback %v), %v\n%s", res.Via, res.Fallback, err, log.String())
 	}
 	checkLikeMake(t, "count.o replayed", m, res.KO)
+}
+
+// oldestKbuild is the Kbuild builder of a copy of an example against the
+// oldest installed Debian kernel.
+func oldestKbuild(t *testing.T, example string) (*Make, string) {
+	k := vmtest.Oldest()
+	if testing.Short() || k.Build == "" {
+		t.Skip("builds a real module against an installed Debian kernel")
+	}
+	dir := copyExample(t, example)
+	m, err := Kbuild(dir, KbuildOptions{KDir: k.Build})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, dir
 }
