@@ -299,11 +299,15 @@ func (m *Make) runFull(ctx context.Context, dir string, out io.Writer) ([]makelo
 	if err := os.WriteFile(log, nil, 0o600); err != nil {
 		return nil, err
 	}
-	arg, err := makelog.Arg(exe, log)
-	if err != nil {
-		return nil, err
+	args := slices.Clone(m.Args)
+	arg, argErr := makelog.Arg(exe, log)
+	if argErr != nil {
+		// The build still runs; only the fast path is lost.
+		fmt.Fprintf(out, "kwatch: no fast path: %v\n", argErr)
+	} else {
+		args = append(args, arg)
 	}
-	cmd := exec.Command("make", append(slices.Clone(m.Args), arg)...)
+	cmd := exec.Command("make", args...)
 	cmd.Dir = dir
 	cmd.Env = withoutMakeVars(m.Env)
 	// One writer for both streams: exec then copies them from a single pipe, in order.
