@@ -21,6 +21,10 @@ type Result struct {
 	Path    string   // how it was built: PathFast, PathKbuild, or "" for a nix derivation
 	Via     string   // how the fast path rebuilt it: ViaDirect or ViaSteps; "" for the other paths
 	Symvers string   // the kernel's Module.symvers it was linked against (which module exports what); "" when unknown
+	// Fallback is why the fast path did not replay the build (it wraps one
+	// of replay's Err* reasons, or ErrFastPathOff); nil when it did, and
+	// for a first build.
+	Fallback error
 }
 
 // The paths a Kbuild build takes.
@@ -31,7 +35,7 @@ const (
 
 // The ways the fast path rebuilds.
 const (
-	ViaDirect = "direct"       // the commands Kbuild recorded, run without make
+	ViaDirect = "direct"       // what make ran, run again without make
 	ViaSteps  = "kbuild-steps" // Kbuild's per-module makes
 )
 

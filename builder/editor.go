@@ -140,7 +140,7 @@ func rustProject(ctx context.Context, g *replay.Graph, out io.Writer) ([]byte, e
 	defer os.RemoveAll(tmp)
 	ra := g.RustAnalyzer(tmp)
 	if ra == nil {
-		return nil, fmt.Errorf("make's environment names no kernel source tree (abs_srctree)")
+		return nil, fmt.Errorf("no make of the module was recorded")
 	}
 	ra.Stdout, ra.Stderr = out, out
 	if err := proc.Run(ctx, ra); err != nil {

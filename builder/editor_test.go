@@ -110,7 +110,7 @@ func TestEditorFileLinks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, env := fakeRecords(t, tt.src)
+			dir, rec := fakeRecords(t, tt.src)
 			victim := filepath.Join(t.TempDir(), "victim")
 			if tt.victim != "" {
 				writeFile(t, victim, tt.victim)
@@ -120,9 +120,9 @@ func TestEditorFileLinks(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			m := &Make{Dir: dir, EditorFiles: true}
+			m := &Make{Dir: dir, EditorFiles: true, rec: rec}
 			var log bytes.Buffer
-			m.refresh(context.Background(), dir, env, true, Result{KO: filepath.Join(dir, "hello.ko"), Path: PathKbuild}, &log)
+			m.refresh(context.Background(), dir, true, Result{KO: filepath.Join(dir, "hello.ko"), Path: PathKbuild}, &log)
 			if m.graph == nil {
 				t.Fatalf("no records read:\n%s", log.String())
 			}

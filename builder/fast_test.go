@@ -14,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kwatch/guest/vm/vmtest"
+	"kwatch/replay"
 )
 
 // step is one edit of a module's sources and how the next build must go.
@@ -22,6 +25,7 @@ type step struct {
 	edit     func(t *testing.T, dir string)
 	wantPath string // PathFast or PathKbuild
 	wantErr  bool   // the build fails (and so does the full make)
+	why      error  // why the fast path falls back (PathKbuild)
 }
 
 func replaceIn(file, old, new string) func(t *testing.T, dir string) {
@@ -46,112 +50,127 @@ func appendTo(file, text string) func(t *testing.T, dir string) {
 // module_init, ver the version macro's line in it (or in a header).
 func cSteps(src, verFile, ver string) []step {
 	return []step{
-		{"body change", replaceIn(verFile, ver+" 1", ver+" 2"), PathFast, false},
-		{"new kernel #include", replaceIn(src, "#include <linux/init.h>", "#include <linux/init.h>\n#include <linux/jiffies.h>"), PathFast, false},
+		{"body change", replaceIn(verFile, ver+" 1", ver+" 2"), PathFast, false, nil},
+		{"new kernel #include", replaceIn(src, "#include <linux/init.h>", "#include <linux/init.h>\n#include <linux/jiffies.h>"), PathFast, false, nil},
 		{"new local header", func(t *testing.T, dir string) {
 			writeFile(t, filepath.Join(dir, "kw_extra.h"), "#define KW_EXTRA 1\n")
 			edit(t, filepath.Join(dir, src), "#include <linux/init.h>", "#include <linux/init.h>\n#include \"kw_extra.h\"")
-		}, PathKbuild, false},
-		{"header change", writeIn("kw_extra.h", "#define KW_EXTRA 2\nstatic inline int kw_extra(void) { return KW_EXTRA; }\n"), PathFast, false},
-		{"new EXPORT_SYMBOL", appendTo(src, "\nint kw_exported(void) { return kw_extra(); }\nEXPORT_SYMBOL_GPL(kw_exported);\n"), PathFast, false},
-		{"syntax error", appendTo(src, "\nint kw_broken(void) { return 1 }\n"), PathFast, true},
-		{"syntax error fixed", replaceIn(src, "return 1 }", "return 1; }\nEXPORT_SYMBOL_GPL(kw_broken);"), PathFast, false},
+		}, PathKbuild, false, replay.ErrSourceAdded},
+		{"header change", writeIn("kw_extra.h", "#define KW_EXTRA 2\nstatic inline int kw_extra(void) { return KW_EXTRA; }\n"), PathFast, false, nil},
+		{"new EXPORT_SYMBOL", appendTo(src, "\nint kw_exported(void) { return kw_extra(); }\nEXPORT_SYMBOL_GPL(kw_exported);\n"), PathFast, false, nil},
+		{"syntax error", appendTo(src, "\nint kw_broken(void) { return 1 }\n"), PathFast, true, nil},
+		{"syntax error fixed", replaceIn(src, "return 1 }", "return 1; }\nEXPORT_SYMBOL_GPL(kw_broken);"), PathFast, false, nil},
 		{"exports removed", func(t *testing.T, dir string) {
 			edit(t, filepath.Join(dir, src), "EXPORT_SYMBOL_GPL(kw_exported);", "")
 			edit(t, filepath.Join(dir, src), "EXPORT_SYMBOL_GPL(kw_broken);", "")
-		}, PathFast, false},
-		{"new header, not included yet", writeIn("kw_later.h", "#define KW_LATER 1\n"), PathKbuild, false},
+		}, PathFast, false, nil},
+		{"new header, not included yet", writeIn("kw_later.h", "#define KW_LATER 1\n"), PathKbuild, false, replay.ErrSourceAdded},
 		// MODULE_VERSION's srcversion hashes the local files the object's
 		// record names: the record of this compile, not the last.
-		{"existing header included", replaceIn(src, "#include <linux/init.h>", "#include <linux/init.h>\n#include \"kw_later.h\""), PathFast, false},
-		{"new file", writeIn("kw_unused.c", "int kw_unused;\n"), PathKbuild, false},
-		{"Kbuild edit", appendTo("Kbuild", "ccflags-y += -DKW_FLAG=1\n"), PathKbuild, false},
-		{"body change after Kbuild edit", replaceIn(verFile, ver+" 2", ver+" 3"), PathFast, false},
+		{"existing header included", replaceIn(src, "#include <linux/init.h>", "#include <linux/init.h>\n#include \"kw_later.h\""), PathFast, false, nil},
+		{"new file", writeIn("kw_unused.c", "int kw_unused;\n"), PathKbuild, false, replay.ErrSourceAdded},
+		{"Kbuild edit", appendTo("Kbuild", "ccflags-y += -DKW_FLAG=1\n"), PathKbuild, false, replay.ErrKbuildChanged},
+		{"body change after Kbuild edit", replaceIn(verFile, ver+" 2", ver+" 3"), PathFast, false, nil},
 	}
 }
 
 // TestFastPathEquivalence edits real modules and checks after each edit
-// that the build took the path it should, that the full make then has
-// nothing left to do, and that the module equals, in code and data, the one
-// the full make builds from scratch.
+// that the build took the path it should (and, if it fell back, why), that
+// the full make then has nothing left to do, and that the module equals, in
+// code and data, the one the full make builds from scratch: the C modules
+// against each installed Debian kernel, the Rust one against the Rust tree.
 func TestFastPathEquivalence(t *testing.T) {
-	headers, _ := headersDirForTest(t)
+	if testing.Short() {
+		t.Skip("builds real modules")
+	}
 	type module struct {
 		example string
-		kdir    func(t *testing.T) string
 		steps   []step
 	}
-	hdrs := func(*testing.T) string { return headers }
-	modules := []module{
-		{"hello-c", hdrs, append(cSteps("hello.c", "hello.c", "#define HELLO_VERSION"),
+	cModules := []module{
+		{"hello-c", append(cSteps("hello.c", "hello.c", "#define HELLO_VERSION"),
 			step{"second module", func(t *testing.T, dir string) {
 				writeFile(t, filepath.Join(dir, "kw_second.c"), "#include <linux/module.h>\nstatic int __init kw_init(void) { return 1; }\n"+
 					"module_init(kw_init);\nMODULE_LICENSE(\"GPL\");\n")
 				appendTo("Kbuild", "obj-m += kw_second.o\n")(t, dir)
-			}, PathKbuild, false},
-			step{"second module's body change", replaceIn("kw_second.c", "return 1;", "return 0;"), PathFast, false},
+			}, PathKbuild, false, replay.ErrSourceAdded},
+			step{"second module's body change", replaceIn("kw_second.c", "return 1;", "return 0;"), PathFast, false, nil},
 		)},
-		{"printerfact-c", hdrs, cSteps("printerfact.c", "printerfact.c", "#define PRINTERFACT_VERSION")},
-		{"tally-c", hdrs, append([]step{
-			{"shared header change", replaceIn("tally.h", "TALLY_STEP 1", "TALLY_STEP 2"), PathFast, false},
+		{"printerfact-c", cSteps("printerfact.c", "printerfact.c", "#define PRINTERFACT_VERSION")},
+		{"tally-c", append([]step{
+			{"shared header change", replaceIn("tally.h", "TALLY_STEP 1", "TALLY_STEP 2"), PathFast, false, nil},
 		}, cSteps("main.c", "tally.h", "#define TALLY_VERSION")...)},
-		{"hello-rust", rustTreeForTest, []step{
-			{"body change", replaceIn("hello_rust.rs", "VERSION: u32 = 1", "VERSION: u32 = 2"), PathFast, false},
-			{"syntax error", replaceIn("hello_rust.rs", "Ok(HelloRust)", "Ok(HelloRust"), PathFast, true},
-			{"syntax error fixed", replaceIn("hello_rust.rs", "Ok(HelloRust", "Ok(HelloRust)"), PathFast, false},
-			{"new file", writeIn("kw_unused.rs", "// not built\n"), PathKbuild, false},
-			{"Kbuild edit", appendTo("Kbuild", "# edited\n"), PathKbuild, false},
-			{"body change after Kbuild edit", replaceIn("hello_rust.rs", "VERSION: u32 = 2", "VERSION: u32 = 3"), PathFast, false},
-		}},
 	}
-	for _, mod := range modules {
-		t.Run(mod.example, func(t *testing.T) {
-			kdir := mod.kdir(t)
-			dir := copyExample(t, mod.example)
-			m, err := Kbuild(dir, KbuildOptions{KDir: kdir})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m.EditorFiles = true
-			var log syncBuffer
-			if res, err := m.Build(context.Background(), &log); err != nil || res.Path != PathKbuild {
-				t.Fatalf("first build: path %q, %v\n%s", res.Path, err, log.String())
-			}
-			// The editor's file names the module's own sources.
-			editorFile := "compile_commands.json"
-			if strings.HasSuffix(mod.example, "-rust") {
-				editorFile = "rust-project.json"
-			}
-			if data, err := os.ReadFile(filepath.Join(dir, editorFile)); err != nil || !strings.Contains(string(data), `"`+dir+"/") {
-				t.Errorf("%s after the first build: %v\n%.500s", editorFile, err, data)
-			}
-			for _, st := range mod.steps {
-				st.edit(t, dir)
-				var log syncBuffer
-				res, err := m.Build(context.Background(), &log)
-				if st.wantErr {
-					var be *Error
-					if !errors.As(err, &be) {
-						t.Fatalf("%s: err = %v, want a build error\n%s", st.name, err, log.String())
-					}
-					if strings.Contains(log.String(), "kwatch: full make") != (st.wantPath == PathKbuild) ||
-						strings.Contains(log.String(), "kwatch: fast path through Kbuild's steps") {
-						t.Errorf("%s: want the %s path (direct if fast)\n%s", st.name, st.wantPath, log.String())
-					}
-					if out, err := fullMake(m); err == nil {
-						t.Errorf("%s: the full make succeeded where the fast path failed\n%s", st.name, out)
-					}
-					continue
-				}
-				if err != nil {
-					t.Fatalf("%s: %v\n%s", st.name, err, log.String())
-				}
-				if res.Path != st.wantPath || (st.wantPath == PathFast) != (res.Via == ViaDirect) {
-					t.Errorf("%s: path %q via %q, want %q (direct if fast)\n%s", st.name, res.Path, res.Via, st.wantPath, log.String())
-				}
-				checkLikeMake(t, st.name, m, res.KO)
+	kernels := vmtest.Debian()
+	if len(kernels) == 0 {
+		t.Fatal("no Debian kernel installed: run scripts/setup.sh")
+	}
+	for _, k := range kernels {
+		t.Run(k.Name, func(t *testing.T) {
+			for _, mod := range cModules {
+				t.Run(mod.example, func(t *testing.T) { equivalence(t, k.Build, mod.example, mod.steps) })
 			}
 		})
+	}
+	t.Run("rust", func(t *testing.T) {
+		equivalence(t, rustTreeForTest(t), "hello-rust", []step{
+			{"body change", replaceIn("hello_rust.rs", "VERSION: u32 = 1", "VERSION: u32 = 2"), PathFast, false, nil},
+			{"syntax error", replaceIn("hello_rust.rs", "Ok(HelloRust)", "Ok(HelloRust"), PathFast, true, nil},
+			{"syntax error fixed", replaceIn("hello_rust.rs", "Ok(HelloRust", "Ok(HelloRust)"), PathFast, false, nil},
+			{"new file", writeIn("kw_unused.rs", "// not built\n"), PathKbuild, false, replay.ErrSourceAdded},
+			{"Kbuild edit", appendTo("Kbuild", "# edited\n"), PathKbuild, false, replay.ErrKbuildChanged},
+			{"body change after Kbuild edit", replaceIn("hello_rust.rs", "VERSION: u32 = 2", "VERSION: u32 = 3"), PathFast, false, nil},
+		})
+	})
+}
+
+// equivalence builds a copy of an example against kdir, then makes each
+// edit and checks the build that follows.
+func equivalence(t *testing.T, kdir, example string, steps []step) {
+	dir := copyExample(t, example)
+	m, err := Kbuild(dir, KbuildOptions{KDir: kdir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.EditorFiles = true
+	var log syncBuffer
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Path != PathKbuild {
+		t.Fatalf("first build: path %q, %v\n%s", res.Path, err, log.String())
+	}
+	// The editor's file names the module's own sources.
+	editorFile := "compile_commands.json"
+	if strings.HasSuffix(example, "-rust") {
+		editorFile = "rust-project.json"
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, editorFile)); err != nil || !strings.Contains(string(data), `"`+dir+"/") {
+		t.Errorf("%s after the first build: %v\n%.500s", editorFile, err, data)
+	}
+	for _, st := range steps {
+		st.edit(t, dir)
+		var log syncBuffer
+		start := time.Now()
+		res, err := m.Build(context.Background(), &log)
+		took := time.Since(start)
+		if res.Path != st.wantPath || (st.wantPath == PathFast) != (res.Via == ViaDirect) ||
+			(st.why == nil) != (res.Fallback == nil) || !errors.Is(res.Fallback, st.why) {
+			t.Errorf("%s: path %q via %q (fallback: %v), want %q (direct if fast; fallback: %v)\n%s",
+				st.name, res.Path, res.Via, res.Fallback, st.wantPath, st.why, log.String())
+		}
+		if st.wantErr {
+			var be *Error
+			if !errors.As(err, &be) {
+				t.Fatalf("%s: err = %v, want a build error\n%s", st.name, err, log.String())
+			}
+			if out, err := fullMake(m); err == nil {
+				t.Errorf("%s: the full make succeeded where the fast path failed\n%s", st.name, out)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", st.name, err, log.String())
+		}
+		t.Logf("%s: %s build in %v", st.name, res.Path, took.Round(time.Millisecond))
+		checkLikeMake(t, st.name, m, res.KO)
 	}
 }
 
@@ -357,6 +376,79 @@ func TestFastPathCancel(t *testing.T) {
 	checkLikeMake(t, "after cancel", m, res.KO)
 }
 
+// A record another make wrote (here make W=1, which adds warnings to the
+// compile) no longer holds the command kwatch's make ran: the fast path
+// does not replay it, but runs the per-module makes it learned (with the
+// first make's flags), and the module and records are make's.
+func TestFastPathSelfCheck(t *testing.T) {
+	m, dir := oldestKbuild(t, "printerfact-c")
+	var log syncBuffer
+	if _, err := m.Build(context.Background(), &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	other := exec.Command("make", append(slices.Clone(m.Args[:len(m.Args)-1]), "W=1", "modules")...)
+	other.Dir, other.Env = m.Dir, withoutMakeVars(m.Env)
+	if out, err := other.CombinedOutput(); err != nil {
+		t.Fatalf("make W=1: %v\n%s", err, out)
+	}
+	replaceIn("printerfact.c", "#define PRINTERFACT_VERSION 1", "#define PRINTERFACT_VERSION 2")(t, dir)
+	log = syncBuffer{}
+	res, err := m.Build(context.Background(), &log)
+	if err != nil || res.Path != PathFast || res.Via != ViaSteps || !errors.Is(res.Fallback, replay.ErrSelfCheck) {
+		t.Fatalf("path %q via %q (fallback %v), %v; want the per-module makes after a failed self-check\n%s", res.Path, res.Via, res.Fallback, err, log.String())
+	}
+	checkLikeMake(t, "after make W=1", m, res.KO)
+	// The records are the first make's again: the next save replays.
+	replaceIn("printerfact.c", "#define PRINTERFACT_VERSION 2", "#define PRINTERFACT_VERSION 3")(t, dir)
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Via != ViaDirect {
+		t.Fatalf("next save: via %q (fallback %v), %v\n%s", res.Via, res.Fallback, err, log.String())
+	}
+}
+
+// kwatch learns each target from the first make that runs it: in a dir a
+// make without kwatch built, its first make only recompiles what changed.
+// A save that needs a target no recorded make has run yet takes the full
+// make (ErrNotLearned), which learns it: the save after replays.
+func TestFastPathLearns(t *testing.T) {
+	m, dir := oldestKbuild(t, "tally-c")
+	if out, err := fullMake(m); err != nil {
+		t.Fatalf("make without kwatch: %v\n%s", err, out)
+	}
+	time.Sleep(10 * time.Millisecond)
+	replaceIn("main.c", "#include", "// edited\n#include")(t, dir)
+	var log syncBuffer
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Path != PathKbuild {
+		t.Fatalf("first build: path %q, %v\n%s", res.Path, err, log.String())
+	}
+	time.Sleep(10 * time.Millisecond)
+	replaceIn("count.c", "#include", "// edited\n#include")(t, dir)
+	res, err := m.Build(context.Background(), &log)
+	if err != nil || res.Path != PathKbuild || !errors.Is(res.Fallback, replay.ErrNotLearned) || !strings.Contains(res.Fallback.Error(), "count.o") {
+		t.Fatalf("count.c edited: path %q (fallback %v), %v; want the full make: make has not built count.o yet\n%s", res.Path, res.Fallback, err, log.String())
+	}
+	checkLikeMake(t, "count.o learned", m, res.KO)
+	replaceIn("count.c", "// edited", "// edited again")(t, dir)
+	if res, err := m.Build(context.Background(), &log); err != nil || res.Via != ViaDirect {
+		t.Fatalf("count.c edited again: via %q (fallback %v), %v\n%s", res.Via, res.Fallback, err, log.String())
+	}
+	checkLikeMake(t, "count.o replayed", m, res.KO)
+}
+
+// oldestKbuild is the Kbuild builder of a copy of an example against the
+// oldest installed Debian kernel.
+func oldestKbuild(t *testing.T, example string) (*Make, string) {
+	k := vmtest.Oldest()
+	if testing.Short() || k.Build == "" {
+		t.Skip("builds a real module against an installed Debian kernel")
+	}
+	dir := copyExample(t, example)
+	m, err := Kbuild(dir, KbuildOptions{KDir: k.Build})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, dir
+}
+
 // make leaves behind the object and record of a part, or a module, that the
 // Kbuild file no longer names. The fast path builds what the last make
 // built, not those: after such an edit (a full make) a change to the
@@ -400,9 +492,9 @@ func TestFastPathAfterPartsGo(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, st := range []step{
-				{"first build", func(*testing.T, string) {}, PathKbuild, false},
-				{tt.name, tt.edit, PathKbuild, false},
-				{"body change", replaceIn("tally.h", "TALLY_STEP 1", "TALLY_STEP 2"), PathFast, false},
+				{"first build", func(*testing.T, string) {}, PathKbuild, false, nil},
+				{tt.name, tt.edit, PathKbuild, false, nil},
+				{"body change", replaceIn("tally.h", "TALLY_STEP 1", "TALLY_STEP 2"), PathFast, false, nil},
 			} {
 				st.edit(t, dir)
 				var log syncBuffer

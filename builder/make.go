@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"kwatch/makelog"
 	"kwatch/proc"
 	"kwatch/replay"
 )
@@ -24,9 +25,11 @@ import (
 // module named by Dir/modules.order. It is the core of the Kbuild builder and of
 // nix's incremental builder, so it knows nothing about either.
 //
-// After a full make it keeps what Kbuild recorded (package replay), and
-// rebuilds the next change that those records cover without the full make:
-// the fast path. A Make must not be copied once used.
+// The full make runs with kwatch as make's SHELL (package makelog), so it
+// learns every line make ran; with what Kbuild recorded (package replay) it
+// rebuilds the next change that those records cover without the full
+// make, by running those lines again: the fast path. A Make must not be
+// copied once used.
 type Make struct {
 	Dir  string
 	Args []string
@@ -45,12 +48,14 @@ type Make struct {
 	KDir string
 
 	mu       sync.Mutex
-	graph    *replay.Graph // the last good build's records; nil: the next build runs the full make
-	noFast   bool          // the full make once disagreed with the fast path
-	lastKO   string        // the last good build's module
-	lastFast bool          // whether the fast path built it
-	net      *netRun       // the correctness net's check (BeginVerify)
-	settled  chan struct{} // closed once the last build's records are written and read
+	rec      *replay.Recording // what the full makes ran, learned (package makelog)
+	graph    *replay.Graph     // the last good build's records; nil: the next build runs the full make
+	why      error             // why graph is nil, for the next build's Result.Fallback
+	noFast   bool              // the full make once disagreed with the fast path
+	lastKO   string            // the last good build's module
+	lastFast bool              // whether the fast path built it
+	net      *netRun           // the correctness net's check (BeginVerify)
+	settled  chan struct{}     // closed once the last build's records are written and read
 
 	owned     map[string]string // editor files kwatch wrote: path -> content hash
 	leftAlone map[string]bool   // editor files kwatch said it leaves alone
@@ -59,6 +64,9 @@ type Make struct {
 // ErrSourcesChanged means a source file changed while make ran; what the
 // build wrote was removed, and the sources should be built again.
 var ErrSourcesChanged = errors.New("sources changed during the build")
+
+// ErrFastPathOff is why every build after a Mismatch runs the full make.
+var ErrFastPathOff = errors.New("the fast path is off: the correctness net found it wrong")
 
 // removeOutputsSince removes the objects and modules under dir that a build
 // wrote at or after t (one written just before costs only a recompile). Only
@@ -112,48 +120,51 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	m.Settle()
 	m.StopVerify() // the build dir is this build's now
 	m.mu.Lock()
-	last, off := m.graph, m.noFast
+	last := m.graph
 	m.mu.Unlock()
 	// Every file the last build's records name counts, wherever it is: a
 	// header in ../inc changed while the compiler ran is one the module may
 	// not have seen.
 	before := replay.InputStamps(dir, last)
-	var g *replay.Graph
-	var direct *replay.Direct
-	var steps []*exec.Cmd
-	if last != nil && !off {
-		g, direct, steps = fastPath(last, before, out)
-	}
+	g, rp, steps, why := m.fastPath(before)
 
 	s := newScanner(dir, out, argValue(m.Args, "RUSTC=", "rustc"), argValue(m.Args, "-C", "the kernel build dir"))
 	// Files are stamped by a coarse clock that may lag behind time.Now.
 	start := time.Now().Add(-20 * time.Millisecond)
-	var env []string
-	via := ""
+	res := Result{Path: PathKbuild, Fallback: why}
+	var lines []makelog.Line
 	switch {
-	case direct != nil:
-		via, env = ViaDirect, g.Env
-		err = runDirect(ctx, direct, s)
-	case g != nil:
-		via, env = ViaSteps, g.Env
+	case rp != nil:
+		res.Path, res.Via = PathFast, ViaDirect
+		err = runReplay(ctx, rp, s)
+		if errors.Is(err, replay.ErrNotLearned) {
+			// Make redoes what the replay did not, and learns it.
+			finishReplay(ctx, rp, s)
+			rp, g = nil, nil
+			res = Result{Path: PathKbuild, Fallback: err}
+			lines, err = m.runFull(ctx, dir, s)
+		}
+	case steps != nil:
+		res.Path, res.Via = PathFast, ViaSteps
 		err = runSteps(ctx, steps, s)
 	default:
-		env, err = m.runFull(ctx, dir, s)
+		g = nil
+		lines, err = m.runFull(ctx, dir, s)
 	}
 	s.flush()
 	changed := !maps.Equal(before, replay.InputStamps(dir, last))
-	// A direct build leaves the records of what it made for later (see
-	// replay.Direct.Finish): a good build hands that on below; any other
+	// A replay leaves the records of what it made for later (see
+	// replay.Replay.Finish): a good build hands that on below; any other
 	// outcome writes them now, before anything reads them.
-	if direct != nil && (changed || err != nil || ctx.Err() != nil) {
-		finishDirect(ctx, direct, s)
-		direct = nil
+	if rp != nil && (changed || err != nil || ctx.Err() != nil) {
+		finishReplay(ctx, rp, s)
+		rp = nil
 	}
 	if changed {
 		// An object compiled from a source that was rewritten while the
 		// compiler ran is newer than that source, so make would keep it:
 		// remove what this build wrote so the next one compiles it again.
-		m.setGraph(nil, "", false)
+		m.setGraph(nil, ErrSourcesChanged, "", false)
 		if rmErr := removeOutputsSince(dir, start); rmErr != nil {
 			return Result{}, fmt.Errorf("removing outputs of a build whose sources changed: %w", rmErr)
 		}
@@ -169,47 +180,53 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		// fast build that failed left them as make would have, so read them
 		// again (what failed to read means the full make next time).
 		var g2 *replay.Graph
+		var readErr error = errLastMakeFailed
 		if g != nil {
-			g2, _ = replay.Read(dir, g.Env)
+			g2, readErr = replay.Read(dir, m.recording())
 		}
-		m.setGraph(g2, "", false)
-		return Result{}, s.failure(err)
+		m.setGraph(g2, readErr, "", false)
+		res.KO = ""
+		return res, s.failure(err)
+	}
+	if g == nil {
+		m.learn(dir, lines)
 	}
 	ko, all, err := builtModule(dir, m.Module)
 	if err != nil {
-		if direct != nil {
-			finishDirect(ctx, direct, s)
+		if rp != nil {
+			finishReplay(ctx, rp, s)
 		}
 		return Result{}, err
 	}
-	res := Result{KO: ko, Modules: all, Path: PathKbuild}
+	res.KO, res.Modules = ko, all
 	if m.KDir != "" {
 		res.Symvers = filepath.Join(m.KDir, "Module.symvers")
 	}
-	if g != nil {
-		res.Path, res.Via = PathFast, via
-	}
-	if direct == nil {
-		m.refresh(ctx, dir, env, g == nil, res, out)
+	if rp == nil {
+		m.refresh(ctx, dir, g == nil, res, out)
 		return res, nil
 	}
-	// The module is ready: the records Run left for later are written, and
-	// read for the next build, while it is uploaded and loaded.
+	// The module is ready: the records the replay left for later are
+	// written, and read for the next build, while it is uploaded and loaded.
 	settled := make(chan struct{})
 	m.mu.Lock()
 	m.settled = settled
 	m.mu.Unlock()
 	go func() {
 		defer close(settled)
-		if err := finishDirect(ctx, direct, out); err != nil {
+		if err := finishReplay(ctx, rp, out); err != nil {
 			fmt.Fprintf(out, "kwatch: %v\n", err)
-			m.setGraph(nil, "", false)
+			m.setGraph(nil, fmt.Errorf("%w: %v", replay.ErrNoRecords, err), "", false)
 			return
 		}
-		m.refresh(ctx, dir, env, false, res, out)
+		m.refresh(ctx, dir, false, res, out)
 	}()
 	return res, nil
 }
+
+// errLastMakeFailed is why the build after a failed full make runs the
+// full make again.
+var errLastMakeFailed = fmt.Errorf("%w: the last full make failed", replay.ErrNoRecords)
 
 // Settle waits until the last build's records are all written and read
 // (see replay.Direct.Finish): Kbuild's state is then what make leaves.
@@ -253,83 +270,116 @@ func sameModule(a, b string) bool {
 	return strings.ReplaceAll(a, "-", "_") == strings.ReplaceAll(b, "-", "_")
 }
 
-// runFull runs the full make and returns the environment Kbuild's top-level
-// make gave its sub-makes (nil if it did not get that far).
-func (m *Make) runFull(ctx context.Context, dir string, out io.Writer) ([]string, error) {
-	pr, pw, err := os.Pipe()
+// runFull runs the full make and returns the lines it ran (package
+// makelog): make runs kwatch (os.Executable) as its SHELL for each of them.
+func (m *Make) runFull(ctx context.Context, dir string, out io.Writer) ([]makelog.Line, error) {
+	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	defer pr.Close()
-	cmd := exec.Command("make", append(append([]string{}, m.Args...), replay.CaptureArgs...)...)
+	tmp, err := os.MkdirTemp("", "kwatch-make-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	log := filepath.Join(tmp, "lines")
+	if err := os.WriteFile(log, nil, 0o600); err != nil {
+		return nil, err
+	}
+	args := slices.Clone(m.Args)
+	arg, argErr := makelog.Arg(exe, log)
+	if argErr != nil {
+		// The build still runs; only the fast path is lost.
+		fmt.Fprintf(out, "kwatch: no fast path: %v\n", argErr)
+	} else {
+		args = append(args, arg)
+	}
+	cmd := exec.Command("make", args...)
 	cmd.Dir = dir
 	cmd.Env = withoutMakeVars(m.Env)
 	// One writer for both streams: exec then copies them from a single pipe, in order.
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.ExtraFiles = []*os.File{pw} // replay.CaptureFD
-	dump := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(pr)
-		dump <- b
-	}()
-	err = proc.Run(ctx, cmd)
-	pw.Close()
-	env, envErr := replay.ParseEnv(<-dump)
-	if envErr != nil {
-		env = nil
+	if err := proc.Run(ctx, cmd); err != nil {
+		return nil, err
 	}
-	return env, err
+	return makelog.Read(log)
 }
 
-// fastPath returns the records of the last good build, g, and how to bring
-// the build up to date from them, its inputs being now: directly, else
-// through Kbuild's per-module steps; the returned graph is nil when the full
-// make must run. It says on out why it did not go directly.
-func fastPath(g *replay.Graph, now replay.Stamps, out io.Writer) (*replay.Graph, *replay.Direct, []*exec.Cmd) {
-	why := g.Check(now)
-	steps, err := g.Steps(runtime.NumCPU())
-	if err != nil && why == "" {
-		why = err.Error()
-	}
-	if why != "" {
-		fmt.Fprintf(out, "kwatch: full make: %s\n", why)
-		return nil, nil, nil
-	}
-	direct, err := g.Direct()
-	if err != nil {
-		fmt.Fprintf(out, "kwatch: fast path through Kbuild's steps: %v\n", err)
-		return g, nil, steps
-	}
-	return g, direct, nil
+// learn adds what a good full make ran to what the Make knows.
+func (m *Make) learn(dir string, lines []makelog.Line) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rec = replay.Learn(m.rec, dir, lines)
 }
 
-// runDirect runs the fast path's recorded commands in one process group.
-func runDirect(ctx context.Context, d *replay.Direct, out io.Writer) error {
+func (m *Make) recording() *replay.Recording {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rec
+}
+
+// fastPath returns the records of the last good build and how to bring it
+// up to date, its inputs being now: by replaying what make ran, else
+// through the per-module makes; or why the full make must run (nil: there
+// was no build yet).
+func (m *Make) fastPath(now replay.Stamps) (g *replay.Graph, rp *replay.Replay, steps []*exec.Cmd, why error) {
+	m.mu.Lock()
+	g, why = m.graph, m.why
+	off := m.noFast
+	m.mu.Unlock()
+	switch {
+	case off:
+		return nil, nil, nil, ErrFastPathOff
+	case g == nil:
+		return nil, nil, nil, why
+	}
+	if why = g.Check(now); why != nil {
+		return nil, nil, nil, why
+	}
+	if g, why = g.Reread(); why != nil {
+		return nil, nil, nil, why
+	}
+	if rp, why = g.Replay(); why != nil {
+		if steps = g.Steps(); len(steps) == 0 {
+			return nil, nil, nil, why
+		}
+		return g, nil, steps, why
+	}
+	return g, rp, nil, nil
+}
+
+// runReplay runs the replay in one process group.
+func runReplay(ctx context.Context, rp *replay.Replay, out io.Writer) error {
 	grp, err := startGroup(ctx)
 	if err != nil {
 		return err
 	}
 	defer grp.stop()
-	return d.Run(ctx, out, grp.run, runtime.NumCPU())
+	return rp.Run(ctx, out, grp.run, runtime.NumCPU())
 }
 
-// finishDirect writes the records a direct build left for later, in a
-// process group of its own: the build's context may be over already, and
-// the records are short work that must not be cut off halfway.
-func finishDirect(ctx context.Context, d *replay.Direct, out io.Writer) error {
+// finishReplay writes the records a replay left for later, in a process
+// group of its own: the build's context may be over already, and the
+// records are short work that must not be cut off halfway.
+func finishReplay(ctx context.Context, rp *replay.Replay, out io.Writer) error {
 	grp, err := startGroup(context.WithoutCancel(ctx))
 	if err != nil {
 		return err
 	}
 	defer grp.stop()
-	return d.Finish(out, grp.run)
+	return rp.Finish(out, grp.run)
 }
 
-// runSteps runs Kbuild's per-module steps, stopping at the first that fails.
+// runSteps runs the per-module makes, stopping at the first that fails.
 func runSteps(ctx context.Context, steps []*exec.Cmd, out io.Writer) error {
+	grp, err := startGroup(ctx)
+	if err != nil {
+		return err
+	}
+	defer grp.stop()
 	for _, c := range steps {
 		c.Stdout, c.Stderr = out, out
-		if err := proc.Run(ctx, c); err != nil {
+		if err := grp.run(c); err != nil {
 			return err
 		}
 	}
@@ -338,15 +388,9 @@ func runSteps(ctx context.Context, steps []*exec.Cmd, out io.Writer) error {
 
 // refresh reads the records of the good build that just finished, for the
 // next build's fast path, and after a full make updates the editor files.
-func (m *Make) refresh(ctx context.Context, dir string, env []string, full bool, res Result, out io.Writer) {
-	var g *replay.Graph
-	if env != nil {
-		var err error
-		if g, err = replay.Read(dir, env); err != nil {
-			fmt.Fprintf(out, "kwatch: no fast path for the next build: %v\n", err)
-		}
-	}
-	m.setGraph(g, res.KO, res.Path == PathFast)
+func (m *Make) refresh(ctx context.Context, dir string, full bool, res Result, out io.Writer) {
+	g, err := replay.Read(dir, m.recording())
+	m.setGraph(g, err, res.KO, res.Path == PathFast)
 	if g == nil || !full || !m.EditorFiles {
 		return
 	}
@@ -358,9 +402,14 @@ func (m *Make) refresh(ctx context.Context, dir string, env []string, full bool,
 	}
 }
 
-func (m *Make) setGraph(g *replay.Graph, ko string, fast bool) {
+// setGraph keeps the records for the next build, or why there are none.
+func (m *Make) setGraph(g *replay.Graph, why error, ko string, fast bool) {
 	m.mu.Lock()
 	m.graph, m.lastKO, m.lastFast = g, ko, fast
+	m.why = nil
+	if g == nil {
+		m.why = why
+	}
 	m.mu.Unlock()
 }
 

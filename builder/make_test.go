@@ -3,6 +3,8 @@ package builder
 import (
 	"context"
 	"errors"
+	"kwatch/makelog"
+	"kwatch/replay"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,9 +99,9 @@ func writeFile(t *testing.T, path, content string) {
 // fakeRecords lays out what Kbuild leaves after building hello.ko from src
 // (hello.c or hello.rs), which includes ../inc/x.h, in root/mod against the
 // kernel build dir root/kernel, whose scripts/Makefile.build has a
-// rust-analyzer target as Kbuild's; it returns the module dir and make's
-// environment.
-func fakeRecords(t *testing.T, src string) (dir string, env []string) {
+// rust-analyzer target as Kbuild's; it returns the module dir and what make
+// ran.
+func fakeRecords(t *testing.T, src string) (dir string, rec *replay.Recording) {
 	t.Helper()
 	root := t.TempDir()
 	dir, kernel := filepath.Join(root, "mod"), filepath.Join(root, "kernel")
@@ -119,8 +121,15 @@ func fakeRecords(t *testing.T, src string) (dir string, env []string) {
 		}
 		writeFile(t, p, strings.ReplaceAll(content, "DIR", dir))
 	}
-	return dir, []string{"abs_objtree=" + kernel, "abs_srctree=" + kernel, "KBUILD_EXTMOD=" + dir, "extmod_prefix=" + dir + "/",
-		"PATH=" + os.Getenv("PATH")}
+	env := []string{"abs_srctree=" + kernel, "PATH=" + os.Getenv("PATH")}
+	line := func(pid, mk int, target, text string) makelog.Line {
+		return makelog.Line{Target: target, Dir: kernel, Env: env, Text: text, PID: pid, Make: mk, Flags: []string{"-c"}}
+	}
+	return dir, replay.Learn(nil, dir, []makelog.Line{
+		line(3, 1, dir, "make -f scripts/Makefile.build obj="+dir),
+		line(5, 3, dir+"/hello.o", "gcc -I../inc -c -o "+dir+"/hello.o "+dir+"/"+src),
+		line(6, 3, dir+"/hello.ko", "ld -r -o "+dir+"/hello.ko "+dir+"/hello.o"),
+	})
 }
 
 func TestMakeBuild(t *testing.T) {

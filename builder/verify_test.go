@@ -101,16 +101,16 @@ func TestVerify(t *testing.T) {
 // default goal; other.bin is a module whose .text is "two".
 func fastBuilt(t *testing.T, recipe string) *Make {
 	t.Helper()
-	dir, env := fakeRecords(t, "hello.c")
+	dir, rec := fakeRecords(t, "hello.c")
 	writeFile(t, filepath.Join(dir, "Makefile"), "all:\n\t"+recipe+"\n")
 	writeFile(t, filepath.Join(dir, "hello.ko"), string(buildertest.ELFWith(".text", []byte("one"))))
 	writeFile(t, filepath.Join(dir, "other.bin"), string(buildertest.ELFWith(".text", []byte("two"))))
-	g, err := replay.Read(dir, env)
+	g, err := replay.Read(dir, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := &Make{Dir: dir}
-	m.setGraph(g, filepath.Join(dir, "hello.ko"), true)
+	m.setGraph(g, nil, filepath.Join(dir, "hello.ko"), true)
 	return m
 }
 

@@ -283,8 +283,16 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 	}
 	l.crashes.setModule(info.Name, res.KO)
 	l.tellModules(res)
-	l.report.Report(Event{Type: EventBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path})
+	l.report.Report(Event{Type: EventBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path, Fallback: fallback(res)})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
+}
+
+// fallback says why the fast path did not replay a build, "" if it did.
+func fallback(res builder.Result) string {
+	if res.Fallback == nil {
+		return ""
+	}
+	return res.Fallback.Error()
 }
 
 // tellModules says once which module kwatch loads when the build made several.
@@ -401,7 +409,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
 	l.kmsg.sync(ctx, s, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
-	l.report.Report(Event{Type: EventLoaded, Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path,
+	l.report.Report(Event{Type: EventLoaded, Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path, Fallback: fallback(b.res),
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 

@@ -55,11 +55,13 @@ func TestHumanBuildOutput(t *testing.T) {
 	h.Report(Event{Type: "build_ok"})
 	h.Report(Event{Type: "loaded", Module: "hello.ko", TotalMS: 1240, BuildMS: 1100, UploadMS: 8, ReloadMS: 41})
 	h.Report(Event{Type: "loaded", Module: "hello.ko", TotalMS: 400, BuildMS: 310, UploadMS: 8, ReloadMS: 41, Path: "fast"})
+	h.Report(Event{Type: "loaded", Module: "hello.ko", TotalMS: 1300, BuildMS: 1200, UploadMS: 8, ReloadMS: 41, Path: "kbuild", Fallback: "Kbuild changed"})
 	if strings.Contains(out.String(), "CC [M]") {
 		t.Errorf("a good build's output was shown:\n%s", out.String())
 	}
 	for _, want := range []string{"hello.ko loaded in 1.24s (build 1.10s · upload 8ms · reload 41ms)",
-		"hello.ko loaded in 400ms (build 310ms · fast · upload 8ms · reload 41ms)"} {
+		"hello.ko loaded in 400ms (build 310ms · fast · upload 8ms · reload 41ms)",
+		"hello.ko loaded in 1.30s (build 1.20s · kbuild: Kbuild changed · upload 8ms · reload 41ms)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no status line %q:\n%s", want, out.String())
 		}

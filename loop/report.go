@@ -29,8 +29,11 @@ type Event struct {
 	Diagnostics []string `json:"diagnostics,omitempty"`
 	Hint        string   `json:"hint,omitempty"`
 
-	// build_ok, loaded: how the module was built (builder.PathFast, builder.PathKbuild)
-	Path string `json:"path,omitempty"`
+	// build_ok, loaded: how the module was built (builder.PathFast,
+	// builder.PathKbuild), and why the fast path did not replay it, if it
+	// fell back ("Kbuild changed")
+	Path     string `json:"path,omitempty"`
+	Fallback string `json:"fallback,omitempty"`
 
 	// Timings in milliseconds.
 	BuildMS  int64 `json:"build_ms,omitempty"`
@@ -198,6 +201,9 @@ func (r *Human) Report(e Event) {
 		build := ms(e.BuildMS)
 		if e.Path != "" {
 			build += " · " + e.Path
+		}
+		if e.Fallback != "" {
+			build += ": " + e.Fallback
 		}
 		fmt.Fprintf(w, "%s %s loaded in %s %s\n", green("✓"), e.Module, ms(e.TotalMS),
 			dim(fmt.Sprintf("(build %s · upload %s · reload %s)", build, ms(e.UploadMS), ms(e.ReloadMS))))

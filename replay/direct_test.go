@@ -1,11 +1,15 @@
 package replay
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"kwatch/makelog"
 )
 
 func TestUnescape(t *testing.T) {
@@ -23,120 +27,133 @@ func TestUnescape(t *testing.T) {
 	}
 }
 
-// The recipe lines are make's expansion of Kbuild's cmd_and_fixdep and
-// cmd_and_savecmd, as `make V=1` prints them (less the echo and the traps).
-func TestRecipeLines(t *testing.T) {
-	o := &Object{key: "/m/a,b.o", raw: ` gcc -DX=$(pound)1 -DN='"a"' -c -o /m/a,b.o /m/a,b.c`}
-	if got, want := command(o)+"; "+fixdep(o), ` gcc -DX=#1 -DN='"a"' -c -o /m/a,b.o /m/a,b.c; scripts/basic/fixdep /m/.a_b.o.d /m/a,b.o `+
-		`' gcc -DX=$(pound)1 -DN='\''"a"'\'' -c -o /m/a,b.o /m/a,b.c' > /m/.a,b.o.cmd; rm -f /m/.a_b.o.d`; got != want {
-		t.Errorf("cmd_and_fixdep:\n got %s\nwant %s", got, want)
-	}
-	o.objtool = "./tools/objtool/objtool --module"
-	if got, want := (&Direct{objtool: "./tools/objtool/objtool"}).objtoolDep(o), `{ echo ; echo '/m/a,b.o: $(wildcard ./tools/objtool/objtool)' ; } >> /m/.a,b.o.cmd`; got != want {
-		t.Errorf("cmd_gen_objtooldep:\n got %s\nwant %s", got, want)
-	}
-	o = &Object{key: "modules.order", raw: "{   echo a.ko; :; } > modules.order"}
-	if got, want := andSavecmd(o), `{   echo a.ko; :; } > modules.order; printf '%s\n' 'cmd_modules.order := {   echo a.ko; :; } > modules.order' > ./.modules.order.cmd`; got != want {
-		t.Errorf("andSavecmd:\n got %s\nwant %s", got, want)
-	}
-}
+// The lines below are what make ran under Linux 6.1 and 6.12 (traps and
+// flags shortened): the fast path reads their shape only.
+const (
+	traps    = "set -e;    trap 'rm -f /m/a.o; trap - HUP; kill -s HUP $$' HUP;  trap 'rm -f /m/a.o; trap - INT; kill -s INT $$' INT; "
+	compile  = traps + " echo '  CC [M]  /m/a.o'; gcc -Wp,-MMD,/m/.a.o.d -DKBUILD_MODNAME='\"a\"' -c -o /m/a.o /m/a.c ; ./tools/objtool/objtool --hacks=jump_label --module /m/a.o"
+	fixdep   = "scripts/basic/fixdep /m/.a.o.d /m/a.o 'gcc -Wp,-MMD,/m/.a.o.d -DKBUILD_MODNAME='\\''\"a\"'\\'' -c -o /m/a.o /m/a.c' > /m/.a.o.cmd; rm -f /m/.a.o.d"
+	objdep   = traps + " { echo ; echo '/m/a.o: $(wildcard ./tools/objtool/objtool)' ; } >> /m/.a.o.cmd"
+	genksyms = traps + " if nm /m/a.o 2>/dev/null | grep -q ' __export_symbol_'; then gcc -E -D__GENKSYMS__ /m/a.c | scripts/genksyms/genksyms -r /dev/null >> /m/.a.o.cmd; fi"
+	link     = traps + " echo '  LD [M]  /m/m.ko'; ld -r -T arch/x86/module.lds -o /m/m.ko /m/m.o /m/m.mod.o /m/.module-common.o; printf '%s\\n' 'savedcmd_/m/m.ko := ld -r -T arch/x86/module.lds -o /m/m.ko /m/m.o' > /m/.m.ko.cmd"
+	btf      = traps + " echo '  BTF [M] /m/m.ko';   if [ ! -f vmlinux ]; then printf \"Skipping BTF for %s\\n\" /m/m.ko 1>&2; else LLVM_OBJCOPY=\"objcopy\" pahole -J --btf_base vmlinux /m/m.ko; ./tools/bpf/resolve_btfids/resolve_btfids -b vmlinux /m/m.ko; fi;"
+)
 
-// fakeKbuild lays out a kernel tree whose scripts hold the rules Direct
-// mirrors, and the env make would export for it.
-func fakeKbuild(t testing.TB, objtree string, env []string) []string {
-	t.Helper()
-	for name, texts := range mirrored {
-		p := filepath.Join(objtree, "scripts", name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(strings.Join(texts, "\n\n")), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.MkdirAll(filepath.Join(objtree, "include/config"), 0o755)
-	if err := os.WriteFile(filepath.Join(objtree, "include/config/auto.conf"), []byte("#\nCONFIG_MODVERSIONS=y\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return append(env, "srctree="+objtree, "objtree=.", "NM=nm", "CPP=gcc -E", "CC=gcc")
-}
-
-// fakeDirectBuild is fakeBuild with every record a Linux 6.1 build leaves
-// and the kernel's rules (fakeKbuild), so that Direct takes it.
-func fakeDirectBuild(t testing.TB) (dir, objtree string, env []string) {
-	t.Helper()
-	dir, objtree, env = fakeBuild(t)
-	env = fakeKbuild(t, objtree, env)
-	for name, content := range map[string]string{
-		".Module.symvers.cmd": "cmd_DIR/Module.symvers := sed 's/ko$$/o/' DIR/modules.order | scripts/mod/modpost -T -\n",
-		".modules.order.cmd":  "cmd_DIR/modules.order := {   echo DIR/m.ko; :; } > DIR/modules.order\n",
-		".m.mod.o.cmd":        "cmd_DIR/m.mod.o := gcc -c -o DIR/m.mod.o DIR/m.mod.c\n\nsource_DIR/m.mod.o := DIR/m.mod.c\n",
-		".m.ko.cmd":           "cmd_DIR/m.ko := ld -r -T scripts/module.lds -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
-		".m.o.cmd":            "cmd_DIR/m.o := ld -r -o DIR/m.o @DIR/m.mod\n",
-		".m.mod.cmd":          "cmd_DIR/m.mod := printf '%s\\n' a.o > DIR/m.mod\n",
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.ReplaceAll(content, "DIR", dir)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// a.o's command runs objtool: its record names it too.
-	f, err := os.OpenFile(filepath.Join(dir, ".a.o.cmd"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("\n" + dir + "/a.o: $(wildcard ./tools/objtool/objtool)\n")
-	f.Close()
-	return dir, objtree, env
-}
-
-func TestDirect(t *testing.T) {
+func TestNoop(t *testing.T) {
 	tests := []struct {
-		name   string
-		change func(t *testing.T, dir, objtree string) []string // extra env
-		want   string                                           // "" = Direct builds
+		line string
+		want bool
 	}{
-		{"Linux 6.1 rules", nil, ""},
-		{"other rules", func(t *testing.T, _, objtree string) []string {
-			p := filepath.Join(objtree, "scripts/Makefile.build")
-			data, _ := os.ReadFile(p)
-			os.WriteFile(p, []byte(strings.Replace(string(data), "check-local-export", "check-export", 1)), 0o644)
-			return nil
-		}, "scripts/Makefile.build differs"},
-		{"trimmed symbols", func(t *testing.T, _, objtree string) []string {
-			os.WriteFile(filepath.Join(objtree, "include/config/auto.conf"), []byte("#\nCONFIG_TRIM_UNUSED_KSYMS=y\n"), 0o644)
-			return nil
-		}, "the kernel has CONFIG_TRIM_UNUSED_KSYMS"},
-		{"make C=1", func(*testing.T, string, string) []string { return []string{"KBUILD_CHECKSRC=1"} }, "make runs with KBUILD_CHECKSRC=1"},
-		// Found by FuzzRecord: the flags were read from between $(CC) and -c.
-		{"no flags between the compiler and -c", func(t *testing.T, dir, _ string) []string {
-			p := filepath.Join(dir, ".a.o.cmd")
-			data, _ := os.ReadFile(p)
-			os.WriteFile(p, []byte(strings.Replace(string(data), `gcc -DX=\#1 -c`, "gcc -c", 1)), 0o644)
-			return nil
-		}, "does not show the compiler flags genksyms needs"},
-		{"an object without a direct rule", func(t *testing.T, dir, _ string) []string {
-			os.WriteFile(filepath.Join(dir, "m.mod"), []byte(dir+"/a.o\n"+dir+"/s.o\n"), 0o644)
-			os.WriteFile(filepath.Join(dir, ".s.o.cmd"), []byte("cmd_"+dir+"/s.o := gcc -c -o "+dir+"/s.o "+dir+"/s.S\n\nsource_"+dir+"/s.o := "+dir+"/s.S\n"), 0o644)
-			return nil
-		}, "no direct rule for s.o"},
+		{":", true},
+		{traps, true},
+		{traps + " :", true},
+		{compile, false},
+		{btf, false},
+		{"echo ': trap'", false},
+		{"set -e; (cd x; true)", false},
+		{`set -e; trap "$(rm -f x; echo HUP)" HUP`, false},
+	}
+	for _, tt := range tests {
+		if got := noop(tt.line); got != tt.want {
+			t.Errorf("noop(%.60q) = %v, want %v", tt.line, got, tt.want)
+		}
+	}
+}
+
+func TestRecordTail(t *testing.T) {
+	tests := []struct {
+		name, line, record string
+		tail               string // "": the line stays whole
+		headRuns           bool   // what comes before the tail does something
+		removes            []string
+	}{
+		{"compile and fixdep", compile + "; " + fixdep, "/m/.a.o.cmd", fixdep, true, []string{"/m/.a.o.d"}},
+		{"objtool's dependency line", objdep, "/m/.a.o.cmd", "{ echo ; echo '/m/a.o: $(wildcard ./tools/objtool/objtool)' ; } >> /m/.a.o.cmd", false, nil},
+		{"genksyms appends CRCs", genksyms, "/m/.a.o.cmd", "", true, nil},
+		{"link and its record", link, "/m/.m.ko.cmd", "printf '%s\\n' 'savedcmd_/m/m.ko := ld -r -T arch/x86/module.lds -o /m/m.ko /m/m.o' > /m/.m.ko.cmd", true, nil},
+		{"another target's record", link, "/m/.m.o.cmd", "", true, nil},
+		{"a relative record", "gcc -c -o a.o a.c; fixdep .a.o.d a.o 'x' > ./.a.o.cmd", "/m/.a.o.cmd", "fixdep .a.o.d a.o 'x' > ./.a.o.cmd", true, nil},
+		{"a program appending", "gcc -c x; genksyms >> /m/.a.o.cmd", "/m/.a.o.cmd", "", true, nil},
+		{"BTF", btf, "/m/.m.ko.cmd", "", true, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, objtree, env := fakeDirectBuild(t)
-			if tt.change != nil {
-				env = append(env, tt.change(t, dir, objtree)...)
-			}
-			g, err := Read(dir, env)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := g.Direct()
-			if tt.want == "" {
-				if err != nil || len(d.compiles) != 1 || len(d.links) != 1 || len(d.modules) != 1 || d.btf != "" || !d.modversion {
-					t.Errorf("Direct() = %+v, %v", d, err)
+			head, tail, removes := recordTail(tt.line, "/m", tt.record)
+			if tt.tail == "" {
+				if tail != "" || head != tt.line {
+					t.Errorf("split into %q and %q, want the line whole", head, tail)
 				}
-			} else if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Direct() error %v, want %q", err, tt.want)
+				return
+			}
+			if tail != tt.tail {
+				t.Errorf("tail %q, want %q", tail, tt.tail)
+			}
+			if noop(head) == tt.headRuns {
+				t.Errorf("head %q: want it to run: %v", head, tt.headRuns)
+			}
+			if !slices.Equal(removes, tt.removes) {
+				t.Errorf("removes %q, want %q", removes, tt.removes)
 			}
 		})
+	}
+}
+
+// A target's record waits for Finish only when no later line of the
+// target reads or appends to it (genksyms' CRCs do).
+func TestDeferRecord(t *testing.T) {
+	o := &Object{file: "/m/.a.o.cmd"}
+	line := func(text string) makelog.Line { return makelog.Line{Text: text, Dir: "/k"} }
+	tests := []struct {
+		name     string
+		lines    []string
+		now      int // lines run now
+		late     int
+		depfiles []string
+	}{
+		{"compile, objtool's dependency line", []string{compile + "; " + fixdep, traps, objdep}, 2, 2, []string{"/m/.a.o.d"}},
+		{"compile, CRCs", []string{compile + "; " + fixdep, objdep, genksyms}, 3, 0, nil},
+		{"no record written", []string{compile}, 1, 0, nil},
+	}
+	for _, tt := range tests {
+		var lines []makelog.Line
+		for _, l := range tt.lines {
+			lines = append(lines, line(l))
+		}
+		s := deferRecord(&recipe{lines: lines}, o)
+		if len(s.now) != tt.now || len(s.late) != tt.late || !slices.Equal(s.depfiles, tt.depfiles) {
+			t.Errorf("%s: %d now, %d late, dependency files %q; want %d, %d, %q", tt.name, len(s.now), len(s.late), s.depfiles, tt.now, tt.late, tt.depfiles)
+		}
+		for _, l := range s.late {
+			if !strings.HasPrefix(l.Text, "set -e; ") || strings.Contains(l.Text, "objtool --hacks") {
+				t.Errorf("%s: late line %q", tt.name, l.Text)
+			}
+		}
+	}
+}
+
+// Each recorded target's record must hold the command make ran for it:
+// else make ran otherwise since, and the replay would not do what make does.
+func TestSelfCheck(t *testing.T) {
+	dir, _, rec := fakeBuild(t, "savedcmd_")
+	g, err := Read(dir, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Replay(); err != nil {
+		t.Fatalf("Replay() = %v", err)
+	}
+	if again, err := g.Reread(); again != g || err != nil {
+		t.Fatalf("Reread() with no record changed = %p, %v; want the same graph", again, err)
+	}
+	// Another make (W=1) compiled a.o since.
+	p := filepath.Join(dir, ".a.o.cmd")
+	data, _ := os.ReadFile(p)
+	os.WriteFile(p, []byte(strings.Replace(string(data), "gcc -DX", "gcc -Wextra -DX", 1)), 0o644)
+	if g, err = g.Reread(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Replay(); !errors.Is(err, ErrSelfCheck) || !strings.Contains(err.Error(), "a.o") {
+		t.Errorf("Replay() = %v, want ErrSelfCheck naming a.o", err)
 	}
 }
 
@@ -150,7 +167,9 @@ func TestOutdated(t *testing.T) {
 		return p
 	}
 	target := file("a.o", now)
-	o := &Object{Target: target, wild: map[string]bool{filepath.Join(dir, "gone-wild.h"): true}}
+	made := filepath.Join(dir, "made.o")
+	p := &Replay{g: &Graph{rec: &Recording{recipes: map[string]*recipe{made: {}}}}}
+	o := &Object{wild: map[string]bool{filepath.Join(dir, "gone-wild.h"): true}}
 	tests := []struct {
 		name    string
 		prereqs []string
@@ -160,14 +179,15 @@ func TestOutdated(t *testing.T) {
 		{"a newer prerequisite", []string{file("b.c", old), file("b.h", now.Add(time.Second))}, true},
 		{"as old as the target", []string{file("c.c", now)}, false},
 		{"a missing wildcard prerequisite", []string{filepath.Join(dir, "gone-wild.h")}, false},
-		{"a missing prerequisite", []string{filepath.Join(dir, "gone.h")}, true},
+		{"a phony prerequisite (FORCE)", []string{filepath.Join(dir, "FORCE")}, false},
+		{"a missing prerequisite make remakes", []string{made}, true},
 	}
 	for _, tt := range tests {
-		if got := (&Direct{}).outdated(o, tt.prereqs); got != tt.want {
+		if got := p.outdated(target, tt.prereqs, o); got != tt.want {
 			t.Errorf("%s: outdated = %v, want %v", tt.name, got, tt.want)
 		}
 	}
-	if !(&Direct{}).outdated(&Object{Target: filepath.Join(dir, "missing.o")}, nil) {
+	if !p.outdated(filepath.Join(dir, "missing.o"), nil, o) {
 		t.Error("a missing target is not outdated")
 	}
 }
@@ -177,10 +197,15 @@ func TestOutdated(t *testing.T) {
 // when the compiler's new dependency list names the same ones.
 func TestSameLocalDeps(t *testing.T) {
 	dir, other := t.TempDir(), t.TempDir()
+	dep := filepath.Join(dir, ".x.o.d")
 	o := &Object{key: dir + "/x.o", Target: dir + "/x.o", Source: dir + "/x.c",
 		Deps: []string{dir + "/a.h", other + "/k.h", dir + "/b.h", "/k/include/config/FOO"}}
-	d := &Direct{g: &Graph{Objtree: dir}, late: []lateRecord{{o: o}}}
-	dep := filepath.Join(dir, ".x.o.d")
+	s := &step{r: &recipe{target: o.Target}, o: o, late: []makelog.Line{{}}, depfiles: []string{dep}}
+	// A link's record (no source, no dependency list) waits too: modpost
+	// hashes no file for it.
+	link := &Object{key: dir + "/m.o", Target: dir + "/m.o"}
+	linked := &step{r: &recipe{target: link.Target}, o: link, late: []makelog.Line{{}}}
+	p := &Replay{late: []lateRecord{{o: o}, {o: link}}, ran: []*step{s, linked}}
 	tests := []struct {
 		name, deps string // D/ is the object's dir, K/ another
 		want       bool
@@ -200,15 +225,15 @@ func TestSameLocalDeps(t *testing.T) {
 		if err := os.WriteFile(dep, []byte(o.Target+": "+deps+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if got := d.sameLocalDeps([]recipe{{o: o}}); got != tt.want {
+		if got := p.sameLocalDeps(); got != tt.want {
 			t.Errorf("%s: sameLocalDeps = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 	os.Remove(dep)
-	if d.sameLocalDeps([]recipe{{o: o}}) {
+	if p.sameLocalDeps() {
 		t.Error("no dependency file: sameLocalDeps = true, want false")
 	}
-	if d.late = nil; !d.sameLocalDeps([]recipe{{o: o}}) {
+	if p.late = nil; !p.sameLocalDeps() {
 		t.Error("a record written already: sameLocalDeps = false, want true")
 	}
 }

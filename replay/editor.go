@@ -36,7 +36,7 @@ func (g *Graph) CompileCommands() []byte {
 		return nil
 	}
 	for i := range cmds {
-		cmds[i].Command = g.forClang(cmds[i].Command)
+		cmds[i].Command = forClang(cmds[i].Directory, cmds[i].Command)
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].File < cmds[j].File })
 	out, _ := json.MarshalIndent(cmds, "", "  ")
@@ -51,7 +51,7 @@ func (g *Graph) compileCommand(o *Object) (compileCommand, bool) {
 		return compileCommand{}, false
 	}
 	prefix := strings.NewReplacer(`\#`, "#", "$(pound)", "#").Replace(m[1])
-	return compileCommand{Directory: g.Objtree, File: g.abs(m[2]), Command: prefix + m[2]}, true
+	return compileCommand{Directory: o.dir, File: resolve(o.dir, m[2]), Command: prefix + m[2]}, true
 }
 
 // rejected is how clang names an option it will not take: "unknown
@@ -62,7 +62,7 @@ var rejected = regexp.MustCompile(`error: (?:unknown argument: |unsupported opti
 // forClang drops from a GCC command the options clang rejects: clangd
 // reports each as an error on every file, then ignores it anyway. Without
 // clang installed the command stays as it is.
-func (g *Graph) forClang(command string) string {
+func forClang(dir, command string) string {
 	args := strings.Fields(command)
 	if len(args) == 0 || strings.Contains(args[0], "clang") {
 		return command
@@ -73,7 +73,7 @@ func (g *Graph) forClang(command string) string {
 	}
 	// -### only prints what clang would run; the rest is the command's shell text.
 	cmd := exec.Command("sh", "-c", `"$0" -### `+strings.Join(args[1:], " "), clang)
-	cmd.Dir = g.Objtree
+	cmd.Dir = dir
 	out, _ := cmd.CombinedOutput()
 	var drop []string
 	for _, m := range rejected.FindAllStringSubmatch(string(out), -1) {

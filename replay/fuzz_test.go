@@ -5,14 +5,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kwatch/makelog"
 )
 
 // FuzzRead reads a module build whose modules.order, object list (m.mod)
 // and record of its one object (.a.o.cmd) are the fuzzer's, each with DIR
-// for the module dir, and sets up the direct rebuild from it: neither may
-// panic, whatever the files hold. Nothing here runs a command.
+// for the module dir, and sets up the replay from it: neither may panic,
+// whatever the files hold. Nothing here runs a command.
 func FuzzRead(f *testing.F) {
-	dir, _, env := fakeDirectBuild(f)
+	dir, _, rec := fakeBuild(f, "cmd_")
 	record, err := os.ReadFile(filepath.Join(dir, ".a.o.cmd"))
 	if err != nil {
 		f.Fatal(err)
@@ -40,7 +42,7 @@ func FuzzRead(f *testing.F) {
 		write(t, "modules.order", order)
 		write(t, "m.mod", mod)
 		write(t, ".a.o.cmd", record)
-		g, err := Read(dir, env)
+		g, err := Read(dir, rec)
 		if err != nil {
 			return
 		}
@@ -57,7 +59,7 @@ func FuzzRead(f *testing.F) {
 			}
 			list, _ := os.ReadFile(base + ".mod")
 			for _, p := range strings.Fields(string(list)) {
-				built[g.abs(p)] = true
+				built[resolve(rec.workdir(base+".mod"), p)] = true
 			}
 		}
 		for target, o := range g.Objects {
@@ -72,24 +74,20 @@ func FuzzRead(f *testing.F) {
 					t.Errorf("the record of %s names %q, not an absolute path", target, dep)
 				}
 			}
+			g.compileCommand(o)
 		}
 		g.Check(InputStamps(dir, g))
-		d, err := g.Direct()
-		if err != nil {
-			return
-		}
-		for _, o := range d.compiles {
-			d.cflags(o)
-			d.compile(o)
-		}
+		g.Replay()
 	})
 }
 
-// FuzzRecord parses one record (DIR is the module dir) and everything Direct
-// makes of a compile's record: none of it may panic. Nothing here runs a
+// FuzzRecord parses one record (DIR is the module dir) and everything the
+// replay makes of it: its compile command for editors, its unescaped
+// command, and its target's lines split into those that run now and those
+// that only write the record. None of it may panic. Nothing here runs a
 // command.
 func FuzzRecord(f *testing.F) {
-	dir, objtree := "/m", "/k"
+	dir := "/m"
 	for _, s := range []string{
 		"cmd_DIR/a.o := gcc -DX=$(pound)1 -c -o DIR/a.o DIR/a.c ; ./tools/objtool/objtool --module DIR/a.o\n\nsource_DIR/a.o := DIR/a.c\n\ndeps_DIR/a.o := \\\n  DIR/a.h \\\n  include/linux/k.h \\\n    $(wildcard include/config/FOO) \\\n\nDIR/a.o: $(deps_DIR/a.o)\n\n$(deps_DIR/a.o):\n\nDIR/a.o: $(wildcard ./tools/objtool/objtool)\n",
 		"cmd_DIR/a.o := gcc -DX -c -o DIR/a.o DIR/a.c\n\nsource_DIR/a.o := DIR/a.c\n",
@@ -100,25 +98,23 @@ func FuzzRecord(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	rec := Learn(nil, dir, []makelog.Line{{Target: dir + "/a.o", Dir: "/k", Text: "gcc -c -o /m/a.o /m/a.c", PID: 2, Make: 1}})
 	f.Fuzz(func(t *testing.T, record string) {
-		g := &Graph{Dir: dir, Objtree: objtree, Objects: map[string]*Object{}}
+		g := &Graph{Dir: dir, rec: rec, Objects: map[string]*Object{}}
 		o, err := g.parseRecord(dir+"/.a.o.cmd", []byte(strings.ReplaceAll(record, "DIR", dir)))
 		if err != nil {
 			return
 		}
-		// make's $(CC) is the word a compile's record starts with.
-		cc, _, _ := strings.Cut(o.Cmd, " ")
-		g.Env = []string{"abs_objtree=" + objtree, "CC=" + cc}
 		if !filepath.IsAbs(o.Target) || filepath.Clean(o.Target) != o.Target || o.Cmd == "" {
 			t.Errorf("a record of %q (key %q) with command %q", o.Target, o.key, o.Cmd)
 		}
-		d := &Direct{g: g, objtool: "./tools/objtool/objtool", cpp: "gcc -E", srctree: objtree}
-		d.cflags(o)
-		d.compile(o)
-		andSavecmd(o)
-		d.objtoolDep(o)
-		linkerScript(o.Cmd)
 		g.compileCommand(o)
+		cmd, err := unescape(o.raw)
+		if err != nil {
+			return
+		}
+		line := makelog.Line{Target: o.key, Dir: "/k", Text: "set -e; " + cmd + "; scripts/basic/fixdep " + dir + "/.a.o.d " + o.key + " 'x' > " + o.file + "; rm -f " + dir + "/.a.o.d"}
+		deferRecord(&recipe{target: o.Target, lines: []makelog.Line{line}}, o)
 	})
 }
 
@@ -128,7 +124,8 @@ func FuzzRecord(f *testing.F) {
 func FuzzDepFile(f *testing.F) {
 	dir := f.TempDir()
 	o := &Object{key: dir + "/x.o", Target: dir + "/x.o", Source: dir + "/x.c", Deps: []string{dir + "/a.h", "/k/include/k.h"}}
-	d := &Direct{g: &Graph{Objtree: "/k"}, late: []lateRecord{{o: o}}}
+	s := &step{o: o, depfiles: []string{filepath.Join(dir, ".x.o.d")}, late: []makelog.Line{{}}}
+	p := &Replay{ran: []*step{s}, late: []lateRecord{{o: o}}}
 	for _, s := range []string{
 		"D/x.o: D/x.c D/a.h \\\n /k/include/k.h\n",
 		"D/x.o: D/x.c include/k.h D/a.h\n\nD/x.d: D/x.c D/a.h\nD/a.h:\n",
@@ -141,6 +138,6 @@ func FuzzDepFile(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, ".x.o.d"), []byte(strings.ReplaceAll(dep, "D/", dir+"/")), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		d.sameLocalDeps([]recipe{{o: o}})
+		p.sameLocalDeps()
 	})
 }

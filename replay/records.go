@@ -1,17 +1,16 @@
 // Package replay rebuilds an external kernel module without Kbuild's
 // top-level make, which spends most of a rebuild re-reading the kernel's
-// Makefiles and re-running its compiler probes. After a full build it reads
-// what Kbuild recorded (the .*.cmd files, modules.order, the *.mod lists)
-// and the environment the top-level make exported to its sub-makes. On a
-// save it first shows that the change is one Kbuild's records cover (a
-// recorded source or header changed; no Kbuild file, no kernel tree, no
-// flag changed, no source came or went). Then it runs the recorded commands
-// of what is out of date and what Kbuild's rules run around them (Direct),
-// when the kernel's Kbuild rules are the ones Direct mirrors; else the steps
-// the top-level make would have run next (Steps): Makefile.build,
-// modules-check, Makefile.modpost and Makefile.modfinal, with that same
-// environment. Either way the result and the records left behind are the
-// ones make leaves.
+// Makefiles and re-running its compiler probes. It learns each build from
+// make itself (package makelog: every line make ran, with its target, dir
+// and environment) and reads what Kbuild recorded (the .*.cmd files,
+// modules.order). On a save it first shows that the change is one those
+// records cover (a recorded source or header changed; no Kbuild file, no
+// kernel tree file changed, no source came or went). Then it runs again
+// what make ran for each target that is out of date, and for what is
+// downstream of it, in make's order, dir and environment (Replay); or, when
+// a record no longer matches what make ran, the sub-makes the top-level
+// make ran (Steps). Either way the result and the records left behind are
+// the ones make leaves.
 package replay
 
 import (
@@ -36,9 +35,10 @@ type Object struct {
 	Source string   // absolute path of the source compiled into it; "" for links
 	Deps   []string // absolute paths of every file it depends on (headers, kernel config)
 
+	dir       string          // the directory its relative paths start from
 	file      string          // the .cmd file
 	key       string          // the target as the record names it (make's $@)
-	raw       string          // the cmd_ line's value exactly as recorded
+	raw       string          // the (saved)cmd_ line's value exactly as recorded
 	rawSource string          // the source as the record names it (make's $<)
 	wild      map[string]bool // the Deps named through $(wildcard): a missing one is no prerequisite
 	objtool   string          // the objtool a trailing `$@: $(wildcard ...)` line names, if any
@@ -48,14 +48,14 @@ type Object struct {
 // the records name, so that a later Check sees what changed since.
 type Graph struct {
 	Dir     string             // the module directory (M=)
-	Objtree string             // the kernel build dir: the working dir of every command
-	Env     []string           // the environment make gave its sub-makes
 	Objects map[string]*Object // by target
 	Modules []string           // the .ko files modules.order names
+	rec     *Recording
 
-	stamps map[string]stamp // every input file under Dir, every recorded source and dependency
-	tree   map[string]stamp // the kernel tree's configuration and symbols
-	inputs Stamps           // InputStamps as Read saw them
+	stamps  map[string]stamp // every input file under Dir, every recorded source and dependency
+	tree    map[string]stamp // the kernel tree's configuration and what make's lines read from it
+	records map[string]stamp // the .NAME.cmd files under Dir
+	inputs  Stamps           // InputStamps as Read saw them
 }
 
 // stamp is what tells a file's content changed without reading it; the zero
@@ -111,43 +111,28 @@ func stampOf(path string) stamp {
 // symbols; a module built against a changed tree needs the full make.
 var treeFiles = []string{".config", "include/config/auto.conf", "Module.symvers"}
 
-// Read reads what the last make built in dir, as Kbuild recorded it: the
-// modules modules.order names, the objects each module's .mod file lists,
-// and the records (.NAME.cmd) of those alone. make leaves the object and
-// record of a part renamed away behind, and a module's tree may hold files
-// that only look like records: those are no part of the build, so they are
-// never read, let alone run. env is the environment make gave its
-// sub-makes (see ParseEnv).
-func Read(dir string, env []string) (*Graph, error) {
-	objtree := lookup(env, "abs_objtree")
-	if objtree == "" {
-		objtree = lookup(env, "PWD")
+// Read reads what the last make built in dir, as Kbuild recorded it, with
+// what make ran for it (rec): the modules modules.order names, the objects
+// each module's .mod file lists, and the records (.NAME.cmd) of those
+// alone. make leaves the object and record of a part renamed away behind,
+// and a module's tree may hold files that only look like records: those are
+// no part of the build, so they are never read, let alone run.
+func Read(dir string, rec *Recording) (*Graph, error) {
+	if rec == nil || len(rec.order) == 0 {
+		return nil, fallbackf(ErrNoRecords, "make ran nothing in %s", dir)
 	}
-	if objtree == "" {
-		return nil, fmt.Errorf("make's environment names no kernel build dir (abs_objtree)")
-	}
-	g := &Graph{Dir: dir, Objtree: objtree, Env: env, Objects: map[string]*Object{},
-		stamps: map[string]stamp{}, tree: map[string]stamp{}}
+	g := &Graph{Dir: dir, rec: rec, Objects: map[string]*Object{},
+		stamps: map[string]stamp{}, tree: map[string]stamp{}, records: map[string]stamp{}}
 	WalkFiles(dir, func(path string, fi fs.FileInfo) {
-		if buildfiles.IsInput(filepath.Base(path)) {
+		switch name := filepath.Base(path); {
+		case isRecord(name):
+			g.records[path] = stamp{fi.ModTime(), fi.Size()}
+		case buildfiles.IsInput(name):
 			g.stamps[path] = stamp{fi.ModTime(), fi.Size()}
 		}
 	})
-	var err error
-	if g.Modules, err = ModulesOrder(dir); err != nil {
-		return nil, err
-	}
-	// modules.order and modpost's Module.symvers have records too, and so,
-	// from Linux 6.10, does the .module-common.o every module links.
-	for _, name := range []string{"modules.order", "Module.symvers", ".module-common.o"} {
-		if err := g.readRecord(filepath.Join(dir, name), false); err != nil {
-			return nil, err
-		}
-	}
-	for _, ko := range g.Modules {
-		if err := g.readModule(strings.TrimSuffix(ko, ".ko")); err != nil {
-			return nil, err
-		}
+	if err := g.readRecords(); err != nil {
+		return nil, fallbackf(ErrNoRecords, "%v", err)
 	}
 	for _, o := range g.Objects {
 		for _, p := range append(o.Deps, o.Source) {
@@ -156,9 +141,20 @@ func Read(dir string, env []string) (*Graph, error) {
 			}
 		}
 	}
-	for _, name := range treeFiles {
-		p := filepath.Join(objtree, name)
-		g.tree[p] = stampOf(p)
+	// What make's lines read from outside the module (modpost, the kernel's
+	// Module.symvers, the linker script) and the kernel's configuration.
+	for _, r := range rec.recipes {
+		for _, p := range r.prereqs {
+			if !strings.HasPrefix(p, dir+"/") {
+				g.tree[p] = stampOf(p)
+			}
+		}
+	}
+	if top := rec.topDir(); top != "" {
+		for _, name := range treeFiles {
+			p := filepath.Join(top, name)
+			g.tree[p] = stampOf(p)
+		}
 	}
 	g.inputs = Stamps{}
 	for p, st := range g.stamps {
@@ -168,6 +164,31 @@ func Read(dir string, env []string) (*Graph, error) {
 	}
 	maps.Copy(g.inputs, g.tree)
 	return g, nil
+}
+
+func isRecord(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".cmd")
+}
+
+// readRecords reads the records of the modules modules.order names.
+func (g *Graph) readRecords() error {
+	var err error
+	if g.Modules, err = ModulesOrder(g.Dir); err != nil {
+		return err
+	}
+	// modules.order and modpost's Module.symvers have records too, and so,
+	// from Linux 6.10, does the .module-common.o every module links.
+	for _, name := range []string{"modules.order", "Module.symvers", ".module-common.o"} {
+		if err := g.readRecord(filepath.Join(g.Dir, name), false); err != nil {
+			return err
+		}
+	}
+	for _, ko := range g.Modules {
+		if err := g.readModule(strings.TrimSuffix(ko, ".ko")); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readModule reads the records of one module (base is its path without
@@ -182,9 +203,12 @@ func (g *Graph) readModule(base string) error {
 	if err != nil {
 		return fmt.Errorf("reading Kbuild's list of the objects of %s: %w", g.rel(base+".ko"), err)
 	}
+	// The list names objects as the commands that wrote it did: relative
+	// to the dir make ran them in.
+	dir := g.rec.workdir(base + ".mod")
 	objs := []string{base + ".o"}
 	for _, p := range strings.Fields(string(list)) {
-		objs = append(objs, g.abs(p))
+		objs = append(objs, resolve(dir, p))
 	}
 	for _, o := range objs {
 		if err := g.readRecord(o, true); err != nil {
@@ -296,14 +320,16 @@ func (g *Graph) parseRecord(path string, data []byte) (*Object, error) {
 			continue
 		}
 		if o == nil {
-			o = &Object{Target: g.abs(target), file: path, key: target, wild: map[string]bool{}}
+			o = &Object{file: path, key: target, wild: map[string]bool{}}
+			o.dir = g.recordDir(path, target)
+			o.Target = resolve(o.dir, target)
 		}
 		switch kind {
 		case "cmd", "savedcmd":
 			o.Cmd, o.raw = strings.TrimSpace(val), val
 		case "source":
 			o.rawSource = strings.TrimSpace(val)
-			o.Source = g.abs(o.rawSource)
+			o.Source = resolve(o.dir, o.rawSource)
 		case "deps":
 			inDeps = strings.HasSuffix(strings.TrimSpace(val), `\`)
 		}
@@ -312,7 +338,7 @@ func (g *Graph) parseRecord(path string, data []byte) (*Object, error) {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	if o == nil || o.Cmd == "" {
-		return nil, fmt.Errorf("%s is not a Kbuild record: no cmd_ line", path)
+		return nil, fmt.Errorf("%s is not a Kbuild record: no cmd_ or savedcmd_ line", path)
 	}
 	return o, nil
 }
@@ -324,35 +350,41 @@ func (g *Graph) addDep(o *Object, dep string) {
 	if wild {
 		dep = strings.TrimSuffix(w, ")")
 	}
-	p := g.abs(dep)
+	p := resolve(o.dir, dep)
 	o.Deps = append(o.Deps, p)
 	if wild {
 		o.wild[p] = true
 	}
 }
 
-// abs resolves a path in a record: commands run in the kernel build dir.
-func (g *Graph) abs(p string) string {
-	if filepath.IsAbs(p) {
-		return filepath.Clean(p)
+// recordDir is the directory a record's relative paths start from: the one
+// its target names itself from (.NAME.cmd sits beside NAME), else the one
+// make ran the target's lines in.
+func (g *Graph) recordDir(file, key string) string {
+	target := filepath.Join(filepath.Dir(file), strings.TrimSuffix(strings.TrimPrefix(filepath.Base(file), "."), ".cmd"))
+	if !filepath.IsAbs(key) {
+		if d, ok := strings.CutSuffix(target, "/"+filepath.Clean(key)); ok {
+			return d
+		}
 	}
-	return filepath.Join(g.Objtree, p)
+	return g.rec.workdir(target)
 }
 
 // Check returns why the fast path cannot stand in for the full make since
-// Read, or "" if it can: every file that changed is a source or a dependency
-// Kbuild recorded, and no Kbuild file, kernel tree file or source set changed.
-// now is InputStamps(g.Dir, g), taken when the build starts.
-func (g *Graph) Check(now Stamps) string {
+// Read, or nil if it can: every file that changed is a source or a
+// dependency Kbuild recorded, and no Kbuild file, kernel tree file or
+// source set changed. now is InputStamps(g.Dir, g), taken when the build
+// starts.
+func (g *Graph) Check(now Stamps) error {
 	for p, s := range g.tree {
 		if now[p] != s {
-			return "the kernel tree changed (" + filepath.Base(p) + ")"
+			return fallbackf(ErrKernelTreeChanged, "the kernel tree changed (%s)", p)
 		}
 	}
 	for p := range now {
 		_, known := g.stamps[p]
 		if _, tree := g.tree[p]; !known && !tree {
-			return g.rel(p) + " was added"
+			return fallbackf(ErrSourceAdded, "%s was added", g.rel(p))
 		}
 	}
 	recorded := map[string]bool{}
@@ -370,16 +402,32 @@ func (g *Graph) Check(now Stamps) string {
 		switch {
 		case cur == s:
 		case buildfiles.IsKbuildFile(filepath.Base(p)):
-			return g.rel(p) + " changed"
+			return fallbackf(ErrKbuildChanged, "%s changed", g.rel(p))
 		case cur == stamp{} && strings.HasPrefix(p, g.Dir+"/"):
-			return g.rel(p) + " was removed"
+			return fallbackf(ErrSourceRemoved, "%s was removed", g.rel(p))
 		case !recorded[p]:
-			return g.rel(p) + " changed and no Kbuild record names it"
+			return fallbackf(ErrUnrecordedFile, "%s changed and no Kbuild record names it", g.rel(p))
 		case !strings.HasPrefix(p, g.Dir+"/"):
-			return "the kernel tree changed (" + p + ")"
+			return fallbackf(ErrKernelTreeChanged, "the kernel tree changed (%s)", p)
 		}
 	}
-	return ""
+	return nil
+}
+
+// Reread returns the records as they are now if a make other than
+// kwatch's wrote them since Read (a record changed, came or went), else g.
+// The fast path replays against them, and Check still compares with Read.
+func (g *Graph) Reread() (*Graph, error) {
+	now := map[string]stamp{}
+	WalkFiles(g.Dir, func(path string, fi fs.FileInfo) {
+		if isRecord(filepath.Base(path)) {
+			now[path] = stamp{fi.ModTime(), fi.Size()}
+		}
+	})
+	if maps.Equal(now, g.records) {
+		return g, nil
+	}
+	return Read(g.Dir, g.rec)
 }
 
 func (g *Graph) rel(p string) string {

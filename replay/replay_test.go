@@ -2,6 +2,7 @@ package replay
 
 import (
 	"encoding/json"
+	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -9,48 +10,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kwatch/makelog"
 )
 
-// Kbuild takes a word of MAKEFLAGS with an "s" for make -s and one with an
-// "i" for make -i, which adds -n to modpost's command line, so that the next
-// plain make would run modpost again.
-func TestCaptureArgsSetNoFlags(t *testing.T) {
-	for _, arg := range CaptureArgs {
-		for _, w := range strings.Fields(arg)[1:] {
-			if !strings.HasPrefix(w, "--") && strings.ContainsAny(w, "si") {
-				t.Errorf("CaptureArgs word %q reads as make flags to Kbuild", w)
-			}
-		}
-	}
-}
-
-func TestParseEnv(t *testing.T) {
-	outer := "MAKELEVEL=0\x00PWD=/src\x00MAKEFLAGS=rR -j2 --jobserver-auth=3,4\x00\x00"
-	inner := "PWD=/k\x00MAKELEVEL=1\x00abs_objtree=/k\x00" +
-		`MAKEFLAGS=rRw -I/s -j2 --jobserver-auth=4,5 --no-print-directory --eval=modules:\ .kwatch-env --eval=.DEFAULT_GOAL\ := -- M=/m RUSTC=/usr/bin/rustc` + "\x00\x00"
-	for _, dump := range []string{outer + inner, inner + outer} {
-		env, err := ParseEnv([]byte(dump))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := lookup(env, "PWD"); got != "/k" {
-			t.Errorf("PWD = %q, want the innermost make's /k", got)
-		}
-		if got, want := lookup(env, "MAKEFLAGS"), "rRw -I/s --no-print-directory -- M=/m RUSTC=/usr/bin/rustc"; got != want {
-			t.Errorf("MAKEFLAGS = %q, want %q", got, want)
-		}
-	}
-	if _, err := ParseEnv(nil); err == nil {
-		t.Error("ParseEnv(nil) succeeded; want an error: make never reached the modules target")
-	}
-}
-
 // fakeBuild lays out what Kbuild leaves after building m.ko from a.c in
-// dir against the kernel build dir objtree.
-func fakeBuild(t testing.TB) (dir, objtree string, env []string) {
+// dir against the kernel build dir objtree, its records written with
+// prefix ("cmd_" up to Linux 6.1, "savedcmd_" since 6.2), and what make ran.
+func fakeBuild(t testing.TB, prefix string) (dir, objtree string, rec *Recording) {
 	t.Helper()
 	root := t.TempDir()
 	dir, objtree = filepath.Join(root, "mod"), filepath.Join(root, "kernel")
+	compile := "gcc -DX=\\#1 -c -o DIR/a.o DIR/a.c ; ./tools/objtool/objtool --module DIR/a.o"
 	files := map[string]string{
 		"mod/Kbuild":        "obj-m := m.o\nm-y := a.o\n",
 		"mod/a.c":           "#include \"a.h\"\n",
@@ -58,47 +29,95 @@ func fakeBuild(t testing.TB) (dir, objtree string, env []string) {
 		"mod/unused.h":      "#define U 1\n",
 		"mod/modules.order": "DIR/m.ko\n",
 		"mod/m.mod":         "DIR/a.o\n",
-		"mod/.a.o.cmd": "cmd_DIR/a.o := gcc -DX=\\#1 -c -o DIR/a.o DIR/a.c ; ./tools/objtool/objtool --module DIR/a.o\n\n" +
+		"mod/.a.o.cmd": "PREFIXDIR/a.o := " + compile + "\n\n" +
 			"source_DIR/a.o := DIR/a.c\n\ndeps_DIR/a.o := \\\n  DIR/a.h \\\n  include/linux/k.h \\\n    $(wildcard include/config/FOO) \\\n\nDIR/a.o: $(deps_DIR/a.o)\n",
-		"mod/.m.o.cmd":             "cmd_DIR/m.o := ld -r -o DIR/m.o DIR/a.o\n",
-		"mod/.m.ko.cmd":            "cmd_DIR/m.ko := ld -r -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
-		"kernel/.config":           "CONFIG_MODULES=y\n",
-		"kernel/include/linux/k.h": "\n",
+		"mod/.m.o.cmd":              "PREFIXDIR/m.o := ld -r -o DIR/m.o DIR/a.o\n",
+		"mod/.m.ko.cmd":             "PREFIXDIR/m.ko := ld -r -o DIR/m.ko DIR/m.o DIR/m.mod.o\n",
+		"kernel/.config":            "CONFIG_MODULES=y\n",
+		"kernel/include/linux/k.h":  "\n",
+		"kernel/scripts/module.lds": "\n",
 	}
 	for name, content := range files {
 		p := filepath.Join(root, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(strings.ReplaceAll(content, "DIR", dir)), 0o644); err != nil {
+		content = strings.NewReplacer("PREFIX", prefix, "DIR", dir).Replace(content)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return dir, objtree, []string{"abs_objtree=" + objtree, "abs_srctree=" + objtree, "KBUILD_EXTMOD=" + dir}
+	line := func(pid, mk int, target, text string, prereqs ...string) makelog.Line {
+		return makelog.Line{Target: target, Prereqs: prereqs, Dir: objtree, Text: text, PID: pid, Make: mk, Flags: []string{"-c"}}
+	}
+	sub := "make -f scripts/Makefile.build obj=" + dir
+	rec = Learn(nil, dir, []makelog.Line{
+		{Target: "x", Text: "gcc --version", PID: 2, Make: 1, Shell: true, Dir: objtree},
+		line(3, 1, dir, sub),
+		line(5, 3, dir+"/a.o", "set -e; echo '  CC [M]  a.o'; "+strings.ReplaceAll(compile, "DIR", dir)+"; fixdep x > "+dir+"/.a.o.cmd; rm -f "+dir+"/.a.o.d", dir+"/a.c", "FORCE"),
+		line(6, 3, dir+"/a.o", "set -e; trap 'rm -f a.o' HUP; "),
+		line(7, 3, dir+"/m.o", "ld -r -o "+dir+"/m.o "+dir+"/a.o", dir+"/a.o"),
+		line(8, 1, "modules", "make -f scripts/Makefile.modfinal"),
+		line(9, 8, dir+"/m.ko", "ld -r -o "+dir+"/m.ko "+dir+"/m.o "+dir+"/m.mod.o", dir+"/m.o", "scripts/module.lds"),
+	})
+	return dir, objtree, rec
 }
 
 func TestRead(t *testing.T) {
-	dir, objtree, env := fakeBuild(t)
-	g, err := Read(dir, env)
+	for _, prefix := range []string{"cmd_", "savedcmd_"} {
+		t.Run(prefix, func(t *testing.T) {
+			dir, objtree, rec := fakeBuild(t, prefix)
+			g, err := Read(dir, rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := g.Objects[filepath.Join(dir, "a.o")]
+			if o == nil {
+				t.Fatalf("no record of a.o: %v", g.Objects)
+			}
+			want := []string{filepath.Join(dir, "a.h"), filepath.Join(objtree, "include/linux/k.h"), filepath.Join(objtree, "include/config/FOO")}
+			if o.Source != filepath.Join(dir, "a.c") || strings.Join(o.Deps, " ") != strings.Join(want, " ") {
+				t.Errorf("a.o: source %q, deps %q; want %q", o.Source, o.Deps, want)
+			}
+			if len(g.Modules) != 1 || g.Modules[0] != filepath.Join(dir, "m.ko") {
+				t.Errorf("Modules = %q", g.Modules)
+			}
+			var cc []compileCommand
+			if err := json.Unmarshal(g.CompileCommands(), &cc); err != nil {
+				t.Fatal(err)
+			}
+			wantCmd := "gcc -DX=#1 -c -o " + dir + "/a.o " + dir + "/a.c"
+			if len(cc) != 1 || cc[0].Command != wantCmd || cc[0].Directory != objtree || cc[0].File != filepath.Join(dir, "a.c") {
+				t.Errorf("compile_commands = %+v, want one entry %q", cc, wantCmd)
+			}
+		})
+	}
+}
+
+// Since Linux 6.13 make runs a module's lines in the module dir and its
+// records name their targets relative to it.
+func TestReadRelativeRecords(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		".a.o.cmd":      "savedcmd_a.o := gcc -c -o a.o a.c\n\nsource_a.o := a.c\n\ndeps_a.o := \\\n  a.h \\\n  /k/include/k.h \\\n",
+		".m.ko.cmd":     "savedcmd_m.ko := ld -r -o m.ko m.o\n",
+		".m.o.cmd":      "savedcmd_m.o := ld -r -o m.o a.o\n",
+		"m.mod":         "a.o\n",
+		"modules.order": "m.o\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := Learn(nil, dir, []makelog.Line{{Target: "a.o", Dir: dir, Text: "gcc -c -o a.o a.c", PID: 2, Make: 1}})
+	g, err := Read(dir, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := g.Objects[filepath.Join(dir, "a.o")]
-	if o == nil {
-		t.Fatalf("no record of a.o: %v", g.Objects)
-	}
-	want := []string{filepath.Join(dir, "a.h"), filepath.Join(objtree, "include/linux/k.h"), filepath.Join(objtree, "include/config/FOO")}
-	if o.Source != filepath.Join(dir, "a.c") || strings.Join(o.Deps, " ") != strings.Join(want, " ") {
-		t.Errorf("a.o: source %q, deps %q; want %q", o.Source, o.Deps, want)
+	if o == nil || o.Source != filepath.Join(dir, "a.c") || strings.Join(o.Deps, " ") != dir+"/a.h /k/include/k.h" {
+		t.Errorf("a.o = %+v", o)
 	}
 	if len(g.Modules) != 1 || g.Modules[0] != filepath.Join(dir, "m.ko") {
 		t.Errorf("Modules = %q", g.Modules)
-	}
-	var cc []compileCommand
-	if err := json.Unmarshal(g.CompileCommands(), &cc); err != nil {
-		t.Fatal(err)
-	}
-	wantCmd := "gcc -DX=#1 -c -o " + dir + "/a.o " + dir + "/a.c"
-	if len(cc) != 1 || cc[0].Command != wantCmd || cc[0].Directory != objtree || cc[0].File != filepath.Join(dir, "a.c") {
-		t.Errorf("compile_commands = %+v, want one entry %q", cc, wantCmd)
 	}
 }
 
@@ -116,36 +135,75 @@ func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(dir, objtree string) error
-		want   string // "" = the fast path may run
+		reason error // nil = the fast path may run
+		msg    string
 	}{
-		{"nothing", func(string, string) error { return nil }, ""},
-		{"source", touch("a.c"), ""},
-		{"recorded header", touch("a.h"), ""},
-		{"header no record names", touch("unused.h"), "unused.h changed and no Kbuild record names it"},
-		{"Kbuild", touch("Kbuild"), "Kbuild changed"},
-		{"source added", func(dir, _ string) error { return os.WriteFile(filepath.Join(dir, "b.c"), nil, 0o644) }, "b.c was added"},
-		{"header removed", func(dir, _ string) error { return os.Remove(filepath.Join(dir, "a.h")) }, "a.h was removed"},
-		{"kernel config", touch("/kernel/.config"), "the kernel tree changed (.config)"},
-		{"kernel header", touch("/kernel/include/linux/k.h"), "the kernel tree changed"},
+		{"nothing", func(string, string) error { return nil }, nil, ""},
+		{"source", touch("a.c"), nil, ""},
+		{"recorded header", touch("a.h"), nil, ""},
+		{"header no record names", touch("unused.h"), ErrUnrecordedFile, "unused.h changed and no Kbuild record names it"},
+		{"Kbuild", touch("Kbuild"), ErrKbuildChanged, "Kbuild changed"},
+		{"source added", func(dir, _ string) error { return os.WriteFile(filepath.Join(dir, "b.c"), nil, 0o644) }, ErrSourceAdded, "b.c was added"},
+		{"header removed", func(dir, _ string) error { return os.Remove(filepath.Join(dir, "a.h")) }, ErrSourceRemoved, "a.h was removed"},
+		{"kernel config", touch("/kernel/.config"), ErrKernelTreeChanged, "the kernel tree changed"},
+		{"kernel header", touch("/kernel/include/linux/k.h"), ErrKernelTreeChanged, "the kernel tree changed"},
+		{"what a line read from the kernel", touch("/kernel/scripts/module.lds"), ErrKernelTreeChanged, "the kernel tree changed"},
 		{"new kernel config option", func(_, objtree string) error {
 			os.MkdirAll(filepath.Join(objtree, "include/config"), 0o755)
 			return os.WriteFile(filepath.Join(objtree, "include/config/FOO"), nil, 0o644)
-		}, "the kernel tree changed"},
+		}, ErrKernelTreeChanged, "the kernel tree changed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, objtree, env := fakeBuild(t)
-			g, err := Read(dir, env)
+			dir, objtree, rec := fakeBuild(t, "savedcmd_")
+			g, err := Read(dir, rec)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := tt.change(dir, objtree); err != nil {
 				t.Fatal(err)
 			}
-			if got := g.Check(InputStamps(dir, g)); !strings.HasPrefix(got, tt.want) || (tt.want == "") != (got == "") {
-				t.Errorf("Check() = %q, want %q", got, tt.want)
+			got := g.Check(InputStamps(dir, g))
+			if !errors.Is(got, tt.reason) || (tt.reason == nil) != (got == nil) || (got != nil && !strings.HasPrefix(got.Error(), tt.msg)) {
+				t.Errorf("Check() = %v, want %v (%q)", got, tt.reason, tt.msg)
 			}
 		})
+	}
+}
+
+// Learn keeps, per target of the module, what make ran for it: no
+// $(shell) call, no sub-make, no line that does nothing; in sub-makes
+// ordered as the first make ran them; and what a later make did not run
+// stays known while that make still names it.
+func TestLearn(t *testing.T) {
+	dir, objtree, rec := fakeBuild(t, "cmd_")
+	if got := len(rec.recipes[dir+"/a.o"].lines); got != 1 {
+		t.Errorf("a.o has %d lines, want 1 (the no-op dropped)", got)
+	}
+	phases := rec.byPhase()
+	if len(phases) != 3 || len(phases[0]) != 0 || len(phases[1]) != 2 || len(phases[2]) != 1 {
+		t.Fatalf("phases %v", phases)
+	}
+	if len(rec.top) != 2 || rec.topDir() != objtree {
+		t.Errorf("top make's lines %v, dir %q", rec.top, rec.topDir())
+	}
+	// A later make relinks m.ko only: a.o's lines stay, m.o's too (m.ko names it).
+	next := Learn(rec, dir, []makelog.Line{
+		{Target: "modules", Text: "make -f scripts/Makefile.modfinal", PID: 30, Make: 20, Dir: objtree},
+		{Target: dir + "/m.ko", Text: "ld -r -o m.ko new", PID: 31, Make: 30, Dir: objtree, Prereqs: []string{dir + "/m.o"}},
+	})
+	if next.recipes[dir+"/m.ko"].lines[0].Text != "ld -r -o m.ko new" || next.recipes[dir+"/m.o"] == nil {
+		t.Errorf("after a second make: %v", next.order)
+	}
+	if next.recipes[dir+"/a.o"] != nil {
+		t.Errorf("a.o kept though the later make's lines name it nowhere")
+	}
+}
+
+func TestWithoutRunFlags(t *testing.T) {
+	env := withoutRunFlags([]string{"A=1", `MAKEFLAGS=rRw -j2 --jobserver-auth=3,4 --no-print-directory -- M=/m SHELL=/k\ -kwatch-make-recipe\ /l RUSTC=/usr/bin/rustc`})
+	if got, want := env[1], "MAKEFLAGS=rRw -j2 --no-print-directory -- M=/m RUSTC=/usr/bin/rustc"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
 
@@ -176,7 +234,7 @@ func TestReadOnlyTheBuild(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, _, env := fakeBuild(t)
+			dir, _, rec := fakeBuild(t, "cmd_")
 			for name, content := range tt.files {
 				p := filepath.Join(dir, name)
 				os.MkdirAll(filepath.Dir(p), 0o755)
@@ -184,7 +242,7 @@ func TestReadOnlyTheBuild(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			g, err := Read(dir, env)
+			g, err := Read(dir, rec)
 			if err != nil {
 				t.Fatalf("Read: %v", err)
 			}

@@ -1,82 +1,42 @@
 package replay
 
 import (
-	"bytes"
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 )
 
-// CaptureArgs are make arguments that make Kbuild's top-level make, when it
-// builds the modules, write the environment it exports to its sub-makes to
-// file descriptor CaptureFD (NUL-separated, each dump ended by an empty
-// entry). The target's name starts with a dot so it never becomes a
-// makefile's default goal, and .DEFAULT_GOAL is reset for the same reason.
-// Kbuild reads the words of MAKEFLAGS that do not start with "--" as
-// single-letter flags, and the words after an --eval's first space are
-// such words: none may hold an "s" (silent) or an "i" (modpost -n).
-var CaptureArgs = []string{
-	"--eval=.PHONY: .kwatch-env",
-	"--eval=modules: .kwatch-env",
-	"--eval=.kwatch-env: ; @{ env -0; head -c1 /dev/zero; } >&3",
-	"--eval=.DEFAULT_GOAL :=",
+// Steps returns what the make that ran the module's sub-makes ran, in
+// order: those sub-makes (Kbuild's Makefile.build, modpost, modfinal) and
+// its own lines between them (modules_check), each with the dir and
+// environment make gave it; nil if no such make was recorded.
+func (g *Graph) Steps() []*exec.Cmd {
+	var cmds []*exec.Cmd
+	for _, l := range g.rec.top {
+		cmds = append(cmds, shell(l, nil))
+	}
+	return cmds
 }
 
-// CaptureFD is the descriptor CaptureArgs write to: the child's first
-// extra file (exec.Cmd.ExtraFiles[0]).
-const CaptureFD = 3
-
-// ParseEnv picks the environment of the innermost make from what
-// CaptureArgs wrote (Kbuild's top Makefile may call itself once more in the
-// kernel build dir), with make's per-run flags (the jobserver, -j and
-// CaptureArgs) dropped from MAKEFLAGS.
-func ParseEnv(dump []byte) ([]string, error) {
-	var best []string
-	bestLevel := -1
-	for _, d := range bytes.Split(dump, []byte("\x00\x00")) {
-		env := strings.Split(strings.TrimRight(string(d), "\x00"), "\x00")
-		if len(env) < 2 {
-			continue
-		}
-		level, _ := strconv.Atoi(lookup(env, "MAKELEVEL"))
-		if level > bestLevel {
-			best, bestLevel = env, level
-		}
-	}
-	if best == nil {
-		return nil, fmt.Errorf("make did not reach Kbuild's modules target")
-	}
-	out := make([]string, 0, len(best))
-	for _, kv := range best {
-		if v, ok := strings.CutPrefix(kv, "MAKEFLAGS="); ok {
-			kv = "MAKEFLAGS=" + cleanMakeflags(v)
+// withoutRunFlags drops from MAKEFLAGS what belongs to the run of make a
+// line was recorded in: the jobserver, and the recorder (SHELL=, one of the
+// command line's variables, after "--"), so that a make a line runs again
+// runs on its own. Words are separated by unescaped spaces.
+func withoutRunFlags(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if flags, ok := strings.CutPrefix(kv, "MAKEFLAGS="); ok {
+			var keep []string
+			for _, w := range splitEscaped(flags) {
+				if !strings.HasPrefix(w, "--jobserver-") && !strings.HasPrefix(w, "SHELL=") {
+					keep = append(keep, w)
+				}
+			}
+			kv = "MAKEFLAGS=" + strings.Join(keep, " ")
 		}
 		out = append(out, kv)
 	}
-	return out, nil
-}
-
-// cleanMakeflags drops the options that belong to one run of make. Words
-// are separated by unescaped spaces; everything after "--" (the command
-// line's variables) is kept.
-func cleanMakeflags(flags string) string {
-	words := splitEscaped(flags)
-	var out []string
-	for i, w := range words {
-		if w == "--" {
-			out = append(out, words[i:]...)
-			break
-		}
-		switch {
-		case strings.HasPrefix(w, "-j"), strings.HasPrefix(w, "--jobserver-"), strings.HasPrefix(w, "--eval="):
-			continue
-		}
-		out = append(out, w)
-	}
-	return strings.Join(out, " ")
+	return out
 }
 
 func splitEscaped(s string) []string {
@@ -104,61 +64,12 @@ func splitEscaped(s string) []string {
 }
 
 func lookup(env []string, name string) string {
-	v, _ := lookupOK(env, name)
-	return v
-}
-
-// lookupOK is lookup that tells an empty variable from a missing one.
-func lookupOK(env []string, name string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {
 		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
-			return v, true
+			return v
 		}
 	}
-	return "", false
-}
-
-// Steps returns the commands Kbuild's top Makefile runs for `modules` in an
-// external module once its configuration is read (Linux 5.10 to 6.12: the
-// $(build-dir), modules_check, modpost and modules rules), each set up with
-// make's environment and working dir. jobs is make's -j.
-func (g *Graph) Steps(jobs int) ([]*exec.Cmd, error) {
-	srctree := lookup(g.Env, "abs_srctree")
-	extmod := lookup(g.Env, "KBUILD_EXTMOD")
-	if srctree == "" || extmod == "" {
-		return nil, fmt.Errorf("make's environment lacks abs_srctree or KBUILD_EXTMOD")
-	}
-	scripts := filepath.Join(srctree, "scripts")
-	for _, f := range []string{"Makefile.build", "Makefile.modpost", "Makefile.modfinal", "modules-check.sh"} {
-		if _, err := os.Stat(filepath.Join(scripts, f)); err != nil {
-			return nil, fmt.Errorf("this kernel's Kbuild has no %s", f)
-		}
-	}
-	j := "-j" + strconv.Itoa(jobs)
-	return []*exec.Cmd{
-		g.command("MAKE", "make", j, "-f", filepath.Join(scripts, "Makefile.build"), "obj="+extmod, "need-builtin=1", "need-modorder=1"),
-		g.modulesCheck(),
-		g.command("MAKE", "make", j, "-f", filepath.Join(scripts, "Makefile.modpost")),
-		g.command("MAKE", "make", j, "-f", filepath.Join(scripts, "Makefile.modfinal")),
-	}, nil
-}
-
-// modulesCheck is the top Makefile's modules_check, which runs before modpost.
-func (g *Graph) modulesCheck() *exec.Cmd {
-	return g.command("CONFIG_SHELL", "sh", filepath.Join(lookup(g.Env, "abs_srctree"), "scripts", "modules-check.sh"),
-		filepath.Join(lookup(g.Env, "KBUILD_EXTMOD"), "modules.order"))
-}
-
-// command runs the program make's variable names (def if unset) in the
-// kernel build dir with make's environment.
-func (g *Graph) command(variable, def string, args ...string) *exec.Cmd {
-	prog := lookup(g.Env, variable)
-	if prog == "" {
-		prog = def
-	}
-	c := exec.Command(prog, args...)
-	c.Dir, c.Env = g.Objtree, g.Env
-	return c
+	return ""
 }
 
 // HasRust reports whether the module has Rust sources.
@@ -173,14 +84,24 @@ func (g *Graph) HasRust() bool {
 
 // RustAnalyzer returns the command of Kbuild's rust-analyzer target, set to
 // write rust-project.json into dir rather than into the module dir, where
-// its shell redirection would follow a symlink; nil without the kernel's
-// source tree.
+// its shell redirection would follow a symlink; nil if no make that ran the
+// module's sub-makes was recorded.
 func (g *Graph) RustAnalyzer(dir string) *exec.Cmd {
-	srctree := lookup(g.Env, "abs_srctree")
-	if srctree == "" {
+	if len(g.rec.top) == 0 {
 		return nil
 	}
+	l := g.rec.top[0]
+	srctree := lookup(l.Env, "abs_srctree")
+	if srctree == "" {
+		srctree = resolve(l.Dir, lookup(l.Env, "srctree"))
+	}
+	make := lookup(l.Env, "MAKE")
+	if make == "" {
+		make = "make"
+	}
 	// For an external module the target writes $(extmod_prefix)rust-project.json.
-	return g.command("MAKE", "make", "-f", filepath.Join(srctree, "scripts", "Makefile.build"), "obj=rust", "rust-analyzer",
+	c := exec.Command(make, "-f", filepath.Join(srctree, "scripts", "Makefile.build"), "obj=rust", "rust-analyzer",
 		"extmod_prefix="+dir+"/")
+	c.Dir, c.Env = l.Dir, withoutRunFlags(l.Env)
+	return c
 }
