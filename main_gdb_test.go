@@ -195,9 +195,7 @@ func checkGuestGoesOn(t *testing.T, state string, res <-chan string, want string
 	case <-time.After(time.Minute):
 		t.Fatal("the guest command did not complete after gdb exited")
 	}
-	if got := guestRun(t, state, "echo alive"); got != "alive\n" {
-		t.Errorf("the guest answered %q after gdb", got)
-	}
+	checkAlive(t, state, "gdb")
 }
 
 // A reload while the session runs: the session says so, and at the next
@@ -314,9 +312,7 @@ func TestGDBModuleLayoutMatchesKernel(t *testing.T) {
 				t.Errorf("section %s: placed at %#x, the kernel says %#x", name, at, want)
 			}
 		}
-		if got := guestRun(t, v.state, "echo alive"); got != "alive\n" {
-			t.Errorf("the guest answered %q after the stub detached", got)
-		}
+		checkAlive(t, v.state, "the stub detached")
 	})
 }
 
@@ -425,9 +421,7 @@ func TestGDBKilledGuestRunsOn(t *testing.T) {
 		if !strings.Contains(g.output(), "gdb was killed before it detached: the guest runs on") {
 			t.Errorf("no notice that the guest was let run:\n%s", g.output())
 		}
-		if got := guestRun(t, v.state, "echo alive"); got != "alive\n" {
-			t.Errorf("the guest answered %q after gdb was killed", got)
-		}
+		checkAlive(t, v.state, "gdb was killed")
 	})
 }
 
@@ -462,8 +456,15 @@ func TestGDBInteractive(t *testing.T) {
 		if !strings.Contains(g.output(), "detached") {
 			t.Errorf("gdb did not detach:\n%s", g.output())
 		}
-		if got := guestRun(t, v.state, "echo alive"); got != "alive\n" {
-			t.Errorf("the guest answered %q after gdb", got)
-		}
+		checkAlive(t, v.state, "gdb")
 	})
+}
+
+// checkAlive checks that the guest of state dir state answers, after what
+// the message names.
+func checkAlive(t *testing.T, state, after string) {
+	t.Helper()
+	if got := guestRun(t, state, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after %s", got, after)
+	}
 }
