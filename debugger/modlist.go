@@ -14,8 +14,10 @@ type Memory interface {
 	ReadMemory(addr uint64, n int) ([]byte, error)
 }
 
-// Linux 6.1's struct module starts with its state (an enum, padded to 8
-// bytes) and its node in the module list, then its name.
+// struct module starts with its state (an enum, padded to 8 bytes) and its
+// node in the module list, then its name: on 6.1 and 6.12 alike (their
+// modules' debug info says so), and without debug info this is all the
+// walk has to go on.
 const (
 	moduleListOffset = 8
 	moduleNameOffset = 24

@@ -74,7 +74,7 @@ func ProbeModuleMemory(ko string) (ModuleMemory, error) {
 			if !ok {
 				return ModuleMemory{}, fmt.Errorf("%s: struct module's mem is a %s, not an array", ko, fl.Type)
 			}
-			elem, ok := dwarf.Type(arr.Type).(*dwarf.StructType)
+			elem, ok := arr.Type.(*dwarf.StructType)
 			if !ok {
 				return ModuleMemory{}, fmt.Errorf("%s: struct module's mem[] holds %s, not a struct", ko, arr.Type)
 			}
