@@ -88,7 +88,7 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	vmlinux := filepath.Join(kdir, "vmlinux")
 	if !debuginfo.HasSymbols(vmlinux) {
-		notice(fmt.Sprintf("no vmlinux with symbols in %s (Debian's kernels ship none; linux-image-*-dbg has one): kernel functions show as addresses", kdir))
+		notice(fmt.Sprintf("no vmlinux with symbols in %s (Debian's kernels ship none, or one with only BTF; linux-image-*-dbg has one): kernel functions show as addresses", kdir))
 		vmlinux = ""
 	}
 	done, err := vm.MarkDebugger(s.stateDir, os.Getpid())

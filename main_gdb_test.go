@@ -135,13 +135,13 @@ func guestAsync(state, cmd string) <-chan string {
 	return res
 }
 
-// loadKwgdb loads testdata/gdb/kwgdb into the shared guest and returns its
+// loadKwgdb loads testdata/gdb/kwgdb into v's shared guest and returns its
 // directory.
-func loadKwgdb(t *testing.T) string {
+func loadKwgdb(t *testing.T, v e2eVM) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "kwgdb")
 	copyDir(t, "testdata/gdb/kwgdb", dir)
-	if _, stderr, code := kwatchRun(t, append(vmArgs(e2eState), "--once", "--json", dir)...); code != 0 {
+	if _, stderr, code := kwatchRun(t, append(v.args(), "--once", "--json", dir)...); code != 0 {
 		t.Fatalf("loading kwgdb: exit %d\n%s", code, stderr)
 	}
 	return dir
@@ -151,21 +151,22 @@ func loadKwgdb(t *testing.T) string {
 // parameter setter calls, hit by a write from the guest; gdb shows the
 // source line, and after it exits the write completes and the guest runs on.
 func TestGDBStopsInModule(t *testing.T) {
-	needGuest(t)
-	dir := loadKwgdb(t)
-	// gdb's kill would end QEMU: kwatch refuses it, and the session goes on.
-	g := startGDB(t, append(vmArgs(e2eState), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "kill", "-ex", "continue", "-ex", "bt 1")...)
-	g.waitFor(time.Minute, "kill would end QEMU")
-	write := guestAsync(e2eState, "echo 21 > /sys/module/kwgdb/parameters/poke && cat /sys/module/kwgdb/parameters/poke")
-	if code := g.wait(2 * time.Minute); code != 0 {
-		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
-	}
-	out := g.output()
-	checkStop(t, out, filepath.Join(dir, "kwgdb.c"), "kwgdb_poke", `kwgdb_poke \(v=21\)`)
-	if !strings.Contains(out, "detached") {
-		t.Errorf("gdb did not detach:\n%s", out)
-	}
-	checkGuestGoesOn(t, e2eState, write, "42\n")
+	eachKernel(t, func(t *testing.T, v e2eVM) {
+		dir := loadKwgdb(t, v)
+		// gdb's kill would end QEMU: kwatch refuses it, and the session goes on.
+		g := startGDB(t, append(v.args(), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "kill", "-ex", "continue", "-ex", "bt 1")...)
+		g.waitFor(time.Minute, "kill would end QEMU")
+		write := guestAsync(v.state, "echo 21 > /sys/module/kwgdb/parameters/poke && cat /sys/module/kwgdb/parameters/poke")
+		if code := g.wait(2 * time.Minute); code != 0 {
+			t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
+		}
+		out := g.output()
+		checkStop(t, out, filepath.Join(dir, "kwgdb.c"), "kwgdb_poke", `kwgdb_poke \(v=21\)`)
+		if !strings.Contains(out, "detached") {
+			t.Errorf("gdb did not detach:\n%s", out)
+		}
+		checkGuestGoesOn(t, v.state, write, "42\n")
+	})
 }
 
 // checkStop checks that gdb's output has frame #0 in function fn (its gdb
@@ -194,53 +195,52 @@ func checkGuestGoesOn(t *testing.T, state string, res <-chan string, want string
 	case <-time.After(time.Minute):
 		t.Fatal("the guest command did not complete after gdb exited")
 	}
-	if got := guestRun(t, state, "echo alive"); got != "alive\n" {
-		t.Errorf("the guest answered %q after gdb", got)
-	}
+	checkAlive(t, state, "gdb")
 }
 
 // A reload while the session runs: the session says so, and at the next
 // stop (a ^C here) the symbols and the breakpoint move to the new module.
 func TestGDBFollowsReloads(t *testing.T) {
-	needGuest(t)
-	dir := filepath.Join(t.TempDir(), "kwgdb")
-	copyDir(t, "testdata/gdb/kwgdb", dir)
-	w := startWatch(t, append(vmArgs(e2eState), dir)...)
-	w.expectLoaded(3 * time.Minute)
-	g := startGDB(t, append(vmArgs(e2eState), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "continue", "-ex", "info breakpoints")...)
-	g.waitFor(time.Minute, "Breakpoint 1 at")
+	eachKernel(t, func(t *testing.T, v e2eVM) {
+		dir := filepath.Join(t.TempDir(), "kwgdb")
+		copyDir(t, "testdata/gdb/kwgdb", dir)
+		w := startWatch(t, append(v.args(), dir)...)
+		w.expectLoaded(3 * time.Minute)
+		g := startGDB(t, append(v.args(), dir, "--", "-batch", "-ex", "break kwgdb_poke", "-ex", "continue", "-ex", "info breakpoints")...)
+		g.waitFor(time.Minute, "Breakpoint 1 at")
 
-	src := filepath.Join(dir, "kwgdb.c")
-	b, _ := os.ReadFile(src)
-	writeFile(t, src, strings.Replace(string(b), "v * 2", "v * 3 + 1", 1))
-	w.expectLoaded(2 * time.Minute)
-	g.waitFor(30*time.Second, "kwatch: kwgdb was reloaded (.text now")
-	// ^C, as the message says: gdb stops the guest, and the symbols follow.
-	gdbPID := childPID(t, g.cmd.Process.Pid)
-	if err := syscall.Kill(gdbPID, syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if code := g.wait(time.Minute); code != 0 {
-		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
-	}
-	out := g.output()
-	if !strings.Contains(out, "kwatch: kwgdb was reloaded: its symbols now start at") {
-		t.Fatalf("the symbols did not follow the reload at the stop:\n%s", out)
-	}
-	m := regexp.MustCompile(`(?m)^1 +breakpoint +keep +y +(0x[0-9a-f]+) in kwgdb_poke at`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no breakpoint on kwgdb_poke after the reload:\n%s", out)
-	}
-	at, _ := strconv.ParseUint(m[1], 0, 64)
-	lo, hi := moduleCore(t, e2eState, "kwgdb")
-	if at < lo || at >= hi {
-		t.Errorf("the breakpoint is at %#x, outside the reloaded module (%#x-%#x)", at, lo, hi)
-	}
-	if got := guestRun(t, e2eState, "cat /sys/module/kwgdb/parameters/poke; echo 2 > /sys/module/kwgdb/parameters/poke; cat /sys/module/kwgdb/parameters/poke"); !strings.HasSuffix(got, "7\n") {
-		t.Errorf("the reloaded module answered %q, want the new build's 2*3+1", got)
-	}
-	w.stop()
-	noStrayProcesses(t, dir)
+		src := filepath.Join(dir, "kwgdb.c")
+		b, _ := os.ReadFile(src)
+		writeFile(t, src, strings.Replace(string(b), "v * 2", "v * 3 + 1", 1))
+		w.expectLoaded(2 * time.Minute)
+		g.waitFor(30*time.Second, "kwatch: kwgdb was reloaded (.text now")
+		// ^C, as the message says: gdb stops the guest, and the symbols follow.
+		gdbPID := childPID(t, g.cmd.Process.Pid)
+		if err := syscall.Kill(gdbPID, syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if code := g.wait(time.Minute); code != 0 {
+			t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
+		}
+		out := g.output()
+		if !strings.Contains(out, "kwatch: kwgdb was reloaded: its symbols now start at") {
+			t.Fatalf("the symbols did not follow the reload at the stop:\n%s", out)
+		}
+		m := regexp.MustCompile(`(?m)^1 +breakpoint +keep +y +(0x[0-9a-f]+) in kwgdb_poke at`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no breakpoint on kwgdb_poke after the reload:\n%s", out)
+		}
+		at, _ := strconv.ParseUint(m[1], 0, 64)
+		lo, hi := moduleCore(t, v.state, "kwgdb")
+		if at < lo || at >= hi {
+			t.Errorf("the breakpoint is at %#x, outside the reloaded module (%#x-%#x)", at, lo, hi)
+		}
+		if got := guestRun(t, v.state, "cat /sys/module/kwgdb/parameters/poke; echo 2 > /sys/module/kwgdb/parameters/poke; cat /sys/module/kwgdb/parameters/poke"); !strings.HasSuffix(got, "7\n") {
+			t.Errorf("the reloaded module answered %q, want the new build's 2*3+1", got)
+		}
+		w.stop()
+		noStrayProcesses(t, dir)
+	})
 }
 
 // moduleCore returns the address range of a loaded module's text and data,
@@ -277,42 +277,43 @@ func childPID(t *testing.T, pid int) int {
 
 // On a kernel without sysfs sections (the Rust test kernel has no
 // CONFIG_KALLSYMS) kwatch gdb finds a module in the kernel's module list
-// through the stub and places its sections by the kernel's layout rules.
-// The Debian kernel lists both, so it checks one against the other.
+// through the stub and places its sections by the kernel's layout rules:
+// one allocation on 6.1, one per kind of memory (struct module's mem[]) on
+// 6.12. Debian's kernels list the sections too, so it checks one against
+// the other.
 func TestGDBModuleLayoutMatchesKernel(t *testing.T) {
-	needGuest(t)
-	dir := loadKwgdb(t)
-	f := strings.Fields(guestRun(t, e2eState, "grep ' modules$' /proc/kallsyms"))
-	if len(f) == 0 {
-		t.Fatal("the guest's /proc/kallsyms has no modules symbol")
-	}
-	head, _ := strconv.ParseUint(f[0], 16, 64)
-	loaded := debuginfo.ParseGuest([]byte(guestRun(t, e2eState, debuginfo.GuestScript([]string{"kwgdb"}))))["kwgdb"]
-	if loaded == nil || len(loaded.Sections) == 0 {
-		t.Fatal("the guest lists no sections for kwgdb")
-	}
-	st, err := vm.DialStub(vm.GDBSocket(e2eState))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secs, err := debugger.SectionsFromMemory(st, head, "kwgdb", filepath.Join(dir, "kwgdb.ko"))
-	if derr := st.Detach(); derr != nil {
-		t.Errorf("detaching: %v", derr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := secs[".text"]; !ok || len(secs) < 5 {
-		t.Fatalf("placed only %v", secs)
-	}
-	for name, at := range secs {
-		if want, ok := loaded.Sections[name]; !ok || want != at {
-			t.Errorf("section %s: placed at %#x, the kernel says %#x", name, at, want)
+	eachKernel(t, func(t *testing.T, v e2eVM) {
+		dir := loadKwgdb(t, v)
+		f := strings.Fields(guestRun(t, v.state, "grep ' modules$' /proc/kallsyms"))
+		if len(f) == 0 {
+			t.Fatal("the guest's /proc/kallsyms has no modules symbol")
 		}
-	}
-	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
-		t.Errorf("the guest answered %q after the stub detached", got)
-	}
+		head, _ := strconv.ParseUint(f[0], 16, 64)
+		loaded := debuginfo.ParseGuest([]byte(guestRun(t, v.state, debuginfo.GuestScript([]string{"kwgdb"}))))["kwgdb"]
+		if loaded == nil || len(loaded.Sections) == 0 {
+			t.Fatal("the guest lists no sections for kwgdb")
+		}
+		st, err := vm.DialStub(vm.GDBSocket(v.state))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secs, err := debugger.SectionsFromMemory(st, head, "kwgdb", filepath.Join(dir, "kwgdb.ko"))
+		if derr := st.Detach(); derr != nil {
+			t.Errorf("detaching: %v", derr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := secs[".text"]; !ok || len(secs) < 5 {
+			t.Fatalf("placed only %v", secs)
+		}
+		for name, at := range secs {
+			if want, ok := loaded.Sections[name]; !ok || want != at {
+				t.Errorf("section %s: placed at %#x, the kernel says %#x", name, at, want)
+			}
+		}
+		checkAlive(t, v.state, "the stub detached")
+	})
 }
 
 // The same on the Rust test kernel: a breakpoint by name in a Rust module
@@ -348,7 +349,9 @@ func TestGDBStopsInRustModule(t *testing.T) {
 }
 
 // A VM that an older kwatch started has no gdb socket: the next kwatch
-// restarts it, once, and says why.
+// restarts it, once, and says why. (The socket is QEMU's and the record
+// kwatch's: one kernel series is enough, and this test boots its own VM
+// twice.)
 func TestOldVMGetsGDBSocketOnce(t *testing.T) {
 	needGuest(t)
 	state := filepath.Join(t.TempDir(), "state")
@@ -390,9 +393,9 @@ func TestOldVMGetsGDBSocketOnce(t *testing.T) {
 // startHoldingGDB starts kwatch gdb on the module in dir with a gdb that
 // stops the guest and then waits for more commands on stdin, which the test
 // holds open; it returns once the guest is stopped.
-func startHoldingGDB(t *testing.T, dir string, attr *syscall.SysProcAttr) *gdbProc {
+func startHoldingGDB(t *testing.T, v e2eVM, dir string, attr *syscall.SysProcAttr) *gdbProc {
 	t.Helper()
-	cmd := exec.Command(kwatchBin, append(append([]string{"gdb"}, vmArgs(e2eState)...), dir, "--", "-ex", "interrupt", "-ex", "info registers rip")...)
+	cmd := exec.Command(kwatchBin, append(append([]string{"gdb"}, v.args()...), dir, "--", "-ex", "interrupt", "-ex", "info registers rip")...)
 	cmd.SysProcAttr = attr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -407,54 +410,61 @@ func startHoldingGDB(t *testing.T, dir string, attr *syscall.SysProcAttr) *gdbPr
 // A gdb killed while it holds the guest stopped (it cannot detach): kwatch
 // lets the guest run on, says so, and exits 1.
 func TestGDBKilledGuestRunsOn(t *testing.T) {
-	needGuest(t)
-	g := startHoldingGDB(t, loadKwgdb(t), nil)
-	if err := syscall.Kill(childPID(t, g.cmd.Process.Pid), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if code := g.wait(time.Minute); code != 1 {
-		t.Errorf("kwatch gdb exited %d after gdb was killed, want 1:\n%s", code, g.output())
-	}
-	if !strings.Contains(g.output(), "gdb was killed before it detached: the guest runs on") {
-		t.Errorf("no notice that the guest was let run:\n%s", g.output())
-	}
-	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
-		t.Errorf("the guest answered %q after gdb was killed", got)
-	}
+	eachKernel(t, func(t *testing.T, v e2eVM) {
+		g := startHoldingGDB(t, v, loadKwgdb(t, v), nil)
+		if err := syscall.Kill(childPID(t, g.cmd.Process.Pid), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if code := g.wait(time.Minute); code != 1 {
+			t.Errorf("kwatch gdb exited %d after gdb was killed, want 1:\n%s", code, g.output())
+		}
+		if !strings.Contains(g.output(), "gdb was killed before it detached: the guest runs on") {
+			t.Errorf("no notice that the guest was let run:\n%s", g.output())
+		}
+		checkAlive(t, v.state, "gdb was killed")
+	})
 }
 
 // An interactive session on a terminal (script(1) gives it one): ^C stops
 // the guest and is gdb's, not the end of kwatch; quit detaches.
 func TestGDBInteractive(t *testing.T) {
-	needGuest(t)
-	dir := loadKwgdb(t)
-	// exec: script runs the command with $SHELL -c, and a shell that stays
-	// (dash does) dies of the first ^C: script would report its death.
-	line := strings.Join(append(append([]string{"exec", kwatchBin, "gdb"}, vmArgs(e2eState)...), dir), " ")
-	cmd := exec.Command("script", "-qec", line, "/dev/null")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := startProc(t, cmd)
-	g.waitFor(time.Minute, "(gdb) ")
-	for i := 1; i <= 2; i++ { // twice: kwatch must outlive a second ^C too
-		io.WriteString(in, "continue\n")
-		g.waitCount(30*time.Second, "Continuing.", i)
-		time.Sleep(time.Second)
-		in.Write([]byte{3})
-		g.waitCount(30*time.Second, "SIGINT, Interrupt.", i)
-	}
-	io.WriteString(in, "quit\n")
-	g.waitFor(30*time.Second, "Quit anyway? (y or n)")
-	io.WriteString(in, "y\n")
-	if code := g.wait(time.Minute); code != 0 {
-		t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
-	}
-	if !strings.Contains(g.output(), "detached") {
-		t.Errorf("gdb did not detach:\n%s", g.output())
-	}
-	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
-		t.Errorf("the guest answered %q after gdb", got)
+	eachKernel(t, func(t *testing.T, v e2eVM) {
+		dir := loadKwgdb(t, v)
+		// exec: script runs the command with $SHELL -c, and a shell that stays
+		// (dash does) dies of the first ^C: script would report its death.
+		line := strings.Join(append(append([]string{"exec", kwatchBin, "gdb"}, v.args()...), dir), " ")
+		cmd := exec.Command("script", "-qec", line, "/dev/null")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := startProc(t, cmd)
+		g.waitFor(time.Minute, "(gdb) ")
+		for i := 1; i <= 2; i++ { // twice: kwatch must outlive a second ^C too
+			io.WriteString(in, "continue\n")
+			g.waitCount(30*time.Second, "Continuing.", i)
+			time.Sleep(time.Second)
+			in.Write([]byte{3})
+			g.waitCount(30*time.Second, "SIGINT, Interrupt.", i)
+		}
+		io.WriteString(in, "quit\n")
+		g.waitFor(30*time.Second, "Quit anyway? (y or n)")
+		io.WriteString(in, "y\n")
+		if code := g.wait(time.Minute); code != 0 {
+			t.Fatalf("kwatch gdb exited %d:\n%s", code, g.output())
+		}
+		if !strings.Contains(g.output(), "detached") {
+			t.Errorf("gdb did not detach:\n%s", g.output())
+		}
+		checkAlive(t, v.state, "gdb")
+	})
+}
+
+// checkAlive checks that the guest of state dir state answers, after what
+// the message names.
+func checkAlive(t *testing.T, state, after string) {
+	t.Helper()
+	if got := guestRun(t, state, "echo alive"); got != "alive\n" {
+		t.Errorf("the guest answered %q after %s", got, after)
 	}
 }

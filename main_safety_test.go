@@ -436,8 +436,11 @@ func TestHangupCleansUp(t *testing.T) {
 // at once and left gdb.pid behind.
 func TestGDBHangup(t *testing.T) {
 	needGuest(t)
+	// Signals are kwatch's and gdb's business, not the kernel's: the oldest
+	// series is enough.
+	v := e2eVMs[0]
 	// A job of its own, as a shell starts it.
-	g := startHoldingGDB(t, loadKwgdb(t), &syscall.SysProcAttr{Setpgid: true})
+	g := startHoldingGDB(t, v, loadKwgdb(t, v), &syscall.SysProcAttr{Setpgid: true})
 	pidFile := filepath.Join(e2eState, "gdb.pid")
 	if _, err := os.Stat(pidFile); err != nil {
 		t.Fatalf("no session record while gdb runs: %v", err)
@@ -453,7 +456,5 @@ func TestGDBHangup(t *testing.T) {
 	if _, err := os.Stat(pidFile); err == nil {
 		t.Error("gdb.pid outlived the session")
 	}
-	if got := guestRun(t, e2eState, "echo alive"); got != "alive\n" {
-		t.Errorf("the guest answered %q after the hangup", got)
-	}
+	checkAlive(t, e2eState, "the hangup")
 }

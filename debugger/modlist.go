@@ -3,6 +3,7 @@ package debugger
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"kwatch/debuginfo"
@@ -13,8 +14,10 @@ type Memory interface {
 	ReadMemory(addr uint64, n int) ([]byte, error)
 }
 
-// Linux 6.1's struct module starts with its state (an enum, padded to 8
-// bytes) and its node in the module list, then its name.
+// struct module starts with its state (an enum, padded to 8 bytes) and its
+// node in the module list, then its name: on 6.1 and 6.12 alike (their
+// modules' debug info says so), and without debug info this is all the
+// walk has to go on.
 const (
 	moduleListOffset = 8
 	moduleNameOffset = 24
@@ -47,11 +50,21 @@ func FindModule(mem Memory, head uint64, name string) (uint64, error) {
 }
 
 // SectionsFromMemory places ko's core sections for a kernel that does not
-// list them in sysfs (no CONFIG_KALLSYMS): its struct module is the
-// .gnu.linkonce.this_module section, and the kernel's layout rules put
-// every other section at a known distance from it.
+// list them in sysfs (no CONFIG_KALLSYMS), by the kernel's layout rules.
+// How the kernel keeps a module's memory is probed in ko's debug info
+// (debuginfo.ProbeModuleMemory): with struct module's mem[] (Linux 6.4 on)
+// each kind of memory is an allocation of its own, whose address the
+// module's struct module holds. With core_layout, or when the debug info
+// does not say (the Rust test kernel has none), the core is one
+// allocation, which holds the struct module itself: the
+// .gnu.linkonce.this_module section, at a known distance from every other.
 func SectionsFromMemory(mem Memory, head uint64, name, ko string) (map[string]uint64, error) {
-	layout, err := debuginfo.CoreLayout(ko)
+	mm, err := debuginfo.ProbeModuleMemory(ko)
+	one := errors.Is(err, debuginfo.ErrOneAllocation) || errors.Is(err, debuginfo.ErrNoModuleType)
+	if err != nil && !one {
+		return nil, err
+	}
+	layout, err := debuginfo.CoreLayout(ko, one)
 	if err != nil {
 		return nil, err
 	}
@@ -63,9 +76,26 @@ func SectionsFromMemory(mem Memory, head uint64, name, ko string) (map[string]ui
 	if err != nil {
 		return nil, err
 	}
+	bases := map[string]uint64{} // of each allocation, by kind
+	if one {
+		bases[""] = mod - this.Offset
+	}
 	secs := map[string]uint64{}
-	for s, off := range layout {
-		secs[s] = mod - this + off
+	for s, p := range layout {
+		base, ok := bases[p.Mem]
+		if !ok {
+			at, err := mm.BaseAt(mod, p.Mem)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", ko, err)
+			}
+			b, err := mem.ReadMemory(at, 8)
+			if err != nil {
+				return nil, err
+			}
+			base = binary.LittleEndian.Uint64(b)
+			bases[p.Mem] = base
+		}
+		secs[s] = base + p.Offset
 	}
 	return secs, nil
 }

@@ -141,12 +141,15 @@ func SymbolValue(path, name string) (uint64, error) {
 	return 0, fmt.Errorf("%s has no symbol %s", path, name)
 }
 
-// HasSymbols reports whether the ELF file path has a symbol table.
+// HasSymbols reports whether the ELF file path has code and a symbol
+// table: a kernel image with its symbols, not the vmlinux that Debian
+// 6.12's headers ship for module BTF, which has only .BTF and its ids.
 func HasSymbols(path string) bool {
 	f, err := elf.Open(path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	return f.Section(".symtab") != nil
+	text := f.Section(".text")
+	return text != nil && text.Type == elf.SHT_PROGBITS && text.Size > 0 && f.Section(".symtab") != nil
 }

@@ -94,3 +94,21 @@ section .text 0xffffffffc0005000
 		t.Errorf("a module still in its init needs .init.text: %s", cmd)
 	}
 }
+
+func TestHasSymbols(t *testing.T) {
+	tests := []struct {
+		name string
+		path string
+		want bool
+	}{
+		{"code and symbols", compile(t, "c", "int f(void) { return 1; }\n"), true},
+		// Debian 6.12's headers: a vmlinux of BTF and the symbols of its ids.
+		{"only BTF", compile(t, "assembler", ".section .BTF,\"a\"\nbtf_id: .skip 8\n"), false},
+		{"missing", filepath.Join(t.TempDir(), "vmlinux"), false},
+	}
+	for _, tt := range tests {
+		if got := HasSymbols(tt.path); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package debuginfo
 import (
 	"debug/elf"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,13 +48,22 @@ func FuzzModule(f *testing.F) {
 				}
 			}
 		}
-		if layout, err := CoreLayout(ko); err == nil {
-			for name := range layout {
-				if !names[name] {
-					t.Fatalf("layout places %q, which the .ko does not have", name)
+		for _, one := range []bool{true, false} {
+			if layout, err := CoreLayout(ko, one); err == nil {
+				for name, p := range layout {
+					if !names[name] || (p.Mem == "") != one {
+						t.Fatalf("layout (one allocation %v) places %q in %q, which the .ko does not have", one, name, p.Mem)
+					}
 				}
+			} else if strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), ko) {
+				t.Fatalf("error %q: want one line naming %s", err, ko)
 			}
-		} else if strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), ko) {
+		}
+		if mm, err := ProbeModuleMemory(ko); err == nil {
+			if mm.Stride == 0 || mm.Types == nil {
+				t.Fatalf("probed %+v: no mem[] to read", mm)
+			}
+		} else if !errors.Is(err, ErrOneAllocation) && !errors.Is(err, ErrNoModuleType) && (strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), ko)) {
 			t.Fatalf("error %q: want one line naming %s", err, ko)
 		}
 		if id, err := BuildID(ko); err == nil {
