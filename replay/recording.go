@@ -1,8 +1,10 @@
 package replay
 
 import (
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"kwatch/makelog"
 )
@@ -17,6 +19,9 @@ type Recording struct {
 	phases  []string           // the sub-makes that ran the module's targets, in order
 	order   []string           // targets, in the order make first ran them
 	top     []makelog.Line     // the lines of the make that ran those sub-makes
+
+	mu     sync.Mutex
+	checks map[string]bool // lines a replay saw change no file of the module dir (see Replay.do)
 }
 
 // recipe is what make ran for one target in the module directory.
@@ -80,6 +85,9 @@ func Learn(rec *Recording, dir string, lines []makelog.Line) *Recording {
 	if rec == nil {
 		return next
 	}
+	rec.mu.Lock()
+	next.checks = maps.Clone(rec.checks)
+	rec.mu.Unlock()
 	if len(next.recipes) == 0 {
 		next.phases, next.order, next.top, next.recipes = rec.phases, rec.order, rec.top, rec.recipes
 		return next
@@ -125,6 +133,23 @@ func merge(newer, older []string, keep func(string) bool) []string {
 		out = slices.Insert(out, at, t)
 	}
 	return out
+}
+
+// check reports whether a replay saw the line change no file of the
+// module dir.
+func (rec *Recording) check(l makelog.Line) bool {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.checks[l.Text]
+}
+
+func (rec *Recording) setCheck(l makelog.Line) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.checks == nil {
+		rec.checks = map[string]bool{}
+	}
+	rec.checks[l.Text] = true
 }
 
 // byPhase returns the targets to consider, phase by phase, each phase in

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +34,16 @@ type Replay struct {
 	late    []lateRecord // record writes left for Finish
 	ran     []*step      // the steps that ran, in order
 	streams bool         // a step writes to out directly
+	checks  []*checkRun  // lines running alongside the build (see do)
+}
+
+// A checkRun is a line that runs alongside the rest of the build.
+type checkRun struct {
+	s      *step
+	before time.Time // its target's mtime before the target's lines ran
+	out    bytes.Buffer
+	err    error
+	done   chan struct{}
 }
 
 // step is one target's recipe as the replay runs it.
@@ -130,10 +142,34 @@ func (p *Replay) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 			}
 		}
 		if err := p.runPhase(ctx, phase, out, run, jobs); err != nil {
-			return err
+			return errors.Join(err, p.waitChecks(out))
 		}
 	}
+	if err := p.waitChecks(out); err != nil {
+		return err
+	}
 	return p.unlearned()
+}
+
+// waitChecks waits for the lines running alongside the build and returns
+// the first that failed; its target is removed, as make would have.
+func (p *Replay) waitChecks(out io.Writer) error {
+	p.mu.Lock()
+	checks := p.checks
+	p.checks = nil
+	p.mu.Unlock()
+	var first error
+	for _, c := range checks {
+		<-c.done
+		out.Write(c.out.Bytes())
+		if c.err != nil && first == nil {
+			first = c.err
+			if after := modTime(c.s.r.target); !after.IsZero() && !after.Equal(c.before) {
+				os.Remove(c.s.r.target)
+			}
+		}
+	}
+	return first
 }
 
 // unlearned returns ErrNotLearned for a recorded object that is out of date
@@ -259,12 +295,27 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 		}
 	}()
 	before := modTime(s.r.target)
-	for _, l := range s.now {
+	for i, l := range s.now {
+		// A line after the first that a replay saw change no file of the
+		// module dir (a check, such as Linux 6.1's check-local-export) runs
+		// alongside the rest; Run waits for it, and fails if it fails.
+		if i > 0 && p.g.rec.check(l) {
+			p.alongside(s, l, before, run)
+			continue
+		}
+		observe := i > 0 && !redirects(l.Text)
+		var pre map[string]stamp
+		if observe {
+			pre = dirStamps(p.g.Dir)
+		}
 		if err := run(shell(l, w)); err != nil {
 			if after := modTime(s.r.target); !after.IsZero() && !after.Equal(before) {
 				os.Remove(s.r.target)
 			}
 			return err
+		}
+		if observe && maps.Equal(pre, dirStamps(p.g.Dir)) {
+			p.g.rec.setCheck(l)
 		}
 	}
 	p.mu.Lock()
@@ -273,6 +324,26 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 	}
 	p.mu.Unlock()
 	return nil
+}
+
+// alongside starts a check line of s; Run waits for it.
+func (p *Replay) alongside(s *step, l makelog.Line, before time.Time, run func(*exec.Cmd) error) {
+	c := &checkRun{s: s, before: before, done: make(chan struct{})}
+	cmd := shell(l, &c.out)
+	p.mu.Lock()
+	p.checks = append(p.checks, c)
+	p.mu.Unlock()
+	go func() {
+		defer close(c.done)
+		c.err = run(cmd)
+	}()
+}
+
+// dirStamps stamps every file under dir (outside dot-directories).
+func dirStamps(dir string) map[string]stamp {
+	stamps := map[string]stamp{}
+	WalkFiles(dir, func(path string, fi fs.FileInfo) { stamps[path] = stamp{fi.ModTime(), fi.Size()} })
+	return stamps
 }
 
 // shell is a recorded line as make runs it, with output to out.

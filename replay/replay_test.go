@@ -1,10 +1,13 @@
 package replay
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -286,5 +289,90 @@ func TestModulesOrder(t *testing.T) {
 		if !slices.Equal(got, want) || (err != nil) != (tt.wantErr != "") || err != nil && !strings.Contains(err.Error(), strings.ReplaceAll(tt.wantErr, "D/", dir+"/")) {
 			t.Errorf("ModulesOrder(%q) = %q, %v; want %q, error %q", tt.order, got, err, want, tt.wantErr)
 		}
+	}
+}
+
+// A line after a target's first that a replay saw change no file of the
+// module dir is a check: the next replay runs it alongside the rest of the
+// build, and a check that fails still fails the build and removes its
+// target, as make would. A line that wrote a file is never one.
+func TestChecksRunAlongside(t *testing.T) {
+	tests := []struct {
+		name  string
+		line  string // a.o's second line; OUT/fail makes it fail
+		check bool
+	}{
+		{"a check", "test ! -e OUT/fail", true},
+		{"a check with output to /dev/null", "ls OUT/fail 2>/dev/null && exit 1 || :", true},
+		{"a line that writes a file", "test ! -e OUT/fail && touch DIR/stamp", false},
+		{"a line that redirects into a file", "test ! -e OUT/fail > OUT/log", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			dir, out := filepath.Join(root, "mod"), filepath.Join(root, "out")
+			os.MkdirAll(out, 0o755)
+			r := strings.NewReplacer("DIR", dir, "OUT", out)
+			files := map[string]string{
+				"a.c": "1", "a.o": "1", "m.o": "1", "m.ko": "1", "modules.order": "DIR/m.ko\n", "m.mod": "DIR/a.o\n",
+				".a.o.cmd":  "cmd_DIR/a.o := cp DIR/a.c DIR/a.o\n\nsource_DIR/a.o := DIR/a.c\n",
+				".m.o.cmd":  "cmd_DIR/m.o := cp DIR/a.o DIR/m.o\n",
+				".m.ko.cmd": "cmd_DIR/m.ko := cat DIR/m.o > DIR/m.ko\n",
+			}
+			os.MkdirAll(dir, 0o755)
+			old := time.Now().Add(-time.Hour)
+			for name, content := range files {
+				p := filepath.Join(dir, name)
+				if err := os.WriteFile(p, []byte(r.Replace(content)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				os.Chtimes(p, old, old)
+			}
+			line := func(pid, mk int, target, text string, prereqs ...string) makelog.Line {
+				return makelog.Line{Target: target, Prereqs: prereqs, Dir: dir, Env: os.Environ(), Flags: []string{"-c"}, Text: r.Replace(text), PID: pid, Make: mk}
+			}
+			rec := Learn(nil, dir, []makelog.Line{
+				line(3, 1, dir, "make -f Makefile.build"),
+				line(4, 3, dir+"/a.o", "cp DIR/a.c DIR/a.o", dir+"/a.c"),
+				line(5, 3, dir+"/a.o", tt.line),
+				line(6, 3, dir+"/m.o", "cp DIR/a.o DIR/m.o", dir+"/a.o"),
+				line(8, 1, "modules", "make -f Makefile.modfinal"),
+				line(9, 8, dir+"/m.ko", "cat DIR/m.o > DIR/m.ko", dir+"/m.o"),
+			})
+			run := func(c *exec.Cmd) error { return c.Run() }
+			replay := func(at time.Time) error {
+				t.Helper()
+				os.Chtimes(filepath.Join(dir, "a.c"), at, at)
+				g, err := Read(dir, rec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p, err := g.Replay()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var log bytes.Buffer
+				err = p.Run(context.Background(), &log, run, 1)
+				return errors.Join(err, p.Finish(&log, run))
+			}
+			if err := replay(time.Now().Add(time.Hour)); err != nil {
+				t.Fatalf("first replay: %v", err)
+			}
+			if got := rec.check(line(5, 3, dir+"/a.o", tt.line)); got != tt.check {
+				t.Fatalf("learned as a check: %v, want %v", got, tt.check)
+			}
+			os.WriteFile(filepath.Join(out, "fail"), nil, 0o644)
+			mko := modTime(filepath.Join(dir, "m.ko"))
+			if err := replay(time.Now().Add(2 * time.Hour)); err == nil {
+				t.Fatal("the replay succeeded though a.o's line failed")
+			}
+			if _, err := os.Stat(filepath.Join(dir, "a.o")); err == nil {
+				t.Error("a.o was kept though its line failed")
+			}
+			// Only a check lets the build go on while it runs.
+			if relinked := !modTime(filepath.Join(dir, "m.ko")).Equal(mko); relinked != tt.check {
+				t.Errorf("m.ko relinked: %v, want %v", relinked, tt.check)
+			}
+		})
 	}
 }

@@ -264,3 +264,20 @@ func resolve(dir, p string) string {
 	}
 	return filepath.Join(dir, p)
 }
+
+// redirects reports whether a line may redirect output into a file (any
+// redirection but to /dev/null), or cannot be read plainly.
+func redirects(line string) bool {
+	segs, ok := segments(line)
+	if !ok {
+		return true
+	}
+	for _, s := range segs {
+		for i, w := range s.words {
+			if strings.HasPrefix(w, ">") && (i+1 >= len(s.words) || s.words[i+1] != "/dev/null") {
+				return true
+			}
+		}
+	}
+	return false
+}
