@@ -91,6 +91,9 @@ func (o *options) qemuKernel() (bootKernel, error) {
 		// A kernel with its NIC driver built in (like the Rust test kernel) has no modules dir.
 		if _, err := os.Stat(filepath.Join("/lib/modules", ver, "kernel")); err == nil {
 			k.modulesDir = filepath.Join("/lib/modules", ver)
+		} else if config, err := os.ReadFile(filepath.Join(filepath.Dir(k.image), "config-"+ver)); err == nil && strings.Contains(string(config), "\nCONFIG_E1000=m\n") {
+			// Its configuration beside it says the NIC driver is a module.
+			return k, usagef("install linux-image-"+ver+" (its modules), or pass --modules-dir", "kernel %s has no modules directory /lib/modules/%s, and its network driver is a module", k.image, ver)
 		}
 	} else if _, err := os.Stat(k.modulesDir); err != nil {
 		return k, usagef("pass the /lib/modules/<version> dir of the kernel image", "--modules-dir %s does not exist", k.modulesDir)
