@@ -86,10 +86,16 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if kdir == "" {
 		kdir = filepath.Join("/lib/modules", release, "build")
 	}
-	vmlinux := filepath.Join(kdir, "vmlinux")
-	if !debuginfo.HasSymbols(vmlinux) {
-		notice(fmt.Sprintf("no vmlinux with symbols in %s (Debian's kernels ship none, or one with only BTF; linux-image-*-dbg has one): kernel functions show as addresses", kdir))
-		vmlinux = ""
+	// The build dir's, else where Debian's linux-image-RELEASE-dbg puts one.
+	vmlinux := ""
+	for _, p := range []string{filepath.Join(kdir, "vmlinux"), filepath.Join("/usr/lib/debug/boot", "vmlinux-"+release)} {
+		if debuginfo.HasSymbols(p) {
+			vmlinux = p
+			break
+		}
+	}
+	if vmlinux == "" {
+		notice(fmt.Sprintf("no vmlinux with symbols in %s or /usr/lib/debug/boot (Debian's kernels ship none, or one with only BTF; apt-get install linux-image-%s-dbg has one): kernel functions show as addresses", kdir, release))
 	}
 	done, err := vm.MarkDebugger(s.stateDir, os.Getpid())
 	if err != nil {
