@@ -59,8 +59,11 @@ type moduleRow struct {
 	err            error // set when the row stopped early
 }
 
-// floorSteps are the compiler floor's steps: what each command of a rebuild is for.
-var floorSteps = []string{"compile", "modpost", ".mod.o", "link"}
+// floorSteps are the compiler floor's steps: what each command of a rebuild
+// is for. ".mod.o" also counts Linux 6.10+'s shared .module-common.o when make
+// rebuilds it (it does not after an edit: it is only linked in); "BTF" is
+// the module's BTF (pahole, then resolve_btfids) when the kernel has it.
+var floorSteps = []string{"compile", "modpost", ".mod.o", "link", "BTF"}
 
 // compilerFloor measures the commands an edit makes Kbuild run, run alone:
 // the ones `make V=1` prints for a rebuild after an edit, replayed from the
@@ -174,7 +177,11 @@ func verboseCommands(out string) []string {
 	return cmds
 }
 
-var compilers = regexp.MustCompile(`^(\S+=\S*\s+)*\S*(gcc|clang|rustc)\S*\s`)
+var (
+	compilers = regexp.MustCompile(`^(\S+=\S*\s+)*\S*(gcc|clang|rustc)\S*\s`)
+	// ld, ld.lld, ld.bfd, and a cross prefix's x86_64-linux-gnu-ld (Debian's 6.12).
+	linkers = regexp.MustCompile(`^(\S+=\S*\s+)*(\S*[-/])?ld(\.lld|\.bfd)?\s`)
+)
 
 // floorStep says which of floorSteps a Kbuild command is part of, or "" for
 // bookkeeping and checks.
@@ -182,9 +189,11 @@ func floorStep(cmd string) string {
 	switch {
 	case strings.Contains(cmd, "modpost"):
 		return "modpost"
-	case strings.HasPrefix(cmd, "ld ") || strings.HasPrefix(cmd, "ld.lld ") || strings.Contains(cmd, "pahole"):
+	case strings.Contains(cmd, "pahole") || strings.Contains(cmd, "resolve_btfids"):
+		return "BTF"
+	case linkers.MatchString(cmd):
 		return "link"
-	case compilers.MatchString(cmd) && strings.Contains(cmd, ".mod.o "):
+	case compilers.MatchString(cmd) && (strings.Contains(cmd, ".mod.o ") || strings.Contains(cmd, ".module-common.o ")):
 		return ".mod.o"
 	case compilers.MatchString(cmd):
 		return "compile"
