@@ -45,6 +45,18 @@ type config struct {
 
 func (c *config) wants(part string) bool { return len(c.only) == 0 || c.only[part] }
 
+// args are the run's flags that say what was measured.
+func (c *config) args() string {
+	a := fmt.Sprintf("-edits %d -lines %d -saves %d", c.edits, c.lines, c.saves)
+	if c.kernel != "" {
+		a += " -kernel " + c.kernel
+	}
+	if len(c.only) > 0 {
+		a += " -only " + strings.Join(slices.DeleteFunc(slices.Clone(parts), func(p string) bool { return !c.only[p] }), ",")
+	}
+	return a
+}
+
 // parts are the names -only accepts, in the order they run.
 var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "soak", "rust"}
 
@@ -95,11 +107,12 @@ func main() {
 // bench is one run: where things are and what was measured.
 type bench struct {
 	cfg     config
-	work    string // temporary dir holding everything below
-	bin     string // the kwatch binary
-	source  string // git describe of the kwatch built
-	kernels []*guestKernel
-	guest   *guestKernel // the one whose guest the parts now running use
+	work    string         // temporary dir holding everything below
+	bin     string         // the kwatch binary
+	source  string         // git describe of the kwatch built
+	kernels []*guestKernel // the Debian kernels to measure
+	guest   *guestKernel   // the one whose guest the parts now running use
+	used    []*guestKernel // every kernel a guest ran, in order
 	res     results
 }
 
@@ -147,6 +160,9 @@ func run(ctx context.Context, c config) error {
 	}
 	for _, img := range images {
 		k, err := newGuestKernel(work, "Debian", img, "")
+		if err != nil && c.kernel != "" {
+			return fmt.Errorf("-kernel: %w (pass a Debian kernel image, /boot/vmlinuz-*, or no -kernel for each installed series)", err)
+		}
 		if err != nil {
 			return err
 		}
@@ -173,7 +189,7 @@ func run(ctx context.Context, c config) error {
 			return err
 		}
 	}
-	b.res.env = append(environment(b.kernels, b.kwatchName()),
+	b.res.env = append(environment(b.used, b.kwatchName()),
 		[2]string{"load average (1 min), start → end", loadStart + " → " + loadavg()},
 		[2]string{"other QEMU guests running, start → end", fmt.Sprintf("%d → %d", qemuStart, len(otherQEMUs()))})
 	b.res.finished = time.Now()
@@ -198,8 +214,7 @@ func (b *bench) withGuest(ctx context.Context, k *guestKernel, wants func(string
 	if err := b.buildKwatch(ctx); err != nil {
 		return err
 	}
-	b.guest = k
-	b.res.kernels = append(b.res.kernels, k.label)
+	b.use(k)
 	step("booting the guest (TCG): " + k.label)
 	defer b.stopGuest()
 	if out, err := exec.CommandContext(ctx, b.bin, append([]string{"vm", "up"}, b.vmArgs()...)...).CombinedOutput(); err != nil {
@@ -314,6 +329,13 @@ func (b *bench) kwatchName() string {
 		return "built from the working tree, source " + b.source
 	}
 	return "not run"
+}
+
+// use makes k's guest the one the parts share from now on.
+func (b *bench) use(k *guestKernel) {
+	b.guest = k
+	b.used = append(b.used, k)
+	b.res.kernels = append(b.res.kernels, k.label)
 }
 
 // vmArgs are the flags that pick the guest the parts now running share.

@@ -297,8 +297,7 @@ func (b *bench) rust(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.guest = k
-	b.res.kernels = append(b.res.kernels, k.label)
+	b.use(k)
 	step("reload latency and compiler floor: hello-rust on the Rust kernel (TCG)")
 	defer b.stopGuest() // kwatch's run boots it
 	return b.measureExample(ctx, "hello-rust", helloRust)

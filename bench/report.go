@@ -115,8 +115,8 @@ func (r *results) find(kernel, prefix string) *variant {
 }
 
 func (r *results) write(w io.Writer, c config) {
-	fmt.Fprintf(w, "# kwatch benchmark results\n\n`make bench` (`go run ./bench -edits %d -lines %d -saves %d`), one run, %s.\n\n",
-		c.edits, c.lines, c.saves, r.finished.Sub(r.started).Round(time.Second))
+	fmt.Fprintf(w, "# kwatch benchmark results\n\n`make bench` (`go run ./bench %s`), one run, %s.\n\n",
+		c.args(), r.finished.Sub(r.started).Round(time.Second))
 	if len(c.flags) > 0 {
 		fmt.Fprintf(w, "kwatch ran with the extra flags `%s`.\n\n", strings.Join(c.flags, " "))
 	}

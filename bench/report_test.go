@@ -163,3 +163,19 @@ func TestWriteLabelsKernels(t *testing.T) {
 		}
 	}
 }
+
+// The report's first line says how the run was asked for.
+func TestConfigArgs(t *testing.T) {
+	for _, tc := range []struct {
+		c    config
+		want string
+	}{
+		{config{edits: 20, lines: 50000, saves: 500}, "-edits 20 -lines 50000 -saves 500"},
+		{config{edits: 3, lines: 1, saves: 2, kernel: "/boot/vmlinuz-x", only: map[string]bool{"kbuild": true, "floor": true}},
+			"-edits 3 -lines 1 -saves 2 -kernel /boot/vmlinuz-x -only floor,kbuild"},
+	} {
+		if got := tc.c.args(); got != tc.want {
+			t.Errorf("args() = %q, want %q", got, tc.want)
+		}
+	}
+}
