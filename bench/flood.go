@@ -52,7 +52,7 @@ func (f floodResult) silent() int { return max(f.missing-f.reported, 0) }
 
 // floods runs the flood as a burst and paced.
 func (b *bench) floods(ctx context.Context) ([]floodResult, error) {
-	dir := filepath.Join(b.work, "flood")
+	dir := filepath.Join(b.guest.dir, "flood")
 	if err := writeFile(filepath.Join(dir, "Kbuild"), "obj-m := kwflood.o\n"); err != nil {
 		return nil, err
 	}

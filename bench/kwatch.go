@@ -41,7 +41,7 @@ type kwatchProc struct {
 // startKwatch runs kwatch --json on the guest vm picks, with args and env
 // added to the bench's environment; its stderr goes to log.
 func (b *bench) startKwatch(name string, env, vm []string, args ...string) (*kwatchProc, error) {
-	log := filepath.Join(b.work, name+".log")
+	log := filepath.Join(b.guest.dir, name+".log")
 	errFile, err := os.Create(log)
 	if err != nil {
 		return nil, err

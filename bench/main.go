@@ -1,9 +1,12 @@
-// Command bench measures kwatch against the ways it replaces, in one run on
-// one guest and one module: reload latency for every builder, the scripted
-// seed loop and the floor; kernel log throughput and loss; watch setup; and
-// kwatch's own CPU and memory. It prints a table and writes bench/results.md.
+// Command bench measures kwatch against the ways it replaces, in one run:
+// reload latency for every builder, the scripted seed loop and the floor;
+// kernel log throughput and loss; watch setup; and kwatch's own CPU and
+// memory, on a guest of the oldest installed Debian kernel series. Then, one
+// guest at a time, it measures the per-kernel C-module parts (perKernel) on
+// the newest build of each newer series, and hello-rust on the Rust kernel.
+// It prints a table and writes bench/results.md.
 //
-//	go run ./bench [-edits 20] [-lines 50000] [-saves 500] [-only kbuild,floor,...]
+//	go run ./bench [-edits 20] [-lines 50000] [-saves 500] [-only kbuild,floor,...] [-kernel IMAGE]
 package main
 
 import (
@@ -33,7 +36,7 @@ type config struct {
 	lines  int
 	saves  int // of the soak run
 	idle   time.Duration
-	kernel string
+	kernel string   // one guest kernel image; "" = each installed series
 	kwatch string   // a kwatch binary to measure; "" = build the working tree
 	flags  []string // extra flags for every kwatch run
 	out    string
@@ -42,8 +45,24 @@ type config struct {
 
 func (c *config) wants(part string) bool { return len(c.only) == 0 || c.only[part] }
 
+// args are the run's flags that say what was measured.
+func (c *config) args() string {
+	a := fmt.Sprintf("-edits %d -lines %d -saves %d", c.edits, c.lines, c.saves)
+	if c.kernel != "" {
+		a += " -kernel " + c.kernel
+	}
+	if len(c.only) > 0 {
+		a += " -only " + strings.Join(slices.DeleteFunc(slices.Clone(parts), func(p string) bool { return !c.only[p] }), ",")
+	}
+	return a
+}
+
 // parts are the names -only accepts, in the order they run.
 var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "soak", "rust"}
+
+// perKernel are the parts that also run on each newer kernel series: what
+// the Kbuild fast path and the compiler floor depend on.
+var perKernel = []string{"floor", "kbuild", "compiler-floor", "module-version"}
 
 func main() {
 	var c config
@@ -52,7 +71,7 @@ func main() {
 	flag.IntVar(&c.lines, "lines", 50000, "kernel log lines the flood module prints")
 	flag.IntVar(&c.saves, "saves", 500, "saves in a row of the soak run")
 	flag.DurationVar(&c.idle, "idle", 10*time.Second, "how long kwatch's idle CPU is measured")
-	flag.StringVar(&c.kernel, "kernel", "", "guest kernel image (default: the newest /boot/vmlinuz-*)")
+	flag.StringVar(&c.kernel, "kernel", "", "run on this guest kernel image alone (default: the newest /boot/vmlinuz-* of each series)")
 	flag.StringVar(&c.rust, "rust-kernel", "", "the Rust-enabled kernel tree scripts/rust-kernel.sh prints, for the Rust rows")
 	flag.StringVar(&c.kwatch, "kwatch", "", "kwatch binary to measure (default: build the working tree)")
 	flag.StringVar(&flags, "kwatch-flags", "", `extra flags for every kwatch run, e.g. "--debounce 20ms"`)
@@ -70,11 +89,9 @@ func main() {
 			c.only[p] = true
 		}
 	}
-	if c.kernel == "" {
-		if c.kernel = vm.NewestKernel(); c.kernel == "" {
-			fmt.Fprintln(os.Stderr, "bench: no /boot/vmlinuz-*: run scripts/setup.sh or pass -kernel")
-			os.Exit(2)
-		}
+	if c.kernel == "" && len(vm.NewestOfEachSeries()) == 0 {
+		fmt.Fprintln(os.Stderr, "bench: no /boot/vmlinuz-*: run scripts/setup.sh or pass -kernel")
+		os.Exit(2)
 	}
 	if os.Getenv("NIX_CONFIG") == "" {
 		os.Setenv("NIX_CONFIG", nixConfig)
@@ -90,13 +107,44 @@ func main() {
 // bench is one run: where things are and what was measured.
 type bench struct {
 	cfg     config
-	work    string // temporary dir holding everything below
-	bin     string // the kwatch binary
-	state   string // kwatch's state dir: the one guest every part uses
-	source  string // git describe of the kwatch built
-	release string // the guest's kernel release
-	kdir    string // its build dir
+	work    string         // temporary dir holding everything below
+	bin     string         // the kwatch binary
+	source  string         // git describe of the kwatch built
+	kernels []*guestKernel // the Debian kernels to measure
+	guest   *guestKernel   // the one whose guest the parts now running use
+	used    []*guestKernel // every kernel a guest ran, in order
 	res     results
+}
+
+// guestKernel is a kernel the bench boots a guest of: the label of its
+// rows, and where that guest's state and the bench's files for it go.
+type guestKernel struct {
+	label   string // "Debian 6.12", "Rust 6.1"
+	image   string // what the guest boots
+	release string
+	kdir    string   // the Kbuild tree modules are built against
+	dir     string   // the guest's state dir and module copies are in it
+	args    []string // more flags for kwatch's runs (the Rust tree's --kdir)
+}
+
+func (k *guestKernel) state() string { return filepath.Join(k.dir, "state") }
+
+// newGuestKernel describes the kernel image, named label plus its series;
+// kdir "" is Debian's headers of its release.
+func newGuestKernel(work, label, image, kdir string, args ...string) (*guestKernel, error) {
+	release, err := vm.KernelVersion(image)
+	if err != nil {
+		return nil, err
+	}
+	if kdir == "" {
+		kdir = filepath.Join("/lib/modules", release, "build")
+	}
+	label += " " + vm.Series(release)
+	dir := filepath.Join(work, strings.ReplaceAll(strings.ToLower(label), " ", "-"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return &guestKernel{label: label, image: image, release: release, kdir: kdir, dir: dir, args: args}, nil
 }
 
 func run(ctx context.Context, c config) error {
@@ -105,11 +153,21 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	b := &bench{cfg: c, work: work, bin: filepath.Join(work, "kwatch"), state: filepath.Join(work, "state")}
-	if b.release, err = vm.KernelVersion(c.kernel); err != nil {
-		return err
+	b := &bench{cfg: c, work: work, bin: filepath.Join(work, "kwatch")}
+	images := []string{c.kernel}
+	if c.kernel == "" {
+		images = vm.NewestOfEachSeries()
 	}
-	b.kdir = filepath.Join("/lib/modules", b.release, "build")
+	for _, img := range images {
+		k, err := newGuestKernel(work, "Debian", img, "")
+		if err != nil && c.kernel != "" {
+			return fmt.Errorf("-kernel: %w (pass a Debian kernel image, /boot/vmlinuz-*, or no -kernel for each installed series)", err)
+		}
+		if err != nil {
+			return err
+		}
+		b.kernels = append(b.kernels, k)
+	}
 	b.res.started = time.Now()
 	loadStart, qemuStart := loadavg(), len(otherQEMUs())
 
@@ -119,15 +177,19 @@ func run(ctx context.Context, c config) error {
 			return fmt.Errorf("measuring watch setup: %w", err)
 		}
 	}
-	if err := b.withGuest(ctx); err != nil {
-		return err
+	// Every part on the oldest series; the per-kernel ones on the others.
+	for i, k := range b.kernels {
+		wants := func(p string) bool { return c.wants(p) && (i == 0 || slices.Contains(perKernel, p)) }
+		if err := b.withGuest(ctx, k, wants); err != nil {
+			return err
+		}
 	}
 	if c.wants("rust") {
 		if err := b.rust(ctx); err != nil {
 			return err
 		}
 	}
-	b.res.env = append(environment(b.release, c.kernel, b.kwatchName()),
+	b.res.env = append(environment(b.used, b.kwatchName()),
 		[2]string{"load average (1 min), start → end", loadStart + " → " + loadavg()},
 		[2]string{"other QEMU guests running, start → end", fmt.Sprintf("%d → %d", qemuStart, len(otherQEMUs()))})
 	b.res.finished = time.Now()
@@ -143,31 +205,23 @@ func run(ctx context.Context, c config) error {
 	return nil
 }
 
-// withGuest builds kwatch, boots the guest, runs every guest part on it and
-// stops the guest again, whatever happened.
-func (b *bench) withGuest(ctx context.Context) error {
-	guestParts := false
-	for _, p := range parts[1 : len(parts)-1] {
-		guestParts = guestParts || b.cfg.wants(p)
-	}
-	if !guestParts {
+// withGuest builds kwatch, boots a guest of kernel k, runs the guest parts
+// wants on it and stops the guest again, whatever happened.
+func (b *bench) withGuest(ctx context.Context, k *guestKernel, wants func(string) bool) error {
+	if !slices.ContainsFunc(parts[1:len(parts)-1], wants) {
 		return nil
 	}
 	if err := b.buildKwatch(ctx); err != nil {
 		return err
 	}
-	step("booting the guest (TCG)")
-	defer func() {
-		step("stopping the guest")
-		if out, err := exec.Command(b.bin, "vm", "down", "--state-dir", b.state).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: kwatch vm down: %v\n%s", err, out)
-		}
-	}()
+	b.use(k)
+	step("booting the guest (TCG): " + k.label)
+	defer b.stopGuest()
 	if out, err := exec.CommandContext(ctx, b.bin, append([]string{"vm", "up"}, b.vmArgs()...)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("kwatch vm up: %v\n%s", err, out)
 	}
 
-	p, err := newProject(filepath.Join(b.work, "project"), "kwbench", b.kdir, b.release)
+	p, err := newProject(filepath.Join(k.dir, "project"), "kwbench", k.kdir, k.release)
 	if err != nil {
 		return err
 	}
@@ -175,11 +229,12 @@ func (b *bench) withGuest(ctx context.Context) error {
 	// of kwatch's Kbuild run, so that both see the same machine.
 	var cfloor *compilerFloor
 	var cfloorErr error
-	if b.cfg.wants("compiler-floor") {
+	if wants("compiler-floor") {
 		step("compiler floor: the bench's C module (replayed between kwatch's edits)")
 		cfloor, cfloorErr = b.benchModuleFloor(ctx, p)
 	}
-	kbuild := kwatchRun{editor: p, id: "kbuild", name: "kwatch (Kbuild)", vm: b.vmArgs(), dir: p.src, idle: true}
+	// kwatch's idle cost is measured once, on the first guest.
+	kbuild := kwatchRun{editor: p, id: "kbuild", name: "kwatch (Kbuild)", vm: b.vmArgs(), dir: p.src, idle: b.res.cost.idle.wall == 0}
 	if cfloor != nil && cfloorErr == nil {
 		kbuild.between = cfloor.once
 	}
@@ -203,7 +258,7 @@ func (b *bench) withGuest(ctx context.Context) error {
 		}},
 	}
 	for _, r := range reloads {
-		if !b.cfg.wants(r.name) {
+		if !wants(r.name) {
 			continue
 		}
 		step("reload latency: " + r.name)
@@ -215,27 +270,27 @@ func (b *bench) withGuest(ctx context.Context) error {
 			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", r.name, err)
 			v.err = err
 		}
-		b.res.reload = append(b.res.reload, v)
+		b.addReload(v)
 	}
-	if b.cfg.wants("compiler-floor") {
-		if err := b.addModuleRow(ctx, "the bench's C module", b.res.find("kwatch (Kbuild)"), cfloor, cfloorErr); err != nil {
+	if wants("compiler-floor") {
+		if err := b.addModuleRow(ctx, "the bench's C module", b.res.find(k.label, "kwatch (Kbuild)"), cfloor, cfloorErr); err != nil {
 			return err
 		}
 	}
-	if b.cfg.wants("module-version") {
+	if wants("module-version") {
 		step("reload latency and compiler floor: printerfact-c (MODULE_VERSION)")
 		if err := b.moduleVersion(ctx); err != nil {
 			return err
 		}
 	}
-	if b.cfg.wants("flood") {
+	if wants("flood") {
 		step(fmt.Sprintf("kernel log flood of %d lines", b.cfg.lines))
 		b.res.floods, err = b.floods(ctx)
 		if err != nil {
 			return err
 		}
 	}
-	if b.cfg.wants("soak") {
+	if wants("soak") {
 		step(fmt.Sprintf("soak: %d saves in a row", b.cfg.saves))
 		soak := b.soak(ctx)
 		b.res.soak = &soak
@@ -276,15 +331,36 @@ func (b *bench) kwatchName() string {
 	return "not run"
 }
 
-// vmArgs are the flags that pick the shared guest.
+// use makes k's guest the one the parts share from now on.
+func (b *bench) use(k *guestKernel) {
+	b.guest = k
+	b.used = append(b.used, k)
+	b.res.kernels = append(b.res.kernels, k.label)
+}
+
+// vmArgs are the flags that pick the guest the parts now running share.
 func (b *bench) vmArgs() []string {
-	return []string{"--vm", "qemu", "--kernel", b.cfg.kernel, "--accel", "tcg", "--state-dir", b.state}
+	return []string{"--vm", "qemu", "--kernel", b.guest.image, "--accel", "tcg", "--state-dir", b.guest.state()}
+}
+
+// stopGuest stops the guest the parts that ran shared.
+func (b *bench) stopGuest() {
+	step("stopping the guest: " + b.guest.label)
+	if out, err := exec.Command(b.bin, "vm", "down", "--state-dir", b.guest.state()).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: kwatch vm down: %v\n%s", err, out)
+	}
+}
+
+// addReload adds a reload row, labelled with the guest's kernel.
+func (b *bench) addReload(v *variant) {
+	v.kernel = b.guest.label
+	b.res.reload = append(b.res.reload, v)
 }
 
 func step(msg string) { fmt.Fprintf(os.Stderr, "bench: %s %s\n", time.Now().Format("15:04:05"), msg) }
 
 // environment describes the machine and the versions of everything measured.
-func environment(release, kernel, bin string) [][2]string {
+func environment(kernels []*guestKernel, bin string) [][2]string {
 	cpu := "?"
 	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(info), "\n") {
@@ -303,19 +379,23 @@ func environment(release, kernel, bin string) [][2]string {
 	}
 	var uts syscall.Utsname
 	syscall.Uname(&uts)
-	return [][2]string{
+	env := [][2]string{
 		{"date", time.Now().Format(time.RFC3339)},
 		{"cpu", fmt.Sprintf("%s, %d cores", cpu, runtime.NumCPU())},
 		{"memory", first("sh", "-c", "free -m | awk '/Mem:/ {print $2 \" MB\"}'")},
 		{"host kernel", utsString(uts.Release[:])},
-		{"guest kernel", release + " (" + kernel + "), QEMU TCG, 1 vCPU"},
+	}
+	for _, k := range kernels {
+		env = append(env, [2]string{"guest kernel, " + k.label, k.release + " (" + k.image + "), QEMU TCG, 1 vCPU"})
+	}
+	return append(env, [][2]string{
 		{"go", first("go", "version")},
 		{"qemu", first("qemu-system-x86_64", "--version")},
 		{"nix", first("nix", "--version")},
 		{"openssh", first("ssh", "-V")},
 		{"gcc", first("gcc", "--version")},
 		{"kwatch", bin},
-	}
+	}...)
 }
 
 func utsString(b []int8) string {

@@ -53,14 +53,17 @@ func (m *module) edit() (string, time.Time, error) {
 
 // moduleRow compares kwatch on one module with that module's compiler floor.
 type moduleRow struct {
-	name           string
+	kernel, name   string // the guest's kernel (guestKernel.label), the module
 	kwatch, floor  *variant
 	full, stripped int64 // the .ko's size, and that of the copy kwatch uploads
 	err            error // set when the row stopped early
 }
 
-// floorSteps are the compiler floor's steps: what each command of a rebuild is for.
-var floorSteps = []string{"compile", "modpost", ".mod.o", "link"}
+// floorSteps are the compiler floor's steps: what each command of a rebuild
+// is for. ".mod.o" also counts Linux 6.10+'s shared .module-common.o when make
+// rebuilds it (it does not after an edit: it is only linked in); "BTF" is
+// the module's BTF (pahole, then resolve_btfids) when the kernel has it.
+var floorSteps = []string{"compile", "modpost", ".mod.o", "link", "BTF"}
 
 // compilerFloor measures the commands an edit makes Kbuild run, run alone:
 // the ones `make V=1` prints for a rebuild after an edit, replayed from the
@@ -174,7 +177,11 @@ func verboseCommands(out string) []string {
 	return cmds
 }
 
-var compilers = regexp.MustCompile(`^(\S+=\S*\s+)*\S*(gcc|clang|rustc)\S*\s`)
+var (
+	compilers = regexp.MustCompile(`^(\S+=\S*\s+)*\S*(gcc|clang|rustc)\S*\s`)
+	// ld, ld.lld, ld.bfd, and a cross prefix's x86_64-linux-gnu-ld (Debian's 6.12).
+	linkers = regexp.MustCompile(`^(\S+=\S*\s+)*(\S*[-/])?ld(\.lld|\.bfd)?\s`)
+)
 
 // floorStep says which of floorSteps a Kbuild command is part of, or "" for
 // bookkeeping and checks.
@@ -182,9 +189,11 @@ func floorStep(cmd string) string {
 	switch {
 	case strings.Contains(cmd, "modpost"):
 		return "modpost"
-	case strings.HasPrefix(cmd, "ld ") || strings.HasPrefix(cmd, "ld.lld ") || strings.Contains(cmd, "pahole"):
+	case strings.Contains(cmd, "pahole") || strings.Contains(cmd, "resolve_btfids"):
+		return "BTF"
+	case linkers.MatchString(cmd):
 		return "link"
-	case compilers.MatchString(cmd) && strings.Contains(cmd, ".mod.o "):
+	case compilers.MatchString(cmd) && (strings.Contains(cmd, ".mod.o ") || strings.Contains(cmd, ".module-common.o ")):
 		return ".mod.o"
 	case compilers.MatchString(cmd):
 		return "compile"
@@ -199,7 +208,7 @@ func (b *bench) koSizes(m *module) (full, stripped int64, err error) {
 	if len(kos) != 1 {
 		return 0, 0, fmt.Errorf("%s holds %d .ko files, want 1", m.dir, len(kos))
 	}
-	dst := filepath.Join(b.work, "stripped-"+filepath.Base(kos[0]))
+	dst := filepath.Join(b.guest.dir, "stripped-"+filepath.Base(kos[0]))
 	if out, err := exec.Command("objcopy", "--strip-debug", kos[0], dst).CombinedOutput(); err != nil {
 		return 0, 0, fmt.Errorf("objcopy: %v: %s", err, out)
 	}
@@ -224,19 +233,19 @@ func lastOf(s string, n int) string {
 // benchModuleFloor prepares the compiler floor of the module the other
 // variants edit, in a copy of its own.
 func (b *bench) benchModuleFloor(ctx context.Context, p *project) (*compilerFloor, error) {
-	m, err := copyModule(p.src, filepath.Join(b.work, "floor-"+p.name), p.name+".c",
+	m, err := copyModule(p.src, filepath.Join(b.guest.dir, "floor-"+p.name), p.name+".c",
 		`version \d+ loaded`, "version %d loaded", p.name+": version %d loaded")
 	if err != nil {
 		return nil, err
 	}
-	return newCompilerFloor(ctx, m, b.kdir, "compiler floor, the bench's C module")
+	return newCompilerFloor(ctx, m, b.guest.kdir, "compiler floor, the bench's C module")
 }
 
 // addModuleRow adds the per-module row of kwatch's run and compiler floor f
 // (err: f could not be made), replaying the floor's edits kwatch's run did
 // not.
 func (b *bench) addModuleRow(ctx context.Context, name string, kwatch *variant, f *compilerFloor, err error) error {
-	row := &moduleRow{name: name, kwatch: kwatch}
+	row := &moduleRow{kernel: b.guest.label, name: name, kwatch: kwatch}
 	b.res.modules = append(b.res.modules, row)
 	if f != nil {
 		row.floor = f.v
@@ -268,58 +277,53 @@ func (e example) copy(to string) (*module, error) {
 // moduleVersion measures kwatch and the compiler floor on printerfact-c,
 // whose MODULE_VERSION makes every edit recompile its .mod.o too.
 func (b *bench) moduleVersion(ctx context.Context) error {
-	return b.measureExample(ctx, "printerfact-c (MODULE_VERSION)", printerfactC, b.vmArgs(), b.kdir, nil)
+	return b.measureExample(ctx, "printerfact-c (MODULE_VERSION)", printerfactC)
 }
 
 // rust measures kwatch and the compiler floor on examples/hello-rust, in a
 // guest of its own running the Rust-enabled kernel it is built against. It
-// runs after the Debian guest is stopped.
+// runs after the Debian guests are stopped.
 func (b *bench) rust(ctx context.Context) error {
-	const name = "hello-rust (Rust 6.1 kernel)"
 	tree := b.cfg.rust
 	if tree == "" {
-		b.res.modules = append(b.res.modules, &moduleRow{name: name,
+		b.res.modules = append(b.res.modules, &moduleRow{kernel: "Rust", name: "hello-rust",
 			err: fmt.Errorf("no Rust kernel: pass -rust-kernel $(scripts/rust-kernel.sh) (make bench does)")})
 		return nil
 	}
 	if err := b.buildKwatch(ctx); err != nil {
 		return err
 	}
-	step("reload latency and compiler floor: hello-rust on the Rust kernel (TCG)")
-	state := filepath.Join(b.work, "rust-state")
-	vm := []string{"--vm", "qemu", "--kernel", filepath.Join(tree, "arch/x86/boot/bzImage"), "--accel", "tcg", "--state-dir", state}
-	stop := func() {
-		step("stopping the Rust guest")
-		if out, err := exec.Command(b.bin, "vm", "down", "--state-dir", state).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: kwatch vm down: %v\n%s", err, out)
-		}
+	k, err := newGuestKernel(b.work, "Rust", filepath.Join(tree, "arch/x86/boot/bzImage"), tree, "--kdir", tree)
+	if err != nil {
+		return err
 	}
-	return b.measureExample(ctx, name, helloRust, vm, tree, stop, "--kdir", tree)
+	b.use(k)
+	step("reload latency and compiler floor: hello-rust on the Rust kernel (TCG)")
+	defer b.stopGuest() // kwatch's run boots it
+	return b.measureExample(ctx, "hello-rust", helloRust)
 }
 
-// measureExample measures kwatch on a copy of e, on the guest vm picks and
-// with args, and e's compiler floor against kdir on another copy, replayed
-// between kwatch's edits; then it calls done (if not nil).
-func (b *bench) measureExample(ctx context.Context, name string, e example, vm []string, kdir string, done func(), args ...string) error {
-	base := filepath.Join(b.work, filepath.Base(e.src))
+// measureExample measures kwatch on a copy of e on the guest the parts now
+// running share, and e's compiler floor on another copy, replayed between
+// kwatch's edits.
+func (b *bench) measureExample(ctx context.Context, name string, e example) error {
+	k := b.guest
+	base := filepath.Join(k.dir, filepath.Base(e.src))
 	var f *compilerFloor
 	fm, ferr := e.copy(base + "-floor")
 	if ferr == nil {
-		f, ferr = newCompilerFloor(ctx, fm, kdir, "compiler floor, "+name)
+		f, ferr = newCompilerFloor(ctx, fm, k.kdir, "compiler floor, "+name)
 	}
 	var kv *variant
 	m, err := e.copy(base)
 	if err == nil {
-		run := kwatchRun{editor: m, id: filepath.Base(e.src), name: filepath.Base(e.src) + ": kwatch (Kbuild)", vm: vm, dir: m.dir, args: args}
+		run := kwatchRun{editor: m, id: filepath.Base(e.src), name: filepath.Base(e.src) + ": kwatch (Kbuild)", vm: b.vmArgs(), dir: m.dir, args: k.args}
 		if ferr == nil {
 			run.between = f.once
 		}
 		kv, err = b.kwatch(ctx, run)
 		kv.err = err
-		b.res.reload = append(b.res.reload, kv)
-	}
-	if done != nil {
-		done()
+		b.addReload(kv)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

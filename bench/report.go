@@ -11,6 +11,7 @@ import (
 
 // variant is one way of getting an edit into the guest, with its samples.
 type variant struct {
+	kernel  string // the guest's (guestKernel.label)
 	name    string
 	steps   []string // what each sample's step durations are
 	samples []sample
@@ -92,12 +93,21 @@ type results struct {
 	soak              *soakResult
 	cost              struct{ idle procSample }
 	stray             []string
-	sessionRTT        time.Duration // one command on an open SSH connection
+	kernels           []string     // the guests' labels, in the order they ran
+	sessionRTT        []kernelTime // one command on an open SSH connection
 }
 
-func (r *results) find(prefix string) *variant {
+// kernelTime is a time measured on one kernel's guest.
+type kernelTime struct {
+	kernel string
+	d      time.Duration
+}
+
+// find returns the reload row with samples whose name starts with prefix,
+// measured on kernel's guest.
+func (r *results) find(kernel, prefix string) *variant {
 	for _, v := range r.reload {
-		if strings.HasPrefix(v.name, prefix) && len(v.samples) > 0 {
+		if v.kernel == kernel && strings.HasPrefix(v.name, prefix) && len(v.samples) > 0 {
 			return v
 		}
 	}
@@ -105,8 +115,8 @@ func (r *results) find(prefix string) *variant {
 }
 
 func (r *results) write(w io.Writer, c config) {
-	fmt.Fprintf(w, "# kwatch benchmark results\n\n`make bench` (`go run ./bench -edits %d -lines %d -saves %d`), one run, %s.\n\n",
-		c.edits, c.lines, c.saves, r.finished.Sub(r.started).Round(time.Second))
+	fmt.Fprintf(w, "# kwatch benchmark results\n\n`make bench` (`go run ./bench %s`), one run, %s.\n\n",
+		c.args(), r.finished.Sub(r.started).Round(time.Second))
 	if len(c.flags) > 0 {
 		fmt.Fprintf(w, "kwatch ran with the extra flags `%s`.\n\n", strings.Join(c.flags, " "))
 	}
@@ -115,24 +125,27 @@ func (r *results) write(w io.Writer, c config) {
 		fmt.Fprintf(w, "| %s | %s |\n", kv[0], kv[1])
 	}
 
-	floor := r.find("floor")
 	if len(r.reload) > 0 {
 		fmt.Fprintf(w, "\n## Reload latency: save → the new module's init line seen (%d edits each)\n\n", c.edits)
-		fmt.Fprintln(w, "| variant | n | p50 | p95 | p50 without the build | that over the floor's | where the time goes (mean, share) |\n|---|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "| kernel | variant | n | p50 | p95 | p50 without the build | that over the floor's | where the time goes (mean, share) |\n|---|---|---|---|---|---|---|---|")
 		for _, v := range r.reload {
 			over := "—"
-			if floor != nil && v != floor && len(v.samples) > 0 {
+			if floor := r.find(v.kernel, "floor"); floor != nil && v != floor && len(v.samples) > 0 {
 				over = dur(v.overhead() - floor.overhead())
 			}
 			name := v.name
 			if v.err != nil {
 				name += " (stopped early: " + firstLine(v.err.Error()) + ")"
 			}
-			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s |\n", name, len(v.samples),
+			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s |\n", v.kernel, name, len(v.samples),
 				dur(v.percentile(50)), dur(v.percentile(95)), dur(v.overhead()), over, v.shares())
 		}
-		if r.sessionRTT > 0 {
-			fmt.Fprintf(w, "\nOne command on an open SSH connection (`true`) takes %s (median of %d).\n", dur(r.sessionRTT), rttRuns)
+		if len(r.sessionRTT) > 0 {
+			var on []string
+			for _, t := range r.sessionRTT {
+				on = append(on, dur(t.d)+" on "+t.kernel)
+			}
+			fmt.Fprintf(w, "\nOne command on an open SSH connection (`true`) takes %s (median of %d).\n", strings.Join(on, ", "), rttRuns)
 		}
 		fmt.Fprintln(w, "\nkwatch's steps come from its --json events: debounce is save → build_start, build/upload/reload are "+
 			"the loaded event's build_ms/upload_ms/reload_ms, and \"log line + rest\" is what remains up to the init line's kmsg event "+
@@ -177,7 +190,7 @@ func (r *results) write(w io.Writer, c config) {
 		fmt.Fprintf(w, "\n## kwatch's own cost (/proc/<pid>/stat, status; children such as make not counted)\n\n| when | CPU (one core) | RSS | peak RSS |\n|---|---|---|---|\n")
 		for _, v := range r.reload {
 			if v.cost.wall > 0 {
-				fmt.Fprintf(w, "| %d edits, %s (%s CPU per edit) | %.1f%% | %s | %s |\n", len(v.samples), v.name,
+				fmt.Fprintf(w, "| %d edits, %s, %s (%s CPU per edit) | %.1f%% | %s | %s |\n", len(v.samples), v.kernel, v.name,
 					dur(time.Duration(v.cost.cpu*float64(v.cost.wall)/float64(len(v.samples)))), 100*v.cost.cpu, mb(v.cost.rss), mb(v.cost.hwm))
 			}
 		}
@@ -209,7 +222,7 @@ func (r *results) write(w io.Writer, c config) {
 // writeModules compares kwatch on each module with the module's compiler floor.
 func (r *results) writeModules(w io.Writer, c config) {
 	fmt.Fprintf(w, "\n## Per module: kwatch against the compiler floor (%d edits each)\n\n", c.edits)
-	fmt.Fprintln(w, "| module | kwatch p50 | save → build start p50 | compiler floor p50 | floor steps (mean, share) | kwatch over the floor (p50) | .ko → uploaded |\n|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| kernel | module | kwatch p50 | save → build start p50 | compiler floor p50 | floor steps (mean, share) | kwatch over the floor (p50) | .ko → uploaded |\n|---|---|---|---|---|---|---|---|")
 	for _, m := range r.modules {
 		name, kw, start, fl, steps, over, size := m.name, "—", "—", "—", "—", "—", "—"
 		if m.err != nil {
@@ -227,10 +240,11 @@ func (r *results) writeModules(w io.Writer, c config) {
 		if m.full > 0 {
 			size = fmt.Sprintf("%s → %s", kbytes(m.full), kbytes(m.stripped))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", name, kw, start, fl, steps, over, size)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m.kernel, name, kw, start, fl, steps, over, size)
 	}
 	fmt.Fprintln(w, "\nThe compiler floor is the commands `make V=1` prints for a rebuild after an edit (compiler with objtool, "+
-		"modpost, the .mod.o when MODULE_VERSION changes it, the final link), replayed one after another from the kernel build dir "+
+		"modpost, the .mod.o when MODULE_VERSION changes it, the final link with Linux 6.10+'s .module-common.o, and, where the "+
+		"kernel has BTF (Debian's 6.12), the module's BTF: pahole and resolve_btfids), replayed one after another from the kernel build dir "+
 		"in the environment make exports; Kbuild's bookkeeping and checks are left out. One replay follows each of kwatch's edits "+
 		"(after its load), so that both are measured on the same machine at the same time. kwatch uploads the module stripped of "+
 		"debug info (objcopy --strip-debug) and keeps the full one on the host.")
@@ -242,51 +256,11 @@ type target struct {
 }
 
 // targets checks the results against the goals; a target whose parts were
-// not measured is left out.
+// not measured is left out. Each kernel's targets are named after it.
 func (r *results) targets() []target {
 	var ts []target
-	floor, kb, seed, inc := r.find("floor"), r.find("kwatch (Kbuild)"), r.find("seed"), r.find("kwatch (nix incremental)")
-	if floor != nil && kb != nil {
-		over := kb.overhead() - floor.overhead()
-		ts = append(ts, target{"kwatch (Kbuild) over the floor ≤ 100ms p50 (build excluded)", dur(over), over <= 100*time.Millisecond})
-		if seed != nil {
-			seedOver := seed.overhead() - floor.overhead()
-			// kwatch may take less than the floor's own upload and reload:
-			// then there is no overhead to divide by.
-			measured, met := fmt.Sprintf("none over the floor (seed %s over it)", dur(seedOver)), true
-			if over > 0 {
-				ratio := float64(seedOver) / float64(over)
-				measured, met = fmt.Sprintf("%.1f× (seed %s over the floor)", ratio, dur(seedOver)), ratio >= 5
-			}
-			ts = append(ts, target{"≥ 5× less overhead than the seed loop", measured, met})
-		}
-	}
-	if floor != nil && kb != nil {
-		ratio := float64(kb.percentile(50)) / float64(floor.percentile(50))
-		ts = append(ts, target{"the bench's C module: kwatch (Kbuild) p50 ≤ 0.55 × the make floor's p50",
-			fmt.Sprintf("%.2f× (%s against %s)", ratio, dur(kb.percentile(50)), dur(floor.percentile(50))), ratio <= 0.55})
-	}
-	if kb != nil {
-		start := kb.stepPercentile("debounce", 50)
-		ts = append(ts, target{"save → build start ≤ 25ms (p50, kwatch (Kbuild))", dur(start), start <= 25*time.Millisecond})
-	}
-	for _, m := range r.modules {
-		if m.kwatch == nil || len(m.kwatch.samples) == 0 {
-			continue
-		}
-		if m.floor != nil && len(m.floor.samples) > 0 {
-			kw, fl := m.kwatch.percentile(50), m.floor.percentile(50)
-			ts = append(ts, target{m.name + ": kwatch p50 ≤ compiler floor + 100ms",
-				fmt.Sprintf("%s against %s + 100ms", dur(kw), dur(fl)), kw <= fl+100*time.Millisecond})
-		}
-		if strings.HasPrefix(m.name, "hello-rust") {
-			kw := m.kwatch.percentile(50)
-			ts = append(ts, target{"hello-rust: save → init line p50 ≤ 0.40s", dur(kw), kw <= 400*time.Millisecond})
-		}
-	}
-	if kb != nil && inc != nil {
-		ratio := float64(inc.percentile(50)) / float64(kb.percentile(50))
-		ts = append(ts, target{"nix incremental within 10% of Kbuild (p50)", fmt.Sprintf("%+.0f%%", 100*(ratio-1)), ratio <= 1.10})
+	for _, k := range r.kernels {
+		ts = append(ts, r.kernelTargets(k)...)
 	}
 	for _, f := range r.floods {
 		if f.err == nil {
@@ -319,6 +293,55 @@ func (r *results) targets() []target {
 	}
 	if peak > 0 {
 		ts = append(ts, target{"RSS < 40 MB (peak)", mb(peak), peak < 40<<20})
+	}
+	return ts
+}
+
+// kernelTargets are the targets measured on one kernel's guest.
+func (r *results) kernelTargets(kernel string) []target {
+	var ts []target
+	floor, kb, seed, inc := r.find(kernel, "floor"), r.find(kernel, "kwatch (Kbuild)"), r.find(kernel, "seed"), r.find(kernel, "kwatch (nix incremental)")
+	if floor != nil && kb != nil {
+		over := kb.overhead() - floor.overhead()
+		ts = append(ts, target{kernel + ": kwatch (Kbuild) over the floor ≤ 100ms p50 (build excluded)", dur(over), over <= 100*time.Millisecond})
+		if seed != nil {
+			seedOver := seed.overhead() - floor.overhead()
+			// kwatch may take less than the floor's own upload and reload:
+			// then there is no overhead to divide by.
+			measured, met := fmt.Sprintf("none over the floor (seed %s over it)", dur(seedOver)), true
+			if over > 0 {
+				ratio := float64(seedOver) / float64(over)
+				measured, met = fmt.Sprintf("%.1f× (seed %s over the floor)", ratio, dur(seedOver)), ratio >= 5
+			}
+			ts = append(ts, target{kernel + ": ≥ 5× less overhead than the seed loop", measured, met})
+		}
+	}
+	if floor != nil && kb != nil {
+		ratio := float64(kb.percentile(50)) / float64(floor.percentile(50))
+		ts = append(ts, target{kernel + ", the bench's C module: kwatch (Kbuild) p50 ≤ 0.55 × the make floor's p50",
+			fmt.Sprintf("%.2f× (%s against %s)", ratio, dur(kb.percentile(50)), dur(floor.percentile(50))), ratio <= 0.55})
+	}
+	if kb != nil {
+		start := kb.stepPercentile("debounce", 50)
+		ts = append(ts, target{kernel + ": save → build start ≤ 25ms (p50, kwatch (Kbuild))", dur(start), start <= 25*time.Millisecond})
+	}
+	for _, m := range r.modules {
+		if m.kernel != kernel || m.kwatch == nil || len(m.kwatch.samples) == 0 {
+			continue
+		}
+		if m.floor != nil && len(m.floor.samples) > 0 {
+			kw, fl := m.kwatch.percentile(50), m.floor.percentile(50)
+			ts = append(ts, target{kernel + ", " + m.name + ": kwatch p50 ≤ compiler floor + 100ms",
+				fmt.Sprintf("%s against %s + 100ms", dur(kw), dur(fl)), kw <= fl+100*time.Millisecond})
+		}
+		if strings.HasPrefix(m.name, "hello-rust") {
+			kw := m.kwatch.percentile(50)
+			ts = append(ts, target{kernel + ", hello-rust: save → init line p50 ≤ 0.40s", dur(kw), kw <= 400*time.Millisecond})
+		}
+	}
+	if kb != nil && inc != nil {
+		ratio := float64(inc.percentile(50)) / float64(kb.percentile(50))
+		ts = append(ts, target{kernel + ": nix incremental within 10% of Kbuild (p50)", fmt.Sprintf("%+.0f%%", 100*(ratio-1)), ratio <= 1.10})
 	}
 	return ts
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"os"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -70,5 +72,110 @@ func TestReadProc(t *testing.T) {
 	}
 	if _, err := readProc(-1); err == nil {
 		t.Error("readProc(-1) succeeded")
+	}
+}
+
+// row returns a reload row on kernel whose every sample takes total, of
+// which build is the build and the rest is shared out to the other steps.
+func row(kernel, name string, n int, total, build time.Duration) *variant {
+	v := &variant{kernel: kernel, name: name, steps: []string{"debounce", "build", "rest"}}
+	for range n {
+		v.add(total, 5*time.Millisecond, build, total-build-5*time.Millisecond)
+	}
+	return v
+}
+
+// multiKernel is a run on Debian 6.1 (with the seed loop), 6.12 (per-kernel
+// parts only) and the Rust kernel.
+func multiKernel() *results {
+	ms := time.Millisecond
+	kb61, kb612 := row("Debian 6.1", "kwatch (Kbuild)", 3, 300*ms, 250*ms), row("Debian 6.12", "kwatch (Kbuild)", 3, 600*ms, 540*ms)
+	pf612, rust := row("Debian 6.12", "printerfact-c: kwatch (Kbuild)", 3, 700*ms, 640*ms), row("Rust 6.1", "hello-rust: kwatch (Kbuild)", 3, 150*ms, 120*ms)
+	return &results{
+		kernels: []string{"Debian 6.1", "Debian 6.12", "Rust 6.1"},
+		reload: []*variant{
+			row("Debian 6.1", "floor (make + insmod on an open connection)", 3, 1000*ms, 920*ms),
+			row("Debian 6.1", "seed loop (make, scp, ssh ×3)", 3, 1600*ms, 900*ms),
+			kb61,
+			row("Debian 6.12", "floor (make + insmod on an open connection)", 3, 1200*ms, 1100*ms),
+			kb612, pf612, rust,
+		},
+		modules: []*moduleRow{
+			{kernel: "Debian 6.1", name: "the bench's C module", kwatch: kb61, floor: row("Debian 6.1", "compiler floor", 3, 240*ms, 0)},
+			{kernel: "Debian 6.12", name: "the bench's C module", kwatch: kb612, floor: row("Debian 6.12", "compiler floor", 3, 480*ms, 0)},
+			{kernel: "Debian 6.12", name: "printerfact-c (MODULE_VERSION)", kwatch: pf612, floor: row("Debian 6.12", "compiler floor", 3, 580*ms, 0)},
+			{kernel: "Rust 6.1", name: "hello-rust", kwatch: rust, floor: row("Rust 6.1", "compiler floor", 3, 100*ms, 0)},
+		},
+		sessionRTT: []kernelTime{{"Debian 6.1", 24 * ms}, {"Debian 6.12", 30 * ms}},
+	}
+}
+
+func TestKernelTargets(t *testing.T) {
+	r := multiKernel()
+	for _, tc := range []struct {
+		kernel string
+		want   []target
+	}{
+		{"Debian 6.1", []target{
+			{"Debian 6.1: kwatch (Kbuild) over the floor ≤ 100ms p50 (build excluded)", "-30ms", true},
+			{"Debian 6.1: ≥ 5× less overhead than the seed loop", "none over the floor (seed 620ms over it)", true},
+			{"Debian 6.1, the bench's C module: kwatch (Kbuild) p50 ≤ 0.55 × the make floor's p50", "0.30× (300ms against 1.00s)", true},
+			{"Debian 6.1: save → build start ≤ 25ms (p50, kwatch (Kbuild))", "5ms", true},
+			{"Debian 6.1, the bench's C module: kwatch p50 ≤ compiler floor + 100ms", "300ms against 240ms + 100ms", true},
+		}},
+		// No seed loop on 6.12; its C module misses the 0.55× target.
+		{"Debian 6.12", []target{
+			{"Debian 6.12: kwatch (Kbuild) over the floor ≤ 100ms p50 (build excluded)", "-40ms", true},
+			{"Debian 6.12, the bench's C module: kwatch (Kbuild) p50 ≤ 0.55 × the make floor's p50", "0.50× (600ms against 1.20s)", true},
+			{"Debian 6.12: save → build start ≤ 25ms (p50, kwatch (Kbuild))", "5ms", true},
+			{"Debian 6.12, the bench's C module: kwatch p50 ≤ compiler floor + 100ms", "600ms against 480ms + 100ms", false},
+			{"Debian 6.12, printerfact-c (MODULE_VERSION): kwatch p50 ≤ compiler floor + 100ms", "700ms against 580ms + 100ms", false},
+		}},
+		{"Rust 6.1", []target{
+			{"Rust 6.1, hello-rust: kwatch p50 ≤ compiler floor + 100ms", "150ms against 100ms + 100ms", true},
+			{"Rust 6.1, hello-rust: save → init line p50 ≤ 0.40s", "150ms", true},
+		}},
+	} {
+		t.Run(tc.kernel, func(t *testing.T) {
+			if got := r.kernelTargets(tc.kernel); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("targets:\n%v\nwant:\n%v", got, tc.want)
+			}
+		})
+	}
+}
+
+// Every row and target of the report says which kernel it was measured on.
+func TestWriteLabelsKernels(t *testing.T) {
+	var md strings.Builder
+	multiKernel().write(&md, config{edits: 3})
+	for _, want := range []string{
+		"| Debian 6.1 | floor (make + insmod on an open connection) | 3 | 1.00s |",
+		"| Debian 6.12 | floor (make + insmod on an open connection) | 3 | 1.20s |",
+		"| Debian 6.12 | kwatch (Kbuild) | 3 | 600ms | 600ms | 60ms | -40ms |",
+		"| Debian 6.12 | printerfact-c (MODULE_VERSION) | 700ms | 5ms | 580ms |",
+		"| Rust 6.1 | hello-rust | 150ms |",
+		"takes 24ms on Debian 6.1, 30ms on Debian 6.12 (median of 10)",
+		"| Debian 6.12, the bench's C module: kwatch p50 ≤ compiler floor + 100ms | 600ms against 480ms + 100ms | **missed** |",
+		"| Debian 6.12, the bench's C module: kwatch (Kbuild) p50 ≤ 0.55 × the make floor's p50 | 0.50× (600ms against 1.20s) | met |",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("no %q in the report:\n%s", want, md.String())
+		}
+	}
+}
+
+// The report's first line says how the run was asked for.
+func TestConfigArgs(t *testing.T) {
+	for _, tc := range []struct {
+		c    config
+		want string
+	}{
+		{config{edits: 20, lines: 50000, saves: 500}, "-edits 20 -lines 50000 -saves 500"},
+		{config{edits: 3, lines: 1, saves: 2, kernel: "/boot/vmlinuz-x", only: map[string]bool{"kbuild": true, "floor": true}},
+			"-edits 3 -lines 1 -saves 2 -kernel /boot/vmlinuz-x -only floor,kbuild"},
+	} {
+		if got := tc.c.args(); got != tc.want {
+			t.Errorf("args() = %q, want %q", got, tc.want)
+		}
 	}
 }

@@ -40,11 +40,11 @@ ssh $SSH -p "$PORT" root@127.0.0.1 dmesg | tail -n 5
 // seed times the scripted seed loop: save, then run the script at once.
 func (b *bench) seed(ctx context.Context, p *project) (*variant, error) {
 	v := &variant{name: "seed loop (make, scp, ssh ×3)", steps: []string{"build", "upload", "rmmod", "insmod", "dmesg"}}
-	st, ok, err := vm.ReadState(b.state)
+	st, ok, err := vm.ReadState(b.guest.state())
 	if err != nil || !ok {
 		return v, fmt.Errorf("reading the guest's state: ok=%v %v", ok, err)
 	}
-	env := append(os.Environ(), "STATE="+b.state, "KDIR="+b.kdir, "SRC="+p.src, "NAME="+p.name, fmt.Sprintf("PORT=%d", st.Port))
+	env := append(os.Environ(), "STATE="+b.guest.state(), "KDIR="+b.guest.kdir, "SRC="+p.src, "NAME="+p.name, fmt.Sprintf("PORT=%d", st.Port))
 	for range b.cfg.edits {
 		want, saved, err := p.edit()
 		if err != nil {
@@ -113,13 +113,15 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 		return v, err
 	}
 	defer c.Close()
-	if b.res.sessionRTT, err = sessionRTT(ctx, c); err != nil {
+	rtt, err := sessionRTT(ctx, c)
+	if err != nil {
 		return v, err
 	}
+	b.res.sessionRTT = append(b.res.sessionRTT, kernelTime{b.guest.label, rtt})
 	for range b.cfg.edits {
 		// A fresh builder each time: one that has built before takes kwatch's
 		// fast path, and this row is plain Kbuild's floor.
-		mk, err := builder.Kbuild(p.src, builder.KbuildOptions{KDir: b.kdir})
+		mk, err := builder.Kbuild(p.src, builder.KbuildOptions{KDir: b.guest.kdir})
 		if err != nil {
 			return v, err
 		}
@@ -151,18 +153,18 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 	return v, nil
 }
 
-// dialGuest opens an SSH connection of the bench's own to the shared guest.
+// dialGuest opens an SSH connection of the bench's own to the guest the parts share.
 func (b *bench) dialGuest(ctx context.Context) (*guest.Client, error) {
-	st, ok, err := vm.ReadState(b.state)
+	st, ok, err := vm.ReadState(b.guest.state())
 	if err != nil || !ok {
 		return nil, fmt.Errorf("reading the guest's state: ok=%v %v", ok, err)
 	}
-	signer, _, err := guest.LoadOrCreateKey(b.state)
+	signer, _, err := guest.LoadOrCreateKey(b.guest.state())
 	if err != nil {
 		return nil, err
 	}
 	c, err := guest.Dial(ctx, guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.state, "known_hosts"), TrustNew: true})
+		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.guest.state(), "known_hosts"), TrustNew: true})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the guest: %w", err)
 	}

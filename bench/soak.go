@@ -49,7 +49,7 @@ func (s soakResult) growth(of func(soakSample) int64) int64 {
 // growth. Then it stops kwatch and looks for processes it left behind.
 func (b *bench) soak(ctx context.Context) (r soakResult) {
 	r = soakResult{saves: b.cfg.saves, v: &variant{name: "soak"}}
-	p, err := newProject(filepath.Join(b.work, "soak"), "kwsoak", b.kdir, b.release)
+	p, err := newProject(filepath.Join(b.guest.dir, "soak"), "kwsoak", b.guest.kdir, b.guest.release)
 	if err != nil {
 		r.err = err
 		return r
