@@ -141,12 +141,15 @@ func SymbolValue(path, name string) (uint64, error) {
 	return 0, fmt.Errorf("%s has no symbol %s", path, name)
 }
 
-// HasSymbols reports whether the ELF file path has a symbol table.
+// HasSymbols reports whether the ELF file path has a symbol table for its
+// code. A BTF-only vmlinux (Debian 6.12's headers ship one for Kbuild's
+// pahole) has a .symtab too, of BTF ids only, and no .text.
 func HasSymbols(path string) bool {
 	f, err := elf.Open(path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	return f.Section(".symtab") != nil
+	text := f.Section(".text")
+	return f.Section(".symtab") != nil && text != nil && text.Type == elf.SHT_PROGBITS
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kwatch/guest/vm/vmtest"
 )
 
 // object compiles a C file with two functions in two sections that both
@@ -92,5 +94,26 @@ section .text 0xffffffffc0005000
 	cmd, _ = AddSymbolFile(obj, m.Sections, false)
 	if !strings.Contains(cmd, "-s .init.text 0xffffffffc0009000") {
 		t.Errorf("a module still in its init needs .init.text: %s", cmd)
+	}
+}
+
+// A vmlinux with symbols (the Rust test tree's) has them; the BTF-only one
+// Debian's 6.12 headers ship has a .symtab of BTF ids and no code, which
+// kwatch gdb must not load as the kernel's symbols.
+func TestHasSymbols(t *testing.T) {
+	for _, k := range vmtest.Debian() {
+		vmlinux := filepath.Join(k.Build, "vmlinux")
+		if _, err := os.Stat(vmlinux); err != nil {
+			continue
+		}
+		if HasSymbols(vmlinux) {
+			t.Errorf("HasSymbols(%s) = true for a vmlinux without code", vmlinux)
+		}
+	}
+	if tree := os.Getenv("KWATCH_RUST_KERNEL"); tree != "" && !HasSymbols(filepath.Join(tree, "vmlinux")) {
+		t.Errorf("HasSymbols(%s/vmlinux) = false", tree)
+	}
+	if HasSymbols("/usr/bin/busybox") {
+		t.Error("HasSymbols(busybox) = true for a stripped binary")
 	}
 }
