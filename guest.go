@@ -88,10 +88,7 @@ func (o *options) qemuKernel() (bootKernel, error) {
 		return k, usagef("pass --kernel with a bzImage/vmlinuz path", "--kernel: %v", err)
 	}
 	if k.modulesDir == "" {
-		// A kernel with its NIC driver built in (like the Rust test kernel) has no modules dir.
-		if _, err := os.Stat(filepath.Join("/lib/modules", ver, "kernel")); err == nil {
-			k.modulesDir = filepath.Join("/lib/modules", ver)
-		}
+		k.modulesDir = vm.ModulesDir(ver)
 	} else if _, err := os.Stat(k.modulesDir); err != nil {
 		return k, usagef("pass the /lib/modules/<version> dir of the kernel image", "--modules-dir %s does not exist", k.modulesDir)
 	}
