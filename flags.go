@@ -13,7 +13,7 @@ type options struct {
 	vm, kernel, modulesDir, ssh, identity, stateDir, accel string
 	acceptHostKey                                          string
 	bootTimeout                                            time.Duration
-	nixVMAttr                                              string
+	nixVMAttr, builders                                    string
 
 	kdir, params, builder, nixMode, moduleAttr, rustc string
 	module                                            string
@@ -39,6 +39,7 @@ func (o *options) vmFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.accel, "accel", "auto", "auto|kvm|tcg")
 	fs.DurationVar(&o.bootTimeout, "boot-timeout", 0, "how long to wait for the guest's SSH (default 2m, 10m for --vm nix)")
 	fs.StringVar(&o.nixVMAttr, "nix-vm-attr", "nixosConfigurations.vm.config.system.build.vm", "flake attribute of the VM for --vm nix")
+	fs.StringVar(&o.builders, "builders", "", "nix remote builders for every nix command kwatch runs, passed as nix's --builders (default: the builders setting of nix.conf)")
 }
 
 func (o *options) watchFlags(fs *flag.FlagSet) {

@@ -139,7 +139,7 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 // nixVM builds the flake's VM (this can take long the first time; nix shows
 // its progress) and returns the VM that runs it.
 func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*vm.VM, error) {
-	out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
+	out, err := o.buildNixVM(ctx, s, notify, log)
 	if err != nil {
 		return nil, err
 	}
@@ -156,22 +156,23 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 // relaunchNixVM rebuilds the flake's VM after a .nix edit; the machine boots
 // it anew when it changed.
 func (o *options) relaunchNixVM(ctx context.Context, s setupInfo, g *machine.Machine, report loop.Reporter, log io.Writer) error {
-	out, err := buildNixVM(ctx, s, o.nixVMAttr, func(msg string) { loop.Notice(report, msg) }, log)
+	out, err := o.buildNixVM(ctx, s, func(msg string) { loop.Notice(report, msg) }, log)
 	if err != nil {
 		return err
 	}
 	return g.Relaunch(ctx, out+vm.GDBIdent, nix.VMLauncher(out, s.stateDir, ""))
 }
 
-func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(string), log io.Writer) (string, error) {
+func (o *options) buildNixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (string, error) {
+	attr := o.nixVMAttr
 	installable := s.flakeRoot + "#" + attr
 	// Say so before nix compiles a kernel for hours. A failed dry run says
 	// nothing: the build itself reports what is wrong.
-	if plan, err := nix.DryRun(ctx, installable); err == nil && plan.Kernel() != "" {
+	if plan, err := o.nixSettings().DryRun(ctx, installable); err == nil && plan.Kernel() != "" {
 		notify(plan.Kernel())
 	}
 	notify("building the VM (" + attr + ")")
-	outs, err := nix.Build(ctx, installable, filepath.Join(s.stateDir, "vm-result"), log)
+	outs, err := o.nixSettings().Build(ctx, installable, filepath.Join(s.stateDir, "vm-result"), log)
 	if err != nil {
 		return "", fmt.Errorf("building the VM: %w", err)
 	}

@@ -40,7 +40,7 @@ func TestBuildCancel(t *testing.T) {
 	log := &watchWriter{want: "started", seen: started}
 	errc := make(chan error, 1)
 	go func() {
-		_, err := Build(ctx, flake+"#slow", filepath.Join(t.TempDir(), "result"), log)
+		_, err := Settings{}.Build(ctx, flake+"#slow", filepath.Join(t.TempDir(), "result"), log)
 		errc <- err
 	}()
 	select {
@@ -96,4 +96,46 @@ func processWithArg(arg string) bool {
 		}
 	}
 	return false
+}
+
+// TestBuildersReachNix: a --builders value reaches the nix command line of a
+// build, and nix uses it (with max-jobs 0 nothing builds here, so nix lists
+// that remote machines were tried); without one, nix.conf's setting (none
+// here) stands. Config reports the value too, as kwatch doctor shows it.
+func TestBuildersReachNix(t *testing.T) {
+	nixtest.Need(t)
+	t.Setenv("NIX_CONFIG", os.Getenv("NIX_CONFIG")+"\nmax-jobs = 0")
+	const builders = "ssh://kwatch-builder.invalid x86_64-linux"
+	flake := t.TempDir()
+	// A name no store has built yet, so nix must build it.
+	nixtest.WriteFile(t, filepath.Join(flake, "flake.nix"), `{
+  outputs = { self }: {
+    packages.x86_64-linux.x = derivation {
+      name = "kwatch-builders-`+strconv.FormatInt(time.Now().UnixNano(), 10)+`";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" "echo > $out" ];
+    };
+  };
+}
+`)
+	for _, tt := range []struct {
+		s    Settings
+		want string
+	}{
+		{Settings{Builders: builders}, "remote machines may not have"},
+		{Settings{}, "enable remote builds"},
+	} {
+		_, err := tt.s.Build(t.Context(), flake+"#x", filepath.Join(t.TempDir(), "result"), nil)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("nix build with %+v: %v; want an error saying %q", tt.s, err, tt.want)
+		}
+		conf, err := tt.s.Config(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := conf["builders"]; (got == builders) != (tt.s.Builders != "") {
+			t.Errorf("nix show-config with %+v says builders = %q", tt.s, got)
+		}
+	}
 }
