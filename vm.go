@@ -26,11 +26,11 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	sub := args[0]
 	var o options
-	fs := newFlagSet("kwatch vm "+sub, stderr, vmUsage)
+	fs := newFlagSet("kwatch vm " + sub)
 	o.vmFlags(fs)
-	pos, err := parseInterleaved(fs, args[1:])
+	pos, err := parseFlags(fs, args[1:], stderr, vmUsage)
 	if err != nil {
-		return flagErr(err)
+		return err
 	}
 	cwd, _ := os.Getwd()
 	s, err := o.setup(cwd)

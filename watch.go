@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,20 +12,31 @@ import (
 	"kwatch/watcher"
 )
 
-const watchUsage = `usage: kwatch [flags] [DIR]        watch DIR (the module source), build, load, stream the kernel log
-       kwatch vm up|down|status [flags]
-       kwatch vm ssh [flags] -- CMD
-       kwatch init [--force] [DIR]
-flags:
-`
+// watchUsage is `kwatch -h`: every subcommand, then the watch flags.
+func watchUsage() string {
+	var b strings.Builder
+	b.WriteString("usage: kwatch [flags] [DIR]                  watch DIR (the module source): build, load, stream the kernel log\n")
+	for _, c := range subcommands() {
+		for _, line := range strings.SplitAfter(strings.TrimSuffix(c.usage, "\n"), "\n") {
+			b.WriteString("       " + strings.TrimSuffix(line, "\n") + "\n")
+		}
+	}
+	b.WriteString("       kwatch --version                       kwatch's module version and VCS revision\n")
+	b.WriteString("doctor first when something does not work. flags of kwatch [DIR]:\n")
+	return b.String()
+}
 
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
-	fs := newFlagSet("kwatch", stderr, watchUsage)
+	fs := newFlagSet("kwatch")
 	o.watchFlags(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args, stderr, watchUsage())
 	if err != nil {
-		return flagErr(err)
+		return err
+	}
+	if o.version {
+		fmt.Fprintln(stdout, version())
+		return nil
 	}
 	dir, err := dirArg(pos, "kwatch watches one module directory")
 	if err != nil {
