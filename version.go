@@ -19,6 +19,8 @@ func version() string {
 	for _, s := range bi.Settings {
 		if k, ok := strings.CutPrefix(s.Key, "vcs."); ok {
 			vcs[k] = s.Value
+		} else if s.Key == "vcs" {
+			vcs["system"] = s.Value
 		}
 	}
 	out := fmt.Sprintf("kwatch %s", bi.Main.Version)
