@@ -68,5 +68,7 @@ func subcommands() []subcommand {
 			usage: "kwatch gdb [flags] [DIR] [-- GDB_ARGS]  gdb attached to the guest, with the loaded module's symbols\n"},
 		{name: "init", run: runInit, flags: (*options).initFlags, dirArg: true,
 			usage: "kwatch init [--force] [--name NAME] [DIR]  write a Nix flake project (NixOS VM, Rust kernel, Rust module)\n"},
+		{name: "doctor", run: runDoctor, flags: (*options).doctorFlags,
+			usage: "kwatch doctor [--json] [flags]         what this host has, what each kernel can do, the fix for each gap\n"},
 	}
 }
