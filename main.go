@@ -70,5 +70,7 @@ func subcommands() []subcommand {
 			usage: "kwatch init [--force] [--name NAME] [DIR]  write a Nix flake project (NixOS VM, Rust kernel, Rust module)\n"},
 		{name: "doctor", run: runDoctor, flags: (*options).doctorFlags,
 			usage: "kwatch doctor [--json] [flags]         what this host has, what each kernel can do, the fix for each gap\n"},
+		{name: "completion", run: runCompletion, args: []string{"bash", "zsh", "fish"},
+			usage: "kwatch completion bash|zsh|fish        print the shell completion script\n"},
 	}
 }

@@ -34,7 +34,7 @@ func TestUsageListsEverySubcommand(t *testing.T) {
 // A bad flag is one error line and one hint, in every subcommand, not the
 // flag list printed above them.
 func TestBadFlagIsOneLine(t *testing.T) {
-	for _, args := range [][]string{{"--bogus"}, {"vm", "up", "--bogus"}, {"gdb", "--bogus"}, {"init", "--bogus"}, {"doctor", "--bogus"}, {"--debounce", "x"}} {
+	for _, args := range [][]string{{"--bogus"}, {"vm", "up", "--bogus"}, {"gdb", "--bogus"}, {"init", "--bogus"}, {"doctor", "--bogus"}, {"completion", "--bogus"}, {"--debounce", "x"}} {
 		var stdout, stderr bytes.Buffer
 		code := exitCode(run(context.Background(), args, &stdout, &stderr), &stderr)
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
@@ -76,6 +76,90 @@ func TestVersion(t *testing.T) {
 	out, err := exec.Command(bin, "--version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "kwatch ") || !strings.Contains(string(out), "git "+want) {
 		t.Fatalf("kwatch --version: %v, %q; want the revision %s", err, out, want)
+	}
+}
+
+// The completion scripts parse in their shells, offer every flag of every
+// subcommand (they are made from the flag definitions), and complete in bash.
+func TestCompletion(t *testing.T) {
+	for _, sh := range []struct{ name, check string }{
+		{"bash", "bash -n"}, {"zsh", "zsh -n"}, {"fish", "fish --no-execute"},
+	} {
+		t.Run(sh.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"completion", sh.name}, &stdout, &stderr); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range append(subcommands(), subcommand{flags: (*options).watchFlags}) {
+				if c.name != "" && !strings.Contains(stdout.String(), c.name) {
+					t.Errorf("the %s script does not offer kwatch %s", sh.name, c.name)
+				}
+				for _, f := range compFlags(c.flags) {
+					want := "--" + f.name
+					if sh.name == "fish" {
+						want = "-l " + f.name
+					}
+					if !strings.Contains(stdout.String(), want) {
+						t.Errorf("the %s script does not offer %s of kwatch %s", sh.name, want, c.name)
+					}
+				}
+			}
+			argv := strings.Fields(sh.check)
+			if _, err := exec.LookPath(argv[0]); err != nil {
+				if sh.name == "bash" {
+					t.Fatal("no bash")
+				}
+				t.Skipf("%s is not installed (scripts/setup.sh installs it)", sh.name)
+			}
+			script := filepath.Join(t.TempDir(), "kwatch."+sh.name)
+			if err := os.WriteFile(script, stdout.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(argv[0], append(argv[1:], script)...).CombinedOutput(); err != nil {
+				t.Fatalf("%s %s: %v\n%s", sh.check, script, err, out)
+			}
+			if sh.name == "fish" { // fish says what it would offer for a line
+				out, err := exec.Command("fish", "-c", `source $argv[1]; complete -C"kwatch vm "; complete -C"kwatch --acc"`, script).CombinedOutput()
+				var got []string
+				for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+					word, _, _ := strings.Cut(line, "\t")
+					got = append(got, word)
+				}
+				if err != nil || strings.Join(got, " ") != "down ssh status up --accel --accept-host-key" {
+					t.Errorf("fish completes kwatch vm and --acc to %q (%v)", out, err)
+				}
+			}
+			if sh.name != "bash" {
+				return
+			}
+			// What bash offers, for a line typed so far.
+			dir := t.TempDir()
+			os.Mkdir(filepath.Join(dir, "mymod"), 0o755)
+			for _, tt := range []struct{ line, want string }{
+				{"kwatch --vm ", "qemu nix ssh"},
+				{"kwatch --kd", "--kdir"},
+				{"kwatch vm ", "up down status ssh"},
+				{"kwatch vm up --bo", "--boot-timeout"},
+				{"kwatch completion ", "bash zsh fish"},
+				{"kwatch gdb --kdir my", "mymod"},
+				{"kwatch doctor --", "--builders --json --kdir --kernel --modules-dir"},
+			} {
+				words := strings.Fields(tt.line)
+				if strings.HasSuffix(tt.line, " ") {
+					words = append(words, "")
+				}
+				var quoted []string
+				for _, w := range words {
+					quoted = append(quoted, "'"+w+"'")
+				}
+				cmd := exec.Command("bash", "-c", `source "$1"; COMP_WORDS=(`+strings.Join(quoted, " ")+`); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _kwatch; echo "${COMPREPLY[*]}"`, "bash", script)
+				cmd.Dir = dir
+				out, err := cmd.CombinedOutput()
+				if got := strings.TrimSpace(string(out)); err != nil || got != tt.want {
+					t.Errorf("bash completes %q to %q (%v), want %q", tt.line, got, err, tt.want)
+				}
+			}
+		})
 	}
 }
 
