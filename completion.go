@@ -90,10 +90,8 @@ func compFlags(define func(*options, *flag.FlagSet)) []compFlag {
 func completionCommands() []compCommand {
 	cmds := []compCommand{{flags: compFlags((*options).watchFlags), dirs: true}}
 	for _, c := range subcommands() {
-		help, _, _ := strings.Cut(c.usage, "\n")
-		if i := strings.Index(help, "  "); i >= 0 {
-			help = strings.TrimSpace(help[i:])
-		}
+		line, _, _ := strings.Cut(c.usage, "\n")
+		_, help, _ := strings.Cut(line, "\t")
 		cmds = append(cmds, compCommand{name: c.name, help: help, flags: compFlags(c.flags), words: c.args, dirs: c.dirArg})
 	}
 	return cmds

@@ -54,7 +54,7 @@ type subcommand struct {
 	// a directory when it is nil and dirArg is set.
 	args   []string
 	dirArg bool
-	usage  string // its lines in `kwatch -h`
+	usage  string // its lines in `kwatch -h`: "call\tdescription\n"
 }
 
 // subcommands lists every subcommand; `kwatch [flags] [DIR]` is the default.
@@ -62,15 +62,15 @@ type subcommand struct {
 func subcommands() []subcommand {
 	return []subcommand{
 		{name: "vm", run: runVM, flags: (*options).vmFlags, args: []string{"up", "down", "status", "ssh"},
-			usage: "kwatch vm up|down|status [flags]       start / stop / describe the guest (it outlives kwatch)\n" +
-				"kwatch vm ssh [flags] -- CMD           run CMD in the guest, exit with its status\n"},
+			usage: "kwatch vm up|down|status [flags]\tstart / stop / describe the guest (it outlives kwatch)\n" +
+				"kwatch vm ssh [flags] -- CMD\trun CMD in the guest, exit with its status\n"},
 		{name: "gdb", run: runGDB, flags: (*options).gdbFlags, dirArg: true,
-			usage: "kwatch gdb [flags] [DIR] [-- GDB_ARGS]  gdb attached to the guest, with the loaded module's symbols\n"},
+			usage: "kwatch gdb [flags] [DIR] [-- GDB_ARGS]\tgdb attached to the guest, with the loaded module's symbols\n"},
 		{name: "init", run: runInit, flags: (*options).initFlags, dirArg: true,
-			usage: "kwatch init [--force] [--name NAME] [DIR]  write a Nix flake project (NixOS VM, Rust kernel, Rust module)\n"},
+			usage: "kwatch init [--force] [--name NAME] [DIR]\twrite a Nix flake project (NixOS VM, Rust kernel, Rust module)\n"},
 		{name: "doctor", run: runDoctor, flags: (*options).doctorFlags,
-			usage: "kwatch doctor [--json] [flags]         what this host has, what each kernel can do, the fix for each gap\n"},
+			usage: "kwatch doctor [--json] [flags]\twhat this host has, what each kernel can do, the fix for each gap\n"},
 		{name: "completion", run: runCompletion, args: []string{"bash", "zsh", "fish"},
-			usage: "kwatch completion bash|zsh|fish        print the shell completion script\n"},
+			usage: "kwatch completion bash|zsh|fish\tprint the shell completion script\n"},
 	}
 }

@@ -24,6 +24,12 @@ func TestUsageListsEverySubcommand(t *testing.T) {
 			t.Errorf("kwatch -h does not list kwatch %s:\n%s", c.name, stderr.String())
 		}
 	}
+	stderr.Reset()
+	if code := exitCode(run(context.Background(), []string{"vm", "-h"}, &stdout, &stderr), &stderr); code != 0 || !strings.Contains(stderr.String(), "kwatch vm ssh") {
+		t.Errorf("kwatch vm -h: exit %d\n%s", code, stderr.String())
+	}
+	stderr.Reset()
+	run(context.Background(), []string{"-h"}, &stdout, &stderr)
 	for _, want := range []string{"kwatch --version", "-kdir DIR", "-kernel FILE"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("kwatch -h does not mention %q", want)

@@ -28,6 +28,14 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs := newFlagSet("kwatch vm " + sub)
 	o.vmFlags(fs)
+	if strings.HasPrefix(sub, "-") { // kwatch vm -h, or flags before the subcommand
+		fs = newFlagSet("kwatch vm")
+		o.vmFlags(fs)
+		if _, err := parseFlags(fs, args, stderr, vmUsage); err != nil {
+			return err
+		}
+		return usagef("kwatch vm up|down|status|ssh [flags]", "the subcommand goes first: kwatch vm %s", sub)
+	}
 	pos, err := parseFlags(fs, args[1:], stderr, vmUsage)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 
 	"kwatch/loop"
 	"kwatch/watcher"
@@ -15,14 +16,16 @@ import (
 // watchUsage is `kwatch -h`: every subcommand, then the watch flags.
 func watchUsage() string {
 	var b strings.Builder
-	b.WriteString("usage: kwatch [flags] [DIR]                  watch DIR (the module source): build, load, stream the kernel log\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprint(tw, "usage: kwatch [flags] [DIR]\twatch DIR (the module source): build, load, stream the kernel log\n")
 	for _, c := range subcommands() {
 		for _, line := range strings.SplitAfter(strings.TrimSuffix(c.usage, "\n"), "\n") {
-			b.WriteString("       " + strings.TrimSuffix(line, "\n") + "\n")
+			fmt.Fprint(tw, "       "+strings.TrimSuffix(line, "\n")+"\n")
 		}
 	}
-	b.WriteString("       kwatch --version                       kwatch's module version and VCS revision\n")
-	b.WriteString("doctor first when something does not work. flags of kwatch [DIR]:\n")
+	fmt.Fprint(tw, "       kwatch --version\tkwatch's module version and VCS revision\n")
+	tw.Flush()
+	b.WriteString("When something does not work, run kwatch doctor first.\nflags of kwatch [DIR]:\n")
 	return b.String()
 }
 
