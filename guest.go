@@ -172,7 +172,12 @@ func (o *options) buildNixVM(ctx context.Context, s setupInfo, notify func(strin
 		notify(plan.Kernel())
 	}
 	notify("building the VM (" + attr + ")")
-	outs, err := o.nixSettings().Build(ctx, installable, filepath.Join(s.stateDir, "vm-result"), log)
+	// The first build may fetch or compile a kernel: show where it is.
+	progress := &nix.Progress{W: log}
+	if f, ok := log.(*os.File); ok {
+		progress.Terminal = isTerminal(f)
+	}
+	outs, err := o.nixSettings().Build(ctx, installable, filepath.Join(s.stateDir, "vm-result"), progress)
 	if err != nil {
 		return "", fmt.Errorf("building the VM: %w", err)
 	}

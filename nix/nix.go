@@ -42,12 +42,24 @@ func (s Settings) commandWith(features string, args ...string) *exec.Cmd {
 
 // Build runs `nix build <installable> --json --out-link <outLink> -L`, streaming
 // nix's log to log, and returns the output paths, "out" first.
+//
+// A *Progress as log gets nix's internal-json log, which it shows with where
+// the build is.
 func (s Settings) Build(ctx context.Context, installable, outLink string, log io.Writer) ([]string, error) {
 	cmd := s.command("build", installable, "--json", "--out-link", outLink, "--print-build-logs")
 	var stdout bytes.Buffer
 	tail := &tailWriter{w: log}
 	cmd.Stdout = &stdout
 	cmd.Stderr = tail
+	if p, ok := log.(*Progress); ok {
+		cmd.Args = append(cmd.Args, "--log-format", "internal-json")
+		tail = &tailWriter{}
+		p.mu.Lock()
+		p.lines = tail
+		p.mu.Unlock()
+		cmd.Stderr = p
+		defer p.Close()
+	}
 	if err := proc.Run(ctx, cmd); err != nil {
 		return nil, nixError(ctx, "nix build "+installable, err, tail)
 	}
