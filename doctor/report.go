@@ -84,7 +84,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	case r.Default == "":
 		b.WriteString("`kwatch DIR` would not work: no kernel image to boot (pass --kernel, or install linux-image-amd64)\n")
 	case r.DefaultWorks:
-		fmt.Fprintf(&b, "`kwatch DIR` works here: it boots %s under --vm qemu and builds against its build tree\n", r.Default)
+		for _, k := range r.Kernels {
+			if k.Default {
+				fmt.Fprintf(&b, "`kwatch DIR` works here: it boots %s under --vm qemu and builds against %s\n", k.Image, k.Build)
+			}
+		}
 	default:
 		fmt.Fprintf(&b, "`kwatch DIR` would not work yet: see the fixes above (its default kernel is %s)\n", r.Default)
 	}
