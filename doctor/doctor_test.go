@@ -233,13 +233,13 @@ func TestGuestComesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if err := GuestComesUp(t.Context(), "tcg", img, time.Minute); err != nil {
+	if err := guestComesUp(t.Context(), "tcg", img, time.Minute); err != nil {
 		t.Errorf("a TCG guest of %s: %v", k.Image, err)
 	}
 	t.Logf("the banner came after %s", time.Since(start).Round(time.Millisecond))
 	noQEMU(t, img)
 	start = time.Now()
-	err = GuestComesUp(context.Background(), "tcg", img, 50*time.Millisecond)
+	err = guestComesUp(context.Background(), "tcg", img, 50*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "printed nothing in 50ms") {
 		t.Errorf("a guest given 50ms: %v, want it given up", err)
 	}

@@ -29,7 +29,8 @@ func (h *host) ok(name string) bool {
 	return c != nil && c.OK
 }
 
-// need is a kernel probe's check that tool name is there: the tool's own gap.
+// need is a kernel probe's check that tool name is there: the tool's own
+// gap, or nil (also for a tool the host was not asked about).
 func (h *host) need(name string) error {
 	if c := h.byName[name]; c != nil && !c.OK {
 		return c.Err
@@ -57,11 +58,11 @@ func probeHost(ctx context.Context, opts Options) *host {
 		{"pahole", "BTF in modules (Kbuild needs it where the build tree has a vmlinux, as Debian's 6.12 has)", versionOf("pahole", "pahole", "--version")},
 		{"rustc", "Rust modules (the rustc the kernel was built with)", probeRustc},
 	}
+	if opts.KVMWait == 0 {
+		opts.KVMWait = 5 * time.Second
+	}
 	h := &host{byName: map[string]*Check{}}
 	for _, p := range probes {
-		if p.name == "KVM" && opts.KVMWait == 0 {
-			opts.KVMWait = 5 * time.Second
-		}
 		detail, err := p.probe(ctx, opts)
 		h.checks = append(h.checks, check(p.name, p.enables, detail, err))
 		if p.name == "KVM" {
@@ -127,7 +128,7 @@ func probeKVM(ctx context.Context, opts Options) (string, error) {
 	if img == "" {
 		return "/dev/kvm usable (no kernel image to boot a test guest)", nil
 	}
-	if err := GuestComesUp(ctx, "kvm", img, opts.KVMWait); err != nil {
+	if err := guestComesUp(ctx, "kvm", img, opts.KVMWait); err != nil {
 		return "", gapf(ErrKVMNoBoot, "use --accel tcg (--accel auto falls back to it after 15 s)", "%v", err)
 	}
 	return "/dev/kvm usable, a KVM guest comes up", nil
@@ -136,11 +137,11 @@ func probeKVM(ctx context.Context, opts Options) (string, error) {
 // banner is the kernel's first console line.
 var banner = []byte("Linux version ")
 
-// GuestComesUp boots image under QEMU with accel for at most wait and
+// guestComesUp boots image under QEMU with accel for at most wait and
 // reports whether the kernel printed its banner on the serial console. QEMU
 // runs in its own process group, ended (with anything it started) before
-// GuestComesUp returns, whatever happens.
-func GuestComesUp(ctx context.Context, accel, image string, wait time.Duration) error {
+// guestComesUp returns, whatever happens.
+func guestComesUp(ctx context.Context, accel, image string, wait time.Duration) error {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		return errors.New("qemu-system-x86_64 not found: install qemu-system-x86")
