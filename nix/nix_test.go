@@ -169,7 +169,7 @@ func TestBuildProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(plain.String()), "\n")
-	if len(lines) != 3 || !regexp.MustCompile(`^nix: 0m0\ds building kwatch-progress-\d+$`).MatchString(lines[0]) || lines[1] != "hello" || lines[2] != "world" {
+	if len(lines) != 3 || !regexp.MustCompile(`^nix: 0m0\ds building kwatch-progress-\d+$`).MatchString(lines[0]) || lines[1] != "kwatch-progress> hello" || lines[2] != "kwatch-progress> world" {
 		t.Errorf("not a terminal: %q, want one line for the build, then its log", plain.String())
 	}
 
@@ -177,7 +177,7 @@ func TestBuildProgress(t *testing.T) {
 	if _, err := (Settings{}).Build(t.Context(), flake+"#term", filepath.Join(t.TempDir(), "result"), &Progress{W: &term, Terminal: true}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"hello\n", "\r\x1b[Knix: 0m0", " · building kwatch-progress-term-" + stamp, "0/1 built (0%)", "1/1 built (100%)"} {
+	for _, want := range []string{"kwatch-progress-term> hello\n", "\r\x1b[Knix: 0m0", " · building kwatch-progress-term-" + stamp, "0/1 built (0%)", "1/1 built (100%)"} {
 		if !strings.Contains(term.String(), want) {
 			t.Errorf("on a terminal: %q does not show %q", term.String(), want)
 		}
@@ -188,7 +188,7 @@ func TestBuildProgress(t *testing.T) {
 
 	var bad bytes.Buffer
 	_, err := (Settings{}).Build(t.Context(), flake+"#bad", filepath.Join(t.TempDir(), "result"), &Progress{W: &bad})
-	if err == nil || !strings.Contains(err.Error(), "failed with exit code 3") || !strings.Contains(bad.String(), "boom\n") {
+	if err == nil || !strings.Contains(err.Error(), "failed with exit code 3") || !strings.Contains(bad.String(), "kwatch-progress-bad> boom\n") {
 		t.Errorf("a failed build: %v, log %q; want nix's error, and the build's log shown", err, bad.String())
 	}
 }

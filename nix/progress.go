@@ -31,8 +31,9 @@ type Progress struct {
 }
 
 type activity struct {
-	typ  int
-	text string
+	typ    int
+	text   string
+	prefix string // a build's log lines start with it, as nix -L prints them: "pname> "
 }
 
 // nix's activity and result types (libutil/logging.hh).
@@ -41,6 +42,8 @@ const (
 	actCopyPaths    = 103
 	actBuilds       = 104
 	actBuild        = 105
+
+	lvlInfo = 3
 
 	resBuildLogLine = 101
 	resSetPhase     = 104
@@ -51,6 +54,7 @@ type event struct {
 	Action string            `json:"action"`
 	ID     int64             `json:"id"`
 	Type   int               `json:"type"`
+	Level  int               `json:"level"`
 	Text   string            `json:"text"`
 	Msg    string            `json:"msg"`
 	Fields []json.RawMessage `json:"fields"`
@@ -97,14 +101,18 @@ func (p *Progress) line(l string) {
 	case "msg":
 		p.print(e.Msg)
 	case "start":
-		p.acts[e.ID] = activity{typ: e.Type, text: e.Text}
-		if e.Type == actBuild {
-			what := buildName(e)
+		a := activity{typ: e.Type, text: e.Text}
+		switch {
+		case e.Type == actBuild:
+			name, machine := buildName(e)
+			a.text, a.prefix = name+machine, pname(name)+"> "
 			if !p.Terminal {
-				p.print(fmt.Sprintf("nix: %s building %s", p.elapsed(), what))
+				p.print(fmt.Sprintf("nix: %s building %s", p.elapsed(), a.text))
 			}
-			p.acts[e.ID] = activity{typ: e.Type, text: what}
+		case !p.Terminal && e.Level <= lvlInfo && e.Text != "":
+			p.print(e.Text + "...") // as nix's plain log shows it: "copying path '…' from '…'..."
 		}
+		p.acts[e.ID] = a
 	case "stop":
 		delete(p.acts, e.ID)
 	case "result":
@@ -113,7 +121,7 @@ func (p *Progress) line(l string) {
 			if len(e.Fields) > 0 {
 				var s string
 				json.Unmarshal(e.Fields[0], &s)
-				p.print(s)
+				p.print(p.acts[e.ID].prefix + s)
 			}
 		case resSetPhase:
 			if a, ok := p.acts[e.ID]; ok && len(e.Fields) > 0 {
@@ -136,15 +144,15 @@ func (p *Progress) line(l string) {
 	p.redraw()
 }
 
-// buildName is a build's derivation name, without its store path, and the
-// remote machine building it, if any.
-func buildName(e event) string {
-	var drv, machine string
+// buildName is a build's derivation name, without its store path, and
+// " on MACHINE" when a remote machine builds it.
+func buildName(e event) (name, machine string) {
+	var drv string
 	if len(e.Fields) > 1 {
 		json.Unmarshal(e.Fields[0], &drv)
 		json.Unmarshal(e.Fields[1], &machine)
 	}
-	name := strings.TrimSuffix(path.Base(drv), ".drv")
+	name = strings.TrimSuffix(path.Base(drv), ".drv")
 	if len(name) > 33 && name[32] == '-' {
 		name = name[33:] // the store hash
 	}
@@ -152,7 +160,18 @@ func buildName(e event) string {
 		name = e.Text
 	}
 	if machine != "" {
-		name += " on " + machine
+		machine = " on " + machine
+	}
+	return name, machine
+}
+
+// pname is a derivation name without its version, as nix splits it: at
+// the first '-' followed by a digit ("linux-6.18.5" is "linux").
+func pname(name string) string {
+	for i := 0; i+1 < len(name); i++ {
+		if name[i] == '-' && name[i+1] >= '0' && name[i+1] <= '9' {
+			return name[:i]
+		}
 	}
 	return name
 }
