@@ -74,12 +74,11 @@ func TestDebianKernels(t *testing.T) {
 					suffix = s
 				}
 			}
-			nic, _, _ := strings.Cut(k.NIC, " ")
-			if !strings.HasSuffix(nic, "/e1000"+suffix) || (suffix != ".ko") != strings.Contains(k.NIC, "-compressed") {
-				t.Errorf("NIC %q, want e1000%s", k.NIC, suffix)
+			if k.NIC == nil || !strings.HasSuffix(k.NIC.File, "/e1000"+suffix) || k.NIC.Compression != strings.TrimPrefix(strings.TrimPrefix(suffix, ".ko"), ".") {
+				t.Fatalf("NIC %+v, want e1000%s", k.NIC, suffix)
 			}
-			if data, err := kmod.Read(nic); err != nil || !bytes.HasPrefix(data, []byte("\x7fELF")) {
-				t.Errorf("the NIC driver %s does not read as a module: %v", nic, err)
+			if data, err := kmod.Read(k.NIC.File); err != nil || !bytes.HasPrefix(data, []byte("\x7fELF")) {
+				t.Errorf("the NIC driver %s does not read as a module: %v", k.NIC.File, err)
 			}
 			expect(t, k, "boot", nil)
 			expect(t, k, "c", nil)
@@ -183,7 +182,7 @@ func TestFakeKernel(t *testing.T) {
 			switch {
 			case tt.nic == "-" && !errors.Is(k.nicErr, ErrNoNIC):
 				t.Errorf("NIC %q (%v), want ErrNoNIC", k.NIC, k.nicErr)
-			case tt.nic != "-" && !strings.Contains(k.NIC, tt.nic):
+			case tt.nic != "-" && !strings.Contains(k.NIC.String(), tt.nic):
 				t.Errorf("NIC %q, want %q", k.NIC, tt.nic)
 			}
 			for _, c := range k.Checks {
@@ -204,7 +203,7 @@ func TestRustKernel(t *testing.T) {
 	}
 	r := Run(t.Context(), Options{KDir: tree})
 	k := r.Kernels[len(r.Kernels)-1]
-	if k.Build != tree || k.NIC != "e1000 built in" {
+	if k.Build != tree || k.NIC == nil || !k.NIC.Builtin {
 		t.Errorf("tree %q, NIC %q", k.Build, k.NIC)
 	}
 	for _, name := range []string{"boot", "c", "rust", "gdb"} {

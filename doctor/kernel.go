@@ -2,7 +2,6 @@ package doctor
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +19,7 @@ type Kernel struct {
 	Build   string  `json:"build_tree,omitempty"`  // Kbuild's tree (headers), "" when there is none
 	Modules string  `json:"modules_dir,omitempty"` // /lib/modules/<release>, "" when there is none
 	Config  string  `json:"config,omitempty"`      // the configuration file read
-	NIC     string  `json:"nic,omitempty"`         // the guest's network driver: its file, or "built in"
+	NIC     *NIC    `json:"nic,omitempty"`         // the guest's network driver; nil when it has none
 	Default bool    `json:"default,omitempty"`     // the kernel `kwatch DIR` boots
 	Checks  []Check `json:"capabilities"`
 
@@ -117,40 +116,56 @@ func (k *Kernel) headersFix() string {
 	return "pass --kdir with the kernel's configured build tree"
 }
 
-// nic says where the guest's network driver comes from: a file in the
+// NIC is where the guest's network driver comes from: a file in the
 // modules dir (compressed or not: kwatch decompresses it into the
-// initramfs), or built in.
-func (k *Kernel) nic() (string, error) {
+// initramfs), or the kernel itself.
+type NIC struct {
+	Module      string `json:"module"`
+	File        string `json:"file,omitempty"`        // "" when built in
+	Compression string `json:"compression,omitempty"` // xz, zst or gz; "" when not compressed
+	Builtin     bool   `json:"builtin,omitempty"`
+}
+
+func (n *NIC) String() string {
+	switch {
+	case n == nil:
+		return ""
+	case n.Builtin:
+		return n.Module + " built in"
+	case n.Compression != "":
+		return n.File + " (" + n.Compression + "-compressed: kwatch decompresses it into the initramfs)"
+	}
+	return n.File + " (not compressed)"
+}
+
+func (k *Kernel) nic() (*NIC, error) {
 	fix := "pass --modules-dir with this kernel's /lib/modules/<release>"
 	if strings.HasSuffix(k.Release, "-amd64") {
 		fix = "apt-get install --reinstall linux-image-" + k.Release + ", or " + fix
 	}
 	if k.Modules == "" {
 		if k.config["CONFIG_"+strings.ToUpper(vm.NICModule)] == "y" {
-			return vm.NICModule + " built in", nil
+			return &NIC{Module: vm.NICModule, Builtin: true}, nil
 		}
-		return "", gapf(ErrNoNIC, fix, "no modules dir /lib/modules/%s for the %s module, and the kernel does not have it built in", k.Release, vm.NICModule)
+		return nil, gapf(ErrNoNIC, fix, "no modules dir /lib/modules/%s for the %s module, and the kernel does not have it built in", k.Release, vm.NICModule)
 	}
 	x, err := kmod.ReadIndex(k.Modules)
 	if err != nil {
-		return "", gapf(ErrNoNIC, fix, "%v", err)
+		return nil, gapf(ErrNoNIC, fix, "%v", err)
 	}
 	if x.Builtin(vm.NICModule) {
-		return vm.NICModule + " built in", nil
+		return &NIC{Module: vm.NICModule, Builtin: true}, nil
 	}
 	rel := x.Path(vm.NICModule)
 	if rel == "" {
-		return "", gapf(ErrNoNIC, fix, "%s has no %s module", k.Modules, vm.NICModule)
+		return nil, gapf(ErrNoNIC, fix, "%s has no %s module", k.Modules, vm.NICModule)
 	}
-	file := filepath.Join(k.Modules, rel)
-	if !fileExists(file) {
-		return "", gapf(ErrNoNIC, fix, "%s is listed in modules.dep but missing", file)
+	n := &NIC{Module: vm.NICModule, File: filepath.Join(k.Modules, rel)}
+	if !fileExists(n.File) {
+		return nil, gapf(ErrNoNIC, fix, "%s is listed in modules.dep but missing", n.File)
 	}
-	how := "not compressed"
-	if _, ext, ok := strings.Cut(filepath.Base(file), ".ko."); ok {
-		how = ext + "-compressed: kwatch decompresses it into the initramfs"
-	}
-	return fmt.Sprintf("%s (%s)", file, how), nil
+	_, n.Compression, _ = strings.Cut(filepath.Base(n.File), ".ko.")
+	return n, nil
 }
 
 // probes are the capabilities checked for each kernel, in the order shown.

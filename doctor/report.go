@@ -61,7 +61,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "\n%s\n", k.Release)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		for _, part := range []struct{ name, val string }{
-			{"image", k.Image}, {"build tree", k.Build}, {"config", k.Config}, {"modules", k.Modules}, {"NIC", k.NIC},
+			{"image", k.Image}, {"build tree", k.Build}, {"config", k.Config}, {"modules", k.Modules}, {"NIC", k.NIC.String()},
 		} {
 			if part.val == "" {
 				part.val = "-"
