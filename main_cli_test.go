@@ -177,59 +177,53 @@ func TestDoctor(t *testing.T) {
 	if len(ks) == 0 {
 		t.Skip("no /boot/vmlinuz-*: run scripts/setup.sh")
 	}
-	out, stderr, code := kwatchRun(t, "doctor")
-	if code != 0 {
-		t.Fatalf("kwatch doctor: exit %d, stderr %q\n%s", code, stderr, out)
-	}
-	for _, k := range ks {
-		if !strings.Contains(out, k.Release) {
-			t.Errorf("kwatch doctor does not mention %s:\n%s", k.Release, out)
+	t.Run("text", func(t *testing.T) {
+		t.Parallel()
+		out, stderr, code := kwatchRun(t, "doctor")
+		if code != 0 {
+			t.Fatalf("kwatch doctor: exit %d, stderr %q\n%s", code, stderr, out)
 		}
-	}
-	if !strings.Contains(out, "`kwatch DIR` works here") {
-		t.Errorf("kwatch doctor does not say kwatch DIR works:\n%s", out)
-	}
-
-	out, _, code = kwatchRun(t, "doctor", "--json")
-	var r struct {
-		DefaultWorks bool `json:"default_works"`
-		Kernels      []struct {
-			Release string `json:"release"`
-		} `json:"kernels"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.DefaultWorks || len(r.Kernels) < len(ks) {
-		t.Fatalf("kwatch doctor --json: exit %d, %v, %+v\n%s", code, err, r, out)
-	}
-
-	empty := t.TempDir()
-	os.WriteFile(filepath.Join(empty, "modules.dep"), nil, 0o644)
-	out, _, code = kwatchRun(t, "doctor", "--kernel", ks[0].Image, "--modules-dir", empty)
-	if code != 1 || !strings.Contains(out, empty+" has no e1000 module") || !strings.Contains(out, "fix: ") {
-		t.Errorf("kwatch doctor with a modules dir without the NIC driver: exit %d\n%s\nwant exit 1, the missing driver and its fix", code, out)
-	}
-	_, stderr, code = kwatchRun(t, "doctor", "--kernel", filepath.Join(empty, "nope"))
-	if code != 2 || !strings.Contains(stderr, "kwatch: hint: ") {
-		t.Errorf("kwatch doctor --kernel nope: exit %d, %q; want a usage error", code, stderr)
-	}
-}
-
-// A --builders value reaches nix's command line: nix itself reports it.
-func TestBuildersReachNix(t *testing.T) {
-	if _, err := exec.LookPath("nix"); err != nil {
-		t.Skip("no nix")
-	}
-	const b = "ssh://kwatch-builder.invalid x86_64-linux"
-	out, stderr, _ := kwatchRun(t, "doctor", "--json", "--builders", b)
-	var r struct {
-		Tools []struct{ Name, Detail string } `json:"tools"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("%v: %s %s", err, out, stderr)
-	}
-	for _, tool := range r.Tools {
-		if tool.Name == "nix" && strings.Contains(tool.Detail, "builders: "+b) {
-			return
+		for _, k := range ks {
+			if !strings.Contains(out, k.Release) {
+				t.Errorf("kwatch doctor does not mention %s:\n%s", k.Release, out)
+			}
 		}
-	}
-	t.Fatalf("nix does not report the builders passed with --builders: %+v", r.Tools)
+		if !strings.Contains(out, "`kwatch DIR` works here") {
+			t.Errorf("kwatch doctor does not say kwatch DIR works:\n%s", out)
+		}
+	})
+	// A --builders value reaches nix's command line: nix itself reports it.
+	t.Run("json, builders", func(t *testing.T) {
+		t.Parallel()
+		const builders = "ssh://kwatch-builder.invalid x86_64-linux"
+		out, _, code := kwatchRun(t, "doctor", "--json", "--builders", builders)
+		var r struct {
+			DefaultWorks bool `json:"default_works"`
+			Kernels      []struct {
+				Release string `json:"release"`
+			} `json:"kernels"`
+			Tools []struct{ Name, Detail string } `json:"tools"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.DefaultWorks || len(r.Kernels) < len(ks) {
+			t.Fatalf("kwatch doctor --json: exit %d, %v, %+v\n%s", code, err, r, out)
+		}
+		for _, tool := range r.Tools {
+			if tool.Name == "nix" && !strings.Contains(tool.Detail, "builders: "+builders) {
+				t.Errorf("nix does not report the builders passed with --builders: %q", tool.Detail)
+			}
+		}
+	})
+	t.Run("no NIC driver", func(t *testing.T) {
+		t.Parallel()
+		empty := t.TempDir()
+		os.WriteFile(filepath.Join(empty, "modules.dep"), nil, 0o644)
+		out, _, code := kwatchRun(t, "doctor", "--kernel", ks[0].Image, "--modules-dir", empty)
+		if code != 1 || !strings.Contains(out, empty+" has no e1000 module") || !strings.Contains(out, "fix: ") {
+			t.Errorf("kwatch doctor with a modules dir without the NIC driver: exit %d\n%s\nwant exit 1, the missing driver and its fix", code, out)
+		}
+		_, stderr, code := kwatchRun(t, "doctor", "--kernel", filepath.Join(empty, "nope"))
+		if code != 2 || !strings.Contains(stderr, "kwatch: hint: ") {
+			t.Errorf("kwatch doctor --kernel nope: exit %d, %q; want a usage error", code, stderr)
+		}
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"kwatch/builder"
@@ -61,17 +62,20 @@ func probeHost(ctx context.Context, opts Options) *host {
 	if opts.KVMWait == 0 {
 		opts.KVMWait = 5 * time.Second
 	}
-	h := &host{byName: map[string]*Check{}}
-	for _, p := range probes {
-		detail, err := p.probe(ctx, opts)
-		h.checks = append(h.checks, check(p.name, p.enables, detail, err))
-		if p.name == "KVM" {
-			h.kvm = err == nil
-		}
+	// Each probe runs a tool or two for a moment: all at once.
+	h := &host{checks: make([]Check, len(probes)), byName: map[string]*Check{}}
+	var wg sync.WaitGroup
+	for i, p := range probes {
+		wg.Go(func() {
+			detail, err := p.probe(ctx, opts)
+			h.checks[i] = check(p.name, p.enables, detail, err)
+		})
 	}
+	wg.Wait()
 	for i := range h.checks {
 		h.byName[h.checks[i].Name] = &h.checks[i]
 	}
+	h.kvm = h.ok("KVM")
 	return h
 }
 
