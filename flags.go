@@ -43,6 +43,12 @@ func (o *options) vmFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.accel, "accel", "auto", "auto|kvm|tcg")
 	fs.DurationVar(&o.bootTimeout, "boot-timeout", 0, "how long to wait for the guest's SSH (default 2m, 10m for --vm nix)")
 	fs.StringVar(&o.nixVMAttr, "nix-vm-attr", "nixosConfigurations.vm.config.system.build.vm", "flake attribute of the VM for --vm nix")
+}
+
+// buildFlags are the VM flags of the subcommands that may build one (kwatch
+// DIR, kwatch vm), and what nix builds with.
+func (o *options) buildFlags(fs *flag.FlagSet) {
+	o.vmFlags(fs)
 	fs.StringVar(&o.builders, "builders", "", "nix remote builders for every nix command kwatch runs, passed as nix's --builders (default: the builders setting of nix.conf)")
 }
 
@@ -53,7 +59,7 @@ func (o *options) kernelFlags(fs *flag.FlagSet) {
 }
 
 func (o *options) watchFlags(fs *flag.FlagSet) {
-	o.vmFlags(fs)
+	o.buildFlags(fs)
 	fs.StringVar(&o.kdir, "kdir", "", "kernel build `DIR` for Kbuild (default /lib/modules/<guest uname -r>/build)")
 	fs.StringVar(&o.params, "params", "", `insmod parameters, e.g. "a=1 b=x"`)
 	fs.Var(&o.run, "run", "run `CMD` in the guest after every successful load (repeatable); a new save stops it")

@@ -61,7 +61,7 @@ type subcommand struct {
 // A function, not a variable: completion reads the list it is part of.
 func subcommands() []subcommand {
 	return []subcommand{
-		{name: "vm", run: runVM, flags: (*options).vmFlags, args: []string{"up", "down", "status", "ssh"},
+		{name: "vm", run: runVM, flags: (*options).buildFlags, args: []string{"up", "down", "status", "ssh"},
 			usage: "kwatch vm up|down|status [flags]\tstart / stop / describe the guest (it outlives kwatch)\n" +
 				"kwatch vm ssh [flags] -- CMD\trun CMD in the guest, exit with its status\n"},
 		{name: "gdb", run: runGDB, flags: (*options).gdbFlags, dirArg: true,

@@ -27,10 +27,10 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sub := args[0]
 	var o options
 	fs := newFlagSet("kwatch vm " + sub)
-	o.vmFlags(fs)
+	o.buildFlags(fs)
 	if strings.HasPrefix(sub, "-") { // kwatch vm -h, or flags before the subcommand
 		fs = newFlagSet("kwatch vm")
-		o.vmFlags(fs)
+		o.buildFlags(fs)
 		if _, err := parseFlags(fs, args, stderr, vmUsage); err != nil {
 			return err
 		}
