@@ -6,8 +6,9 @@ KERNEL ?= $(shell ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
 
 .PHONY: build setup demo test test-short bench vet clean
 
+# -buildvcs=auto: kwatch --version names the commit even where GOFLAGS says -buildvcs=false.
 build:
-	go build -o kwatch .
+	go build -buildvcs=auto -o kwatch .
 
 setup:
 	scripts/setup.sh

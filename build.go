@@ -52,13 +52,13 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 			if o.module != "" {
 				return nil, usagef("load one module per derivation, or use --nix-mode incremental", "--module does not work with --nix-mode derivation")
 			}
-			b.builder = &nix.Derivation{Flake: s.flakeRoot, Attr: o.moduleAttr, OutLink: filepath.Join(s.stateDir, "module-result")}
+			b.builder = &nix.Derivation{Flake: s.flakeRoot, Attr: o.moduleAttr, OutLink: filepath.Join(s.stateDir, "module-result"), Nix: o.nixSettings()}
 		case "incremental":
 			src, err := moduleSrc(dir)
 			if err != nil {
 				return nil, err
 			}
-			inc := &nix.Incremental{Flake: s.flakeRoot, Attr: o.moduleAttr, Src: src, BuildDir: filepath.Join(s.stateDir, "build"), Module: o.module}
+			inc := &nix.Incremental{Flake: s.flakeRoot, Attr: o.moduleAttr, Src: src, BuildDir: filepath.Join(s.stateDir, "build"), Module: o.module, Nix: o.nixSettings()}
 			b.builder, b.src, b.invalidate = inc, src, inc.Invalidate
 		default:
 			return nil, usagef("use --nix-mode incremental or derivation", "unknown --nix-mode %q", o.nixMode)
@@ -67,6 +67,9 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 	}
 	return nil, usagef("use --builder kbuild or nix", "unknown --builder %q", kind)
 }
+
+// nixSettings are the user's settings for every nix command kwatch runs.
+func (o *options) nixSettings() nix.Settings { return nix.Settings{Builders: o.builders} }
 
 // kbuild makes the Kbuild builder against the kernel build dir kdir.
 func (b *build) kbuild(kdir string, o *options) error {

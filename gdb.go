@@ -32,12 +32,11 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	var o options
-	fs := newFlagSet("kwatch gdb", stderr, gdbUsage)
-	o.vmFlags(fs)
-	fs.StringVar(&o.kdir, "kdir", "", "kernel build dir whose vmlinux has the kernel's symbols (default /lib/modules/<guest uname -r>/build)")
-	pos, err := parseInterleaved(fs, args)
+	fs := newFlagSet("kwatch gdb")
+	o.gdbFlags(fs)
+	pos, err := parseFlags(fs, args, stderr, gdbUsage)
 	if err != nil {
-		return flagErr(err)
+		return err
 	}
 	dir, err := dirArg(pos, "kwatch gdb [DIR] -- GDB_ARGS (gdb's arguments go after --)")
 	if err != nil {

@@ -88,12 +88,13 @@ func (o *options) qemuKernel() (bootKernel, error) {
 		return k, usagef("pass --kernel with a bzImage/vmlinuz path", "--kernel: %v", err)
 	}
 	if k.modulesDir == "" {
-		// A kernel with its NIC driver built in (like the Rust test kernel) has no modules dir.
-		if _, err := os.Stat(filepath.Join("/lib/modules", ver, "kernel")); err == nil {
-			k.modulesDir = filepath.Join("/lib/modules", ver)
-		} else if config, err := os.ReadFile(filepath.Join(filepath.Dir(k.image), "config-"+ver)); err == nil && strings.Contains(string(config), "\nCONFIG_E1000=m\n") {
-			// Its configuration beside it says the NIC driver is a module.
-			return k, usagef("install linux-image-"+ver+" (its modules), or pass --modules-dir", "kernel %s has no modules directory /lib/modules/%s, and its network driver is a module", k.image, ver)
+		if k.modulesDir = vm.ModulesDir(ver); k.modulesDir == "" {
+			// A kernel with its NIC driver built in (like the Rust test kernel) has
+			// no modules dir; one whose configuration beside it says the driver is
+			// a module lacks its modules.
+			if config, err := os.ReadFile(filepath.Join(filepath.Dir(k.image), "config-"+ver)); err == nil && strings.Contains(string(config), "\nCONFIG_E1000=m\n") {
+				return k, usagef("install linux-image-"+ver+" (its modules), or pass --modules-dir", "kernel %s has no modules directory /lib/modules/%s, and its network driver is a module", k.image, ver)
+			}
 		}
 	} else if _, err := os.Stat(k.modulesDir); err != nil {
 		return k, usagef("pass the /lib/modules/<version> dir of the kernel image", "--modules-dir %s does not exist", k.modulesDir)
@@ -145,7 +146,7 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 // nixVM builds the flake's VM (this can take long the first time; nix shows
 // its progress) and returns the VM that runs it.
 func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*vm.VM, error) {
-	out, err := buildNixVM(ctx, s, o.nixVMAttr, notify, log)
+	out, err := o.buildNixVM(ctx, s, notify, log)
 	if err != nil {
 		return nil, err
 	}
@@ -162,22 +163,28 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 // relaunchNixVM rebuilds the flake's VM after a .nix edit; the machine boots
 // it anew when it changed.
 func (o *options) relaunchNixVM(ctx context.Context, s setupInfo, g *machine.Machine, report loop.Reporter, log io.Writer) error {
-	out, err := buildNixVM(ctx, s, o.nixVMAttr, func(msg string) { loop.Notice(report, msg) }, log)
+	out, err := o.buildNixVM(ctx, s, func(msg string) { loop.Notice(report, msg) }, log)
 	if err != nil {
 		return err
 	}
 	return g.Relaunch(ctx, out+vm.GDBIdent, nix.VMLauncher(out, s.stateDir, ""))
 }
 
-func buildNixVM(ctx context.Context, s setupInfo, attr string, notify func(string), log io.Writer) (string, error) {
+func (o *options) buildNixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (string, error) {
+	attr := o.nixVMAttr
 	installable := s.flakeRoot + "#" + attr
 	// Say so before nix compiles a kernel for hours. A failed dry run says
 	// nothing: the build itself reports what is wrong.
-	if plan, err := nix.DryRun(ctx, installable); err == nil && plan.Kernel() != "" {
+	if plan, err := o.nixSettings().DryRun(ctx, installable); err == nil && plan.Kernel() != "" {
 		notify(plan.Kernel())
 	}
 	notify("building the VM (" + attr + ")")
-	outs, err := nix.Build(ctx, installable, filepath.Join(s.stateDir, "vm-result"), log)
+	// The first build may fetch or compile a kernel: show where it is.
+	progress := &nix.Progress{W: log}
+	if f, ok := log.(*os.File); ok {
+		progress.Terminal = isTerminal(f)
+	}
+	outs, err := o.nixSettings().Build(ctx, installable, filepath.Join(s.stateDir, "vm-result"), progress)
 	if err != nil {
 		return "", fmt.Errorf("building the VM: %w", err)
 	}

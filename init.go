@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,13 +20,13 @@ writes a flake project (NixOS VM with a Rust kernel, module.nix, src/ with a Rus
 flags:
 `
 
-func runInit(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("kwatch init", stderr, initUsage)
-	force := fs.Bool("force", false, "overwrite existing files")
-	name := fs.String("name", "", "module name (default: the directory's name)")
-	pos, err := parseInterleaved(fs, args)
+func runInit(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := newFlagSet("kwatch init")
+	o.initFlags(fs)
+	pos, err := parseFlags(fs, args, stderr, initUsage)
 	if err != nil {
-		return flagErr(err)
+		return err
 	}
 	dir, err := dirArg(pos, "kwatch init [DIR]")
 	if err != nil {
@@ -47,7 +48,7 @@ func runInit(args []string, stdout, stderr io.Writer) error {
 		_, authKey, err := guest.LoadOrCreateKey(stateDir)
 		return strings.TrimSpace(string(authKey)), err
 	}
-	written, err := nix.Init(dir, nix.InitOptions{Name: *name, AuthorizedKey: key, Force: *force})
+	written, err := nix.Init(dir, nix.InitOptions{Name: o.name, AuthorizedKey: key, Force: o.force})
 	var bad *nix.InputError
 	if errors.As(err, &bad) {
 		return usagef(bad.Hint, "%s", bad.Msg)

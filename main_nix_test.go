@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,10 @@ func TestNix(t *testing.T) {
 		}
 		if _, ok := findEvent(parseEvents(t, stdout), "loaded"); !ok {
 			t.Fatalf("no loaded event:\n%s", stdout)
+		}
+		// The first VM build says where it is, one line per derivation (stderr is no terminal).
+		if !regexp.MustCompile(`(?m)^nix: \d+m\d\ds building \S`).MatchString(stderr) {
+			t.Errorf("the VM build shows no progress line:\n%s", stderr)
 		}
 		if !strings.Contains(guestRun(t, state, "cat /proc/modules"), "hello ") {
 			t.Fatal("hello missing from the guest's /proc/modules")

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,7 +121,7 @@ func TestBadInputBeforeBoot(t *testing.T) {
 
 func TestParseInterleaved(t *testing.T) {
 	var o options
-	fs := newFlagSet("t", io.Discard, "")
+	fs := newFlagSet("t")
 	o.watchFlags(fs)
 	pos, err := parseInterleaved(fs, []string{"--once", "dir", "--run", "a", "--run", "b", "--json"})
 	if err != nil {
@@ -133,7 +132,7 @@ func TestParseInterleaved(t *testing.T) {
 	}
 	// After "--" nothing is a flag: `kwatch vm ssh --state-dir s -- grep -c x f`.
 	var v options
-	fs = newFlagSet("t", io.Discard, "")
+	fs = newFlagSet("t")
 	v.vmFlags(fs)
 	pos, err = parseInterleaved(fs, []string{"--state-dir", "s", "--", "grep", "-c", "x", "--", "f"})
 	if err != nil {
@@ -233,7 +232,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(tmp)
 		kwatchBin = filepath.Join(tmp, "kwatch")
-		if out, err := exec.Command("go", "build", "-o", kwatchBin, ".").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", kwatchBin, ".").CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "building kwatch: %v\n%s", err, out)
 			return 1
 		}

@@ -26,11 +26,19 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	sub := args[0]
 	var o options
-	fs := newFlagSet("kwatch vm "+sub, stderr, vmUsage)
-	o.vmFlags(fs)
-	pos, err := parseInterleaved(fs, args[1:])
+	fs := newFlagSet("kwatch vm " + sub)
+	o.buildFlags(fs)
+	if strings.HasPrefix(sub, "-") { // kwatch vm -h, or flags before the subcommand
+		fs = newFlagSet("kwatch vm")
+		o.buildFlags(fs)
+		if _, err := parseFlags(fs, args, stderr, vmUsage); err != nil {
+			return err
+		}
+		return usagef("kwatch vm up|down|status|ssh [flags]", "the subcommand goes first: kwatch vm %s", sub)
+	}
+	pos, err := parseFlags(fs, args[1:], stderr, vmUsage)
 	if err != nil {
-		return flagErr(err)
+		return err
 	}
 	cwd, _ := os.Getwd()
 	s, err := o.setup(cwd)

@@ -2,29 +2,44 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 
 	"kwatch/loop"
 	"kwatch/watcher"
 )
 
-const watchUsage = `usage: kwatch [flags] [DIR]        watch DIR (the module source), build, load, stream the kernel log
-       kwatch vm up|down|status [flags]
-       kwatch vm ssh [flags] -- CMD
-       kwatch init [--force] [DIR]
-flags:
-`
+// watchUsage is `kwatch -h`: every subcommand, then the watch flags.
+func watchUsage() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprint(tw, "usage: kwatch [flags] [DIR]\twatch DIR (the module source): build, load, stream the kernel log\n")
+	for _, c := range subcommands() {
+		for _, line := range strings.SplitAfter(strings.TrimSuffix(c.usage, "\n"), "\n") {
+			fmt.Fprint(tw, "       "+strings.TrimSuffix(line, "\n")+"\n")
+		}
+	}
+	fmt.Fprint(tw, "       kwatch --version\tkwatch's module version and VCS revision\n")
+	tw.Flush()
+	b.WriteString("When something does not work, run kwatch doctor first.\nflags of kwatch [DIR]:\n")
+	return b.String()
+}
 
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
-	fs := newFlagSet("kwatch", stderr, watchUsage)
+	fs := newFlagSet("kwatch")
 	o.watchFlags(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args, stderr, watchUsage())
 	if err != nil {
-		return flagErr(err)
+		return err
+	}
+	if o.version {
+		fmt.Fprintln(stdout, version())
+		return nil
 	}
 	dir, err := dirArg(pos, "kwatch watches one module directory")
 	if err != nil {

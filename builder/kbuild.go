@@ -50,7 +50,7 @@ func Kbuild(dir string, opts KbuildOptions) (*Make, error) {
 		}
 		return nil, &Error{Err: fmt.Errorf("kernel build dir %s not found", kdir), Hint: hint}
 	}
-	config, err := readKconfig(kdir)
+	config, err := ReadKconfig(kdir)
 	if err != nil {
 		return nil, err
 	}
@@ -78,9 +78,9 @@ func Kbuild(dir string, opts KbuildOptions) (*Make, error) {
 	return &Make{Dir: dir, Args: args, Env: env, KDir: kdir}, nil
 }
 
-// readKconfig reads the kernel's configuration: .config, or
+// ReadKconfig reads the kernel's configuration: .config, or
 // include/config/auto.conf where a headers package ships only that.
-func readKconfig(kdir string) (map[string]string, error) {
+func ReadKconfig(kdir string) (map[string]string, error) {
 	var data []byte
 	var err error
 	for _, name := range []string{".config", "include/config/auto.conf"} {
@@ -91,6 +91,12 @@ func readKconfig(kdir string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the configuration of the kernel at %s: %w (is it configured?)", kdir, err)
 	}
+	return ParseKconfig(data), nil
+}
+
+// ParseKconfig reads a kernel configuration (.config, auto.conf,
+// /boot/config-*): CONFIG_X to its value, quotes removed.
+func ParseKconfig(data []byte) map[string]string {
 	config := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
@@ -103,27 +109,38 @@ func readKconfig(kdir string) (map[string]string, error) {
 		}
 		config[key] = val
 	}
-	return config, sc.Err()
+	return config
 }
 
 // kernelRustc picks the rustc whose `--version` is versionText (what the kernel
 // recorded, since 6.1.y's backport of CONFIG_RUSTC_VERSION_TEXT), else the system one.
 func kernelRustc(versionText string) string {
-	if versionText != "" {
-		candidates := []string{systemRustc}
-		if p, err := exec.LookPath("rustc"); err == nil {
-			candidates = append(candidates, p)
-		}
-		for _, c := range candidates {
-			if rustcVersion(c) == versionText {
-				return c
-			}
-		}
+	if rustc, ok := MatchingRustc(versionText); ok {
+		return rustc
 	}
 	return existingOr(systemRustc, "rustc")
 }
 
-func rustcVersion(rustc string) string {
+// MatchingRustc finds a rustc whose `--version` is versionText: /usr/bin/rustc
+// first, then the one on PATH. ok is false when none is, or versionText is "".
+func MatchingRustc(versionText string) (rustc string, ok bool) {
+	if versionText == "" {
+		return "", false
+	}
+	candidates := []string{systemRustc}
+	if p, err := exec.LookPath("rustc"); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, c := range candidates {
+		if RustcVersion(c) == versionText {
+			return c, true
+		}
+	}
+	return "", false
+}
+
+// RustcVersion is what `rustc --version` prints, or "" when it cannot run.
+func RustcVersion(rustc string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out bytes.Buffer

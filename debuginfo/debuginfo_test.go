@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kwatch/guest/vm/vmtest"
 )
 
 // object compiles a C file with two functions in two sections that both
@@ -110,5 +112,26 @@ func TestHasSymbols(t *testing.T) {
 		if got := HasSymbols(tt.path); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// A vmlinux with symbols (the Rust test tree's) has them; the BTF-only one
+// Debian's 6.12 headers ship has a .symtab of BTF ids and no code, which
+// kwatch gdb must not load as the kernel's symbols.
+func TestHasSymbolsRealKernels(t *testing.T) {
+	for _, k := range vmtest.Debian() {
+		vmlinux := filepath.Join(k.Build, "vmlinux")
+		if _, err := os.Stat(vmlinux); err != nil {
+			continue
+		}
+		if HasSymbols(vmlinux) {
+			t.Errorf("HasSymbols(%s) = true for a vmlinux without code", vmlinux)
+		}
+	}
+	if tree := os.Getenv("KWATCH_RUST_KERNEL"); tree != "" && !HasSymbols(filepath.Join(tree, "vmlinux")) {
+		t.Errorf("HasSymbols(%s/vmlinux) = false", tree)
+	}
+	if HasSymbols("/usr/bin/busybox") {
+		t.Error("HasSymbols(busybox) = true for a stripped binary")
 	}
 }

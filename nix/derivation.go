@@ -20,6 +20,7 @@ type Derivation struct {
 	Flake   string // flake directory (absolute)
 	Attr    string // flake output, such as "module" (nix looks in packages.<system> first); "" = "module"
 	OutLink string // where nix puts the result symlink, such as <state>/module-result
+	Nix     Settings
 }
 
 // Build builds the derivation and returns the module in its output: a plain
@@ -35,7 +36,7 @@ func (d *Derivation) Build(ctx context.Context, out io.Writer) (builder.Result, 
 	if len(files) > 0 {
 		return builder.Result{}, &builder.Error{Hint: "git add -N " + strings.Join(files, " "), Err: untrackedError(files)}
 	}
-	paths, err := Build(ctx, installable(d.Flake, d.Attr), d.OutLink, out)
+	paths, err := d.Nix.Build(ctx, installable(d.Flake, d.Attr), d.OutLink, out)
 	if ctx.Err() != nil {
 		return builder.Result{}, ctx.Err()
 	}

@@ -98,7 +98,7 @@ func TestDerivationUntrackedInput(t *testing.T) {
 func TestGetDevEnv(t *testing.T) {
 	nixtest.Need(t)
 	flake := nixtest.ModuleFlake(t)
-	env, err := GetDevEnv(t.Context(), flake+"#module")
+	env, err := Settings{}.GetDevEnv(t.Context(), flake+"#module")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestGetDevEnv(t *testing.T) {
 		}
 	}
 
-	if _, err := GetDevEnv(t.Context(), flake+"#nosuch"); err == nil || !strings.Contains(err.Error(), "nosuch") {
+	if _, err := (Settings{}).GetDevEnv(t.Context(), flake+"#nosuch"); err == nil || !strings.Contains(err.Error(), "nosuch") {
 		t.Errorf("GetDevEnv of a missing attribute: %v", err)
 	}
 }

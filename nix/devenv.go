@@ -23,8 +23,8 @@ type DevEnv struct {
 
 // GetDevEnv asks `nix print-dev-env --json <installable>` for the build
 // environment of a derivation. Nix builds the derivation's inputs first.
-func GetDevEnv(ctx context.Context, installable string) (*DevEnv, error) {
-	cmd := command("print-dev-env", "--json", installable)
+func (s Settings) GetDevEnv(ctx context.Context, installable string) (*DevEnv, error) {
+	cmd := s.command("print-dev-env", "--json", installable)
 	var stdout bytes.Buffer
 	tail := &tailWriter{}
 	cmd.Stdout = &stdout

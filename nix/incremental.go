@@ -21,6 +21,7 @@ type Incremental struct {
 	Src      string // the derivation's src: the module's source dir
 	BuildDir string // where make runs; Src is mirrored into it
 	Module   string // builder.Make.Module
+	Nix      Settings
 
 	mu  sync.Mutex
 	env *DevEnv
@@ -100,7 +101,7 @@ func (b *Incremental) devEnv(ctx context.Context) (*DevEnv, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.env == nil {
-		env, err := GetDevEnv(ctx, installable(b.Flake, b.Attr))
+		env, err := b.Nix.GetDevEnv(ctx, installable(b.Flake, b.Attr))
 		if err != nil {
 			return nil, err
 		}

@@ -18,22 +18,48 @@ import (
 	"kwatch/proc"
 )
 
-// flakeFeatures lets kwatch work for users who have not enabled flakes in nix.conf.
-var flakeFeatures = []string{"--extra-experimental-features", "nix-command flakes"}
+// Settings are what the user asked of every nix command kwatch runs. Nothing
+// else is set: nix.conf and NIX_CONFIG decide the rest (builders, substituters,
+// max-jobs), so a team's remote builders serve kwatch's builds unchanged.
+type Settings struct {
+	Builders string // nix's --builders; "" = nix.conf's
+}
 
-// command returns a nix command; it inherits the environment, NIX_CONFIG included.
-func command(args ...string) *exec.Cmd {
-	return exec.Command("nix", append(append([]string{}, flakeFeatures...), args...)...)
+// command returns a nix command with flakes enabled, so kwatch works for
+// users who have not enabled them in nix.conf. It inherits the environment,
+// NIX_CONFIG included.
+func (s Settings) command(args ...string) *exec.Cmd {
+	return s.commandWith("nix-command flakes", args...)
+}
+
+func (s Settings) commandWith(features string, args ...string) *exec.Cmd {
+	all := []string{"--extra-experimental-features", features}
+	if s.Builders != "" {
+		all = append(all, "--builders", s.Builders)
+	}
+	return exec.Command("nix", append(all, args...)...)
 }
 
 // Build runs `nix build <installable> --json --out-link <outLink> -L`, streaming
 // nix's log to log, and returns the output paths, "out" first.
-func Build(ctx context.Context, installable, outLink string, log io.Writer) ([]string, error) {
-	cmd := command("build", installable, "--json", "--out-link", outLink, "--print-build-logs")
+//
+// A *Progress as log gets nix's internal-json log, which it shows with where
+// the build is.
+func (s Settings) Build(ctx context.Context, installable, outLink string, log io.Writer) ([]string, error) {
+	cmd := s.command("build", installable, "--json", "--out-link", outLink, "--print-build-logs")
 	var stdout bytes.Buffer
 	tail := &tailWriter{w: log}
 	cmd.Stdout = &stdout
 	cmd.Stderr = tail
+	if p, ok := log.(*Progress); ok {
+		cmd.Args = append(cmd.Args, "--log-format", "internal-json")
+		tail = &tailWriter{}
+		p.mu.Lock()
+		p.lines = tail
+		p.mu.Unlock()
+		cmd.Stderr = p
+		defer p.Close()
+	}
 	if err := proc.Run(ctx, cmd); err != nil {
 		return nil, nixError(ctx, "nix build "+installable, err, tail)
 	}
@@ -128,4 +154,25 @@ func (t *tailWriter) errorLines() string {
 		}
 	}
 	return strings.TrimSpace(strings.Join(lines[start:], "\n"))
+}
+
+// Config is nix's configuration as the commands kwatch runs see it (`nix
+// show-config`: nix.conf, NIX_CONFIG and the Settings): builders, max-jobs,
+// experimental-features. Only nix-command is enabled for the asking, so
+// experimental-features lists flakes only when the user's configuration does.
+func (s Settings) Config(ctx context.Context) (map[string]string, error) {
+	cmd := s.commandWith("nix-command", "show-config")
+	var stdout bytes.Buffer
+	tail := &tailWriter{}
+	cmd.Stdout, cmd.Stderr = &stdout, tail
+	if err := proc.Run(ctx, cmd); err != nil {
+		return nil, nixError(ctx, "nix show-config", err, tail)
+	}
+	conf := map[string]string{}
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		if k, v, ok := strings.Cut(line, " = "); ok {
+			conf[k] = v
+		}
+	}
+	return conf, nil
 }

@@ -17,8 +17,8 @@ type Plan struct {
 }
 
 // DryRun asks nix what building installable would take, without building.
-func DryRun(ctx context.Context, installable string) (Plan, error) {
-	cmd := command("build", installable, "--dry-run")
+func (s Settings) DryRun(ctx context.Context, installable string) (Plan, error) {
+	cmd := s.command("build", installable, "--dry-run")
 	var out bytes.Buffer
 	tail := &tailWriter{w: &out}
 	cmd.Stdout, cmd.Stderr = tail, tail

@@ -64,20 +64,20 @@ func TestDryRun(t *testing.T) {
   };
 }
 `)
-	p, err := DryRun(t.Context(), dir+"#vm")
+	p, err := Settings{}.DryRun(t.Context(), dir+"#vm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := p.Kernel(); !strings.Contains(got, "linux-6.18.5 is not in the binary cache") || len(p.Build) != 2 {
 		t.Fatalf("dry run of an unbuilt kernel: %+v, Kernel() = %q", p, got)
 	}
-	if _, err := Build(t.Context(), dir+"#vm", filepath.Join(dir, "result"), nil); err != nil {
+	if _, err := (Settings{}).Build(t.Context(), dir+"#vm", filepath.Join(dir, "result"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := DryRun(t.Context(), dir+"#vm"); err != nil || p.Kernel() != "" || len(p.Build)+len(p.Fetch) != 0 {
+	if p, err := (Settings{}).DryRun(t.Context(), dir+"#vm"); err != nil || p.Kernel() != "" || len(p.Build)+len(p.Fetch) != 0 {
 		t.Errorf("dry run after the build: %+v, %v; want nothing to do", p, err)
 	}
-	if _, err := DryRun(t.Context(), dir+"#nosuch"); err == nil || !strings.Contains(err.Error(), "nosuch") {
+	if _, err := (Settings{}).DryRun(t.Context(), dir+"#nosuch"); err == nil || !strings.Contains(err.Error(), "nosuch") {
 		t.Errorf("DryRun of a missing attribute: %v", err)
 	}
 }

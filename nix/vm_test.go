@@ -88,7 +88,7 @@ func TestVMLauncherBoots(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
-	paths, err := Build(ctx, flake+"#vm", filepath.Join(state, "vm-result"), &log)
+	paths, err := Settings{}.Build(ctx, flake+"#vm", filepath.Join(state, "vm-result"), &log)
 	if err != nil {
 		t.Fatal(err)
 	}

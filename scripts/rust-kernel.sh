@@ -41,16 +41,48 @@ echo "rust-kernel: building a Rust-enabled 6.1 kernel in $tree (about 5 minutes 
 rm -rf "$cache/$key"
 mkdir -p "$cache/$key"
 log=$cache/$key/build.log
+step=$cache/$key/step
 (
 	cd "$cache/$key"
+	echo "unpacking $src" >"$step"
 	tar xf "$src"
 	mv linux-source-6.1 linux
 	cd linux
+	echo configuring >"$step"
 	make LLVM=1 tinyconfig
 	./scripts/config $(printf -- '-e %s ' $options) $(printf -- '-d %s ' $disabled)
 	make LLVM=1 olddefconfig
 	grep -q '^CONFIG_RUST=y' .config
+	echo compiling >"$step"
 	make LLVM=1 -j"$(nproc)"
-) >"$log" 2>&1 || { echo "rust-kernel: build failed, see $log" >&2; tail -20 "$log" >&2; exit 1; }
+) >"$log" 2>&1 &
+build=$!
+
+# Progress on stderr while it builds: the elapsed time, the step and, while
+# compiling, Kbuild's step lines ("  CC      kernel/fork.o") against the
+# about $steps a build of this configuration prints (counted from one).
+# On a terminal one line, rewritten; otherwise one line per step.
+steps=1530
+start=$SECONDS shown=""
+elapsed() { printf '%dm%02ds' $(((SECONDS - start) / 60)) $(((SECONDS - start) % 60)); }
+while kill -0 "$build" 2>/dev/null; do
+	now=$(cat "$step" 2>/dev/null || true)
+	if [ -t 2 ]; then
+		line="rust-kernel: $(elapsed) $now"
+		if [ "$now" = compiling ]; then
+			done_steps=$(grep -c '^  [A-Z]' "$log" || true)
+			pct=$((done_steps * 100 / steps))
+			line="$line, $done_steps of about $steps Kbuild steps ($((pct > 99 ? 99 : pct))%)"
+		fi
+		printf '\r\033[K%s' "$line" >&2
+	elif [ -n "$now" ] && [ "$now" != "$shown" ]; then
+		echo "rust-kernel: $(elapsed) $now" >&2
+	fi
+	shown=$now
+	sleep 1
+done
+[ -t 2 ] && printf '\r\033[K' >&2
+wait "$build" || { echo "rust-kernel: build failed after $(elapsed), see $log" >&2; tail -20 "$log" >&2; exit 1; }
+echo "rust-kernel: built in $(elapsed)" >&2
 touch "$cache/$key/done"
 echo "$tree"

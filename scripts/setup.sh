@@ -20,8 +20,8 @@ pkgs=(
 	libelf-dev libssl-dev bc
 	# the Nix path
 	nix-bin
-	# tests: module compression, script(1) for the host key prompt
-	zstd gzip bsdutils
+	# tests: module compression, script(1) for the host key prompt, the completion scripts
+	zstd gzip bsdutils zsh fish
 )
 
 missing=()

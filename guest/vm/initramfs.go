@@ -38,9 +38,23 @@ type InitramfsConfig struct {
 // directory from the host (9p over virtio-pci), without which only modprobe
 // is missing.
 var (
-	nicModules   = []string{"e1000"}
+	nicModules   = []string{NICModule}
 	shareModules = []string{"virtio_pci", "9pnet_virtio", "9p"}
 )
+
+// NICModule is the guest's network driver, for QEMU's -nic model=e1000.
+const NICModule = "e1000"
+
+// ModulesDir is the modules directory --vm qemu shares with a guest running
+// kernel release: /lib/modules/<release> when it holds modules, "" when it
+// does not (a kernel with its NIC built in, like the Rust test kernel, needs none).
+func ModulesDir(release string) string {
+	dir := filepath.Join("/lib/modules", release)
+	if _, err := os.Stat(filepath.Join(dir, "kernel")); err != nil {
+		return ""
+	}
+	return dir
+}
 
 // guestBootDir holds the boot modules in the guest, decompressed: insmod
 // (busybox's) and old kernels take plain ELF only.
@@ -104,6 +118,28 @@ func WriteInitramfs(path string, cfg InitramfsConfig) error {
 	return nil
 }
 
+// CheckHost says whether this host has what the initramfs is made of: a
+// static busybox, dropbear, sftp-server and kmod, each error naming the
+// Debian package to install.
+func (cfg InitramfsConfig) CheckHost() error {
+	busybox := orDefault(cfg.Busybox, "/usr/bin/busybox")
+	if _, needed, err := readELFDeps(busybox); err != nil {
+		return fmt.Errorf("%w: install busybox-static", err)
+	} else if len(needed) > 0 {
+		return fmt.Errorf("%s is not static (it needs %s): install busybox-static", busybox, strings.Join(needed, ", "))
+	}
+	for _, p := range []struct{ path, pkg string }{
+		{orDefault(cfg.Dropbear, "/usr/sbin/dropbear"), "dropbear-bin"},
+		{orDefault(cfg.SFTPServer, "/usr/lib/openssh/sftp-server"), "openssh-sftp-server"},
+		{orDefault(cfg.Modprobe, "/usr/bin/kmod"), "kmod"},
+	} {
+		if _, err := os.Stat(p.path); err != nil {
+			return fmt.Errorf("%s not found: install %s", p.path, p.pkg)
+		}
+	}
+	return nil
+}
+
 func initramfsTree(cfg InitramfsConfig) (tree, error) {
 	busybox := orDefault(cfg.Busybox, "/usr/bin/busybox")
 	dropbear := orDefault(cfg.Dropbear, "/usr/sbin/dropbear")
@@ -111,10 +147,8 @@ func initramfsTree(cfg InitramfsConfig) (tree, error) {
 	if len(cfg.AuthorizedKey) == 0 || cfg.HostKey == "" {
 		return nil, errors.New("the initramfs needs both an authorized key for root and a host key")
 	}
-	if _, needed, err := readELFDeps(busybox); err != nil {
+	if err := cfg.CheckHost(); err != nil {
 		return nil, err
-	} else if len(needed) > 0 {
-		return nil, fmt.Errorf("%s is not static (it needs %s): install busybox-static", busybox, strings.Join(needed, ", "))
 	}
 	t := tree{}
 	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "sbin", "usr/bin", "usr/sbin", "etc/dropbear"} {
@@ -157,9 +191,6 @@ func initramfsTree(cfg InitramfsConfig) (tree, error) {
 		// where the kernel's request_module runs it. busybox --install leaves
 		// a name that exists alone.
 		modprobe := orDefault(cfg.Modprobe, "/usr/bin/kmod")
-		if _, err := os.Stat(modprobe); err != nil {
-			return nil, fmt.Errorf("%s not found: install kmod", modprobe)
-		}
 		copies["usr/bin/kmod"] = modprobe
 		bins = append(bins, modprobe)
 		t.add(cpioEntry{Name: "sbin/modprobe", Mode: modeSymlink | 0o777, Data: []byte("/usr/bin/kmod")})
