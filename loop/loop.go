@@ -19,6 +19,7 @@ import (
 	"kwatch/builder"
 	"kwatch/crash"
 	"kwatch/kmod"
+	"kwatch/kmsg"
 	"kwatch/watcher"
 )
 
@@ -64,6 +65,12 @@ type loop struct {
 	goodBoot         string          // the boot it was loaded into
 	goodAt           time.Time       // when it was last loaded
 	triedAt          time.Time       // when a build was last loaded, or tried
+
+	// The boot in which the guest was asked whether it runs KUnit suites, its
+	// answer, and whether the user was told that it does not.
+	kunitBoot   string
+	kunitOK     bool
+	toldNoKUnit bool
 
 	// The boot in which the module's dependencies were last loaded, and
 	// which they were: they are loaded once per boot, not on every save.
@@ -339,10 +346,42 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	}
 	uploadTook := time.Since(t)
 
+	// A module's KUnit suites run inside its insmod: their output is
+	// collected, and an oops in a case ends the wait for an insmod that
+	// would not return (on 6.1 before KUnit's 300 s timeout).
+	tests := l.kunitRuns(sctx, s, b.info)
+	collected := func() []kmsg.Record { return nil }
+	rctx, rcancel := context.WithCancel(sctx)
+	defer rcancel()
+	oops := make(chan string, 1) // the title of an oops during the reload
+	stopOops := func() {}
+	if tests {
+		collected = l.kmsg.collect()
+		defer collected()
+		stopOops = l.crashes.whenOops(func(title string) {
+			select {
+			case oops <- title:
+			default:
+			}
+			rcancel()
+		})
+	}
 	t = time.Now()
 	mark := l.kmsg.mark()
-	r, err := s.Reload(sctx, name, remote, l.cfg.Params)
+	r, err := s.Reload(rctx, name, remote, l.cfg.Params)
+	stopOops()
 	reloadTook := time.Since(t)
+	var oopsed string
+	select {
+	case oopsed = <-oops:
+	default:
+	}
+	if err != nil && oopsed != "" && ctx.Err() == nil {
+		l.kmsg.sync(ctx, s, fmt.Sprintf("%s oopsed in its KUnit tests (cycle %d)", name, l.cycle))
+		l.kunitResults(b.info, collected(), oopsed)
+		return fail(fmt.Sprintf("a KUnit case oopsed while %s loaded: kwatch stopped waiting for insmod", name),
+			"see the crash report; the VM restarts before the next load")
+	}
 	if err != nil {
 		if l.vmDied(ctx) {
 			// A panic in the module's init: the crash report comes from the
@@ -383,6 +422,9 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		l.depsBoot = ""
 		l.kmsg.sync(ctx, s, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
 		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
+		if tests {
+			l.kunitResults(b.info, collected(), "")
+		}
 		msg := "insmod: " + cause
 		if _, _, _, stuck := l.whoHolds(ctx, s, name); stuck {
 			l.crashes.markDirty(name + " is stuck after its init failed")
@@ -404,12 +446,17 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	l.report.Report(Event{Type: EventLoaded, Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path,
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
+	// A module with suites fails when they fail, or when no results came.
+	testsFailed := b.info.KUnitSuites > 0
+	if tests {
+		testsFailed = l.kunitResults(b.info, collected(), "")
+	}
 
 	if !l.cfg.Once {
 		l.startRun(ctx, s)
 		return nil
 	}
-	if l.runCommands(ctx, s) {
+	if l.runCommands(ctx, s) || testsFailed {
 		return ErrFailed
 	}
 	return nil
