@@ -43,7 +43,7 @@ type config struct {
 func (c *config) wants(part string) bool { return len(c.only) == 0 || c.only[part] }
 
 // parts are the names -only accepts, in the order they run.
-var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "soak", "rust"}
+var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "soak", "rust", "kunit"}
 
 func main() {
 	var c config
@@ -122,7 +122,7 @@ func run(ctx context.Context, c config) error {
 	if err := b.withGuest(ctx); err != nil {
 		return err
 	}
-	if c.wants("rust") {
+	if c.wants("rust") || c.wants("kunit") {
 		if err := b.rust(ctx); err != nil {
 			return err
 		}

@@ -259,6 +259,8 @@ var (
 		`#define PRINTERFACT_VERSION \d+`, "#define PRINTERFACT_VERSION %d", "(version %d)"}
 	helloRust = example{"examples/hello-rust", "hello_rust.rs",
 		`const VERSION: u32 = \d+;`, "const VERSION: u32 = %d;", "version %d loaded"}
+	unitsC = example{"examples/units-c", "main.c",
+		`#define UNITS_VERSION \d+`, "#define UNITS_VERSION %d", "(version %d)"}
 )
 
 func (e example) copy(to string) (*module, error) {
@@ -268,39 +270,59 @@ func (e example) copy(to string) (*module, error) {
 // moduleVersion measures kwatch and the compiler floor on printerfact-c,
 // whose MODULE_VERSION makes every edit recompile its .mod.o too.
 func (b *bench) moduleVersion(ctx context.Context) error {
-	return b.measureExample(ctx, "printerfact-c (MODULE_VERSION)", printerfactC, b.vmArgs(), b.kdir, nil)
+	return b.measureExample(ctx, "printerfact-c (MODULE_VERSION)", printerfactC, b.vmArgs(), b.kdir, false)
 }
 
-// rust measures kwatch and the compiler floor on examples/hello-rust, in a
-// guest of its own running the Rust-enabled kernel it is built against. It
-// runs after the Debian guest is stopped.
+// rust measures kwatch and the compiler floor on examples/hello-rust and
+// on examples/units-c, whose KUnit suite runs on every load, in a guest of
+// their own running the Rust-enabled kernel (it has KUnit) they are built
+// against. It runs after the Debian guest is stopped.
 func (b *bench) rust(ctx context.Context) error {
-	const name = "hello-rust (Rust 6.1 kernel)"
+	type row struct {
+		part, name string
+		e          example
+		kunit      bool
+	}
+	rows := slices.DeleteFunc([]row{
+		{"rust", "hello-rust (Rust 6.1 kernel)", helloRust, false},
+		{"kunit", "units-c (a KUnit suite, Rust 6.1 kernel)", unitsC, true},
+	}, func(r row) bool { return !b.cfg.wants(r.part) })
 	tree := b.cfg.rust
 	if tree == "" {
-		b.res.modules = append(b.res.modules, &moduleRow{name: name,
-			err: fmt.Errorf("no Rust kernel: pass -rust-kernel $(scripts/rust-kernel.sh) (make bench does)")})
+		for _, r := range rows {
+			b.res.modules = append(b.res.modules, &moduleRow{name: r.name,
+				err: fmt.Errorf("no Rust kernel: pass -rust-kernel $(scripts/rust-kernel.sh) (make bench does)")})
+		}
+		return nil
+	}
+	if len(rows) == 0 {
 		return nil
 	}
 	if err := b.buildKwatch(ctx); err != nil {
 		return err
 	}
-	step("reload latency and compiler floor: hello-rust on the Rust kernel (TCG)")
 	state := filepath.Join(b.work, "rust-state")
 	vm := []string{"--vm", "qemu", "--kernel", filepath.Join(tree, "arch/x86/boot/bzImage"), "--accel", "tcg", "--state-dir", state}
-	stop := func() {
+	defer func() {
 		step("stopping the Rust guest")
 		if out, err := exec.Command(b.bin, "vm", "down", "--state-dir", state).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: kwatch vm down: %v\n%s", err, out)
 		}
+	}()
+	for _, r := range rows {
+		step("reload latency and compiler floor: " + r.name + " (TCG)")
+		if err := b.measureExample(ctx, r.name, r.e, vm, tree, r.kunit, "--kdir", tree); err != nil {
+			return err
+		}
 	}
-	return b.measureExample(ctx, name, helloRust, vm, tree, stop, "--kdir", tree)
+	return nil
 }
 
 // measureExample measures kwatch on a copy of e, on the guest vm picks and
 // with args, and e's compiler floor against kdir on another copy, replayed
-// between kwatch's edits; then it calls done (if not nil).
-func (b *bench) measureExample(ctx context.Context, name string, e example, vm []string, kdir string, done func(), args ...string) error {
+// between kwatch's edits. kunit: e has KUnit suites, and a sample ends at
+// their summary.
+func (b *bench) measureExample(ctx context.Context, name string, e example, vm []string, kdir string, kunit bool, args ...string) error {
 	base := filepath.Join(b.work, filepath.Base(e.src))
 	var f *compilerFloor
 	fm, ferr := e.copy(base + "-floor")
@@ -310,16 +332,13 @@ func (b *bench) measureExample(ctx context.Context, name string, e example, vm [
 	var kv *variant
 	m, err := e.copy(base)
 	if err == nil {
-		run := kwatchRun{editor: m, id: filepath.Base(e.src), name: filepath.Base(e.src) + ": kwatch (Kbuild)", vm: vm, dir: m.dir, args: args}
+		run := kwatchRun{editor: m, id: filepath.Base(e.src), name: filepath.Base(e.src) + ": kwatch (Kbuild)", vm: vm, dir: m.dir, args: args, kunit: kunit}
 		if ferr == nil {
 			run.between = f.once
 		}
 		kv, err = b.kwatch(ctx, run)
 		kv.err = err
 		b.res.reload = append(b.res.reload, kv)
-	}
-	if done != nil {
-		done()
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
