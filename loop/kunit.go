@@ -27,10 +27,54 @@ func (l *loop) kunitRuns(ctx context.Context, s Session, info builder.Modinfo) b
 	}
 	if !l.kunitOK && !l.toldNoKUnit {
 		l.toldNoKUnit = true
-		l.notice(fmt.Sprintf("%s has %s but the guest's kernel %s has no KUnit, so they do not run: boot a kernel built with CONFIG_KUNIT=y (kwatch's scripts/rust-kernel.sh builds one)",
+		l.notice(fmt.Sprintf("%s has %s, but the guest's kernel %s has no KUnit, so its tests do not run: boot a kernel built with CONFIG_KUNIT=y (kwatch's scripts/rust-kernel.sh builds one)",
 			info.Name, suites(info.KUnitSuites), s.Release()))
 	}
 	return l.kunitOK
+}
+
+// testRun follows the reload of a module whose KUnit suites run inside its
+// insmod: it collects the kernel log, and an oops cancels the reload, for an
+// insmod whose case oopsed does not return (on 6.1 not before KUnit's 300 s
+// timeout).
+type testRun struct {
+	records  func() []kmsg.Record
+	stopOops func()
+	oops     chan string // the title of an oops during the reload
+}
+
+// startTests starts following a reload that cancel cancels.
+func (l *loop) startTests(cancel context.CancelFunc) *testRun {
+	t := &testRun{records: l.kmsg.collect(), oops: make(chan string, 1)}
+	t.stopOops = l.crashes.whenOops(func(title string) {
+		select {
+		case t.oops <- title:
+		default:
+		}
+		cancel()
+	})
+	return t
+}
+
+// reloaded stops watching for an oops and returns the title of one seen
+// during the reload, or "". A nil testRun has seen none.
+func (t *testRun) reloaded() string {
+	if t == nil {
+		return ""
+	}
+	t.stopOops()
+	select {
+	case title := <-t.oops:
+		return title
+	default:
+		return ""
+	}
+}
+
+// results stops collecting and returns the records collected.
+func (t *testRun) results() []kmsg.Record {
+	t.stopOops()
+	return t.records()
 }
 
 func suites(n int) string {

@@ -70,7 +70,7 @@ func TestKUnitResults(t *testing.T) {
 			sums := r.events.of(EventKUnitSum)
 			switch {
 			case !tt.kunit:
-				r.events.notice(t, "tally has a KUnit suite but the guest's kernel 6.1.0-test has no KUnit, so they do not run: boot a kernel built with CONFIG_KUNIT=y")
+				r.events.notice(t, "tally has a KUnit suite, but the guest's kernel 6.1.0-test has no KUnit, so its tests do not run: boot a kernel built with CONFIG_KUNIT=y")
 			case tt.want == KUnitSummary{}:
 				r.events.notice(t, "tally has a KUnit suite but printed no KUnit results")
 			case len(sums) != 1:

@@ -19,7 +19,6 @@ import (
 	"kwatch/builder"
 	"kwatch/crash"
 	"kwatch/kmod"
-	"kwatch/kmsg"
 	"kwatch/watcher"
 )
 
@@ -346,39 +345,20 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	}
 	uploadTook := time.Since(t)
 
-	// A module's KUnit suites run inside its insmod: their output is
-	// collected, and an oops in a case ends the wait for an insmod that
-	// would not return (on 6.1 before KUnit's 300 s timeout).
-	tests := l.kunitRuns(sctx, s, b.info)
-	collected := func() []kmsg.Record { return nil }
 	rctx, rcancel := context.WithCancel(sctx)
 	defer rcancel()
-	oops := make(chan string, 1) // the title of an oops during the reload
-	stopOops := func() {}
-	if tests {
-		collected = l.kmsg.collect()
-		defer collected()
-		stopOops = l.crashes.whenOops(func(title string) {
-			select {
-			case oops <- title:
-			default:
-			}
-			rcancel()
-		})
+	var tests *testRun // the module's KUnit suites, when they run in its insmod
+	if l.kunitRuns(sctx, s, b.info) {
+		tests = l.startTests(rcancel)
+		defer tests.results()
 	}
 	t = time.Now()
 	mark := l.kmsg.mark()
 	r, err := s.Reload(rctx, name, remote, l.cfg.Params)
-	stopOops()
 	reloadTook := time.Since(t)
-	var oopsed string
-	select {
-	case oopsed = <-oops:
-	default:
-	}
-	if err != nil && oopsed != "" && ctx.Err() == nil {
+	if oopsed := tests.reloaded(); err != nil && oopsed != "" && ctx.Err() == nil {
 		l.kmsg.sync(ctx, s, fmt.Sprintf("%s oopsed in its KUnit tests (cycle %d)", name, l.cycle))
-		l.kunitResults(b.info, collected(), oopsed)
+		l.kunitResults(b.info, tests.results(), oopsed)
 		return fail(fmt.Sprintf("a KUnit case oopsed while %s loaded: kwatch stopped waiting for insmod", name),
 			"see the crash report; the VM restarts before the next load")
 	}
@@ -422,8 +402,8 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		l.depsBoot = ""
 		l.kmsg.sync(ctx, s, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
 		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
-		if tests {
-			l.kunitResults(b.info, collected(), "")
+		if tests != nil {
+			l.kunitResults(b.info, tests.results(), "")
 		}
 		msg := "insmod: " + cause
 		if _, _, _, stuck := l.whoHolds(ctx, s, name); stuck {
@@ -448,8 +428,8 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 	// A module with suites fails when they fail, or when no results came.
 	testsFailed := b.info.KUnitSuites > 0
-	if tests {
-		testsFailed = l.kunitResults(b.info, collected(), "")
+	if tests != nil {
+		testsFailed = l.kunitResults(b.info, tests.results(), "")
 	}
 
 	if !l.cfg.Once {
