@@ -1,6 +1,7 @@
 package kunit
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -9,6 +10,10 @@ import (
 // input's NUL-separated parts; a record may span lines) and checks each
 // case it reports against that log.
 func FuzzParse(f *testing.F) {
+	recorded, _ := filepath.Glob("testdata/*.jsonl")
+	for _, p := range recorded {
+		f.Add(strings.Join(readRecords(f, p), "\x00"))
+	}
 	f.Fuzz(func(t *testing.T, log string) {
 		records := strings.Split(log, "\x00")
 		p := NewParser()
