@@ -352,6 +352,18 @@ type event struct {
 	Hint     string   `json:"hint"`
 	// loaded
 	UploadBytes int64 `json:"upload_bytes"`
+	// kunit_case, kunit_summary (main_kunit_test.go)
+	Suite   string `json:"suite"`
+	Case    string `json:"case"`
+	Status  string `json:"status"`
+	Param   string `json:"param"`
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Passed  *int   `json:"passed"`
+	Failed  int    `json:"failed"`
+	Skipped int    `json:"skipped"`
+	Crashed int    `json:"crashed"`
+	MS      *int64 `json:"ms"`
 }
 
 func parseEvents(t *testing.T, stdout string) []event {
@@ -772,7 +784,14 @@ func rustTree(t *testing.T) string {
 		if len(done) == 0 {
 			t.Skip("no Rust kernel: run scripts/rust-kernel.sh (make test does)")
 		}
-		tree = filepath.Join(filepath.Dir(done[0]), "linux")
+		// The newest build: an older one was made with other options.
+		newest, at := "", time.Time{}
+		for _, d := range done {
+			if fi, err := os.Stat(d); err == nil && fi.ModTime().After(at) {
+				newest, at = d, fi.ModTime()
+			}
+		}
+		tree = filepath.Join(filepath.Dir(newest), "linux")
 	}
 	if _, err := os.Stat(filepath.Join(tree, "arch/x86/boot/bzImage")); err != nil {
 		t.Fatalf("KWATCH_RUST_KERNEL=%s has no bzImage: %v", tree, err)

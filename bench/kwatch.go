@@ -27,6 +27,7 @@ type event struct {
 	UploadMS int64     `json:"upload_ms"`
 	ReloadMS int64     `json:"reload_ms"`
 	TotalMS  int64     `json:"total_ms"`
+	MS       int64     `json:"ms"` // kunit_summary: the tests' own run time
 	// With KWATCH_DEBUG_STATS=1 in kwatch's environment.
 	Goroutines int `json:"goroutines"`
 }
@@ -110,6 +111,16 @@ func (k *kwatchProc) waitLoaded(ctx context.Context, timeout time.Duration, seen
 	}
 }
 
+// until reads events up to the next one of type typ, and returns it.
+func (k *kwatchProc) until(ctx context.Context, typ string) (*event, error) {
+	for {
+		e, err := k.next(ctx, time.Minute)
+		if err != nil || e.Event == typ {
+			return e, err
+		}
+	}
+}
+
 // stop ends kwatch like ^C does and makes sure nothing of it is left.
 func (k *kwatchProc) stop() {
 	pid := k.cmd.Process.Pid
@@ -146,6 +157,7 @@ type kwatchRun struct {
 	dir    string   // what kwatch watches
 	args   []string // more flags
 	idle   bool     // also measure kwatch's idle CPU and memory after the edits
+	kunit  bool     // the module has KUnit suites: a sample ends at their kunit_summary
 	// between, if set, runs after each edit was loaded: another
 	// measurement that needs the same machine as kwatch's (a compiler floor).
 	// It must end well within 2 s of the load, when kwatch's correctness
@@ -193,6 +205,14 @@ func (b *bench) kwatch(ctx context.Context, r kwatchRun) (*variant, error) {
 		}
 		if line.IsZero() {
 			return v, fmt.Errorf("a new version loaded but its init line %q never came", want)
+		}
+		if r.kunit {
+			sum, err := k.until(ctx, "kunit_summary")
+			if err != nil {
+				return v, err
+			}
+			line = sum.Time
+			v.tests = append(v.tests, ms(sum.MS))
 		}
 		debounce := started.Sub(saved)
 		build := ms(loaded.BuildMS)

@@ -58,7 +58,7 @@ func (c *config) args() string {
 }
 
 // parts are the names -only accepts, in the order they run.
-var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "soak", "rust"}
+var parts = []string{"watch", "floor", "seed", "kbuild", "nix-incremental", "nix-derivation", "compiler-floor", "module-version", "flood", "soak", "rust", "kunit"}
 
 // perKernel are the parts that also run on each newer kernel series: what
 // the Kbuild fast path and the compiler floor depend on.
@@ -184,7 +184,7 @@ func run(ctx context.Context, c config) error {
 			return err
 		}
 	}
-	if c.wants("rust") {
+	if c.wants("rust") || c.wants("kunit") {
 		if err := b.rust(ctx); err != nil {
 			return err
 		}
@@ -208,7 +208,8 @@ func run(ctx context.Context, c config) error {
 // withGuest builds kwatch, boots a guest of kernel k, runs the guest parts
 // wants on it and stops the guest again, whatever happened.
 func (b *bench) withGuest(ctx context.Context, k *guestKernel, wants func(string) bool) error {
-	if !slices.ContainsFunc(parts[1:len(parts)-1], wants) {
+	// Every part but the watch setup and those of the Rust guest.
+	if !slices.ContainsFunc(parts[1:slices.Index(parts, "rust")], wants) {
 		return nil
 	}
 	if err := b.buildKwatch(ctx); err != nil {

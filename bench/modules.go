@@ -268,6 +268,8 @@ var (
 		`#define PRINTERFACT_VERSION \d+`, "#define PRINTERFACT_VERSION %d", "(version %d)"}
 	helloRust = example{"examples/hello-rust", "hello_rust.rs",
 		`const VERSION: u32 = \d+;`, "const VERSION: u32 = %d;", "version %d loaded"}
+	unitsC = example{"examples/units-c", "main.c",
+		`#define UNITS_VERSION \d+`, "#define UNITS_VERSION %d", "(version %d)"}
 )
 
 func (e example) copy(to string) (*module, error) {
@@ -277,17 +279,32 @@ func (e example) copy(to string) (*module, error) {
 // moduleVersion measures kwatch and the compiler floor on printerfact-c,
 // whose MODULE_VERSION makes every edit recompile its .mod.o too.
 func (b *bench) moduleVersion(ctx context.Context) error {
-	return b.measureExample(ctx, "printerfact-c (MODULE_VERSION)", printerfactC)
+	return b.measureExample(ctx, "printerfact-c (MODULE_VERSION)", printerfactC, false)
 }
 
-// rust measures kwatch and the compiler floor on examples/hello-rust, in a
-// guest of its own running the Rust-enabled kernel it is built against. It
-// runs after the Debian guests are stopped.
+// rust measures kwatch and the compiler floor on examples/hello-rust and
+// on examples/units-c, whose KUnit suite runs on every load, in a guest of
+// their own running the Rust-enabled kernel (it has KUnit) they are built
+// against. It runs after the Debian guests are stopped.
 func (b *bench) rust(ctx context.Context) error {
+	type row struct {
+		part, name string
+		e          example
+		kunit      bool
+	}
+	rows := slices.DeleteFunc([]row{
+		{"rust", "hello-rust", helloRust, false},
+		{"kunit", "units-c (a KUnit suite)", unitsC, true},
+	}, func(r row) bool { return !b.cfg.wants(r.part) })
+	if len(rows) == 0 {
+		return nil
+	}
 	tree := b.cfg.rust
 	if tree == "" {
-		b.res.modules = append(b.res.modules, &moduleRow{kernel: "Rust", name: "hello-rust",
-			err: fmt.Errorf("no Rust kernel: pass -rust-kernel $(scripts/rust-kernel.sh) (make bench does)")})
+		for _, r := range rows {
+			b.res.modules = append(b.res.modules, &moduleRow{kernel: "Rust", name: r.name,
+				err: fmt.Errorf("no Rust kernel: pass -rust-kernel $(scripts/rust-kernel.sh) (make bench does)")})
+		}
 		return nil
 	}
 	if err := b.buildKwatch(ctx); err != nil {
@@ -298,15 +315,21 @@ func (b *bench) rust(ctx context.Context) error {
 		return err
 	}
 	b.use(k)
-	step("reload latency and compiler floor: hello-rust on the Rust kernel (TCG)")
 	defer b.stopGuest() // kwatch's run boots it
-	return b.measureExample(ctx, "hello-rust", helloRust)
+	for _, r := range rows {
+		step("reload latency and compiler floor: " + r.name + " on the Rust kernel (TCG)")
+		if err := b.measureExample(ctx, r.name, r.e, r.kunit); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // measureExample measures kwatch on a copy of e on the guest the parts now
 // running share, and e's compiler floor on another copy, replayed between
-// kwatch's edits.
-func (b *bench) measureExample(ctx context.Context, name string, e example) error {
+// kwatch's edits. kunit: e has KUnit suites, and a sample ends at their
+// summary.
+func (b *bench) measureExample(ctx context.Context, name string, e example, kunit bool) error {
 	k := b.guest
 	base := filepath.Join(k.dir, filepath.Base(e.src))
 	var f *compilerFloor
@@ -317,7 +340,7 @@ func (b *bench) measureExample(ctx context.Context, name string, e example) erro
 	var kv *variant
 	m, err := e.copy(base)
 	if err == nil {
-		run := kwatchRun{editor: m, id: filepath.Base(e.src), name: filepath.Base(e.src) + ": kwatch (Kbuild)", vm: b.vmArgs(), dir: m.dir, args: k.args}
+		run := kwatchRun{editor: m, id: filepath.Base(e.src), name: filepath.Base(e.src) + ": kwatch (Kbuild)", vm: b.vmArgs(), dir: m.dir, args: k.args, kunit: kunit}
 		if ferr == nil {
 			run.between = f.once
 		}

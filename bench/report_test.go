@@ -179,3 +179,21 @@ func TestConfigArgs(t *testing.T) {
 		}
 	}
 }
+
+// A module with KUnit suites is held to its compiler floor plus its tests'
+// own run time + 150ms, not to the floor + 100ms of a module without.
+func TestKUnitTarget(t *testing.T) {
+	ms := time.Millisecond
+	kw := &variant{steps: []string{"debounce", "build"}, tests: []time.Duration{20 * ms, 30 * ms, 25 * ms}}
+	floor := &variant{steps: floorSteps}
+	for _, total := range []time.Duration{500 * ms, 520 * ms, 510 * ms} {
+		kw.add(total, 5*ms, 300*ms)
+		floor.add(300*ms, 300*ms, 0, 0, 0, 0)
+	}
+	r := &results{kernels: []string{"Rust 6.1"}, modules: []*moduleRow{{kernel: "Rust 6.1", name: "units-c (a KUnit suite)", kwatch: kw, floor: floor}}}
+	ts := r.targets()
+	if len(ts) != 1 || !strings.Contains(ts[0].name, "save → kunit_summary p50 ≤ compiler floor + the tests' own run time + 150ms") ||
+		ts[0].measured != "510ms against 300ms + 25ms + 150ms" || ts[0].met {
+		t.Errorf("targets %+v, want one for the KUnit row: 510ms against 300ms + 25ms + 150ms, missed", ts)
+	}
+}

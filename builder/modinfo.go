@@ -9,12 +9,17 @@ import (
 	"kwatch/kmod"
 )
 
-// Modinfo is what the .modinfo ELF section of a .ko says.
+// Modinfo is what the .modinfo ELF section of a .ko says, and how many KUnit
+// suites the module has.
 type Modinfo struct {
 	Name, Vermagic, License, Version, Description string
 	Depends                                       []string
 	Params                                        []Param             // from parm= and parmtype= entries, in order
 	Fields                                        map[string][]string // every key=value, for anything not above
+
+	// KUnitSuites counts the pointers in the .kunit_test_suites section: a
+	// kernel with CONFIG_KUNIT runs these suites inside the module's insmod.
+	KUnitSuites int
 }
 
 // Param is a module parameter.
@@ -39,6 +44,13 @@ func ReadModinfo(path string) (Modinfo, error) {
 		return Modinfo{}, fmt.Errorf("reading .modinfo of %s: %w", path, err)
 	}
 	info := parseModinfo(raw)
+	if s := f.Section(".kunit_test_suites"); s != nil {
+		ptr := uint64(8)
+		if f.Class == elf.ELFCLASS32 {
+			ptr = 4
+		}
+		info.KUnitSuites = int(s.Size / ptr)
+	}
 	if info.Name == "" {
 		// Kernels before 5.3 do not record the name; insmod goes by the file name.
 		info.Name = kmod.Name(path)

@@ -130,6 +130,12 @@ func TestReadModinfoFile(t *testing.T) {
 			}
 		})
 	}
+	for suites := range 3 {
+		info, err := ReadModinfo(buildertest.WriteKUnitKO(t, dir, "tested", "6.1.0 ", suites))
+		if err != nil || info.KUnitSuites != suites || info.Name != "tested" {
+			t.Errorf("a module with %d KUnit suites: got %d suites, name %q, err %v", suites, info.KUnitSuites, info.Name, err)
+		}
+	}
 	if _, err := ReadModinfo(filepath.Join(dir, "missing.ko")); err == nil {
 		t.Error("ReadModinfo of a missing file: no error")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strconv"
 	"strings"
 )
@@ -52,4 +53,23 @@ func (c *Client) Tainted(ctx context.Context) (taint uint64, err error) {
 		return 0, fmt.Errorf("reading the guest's taint flags: unexpected answer %q", buf[:n])
 	}
 	return v, nil
+}
+
+// KUnit reports whether the guest kernel runs a module's KUnit suites when it
+// loads: only a kernel built with CONFIG_KUNIT does, and its KUnit (built in,
+// or the kunit module once loaded) shows in sysfs as /sys/module/kunit, for
+// the parameters it has. One stat over the kept SFTP session.
+func (c *Client) KUnit(ctx context.Context) (ok bool, err error) {
+	sc, release, err := c.sftp(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer func() { release(err) }()
+	if _, err := sc.Stat("/sys/module/kunit"); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("asking the guest whether its kernel has KUnit: %w", err)
+	}
+	return true, nil
 }

@@ -39,6 +39,7 @@ type crashWatch struct {
 	dirtyBoot string               // the boot that is dirty: a restarted guest is clean
 	last      crash.Report         // the newest Oops or worse
 	lastAt    time.Time
+	onOops    func(title string) // called for each new Oops or worse; nil for none
 
 	// The console reader's place; guarded by consoleMu so drainConsole can run
 	// from the guest's owner (before it boots the VM again) while the tailer goroutine polls.
@@ -97,8 +98,11 @@ func (w *crashWatch) emit(reports []crash.Report) {
 		dup = dup && time.Since(at) < crashDedupe
 		w.seen[r.Title] = time.Now()
 		module, ko := w.module, w.ko
+		onOops := w.onOops
 		if r.Severity >= crash.Oops && !dup {
 			w.last, w.lastAt = r, time.Now()
+		} else {
+			onOops = nil
 		}
 		w.mu.Unlock()
 		if r.Severity >= crash.Oops && !dup {
@@ -117,6 +121,23 @@ func (w *crashWatch) emit(reports []crash.Report) {
 			}
 		}
 		w.report.Report(e)
+		if onOops != nil {
+			onOops(r.Title)
+		}
+	}
+}
+
+// whenOops calls fn once the next Oops or worse is reported, until stop is
+// called: a case of a module's KUnit suite that oopses keeps insmod waiting
+// (on 6.1 for KUnit's 300 s timeout), and the loop must not wait for it.
+func (w *crashWatch) whenOops(fn func(title string)) (stop func()) {
+	w.mu.Lock()
+	w.onOops = fn
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		w.onOops = nil
+		w.mu.Unlock()
 	}
 }
 

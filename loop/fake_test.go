@@ -46,6 +46,8 @@ type fakeGuest struct {
 	runOutput  map[string]fakeRun
 	uploadErr  error
 	kernelMods map[string]bool // the guest kernel's modules that LoadDeps can load
+	kunit      bool            // the guest kernel runs modules' KUnit suites
+	hang       bool            // after reload, insmod never returns: Reload waits for its ctx
 
 	reloads      []string // every Reload's remote path, in order
 	uploads      []string
@@ -263,7 +265,18 @@ func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []
 		return ReloadResult{}, errBootOver
 	}
 	s.b.g.reloads = append(s.b.g.reloads, remote+strings.Join(append([]string{""}, params...), " "))
-	return s.b.g.reload(s.b, name, remote)
+	res, err := s.b.g.reload(s.b, name, remote)
+	if s.b.g.hang {
+		s.b.g.mu.Unlock()
+		defer s.b.g.mu.Lock()
+		select {
+		case <-ctx.Done():
+			return ReloadResult{}, ctx.Err()
+		case <-s.b.over:
+			return ReloadResult{}, errBootOver
+		}
+	}
+	return res, err
 }
 
 func (s *fakeSession) RunStream(ctx context.Context, cmd string, stdout, stderr io.Writer) (int, error) {
@@ -340,6 +353,14 @@ func (s *fakeSession) Tainted(ctx context.Context) (uint64, error) {
 		return 0, errBootOver
 	}
 	return s.b.g.taint, s.b.g.taintErr
+}
+
+func (s *fakeSession) KUnit(ctx context.Context) (bool, error) {
+	defer s.b.g.mu.Unlock()
+	if !s.live() {
+		return false, errBootOver
+	}
+	return s.b.g.kunit, nil
 }
 
 func (s *fakeSession) ModuleUse(ctx context.Context, name string) (ModuleUse, error) {

@@ -61,6 +61,9 @@ type Session interface {
 	// ctx is done or the connection drops.
 	StreamKmsg(ctx context.Context, after uint64, fn func(kmsg.Record)) error
 	WriteKmsg(ctx context.Context, msg string) error
+	// KUnit reports whether the guest kernel runs a module's KUnit suites
+	// while it loads (a kernel built with CONFIG_KUNIT).
+	KUnit(ctx context.Context) (bool, error)
 	// Tainted returns the kernel's taint flags.
 	Tainted(ctx context.Context) (uint64, error)
 	// ModuleUse says what keeps module name from being removed.

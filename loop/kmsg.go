@@ -23,9 +23,13 @@ type kmsgStream struct {
 
 	mu      sync.Mutex
 	waiters map[string]chan struct{}
-	recent  []string // the newest messages, for explaining a failed load
-	count   int      // messages seen so far; marks a place in recent
+	recent  []string       // the newest messages, for explaining a failed load
+	count   int            // messages seen so far; marks a place in recent
+	kept    *[]kmsg.Record // every record while a load's are collected; nil otherwise
 }
+
+// maxCollected bounds the records one load collects for its KUnit results.
+const maxCollected = 100_000
 
 // recentLines is how many messages are kept for explaining a failed load.
 const recentLines = 200
@@ -64,7 +68,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 			case strings.HasPrefix(r.Message, markPrefix):
 				k.seen(r.Message)
 			default:
-				k.keep(r.Message)
+				k.keep(r)
 				k.crashes.kmsgLine(r.Message)
 				rec := r
 				level := r.Level
@@ -99,13 +103,31 @@ func (k *kmsgStream) sync(ctx context.Context, s Session, msg string) {
 	}
 }
 
-func (k *kmsgStream) keep(msg string) {
+func (k *kmsgStream) keep(r kmsg.Record) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.kept != nil && len(*k.kept) < maxCollected {
+		*k.kept = append(*k.kept, r)
+	}
 	k.count++
-	k.recent = append(k.recent, msg)
+	k.recent = append(k.recent, r.Message)
 	if len(k.recent) > recentLines {
 		k.recent = k.recent[len(k.recent)-recentLines:]
+	}
+}
+
+// collect keeps every record logged from now until the returned func is
+// called, which returns them (the first maxCollected).
+func (k *kmsgStream) collect() (stop func() []kmsg.Record) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	kept := []kmsg.Record{}
+	k.kept = &kept
+	return func() []kmsg.Record {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		k.kept = nil
+		return kept
 	}
 }
 

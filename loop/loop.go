@@ -65,6 +65,12 @@ type loop struct {
 	goodAt           time.Time       // when it was last loaded
 	triedAt          time.Time       // when a build was last loaded, or tried
 
+	// The boot in which the guest was asked whether it runs KUnit suites, its
+	// answer, and whether the user was told that it does not.
+	kunitBoot   string
+	kunitOK     bool
+	toldNoKUnit bool
+
 	// The boot in which the module's dependencies were last loaded, and
 	// which they were: they are loaded once per boot, not on every save.
 	depsBoot, depsKey string
@@ -347,10 +353,23 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	}
 	uploadTook := time.Since(t)
 
+	rctx, rcancel := context.WithCancel(sctx)
+	defer rcancel()
+	var tests *testRun // the module's KUnit suites, when they run in its insmod
+	if l.kunitRuns(sctx, s, b.info) {
+		tests = l.startTests(rcancel)
+		defer tests.results()
+	}
 	t = time.Now()
 	mark := l.kmsg.mark()
-	r, err := s.Reload(sctx, name, remote, l.cfg.Params)
+	r, err := s.Reload(rctx, name, remote, l.cfg.Params)
 	reloadTook := time.Since(t)
+	if oopsed := tests.reloaded(); err != nil && oopsed != "" && ctx.Err() == nil {
+		l.kmsg.sync(ctx, s, fmt.Sprintf("%s oopsed in its KUnit tests (cycle %d)", name, l.cycle))
+		l.kunitResults(b.info, tests.results(), oopsed)
+		return fail(fmt.Sprintf("a KUnit case oopsed while %s loaded: kwatch stopped waiting for insmod", name),
+			"see the crash report; the VM restarts before the next load")
+	}
 	if err != nil {
 		if l.vmDied(ctx) {
 			// A panic in the module's init: the crash report comes from the
@@ -391,6 +410,9 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 		l.depsBoot = ""
 		l.kmsg.sync(ctx, s, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
 		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
+		if tests != nil {
+			l.kunitResults(b.info, tests.results(), "")
+		}
 		msg := "insmod: " + cause
 		if _, _, _, stuck := l.whoHolds(ctx, s, name); stuck {
 			l.crashes.markDirty(name + " is stuck after its init failed")
@@ -412,12 +434,17 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	l.report.Report(Event{Type: EventLoaded, Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path, Fallback: fallback(b.res),
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
+	// A module with suites fails when they fail, or when no results came.
+	testsFailed := b.info.KUnitSuites > 0
+	if tests != nil {
+		testsFailed = l.kunitResults(b.info, tests.results(), "")
+	}
 
 	if !l.cfg.Once {
 		l.startRun(ctx, s)
 		return nil
 	}
-	if l.runCommands(ctx, s) {
+	if l.runCommands(ctx, s) || testsFailed {
 		return ErrFailed
 	}
 	return nil

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/fatih/color"
 
 	"kwatch/kmsg"
+	"kwatch/kunit"
 )
 
 // Event is one thing that happened in the loop. With --json each event is one
@@ -71,7 +74,28 @@ type Event struct {
 	UserModule string   `json:"user_module,omitempty"`
 	Source     string   `json:"source,omitempty"` // file:line of Function, from the module's debug info
 
+	// kunit_case: one test case's result; Message says why it failed,
+	// was skipped or crashed.
+	Suite  string `json:"suite,omitempty"`
+	Case   string `json:"case,omitempty"` // "" for the suite as a whole (its init failed)
+	Status string `json:"status,omitempty"`
+	Param  string `json:"param,omitempty"` // a parameterised case: the first parameter it failed with
+	File   string `json:"file,omitempty"`  // a failed expectation or assertion: where it is
+	Line   int    `json:"line,omitempty"`
+
+	*KUnitSummary // kunit_summary
+
 	record *kmsg.Record // kmsg: the record, for the human formatter
+}
+
+// KUnitSummary counts the cases of a module's KUnit suites by how they went,
+// and says how long they ran (by the kernel's clock).
+type KUnitSummary struct {
+	Passed  int   `json:"passed"`
+	Failed  int   `json:"failed"`
+	Skipped int   `json:"skipped"`
+	Crashed int   `json:"crashed"`
+	MS      int64 `json:"ms"`
 }
 
 // Kind says what an Event reports; it is the "event" field of --json.
@@ -88,6 +112,8 @@ const (
 	EventCrash       Kind = "crash"
 	EventVMReady     Kind = "vm_ready"
 	EventFastPathBug Kind = "fast_path_bug" // the fast path built another module than make
+	EventKUnitCase   Kind = "kunit_case"
+	EventKUnitSum    Kind = "kunit_summary"
 	EventError       Kind = "error"
 	EventNotice      Kind = "notice"
 )
@@ -139,11 +165,15 @@ type Human struct {
 	mu    sync.Mutex
 	w     io.Writer
 	build bytes.Buffer // the running build's output
+	wd    string       // the working directory, which shortens a test's file name
 }
 
 // NewHuman reports to w; colours follow NO_COLOR and whether w is a terminal
 // (fatih/color decides).
-func NewHuman(w io.Writer) *Human { return &Human{w: w} }
+func NewHuman(w io.Writer) *Human {
+	wd, _ := os.Getwd()
+	return &Human{w: w, wd: wd}
+}
 
 // BuildLog is where the builder writes its output.
 func (r *Human) BuildLog() io.Writer { return buildLog{r} }
@@ -237,6 +267,10 @@ func (r *Human) Report(e Event) {
 		}
 	case EventCrash:
 		humanCrash(w, e)
+	case EventKUnitCase:
+		r.kunitCase(e)
+	case EventKUnitSum:
+		humanKUnitSummary(w, e)
 	case EventVMReady:
 		fmt.Fprintf(w, "%s %s\n", green("●"), e.Message)
 	case EventError, EventFastPathBug:
@@ -254,7 +288,8 @@ func (r *Human) Report(e Event) {
 // insmod's errors), and an escape sequence there must not clear the screen,
 // move the cursor or recolour the terminal. kwatch adds its own colours after.
 func printableEvent(e Event) Event {
-	for _, s := range []*string{&e.Module, &e.Message, &e.Hint, &e.Command, &e.Output, &e.Title, &e.Function, &e.UserModule} {
+	for _, s := range []*string{&e.Module, &e.Message, &e.Hint, &e.Command, &e.Output, &e.Title, &e.Function, &e.UserModule,
+		&e.Suite, &e.Case, &e.Param, &e.File} {
 		*s = printable(*s)
 	}
 	for _, l := range []*[]string{&e.Diagnostics, &e.Lines, &e.Holders} {
@@ -336,6 +371,71 @@ func humanCrash(w io.Writer, e Event) {
 	if len(e.Lines) > len(lines) {
 		fmt.Fprintf(w, "  %s\n", dim(fmt.Sprintf("│ … %d more lines (--json has them all)", len(e.Lines)-len(lines))))
 	}
+}
+
+// kunitCase prints a case that failed or crashed on one line: which, where,
+// and the expected/actual text.
+func (r *Human) kunitCase(e Event) {
+	if e.Status != string(kunit.Fail) && e.Status != string(kunit.Crash) {
+		return
+	}
+	name := e.Suite
+	if e.Case != "" {
+		name += "." + e.Case
+	}
+	if e.Param != "" {
+		name += "[" + e.Param + "]"
+	}
+	what := "crashed"
+	if e.Status == string(kunit.Fail) {
+		what = "failed"
+	}
+	if e.File != "" {
+		file := e.File
+		if rel, err := filepath.Rel(r.wd, file); err == nil && filepath.IsAbs(file) && r.wd != "" && !strings.HasPrefix(rel, "..") {
+			file = rel
+		}
+		what += fmt.Sprintf(" at %s:%d", file, e.Line)
+	}
+	// The expectation's lines on one: "Expected a == b, but a == 1; b == 2".
+	msg := ""
+	for _, l := range strings.Split(e.Message, "\n") {
+		switch {
+		case msg == "":
+		case strings.HasSuffix(msg, " but"):
+			msg += " "
+		default:
+			msg += "; "
+		}
+		msg += l
+	}
+	if msg != "" {
+		what += ": " + msg
+	}
+	fmt.Fprintf(r.w, "%s %s %s\n", red("✗"), name, what)
+}
+
+// humanKUnitSummary prints the line a test runner ends with:
+// "✓ kunit 12 passed · 1 skipped (41ms)".
+func humanKUnitSummary(w io.Writer, e Event) {
+	s := e.KUnitSummary
+	if s == nil {
+		return
+	}
+	parts := []string{fmt.Sprintf("%d passed", s.Passed)}
+	for _, p := range []struct {
+		n    int
+		what string
+	}{{s.Failed, "failed"}, {s.Crashed, "crashed"}, {s.Skipped, "skipped"}} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.what))
+		}
+	}
+	mark := green("✓")
+	if s.Failed+s.Crashed > 0 {
+		mark = red("✗")
+	}
+	fmt.Fprintf(w, "%s kunit %s %s\n", mark, strings.Join(parts, " · "), dim("("+ms(s.MS)+")"))
 }
 
 // ms formats milliseconds the way the status line shows them: 41ms, 1.24s.

@@ -14,11 +14,12 @@ src=/usr/src/linux-source-6.1.tar.xz
 [ -f "$src" ] || { echo "rust-kernel: $src missing: apt-get install linux-source-6.1" >&2; exit 2; }
 
 # Options on top of tinyconfig: serial console, initramfs, devtmpfs, modules, TCP/IP with
-# the e1000 NIC built in (there is no modules dir for this kernel), ptys for SSH, Rust.
+# the e1000 NIC built in (there is no modules dir for this kernel), ptys for SSH, Rust, and
+# KUnit (with debugfs) so that a module's test suites run when it loads.
 options="64BIT PRINTK PRINTK_TIME EARLY_PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BLK_DEV_INITRD
 RD_GZIP DEVTMPFS DEVTMPFS_MOUNT PROC_FS SYSFS MODULES MODULE_UNLOAD NET INET UNIX PACKET PCI
 NETDEVICES ETHERNET NET_VENDOR_INTEL E1000 BINFMT_ELF BINFMT_SCRIPT FUTEX EPOLL MULTIUSER SHMEM
-TMPFS UNIX98_PTYS SIGNALFD TIMERFD EVENTFD POSIX_TIMERS FILE_LOCKING BUG RUST"
+TMPFS UNIX98_PTYS SIGNALFD TIMERFD EVENTFD POSIX_TIMERS FILE_LOCKING BUG RUST KUNIT DEBUG_FS"
 disabled="MODVERSIONS"
 
 key=$( { dpkg-query -W -f='${Version}' linux-source-6.1; $RUSTC --version; $BINDGEN --version;
@@ -53,6 +54,7 @@ step=$cache/$key/step
 	./scripts/config $(printf -- '-e %s ' $options) $(printf -- '-d %s ' $disabled)
 	make LLVM=1 olddefconfig
 	grep -q '^CONFIG_RUST=y' .config
+	grep -q '^CONFIG_KUNIT=y' .config
 	echo compiling >"$step"
 	make LLVM=1 -j"$(nproc)"
 ) >"$log" 2>&1 &

@@ -1,0 +1,210 @@
+package loop
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"kwatch/builder/buildertest"
+)
+
+// A 6.1 kernel's KUnit output for a module, as its insmod logs it.
+var ktapFailing = []string{
+	"    KTAP version 1",
+	"    # Subtest: tally",
+	"    1..4",
+	"    ok 1 tally_add",
+	"    ok 2 tally_sub",
+	"    # tally_overflow: EXPECTATION FAILED at /src/tally_test.c:25\n    Expected a == 100, but\n        a == 110",
+	"    not ok 3 tally_overflow",
+	"    ok 4 tally_later # SKIP not yet",
+	"# tally: pass:2 fail:1 skip:1 total:4",
+	"not ok 1 tally",
+}
+
+// kunitKO is a build of module tally with one KUnit suite.
+func (r *rig) kunitKO() buildStep {
+	return buildStep{ko: buildertest.WriteKUnitKO(r.t, r.t.TempDir(), "tally", fakeRelease+" SMP preempt mod_unload ", 1)}
+}
+
+// reloadLogs makes each reload log lines, as a module's suites do inside insmod.
+func reloadLogs(lines []string) func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		for _, l := range lines {
+			b.logf("%s", l)
+		}
+		b.loaded[name] = remote
+		return ReloadResult{}, nil
+	}
+}
+
+func TestKUnitResults(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		ktap   []string
+		kunit  bool
+		want   KUnitSummary
+		failed bool
+	}{
+		{"a case fails", ktapFailing, true, KUnitSummary{Passed: 2, Failed: 1, Skipped: 1}, true},
+		{"all pass or skip", []string{
+			"    KTAP version 1", "    # Subtest: tally", "    1..2", "    ok 1 tally_add", "    ok 2 tally_later # SKIP not yet", "ok 1 tally",
+		}, true, KUnitSummary{Passed: 1, Skipped: 1}, false},
+		{"no results", []string{"tally: loaded", "kunit: disabled"}, true, KUnitSummary{}, true},
+		{"no KUnit in the guest", nil, false, KUnitSummary{}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, true)
+			r.builder.steps = []buildStep{r.kunitKO()}
+			r.guest.kunit = tt.kunit
+			r.guest.reload = reloadLogs(tt.ktap)
+			err := r.once()
+			if failed := errors.Is(err, ErrFailed); failed != tt.failed || (err != nil && !failed) {
+				t.Fatalf("--once = %v, want failed %v:%s", err, tt.failed, r.events)
+			}
+			r.events.wait(t, EventLoaded, 1)
+			sums := r.events.of(EventKUnitSum)
+			switch {
+			case !tt.kunit:
+				r.events.notice(t, "tally has a KUnit suite, but the guest's kernel 6.1.0-test has no KUnit, so its tests do not run: boot a kernel built with CONFIG_KUNIT=y")
+			case tt.want == KUnitSummary{}:
+				r.events.notice(t, "tally has a KUnit suite but printed no KUnit results")
+			case len(sums) != 1:
+				t.Fatalf("%d kunit_summary events, want 1:%s", len(sums), r.events)
+			case *sums[0].KUnitSummary != tt.want:
+				t.Errorf("summary %+v, want %+v", *sums[0].KUnitSummary, tt.want)
+			}
+			if tt.want == (KUnitSummary{}) && len(sums) != 0 {
+				t.Errorf("a summary without results: %+v", sums)
+			}
+		})
+	}
+}
+
+// Each case is reported: suite, case, status, and for a failure where and why.
+func TestKUnitCaseEvents(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.kunitKO()}
+	r.guest.kunit = true
+	r.guest.reload = reloadLogs(ktapFailing)
+	r.once()
+	var got []string
+	for _, e := range r.events.of(EventKUnitCase) {
+		got = append(got, strings.Join([]string{e.Suite, e.Case, e.Status, e.File, e.Message}, "|"))
+	}
+	want := []string{
+		"tally|tally_add|pass||",
+		"tally|tally_sub|pass||",
+		"tally|tally_overflow|fail|/src/tally_test.c|Expected a == 100, but\na == 110",
+		"tally|tally_later|skip||not yet",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("kunit_case events:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if e := r.events.of(EventKUnitCase)[2]; e.Line != 25 {
+		t.Errorf("failure at line %d, want 25", e.Line)
+	}
+}
+
+// The notice about a guest without KUnit comes once per run, and the module
+// is loaded all the same.
+func TestKUnitMissingToldOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.kunitKO()}
+	r.start()
+	r.events.wait(t, EventLoaded, 1)
+	r.watch.save(t, "tally.c")
+	r.events.wait(t, EventLoaded, 2)
+	told := 0
+	for _, e := range r.events.of(EventNotice) {
+		if strings.Contains(e.Message, "has no KUnit") {
+			told++
+		}
+	}
+	if told != 1 {
+		t.Errorf("told %d times that the guest has no KUnit, want once:%s", told, r.events)
+	}
+}
+
+// A case that oopses keeps 6.1's insmod waiting for KUnit's timeout: the
+// loop stops waiting once the oops is reported, the cases left are crashed,
+// and the VM restarts before the next load.
+func TestKUnitOopsStopsTheWait(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.kunitKO()}
+	r.guest.kunit = true
+	r.guest.reload = reloadLogs(append(ktapFailing[:4:4], strings.Split(oopsLog, "\n")...))
+	r.guest.hang = true
+	r.start()
+	start := time.Now()
+	e := r.events.wait(t, EventLoadFailed, 1)
+	if !strings.Contains(e.Message, "a KUnit case oopsed while tally loaded") || time.Since(start) > 4*time.Second {
+		t.Errorf("load_failed %q after %s, want the oops named within seconds", e.Message, time.Since(start))
+	}
+	sum := r.events.wait(t, EventKUnitSum, 1).KUnitSummary
+	if *sum != (KUnitSummary{Passed: 1, Crashed: 3}) {
+		t.Errorf("summary %+v, want 1 passed and 3 crashed", *sum)
+	}
+	c := r.events.of(EventKUnitCase)[1]
+	if c.Status != "crash" || !strings.Contains(c.Message, "the kernel oopsed while it ran: BUG: kernel NULL pointer dereference") {
+		t.Errorf("the case that ran: %+v", c)
+	}
+	r.guest.set(func(g *fakeGuest) { g.reload, g.hang = reloadLogs(ktapFailing), false })
+	r.watch.save(t, "tally.c")
+	r.events.notice(t, "restarting the VM before loading: oops: BUG: kernel NULL pointer dereference")
+	r.events.wait(t, EventLoaded, 1)
+}
+
+// Running tests taints the kernel N (TAINT_TEST), for good: no sign of a
+// crash, so no restart.
+func TestKUnitTaintNoRestart(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, true)
+	r.builder.steps = []buildStep{r.kunitKO()}
+	r.guest.kunit = true
+	r.guest.reload = reloadLogs(ktapFailing)
+	r.guest.taint = 1<<18 | 1<<12 | 1<<13 // N, O, E
+	r.start()
+	r.events.wait(t, EventKUnitSum, 1)
+	r.watch.save(t, "tally.c")
+	r.events.wait(t, EventKUnitSum, 2)
+	if n := r.guest.restartCount(); n != 0 {
+		t.Errorf("%d restarts of a guest tainted N, want none:%s", n, r.events)
+	}
+}
+
+func TestHumanKUnit(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	wd := t.TempDir()
+	for _, tt := range []struct {
+		ev   Event
+		want string
+	}{
+		{Event{Type: EventKUnitCase, Suite: "units", Case: "units_plain", Status: "pass"}, ""},
+		{Event{Type: EventKUnitCase, Suite: "units", Case: "units_later", Status: "skip", Message: "not yet"}, ""},
+		{Event{Type: EventKUnitCase, Suite: "units", Case: "units_suffixes", Param: "3G", Status: "fail", File: wd + "/parse_test.c", Line: 43,
+			Message: "Expected bytes == c->want, but\nbytes == 3145728 (0x300000)\nc->want == 3221225472 (0xc0000000)"},
+			"✗ units.units_suffixes[3G] failed at parse_test.c:43: Expected bytes == c->want, but bytes == 3145728 (0x300000); c->want == 3221225472 (0xc0000000)\n"},
+		{Event{Type: EventKUnitCase, Suite: "kwk", Case: "case 2", Status: "crash", Message: "the kernel oopsed while it ran: BUG: x"},
+			"✗ kwk.case 2 crashed: the kernel oopsed while it ran: BUG: x\n"},
+		{Event{Type: EventKUnitCase, Suite: "kwk", Status: "fail", File: "/elsewhere/t.c", Line: 3}, "✗ kwk failed at /elsewhere/t.c:3\n"},
+		{Event{Type: EventKUnitSum, KUnitSummary: &KUnitSummary{Passed: 12, Failed: 1, Skipped: 1, MS: 41}}, "✗ kunit 12 passed · 1 failed · 1 skipped (41ms)\n"},
+		{Event{Type: EventKUnitSum, KUnitSummary: &KUnitSummary{Passed: 4, MS: 3}}, "✓ kunit 4 passed (3ms)\n"},
+		{Event{Type: EventKUnitSum, KUnitSummary: &KUnitSummary{Passed: 1, Crashed: 2}}, "✗ kunit 1 passed · 2 crashed (0ms)\n"},
+	} {
+		var out bytes.Buffer
+		h := NewHuman(&out)
+		h.wd = wd
+		h.Report(tt.ev)
+		if out.String() != tt.want {
+			t.Errorf("%+v shows %q, want %q", tt.ev, out.String(), tt.want)
+		}
+	}
+}
