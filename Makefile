@@ -31,7 +31,7 @@ bench: setup
 	tree=$$(scripts/rust-kernel.sh) && go run ./bench $(if $(filter command line environment,$(origin KERNEL)),-kernel $(KERNEL)) -rust-kernel $$tree $(BENCHFLAGS)
 
 vet:
-	gofmt -l . | tee /dev/stderr | (! read)
+	gofmt -l . | tee /dev/stderr | (! read -r _)
 	go vet ./...
 
 clean:
