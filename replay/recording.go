@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -20,8 +19,11 @@ type Recording struct {
 	order   []string           // targets, in the order make first ran them
 	top     []makelog.Line     // the lines of the make that ran those sub-makes
 
-	mu     sync.Mutex
-	checks map[string]bool // lines a replay saw change no file of the module dir (see Replay.do)
+	mu sync.Mutex
+	// lines a replay saw change no file of the module dir (see Replay.do);
+	// a full make starts them afresh: what it changed (a kernel tree that
+	// now has a vmlinux for BTF) may make such a line write
+	checks map[string]bool
 }
 
 // recipe is what make ran for one target in the module directory.
@@ -85,9 +87,6 @@ func Learn(rec *Recording, dir string, lines []makelog.Line) *Recording {
 	if rec == nil {
 		return next
 	}
-	rec.mu.Lock()
-	next.checks = maps.Clone(rec.checks)
-	rec.mu.Unlock()
 	if len(next.recipes) == 0 {
 		next.phases, next.order, next.top, next.recipes = rec.phases, rec.order, rec.top, rec.recipes
 		return next
