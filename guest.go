@@ -93,7 +93,7 @@ func (o *options) qemuKernel() (bootKernel, error) {
 			// no modules dir; one whose configuration beside it says the driver is
 			// a module lacks its modules.
 			if config, err := os.ReadFile(filepath.Join(filepath.Dir(k.image), "config-"+ver)); err == nil && strings.Contains(string(config), "\nCONFIG_E1000=m\n") {
-				return k, usagef("install linux-image-"+ver+" (its modules), or pass --modules-dir", "kernel %s has no modules directory /lib/modules/%s, and its network driver is a module", k.image, ver)
+				return k, usagef("install linux-image-"+ver+" (its modules), or pass --modules-dir", "kernel %s has no modules in /lib/modules/%s/kernel, and its network driver is a module", k.image, ver)
 			}
 		}
 	} else if _, err := os.Stat(k.modulesDir); err != nil {

@@ -46,7 +46,7 @@ func TestQEMUKernelWithoutModules(t *testing.T) {
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%q: %v", tt.config, err)
-		case tt.want != "" && (!errors.As(err, &ue) || !strings.HasPrefix(ue.hint, tt.want) || !strings.Contains(ue.msg, "no modules directory")):
+		case tt.want != "" && (!errors.As(err, &ue) || !strings.HasPrefix(ue.hint, tt.want) || !strings.Contains(ue.msg, "no modules in")):
 			t.Errorf("%q: %v, want a usage error with the hint %q", tt.config, err, tt.want)
 		}
 	}

@@ -20,10 +20,11 @@ type Recording struct {
 	top     []makelog.Line     // the lines of the make that ran those sub-makes
 
 	mu sync.Mutex
-	// lines a replay saw change no file of the module dir (see Replay.do);
+	// how often replays saw a line change no file of the module dir (see
+	// Replay.do);
 	// a full make starts them afresh: what it changed (a kernel tree that
 	// now has a vmlinux for BTF) may make such a line write
-	checks map[string]bool
+	checks map[string]int
 }
 
 // recipe is what make ran for one target in the module directory.
@@ -134,21 +135,21 @@ func merge(newer, older []string, keep func(string) bool) []string {
 	return out
 }
 
-// check reports whether a replay saw the line change no file of the
-// module dir.
+// check reports whether replays saw the line change no file of the module
+// dir twice: once may be a line that writes only when something changed.
 func (rec *Recording) check(l makelog.Line) bool {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	return rec.checks[l.Text]
+	return rec.checks[l.Text] >= 2
 }
 
 func (rec *Recording) setCheck(l makelog.Line) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if rec.checks == nil {
-		rec.checks = map[string]bool{}
+		rec.checks = map[string]int{}
 	}
-	rec.checks[l.Text] = true
+	rec.checks[l.Text]++
 }
 
 // byPhase returns the targets to consider, phase by phase, each phase in

@@ -129,7 +129,10 @@ func withText(l makelog.Line, text string) makelog.Line {
 // fails. run runs one command (the caller stops it when ctx ends); jobs is
 // make's -j. A target that is out of date but that make has not run since
 // kwatch started is an error (ErrNotLearned): the full make must run.
-func (p *Replay) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) error, jobs int) error {
+func (p *Replay) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) error, jobs int) (err error) {
+	out = &syncWriter{w: out}
+	// However it ends, the checks that started are waited for and count.
+	defer func() { err = errors.Join(err, p.waitChecks(out)) }()
 	for i, phase := range p.g.rec.byPhase() {
 		if err := p.unlearned(); err != nil {
 			return err
@@ -142,7 +145,7 @@ func (p *Replay) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 			}
 		}
 		if err := p.runPhase(ctx, phase, out, run, jobs); err != nil {
-			return errors.Join(err, p.waitChecks(out))
+			return err
 		}
 	}
 	if err := p.waitChecks(out); err != nil {
@@ -151,8 +154,22 @@ func (p *Replay) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 	return p.unlearned()
 }
 
+// syncWriter serializes writes: the step whose output streams and the
+// others, which write theirs whole, share the build's output.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
+}
+
 // waitChecks waits for the lines running alongside the build and returns
-// the first that failed; its target is removed, as make would have.
+// the first that failed; each failed one's target is removed, as make would
+// have.
 func (p *Replay) waitChecks(out io.Writer) error {
 	p.mu.Lock()
 	checks := p.checks
@@ -162,11 +179,14 @@ func (p *Replay) waitChecks(out io.Writer) error {
 	for _, c := range checks {
 		<-c.done
 		out.Write(c.out.Bytes())
-		if c.err != nil && first == nil {
+		if c.err == nil {
+			continue
+		}
+		if first == nil {
 			first = c.err
-			if after := modTime(c.s.r.target); !after.IsZero() && !after.Equal(c.before) {
-				os.Remove(c.s.r.target)
-			}
+		}
+		if after := modTime(c.s.r.target); !after.IsZero() && !after.Equal(c.before) {
+			os.Remove(c.s.r.target)
 		}
 	}
 	return first
@@ -296,9 +316,9 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 	}()
 	before := modTime(s.r.target)
 	for i, l := range s.now {
-		// A line after the first that a replay saw change no file of the
-		// module dir (a check, such as Linux 6.1's check-local-export) runs
-		// alongside the rest; Run waits for it, and fails if it fails.
+		// A line after the first that replays saw change no file of the
+		// module dir twice (a check, such as Linux 6.1's check-local-export)
+		// runs alongside the rest; Run waits for it, and fails if it fails.
 		if i > 0 && p.g.rec.check(l) {
 			p.alongside(s, l, before, run)
 			continue
