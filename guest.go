@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
+	"kwatch/builder"
 	"kwatch/guest"
 	"kwatch/guest/vm"
 	"kwatch/loop"
@@ -92,7 +93,7 @@ func (o *options) qemuKernel() (bootKernel, error) {
 			// A kernel with its NIC driver built in (like the Rust test kernel) has
 			// no modules dir; one whose configuration beside it says the driver is
 			// a module lacks its modules.
-			if config, err := os.ReadFile(filepath.Join(filepath.Dir(k.image), "config-"+ver)); err == nil && strings.Contains(string(config), "\nCONFIG_E1000=m\n") {
+			if config, err := os.ReadFile(filepath.Join(filepath.Dir(k.image), "config-"+ver)); err == nil && builder.ParseKconfig(config)["CONFIG_"+strings.ToUpper(vm.NICModule)] == "m" {
 				return k, usagef("install linux-image-"+ver+" (its modules), or pass --modules-dir", "kernel %s has no modules in /lib/modules/%s/kernel, and its network driver is a module", k.image, ver)
 			}
 		}
