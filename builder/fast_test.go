@@ -71,6 +71,11 @@ func cSteps(src, verFile, ver string) []step {
 		{"new file", writeIn("kw_unused.c", "int kw_unused;\n"), PathKbuild, false, replay.ErrSourceAdded},
 		{"Kbuild edit", appendTo("Kbuild", "ccflags-y += -DKW_FLAG=1\n"), PathKbuild, false, replay.ErrKbuildChanged},
 		{"body change after Kbuild edit", replaceIn(verFile, ver+" 2", ver+" 3"), PathFast, false, nil},
+		// Two replays saw genksyms' test for exports write nothing: it runs
+		// alongside the rest, and the first export makes make redo it.
+		{"body change, checks learned", replaceIn(verFile, ver+" 3", ver+" 4"), PathFast, false, nil},
+		{"new EXPORT_SYMBOL, its check learned", appendTo(src, "\nint kw_exported2(void) { return 2; }\nEXPORT_SYMBOL_GPL(kw_exported2);\n"), PathKbuild, false, replay.ErrCheckWrote},
+		{"body change with an export", replaceIn(verFile, ver+" 4", ver+" 5"), PathFast, false, nil},
 	}
 }
 

@@ -137,8 +137,8 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 	case rp != nil:
 		res.Path, res.Via = PathFast, ViaDirect
 		err = runReplay(ctx, rp, s)
-		if errors.Is(err, replay.ErrNotLearned) {
-			// Make redoes what the replay did not, and learns it.
+		if errors.Is(err, replay.ErrNotLearned) || errors.Is(err, replay.ErrCheckWrote) {
+			// Make redoes what the replay did not (or must redo), and learns it.
 			finishReplay(ctx, rp, s)
 			rp, g = nil, nil
 			res = Result{Path: PathKbuild, Fallback: err}

@@ -99,27 +99,32 @@ func TestRecordTail(t *testing.T) {
 }
 
 // A target's record waits for Finish only when no later line of the
-// target reads or appends to it (genksyms' CRCs do).
+// target reads or appends to it (genksyms' CRCs do), unless that line is a
+// check that only names it as its output.
 func TestDeferRecord(t *testing.T) {
 	o := &Object{file: "/m/.a.o.cmd"}
 	line := func(text string) makelog.Line { return makelog.Line{Text: text, Dir: "/k"} }
+	readsRecord := traps + " grep -q SYMVER /m/.a.o.cmd"
 	tests := []struct {
 		name     string
 		lines    []string
-		now      int // lines run now
+		checks   []string // lines replays saw write nothing
+		now      int      // lines run now
 		late     int
 		depfiles []string
 	}{
-		{"compile, objtool's dependency line", []string{compile + "; " + fixdep, traps, objdep}, 2, 2, []string{"/m/.a.o.d"}},
-		{"compile, CRCs", []string{compile + "; " + fixdep, objdep, genksyms}, 3, 0, nil},
-		{"no record written", []string{compile}, 1, 0, nil},
+		{"compile, objtool's dependency line", []string{compile + "; " + fixdep, traps, objdep}, nil, 2, 2, []string{"/m/.a.o.d"}},
+		{"compile, CRCs", []string{compile + "; " + fixdep, objdep, genksyms}, nil, 3, 0, nil},
+		{"compile, CRCs while the module exports nothing", []string{compile + "; " + fixdep, objdep, genksyms}, []string{genksyms}, 2, 2, []string{"/m/.a.o.d"}},
+		{"a check that reads the record", []string{compile + "; " + fixdep, objdep, readsRecord}, []string{readsRecord}, 3, 0, nil},
+		{"no record written", []string{compile}, nil, 1, 0, nil},
 	}
 	for _, tt := range tests {
 		var lines []makelog.Line
 		for _, l := range tt.lines {
 			lines = append(lines, line(l))
 		}
-		s := deferRecord(&recipe{lines: lines}, o)
+		s := deferRecord(&recipe{lines: lines}, o, func(l makelog.Line) bool { return slices.Contains(tt.checks, l.Text) })
 		if len(s.now) != tt.now || len(s.late) != tt.late || !slices.Equal(s.depfiles, tt.depfiles) {
 			t.Errorf("%s: %d now, %d late, dependency files %q; want %d, %d, %q", tt.name, len(s.now), len(s.late), s.depfiles, tt.now, tt.late, tt.depfiles)
 		}

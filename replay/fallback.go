@@ -16,6 +16,7 @@ var (
 	ErrUnrecordedFile    = errors.New("a file no Kbuild record names changed")
 	ErrNoRecords         = errors.New("no usable Kbuild records")
 	ErrNotLearned        = errors.New("make has not run a target since kwatch started")
+	ErrCheckWrote        = errors.New("a line that wrote no file in earlier builds wrote one")
 	// Kbuild's per-module makes (ViaSteps):
 	ErrSelfCheck = errors.New("a record differs from the command make ran")
 )

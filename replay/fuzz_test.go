@@ -114,7 +114,7 @@ func FuzzRecord(f *testing.F) {
 			return
 		}
 		line := makelog.Line{Target: o.key, Dir: "/k", Text: "set -e; " + cmd + "; scripts/basic/fixdep " + dir + "/.a.o.d " + o.key + " 'x' > " + o.file + "; rm -f " + dir + "/.a.o.d"}
-		deferRecord(&recipe{target: o.Target, lines: []makelog.Line{line}}, o)
+		deferRecord(&recipe{target: o.Target, lines: []makelog.Line{line}}, o, func(makelog.Line) bool { return true })
 	})
 }
 

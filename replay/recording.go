@@ -152,6 +152,13 @@ func (rec *Recording) setCheck(l makelog.Line) {
 	rec.checks[l.Text]++
 }
 
+// unsetCheck forgets that replays saw the line write nothing: it wrote.
+func (rec *Recording) unsetCheck(l makelog.Line) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	delete(rec.checks, l.Text)
+}
+
 // byPhase returns the targets to consider, phase by phase, each phase in
 // the order make ran them.
 func (rec *Recording) byPhase() [][]*recipe {

@@ -40,7 +40,9 @@ type Replay struct {
 // A checkRun is a line that runs alongside the rest of the build.
 type checkRun struct {
 	s      *step
+	l      makelog.Line
 	before time.Time // its target's mtime before the target's lines ran
+	watch  Stamps    // the files it could write (its output, its target) as it started
 	out    bytes.Buffer
 	err    error
 	done   chan struct{}
@@ -81,7 +83,7 @@ func (g *Graph) Replay() (*Replay, error) {
 		if !slices.ContainsFunc(r.lines, func(l makelog.Line) bool { return strings.Contains(l.Text, cmd) }) {
 			return nil, fallbackf(ErrSelfCheck, "the record of %s differs from the command make ran", g.rel(t))
 		}
-		p.steps[t] = deferRecord(r, o)
+		p.steps[t] = deferRecord(r, o, g.rec.check)
 	}
 	return p, nil
 }
@@ -90,8 +92,11 @@ func (g *Graph) Replay() (*Replay, error) {
 // write the target's record (a redirect into .NAME.cmd, or the removal of
 // one file) and no other line touches the record, those commands wait for
 // Finish. fixdep is most of such lines: it scans every file the compiler's
-// dependency list names (for Rust, tens of MB of .rmeta).
-func deferRecord(r *recipe, o *Object) *step {
+// dependency list names (for Rust, tens of MB of .rmeta). A later line may
+// still name the record as its output if it is a check (see Replay.do),
+// such as genksyms' test for exports, which appends symbol CRCs to the
+// record: a check that writes fails the replay, and make redoes the target.
+func deferRecord(r *recipe, o *Object, check func(makelog.Line) bool) *step {
 	s := &step{r: r, o: o, now: r.lines}
 	name := filepath.Base(o.file)
 	deferring := false
@@ -100,7 +105,7 @@ func deferRecord(r *recipe, o *Object) *step {
 	for _, l := range r.lines {
 		head, tail, removes := recordTail(l.Text, l.Dir, o.file)
 		if tail == "" {
-			if deferring && strings.Contains(l.Text, name) {
+			if deferring && strings.Contains(l.Text, name) && !(check(l) && namesOnlyAsOutput(l.Text, l.Dir, o.file)) {
 				return s // a later line reads or appends to the record
 			}
 			now = append(now, l)
@@ -139,7 +144,11 @@ func (p *Replay) Run(ctx context.Context, out io.Writer, run func(*exec.Cmd) err
 		}
 		// modpost, in a later sub-make, hashes for a srcversion the local
 		// files the records of the objects name: they must be this build's.
+		// The checks end first: the records are among what they may write.
 		if i > 0 && p.pendingRecords() && p.srcversion() && !p.sameLocalDeps() {
+			if err := p.waitChecks(out); err != nil {
+				return err
+			}
 			if err := p.Finish(out, run); err != nil {
 				return err
 			}
@@ -165,8 +174,8 @@ func (s *syncWriter) Write(b []byte) (int, error) {
 }
 
 // waitChecks waits for the lines running alongside the build and returns
-// the first that failed; each failed one's target is removed, as make would
-// have.
+// the first that failed or wrote a file; each such one's target is removed,
+// as make would have for a failure.
 func (p *Replay) waitChecks(out io.Writer) error {
 	p.mu.Lock()
 	checks := p.checks
@@ -176,6 +185,12 @@ func (p *Replay) waitChecks(out io.Writer) error {
 	for _, c := range checks {
 		<-c.done
 		out.Write(c.out.Bytes())
+		if c.err == nil && c.wrote() {
+			// What ran after it may have read what it wrote too late: make
+			// redoes the target, and the line is watched again.
+			p.g.rec.unsetCheck(c.l)
+			c.err = fallbackf(ErrCheckWrote, "a line of %s wrote a file (it wrote none in earlier builds)", p.g.rel(c.s.r.target))
+		}
 		if c.err == nil {
 			continue
 		}
@@ -314,13 +329,18 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 	before := modTime(s.r.target)
 	for i, l := range s.now {
 		// A line after the first that replays saw change no file of the
-		// module dir twice (a check, such as Linux 6.1's check-local-export)
-		// runs alongside the rest; Run waits for it, and fails if it fails.
+		// module dir twice (a check, such as Linux 6.1's check-local-export,
+		// or genksyms' test for exports while a module has none) runs
+		// alongside the rest; Run waits for it, and fails if it fails or
+		// writes.
 		if i > 0 && p.g.rec.check(l) {
 			p.alongside(s, l, before, run)
 			continue
 		}
-		observe := i > 0 && !redirects(l.Text)
+		// Only a line whose output goes to files in the module dir can be
+		// seen to write nothing.
+		files, plain := outputs(l.Text, l.Dir)
+		observe := i > 0 && plain && !slices.ContainsFunc(files, func(f string) bool { return !strings.HasPrefix(f, p.g.Dir+"/") })
 		var pre map[string]stamp
 		if observe {
 			pre = dirStamps(p.g.Dir)
@@ -343,9 +363,23 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 	return nil
 }
 
+// wrote reports whether a file the check could write changed.
+func (c *checkRun) wrote() bool {
+	for f, st := range c.watch {
+		if stampOf(f) != st {
+			return true
+		}
+	}
+	return false
+}
+
 // alongside starts a check line of s; Run waits for it.
 func (p *Replay) alongside(s *step, l makelog.Line, before time.Time, run func(*exec.Cmd) error) {
-	c := &checkRun{s: s, before: before, done: make(chan struct{})}
+	c := &checkRun{s: s, l: l, before: before, done: make(chan struct{}), watch: Stamps{}}
+	files, _ := outputs(l.Text, l.Dir)
+	for _, f := range append(files, s.r.target) {
+		c.watch[f] = stampOf(f)
+	}
 	cmd := shell(l, &c.out)
 	p.mu.Lock()
 	p.checks = append(p.checks, c)

@@ -299,13 +299,16 @@ func TestModulesOrder(t *testing.T) {
 func TestChecksRunAlongside(t *testing.T) {
 	tests := []struct {
 		name  string
-		line  string // a.o's second line; OUT/fail makes it fail
+		line  string // a.o's second line; OUT/fail makes it fail, or write
 		check bool
+		wrote bool // OUT/fail makes it write, not fail
 	}{
-		{"a check", "test ! -e OUT/fail", true},
-		{"a check with output to /dev/null", "ls OUT/fail 2>/dev/null && exit 1 || :", true},
-		{"a line that writes a file", "test ! -e OUT/fail && touch DIR/stamp", false},
-		{"a line that redirects into a file", "test ! -e OUT/fail > OUT/log", false},
+		{"a check", "test ! -e OUT/fail", true, false},
+		{"a check with output to /dev/null", "ls OUT/fail 2>/dev/null && exit 1 || :", true, false},
+		{"a line that writes a file", "test ! -e OUT/fail && touch DIR/stamp", false, false},
+		{"a line that redirects into a file", "test ! -e OUT/fail > OUT/log", false, false},
+		// genksyms' test for exports in a module that has none yet
+		{"a check that writes at last", "if test -e OUT/fail; then echo CRC >> DIR/.a.o.cmd; fi", true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -365,8 +368,15 @@ func TestChecksRunAlongside(t *testing.T) {
 			}
 			os.WriteFile(filepath.Join(out, "fail"), nil, 0o644)
 			mko := modTime(filepath.Join(dir, "m.ko"))
-			if err := replay(time.Now().Add(3 * time.Hour)); err == nil {
+			err := replay(time.Now().Add(3 * time.Hour))
+			if err == nil {
 				t.Fatal("the replay succeeded though a.o's line failed")
+			}
+			if errors.Is(err, ErrCheckWrote) != tt.wrote {
+				t.Errorf("replay: %v; want ErrCheckWrote: %v", err, tt.wrote)
+			}
+			if tt.wrote && rec.check(line(5, 3, dir+"/a.o", tt.line)) {
+				t.Error("a line that wrote is still a check")
 			}
 			if _, err := os.Stat(filepath.Join(dir, "a.o")); err == nil {
 				t.Error("a.o was kept though its line failed")

@@ -265,19 +265,51 @@ func resolve(dir, p string) string {
 	return filepath.Join(dir, p)
 }
 
-// redirects reports whether a line may redirect output into a file (any
-// redirection but to /dev/null), or cannot be read plainly.
-func redirects(line string) bool {
+// outputs returns the files a line redirects output into, resolved against
+// its dir: not /dev/null, nor a descriptor (>&2). ok is false when the line
+// cannot be read plainly or a redirect's target is not a plain path (a
+// variable, a glob).
+func outputs(line, dir string) (files []string, ok bool) {
 	segs, ok := segments(line)
 	if !ok {
-		return true
+		return nil, false
 	}
 	for _, s := range segs {
 		for i, w := range s.words {
-			if strings.HasPrefix(w, ">") && (i+1 >= len(s.words) || s.words[i+1] != "/dev/null") {
-				return true
+			if !strings.HasPrefix(w, ">") {
+				continue
+			}
+			if i+1 >= len(s.words) {
+				return nil, false
+			}
+			f := s.words[i+1]
+			switch {
+			case f == "/dev/null":
+			case strings.HasSuffix(w, "&") && (f == "-" || strings.Trim(f, "0123456789") == ""):
+			case f == "" || strings.ContainsAny(f, "$`*?[~") || isOperator(f):
+				return nil, false
+			default:
+				files = append(files, resolve(dir, f))
 			}
 		}
 	}
-	return false
+	return files, true
+}
+
+// namesOnlyAsOutput reports whether a line names file (by its base name)
+// only as a file it redirects output into: it does not read it.
+func namesOnlyAsOutput(line, dir, file string) bool {
+	segs, ok := segments(line)
+	if !ok {
+		return false
+	}
+	name := filepath.Base(file)
+	for _, s := range segs {
+		for i, w := range s.words {
+			if strings.Contains(w, name) && (i == 0 || !strings.HasPrefix(s.words[i-1], ">") || resolve(dir, w) != file) {
+				return false
+			}
+		}
+	}
+	return true
 }
