@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"kwatch/replay"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,7 +123,7 @@ func TestEditorFileLinks(t *testing.T) {
 			}
 			m := &Make{Dir: dir, EditorFiles: true, rec: rec}
 			var log bytes.Buffer
-			m.refresh(context.Background(), dir, true, Result{KO: filepath.Join(dir, "hello.ko"), Path: PathKbuild}, &log)
+			m.refresh(context.Background(), dir, true, replay.InputStamps(dir, nil), Result{KO: filepath.Join(dir, "hello.ko"), Path: PathKbuild}, &log)
 			if m.graph == nil {
 				t.Fatalf("no records read:\n%s", log.String())
 			}

@@ -182,7 +182,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		var g2 *replay.Graph
 		var readErr error = errLastMakeFailed
 		if g != nil {
-			g2, readErr = replay.Read(dir, m.recording())
+			g2, readErr = m.read(dir, before)
 		}
 		m.setGraph(g2, readErr, "", false)
 		res.KO = ""
@@ -203,7 +203,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		res.Symvers = filepath.Join(m.KDir, "Module.symvers")
 	}
 	if rp == nil {
-		m.refresh(ctx, dir, g == nil, res, out)
+		m.refresh(ctx, dir, g == nil, before, res, out)
 		return res, nil
 	}
 	// The module is ready: the records the replay left for later are
@@ -219,7 +219,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 			m.setGraph(nil, fmt.Errorf("%w: %v", replay.ErrNoRecords, err), "", false)
 			return
 		}
-		m.refresh(ctx, dir, false, res, out)
+		m.refresh(ctx, dir, false, before, res, out)
 	}()
 	return res, nil
 }
@@ -388,8 +388,8 @@ func runSteps(ctx context.Context, steps []*exec.Cmd, out io.Writer) error {
 
 // refresh reads the records of the good build that just finished, for the
 // next build's fast path, and after a full make updates the editor files.
-func (m *Make) refresh(ctx context.Context, dir string, full bool, res Result, out io.Writer) {
-	g, err := replay.Read(dir, m.recording())
+func (m *Make) refresh(ctx context.Context, dir string, full bool, before replay.Stamps, res Result, out io.Writer) {
+	g, err := m.read(dir, before)
 	m.setGraph(g, err, res.KO, res.Path == PathFast)
 	if g == nil || !full || !m.EditorFiles {
 		return
@@ -400,6 +400,16 @@ func (m *Make) refresh(ctx context.Context, dir string, full bool, res Result, o
 	if g.HasRust() {
 		m.updateEditorFile(filepath.Join(dir, "rust-project.json"), out, func() ([]byte, error) { return rustProject(ctx, g, out) })
 	}
+}
+
+// read reads the records of a build whose inputs were before as it ran
+// (see replay.Graph.AsOf).
+func (m *Make) read(dir string, before replay.Stamps) (*replay.Graph, error) {
+	g, err := replay.Read(dir, m.recording())
+	if g != nil {
+		g.AsOf(before)
+	}
+	return g, err
 }
 
 // setGraph keeps the records for the next build, or why there are none.

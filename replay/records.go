@@ -90,6 +90,29 @@ func InputStamps(dir string, g *Graph) Stamps {
 	return s
 }
 
+// AsOf stamps g's inputs as the build that wrote its records saw them
+// (before: InputStamps when it started, which its end matched), where known:
+// a file changed after the build and before Read shows as changed to Check,
+// and one added under the module dir then, as added.
+func (g *Graph) AsOf(before Stamps) {
+	for p := range g.inputs {
+		st, ok := before[p]
+		switch {
+		case ok:
+			g.inputs[p] = st
+			for _, m := range []map[string]stamp{g.stamps, g.tree} {
+				if _, in := m[p]; in {
+					m[p] = st
+				}
+			}
+		case strings.HasPrefix(p, g.Dir+"/") && buildfiles.IsInput(filepath.Base(p)):
+			// InputStamps would have stamped it: it came after the start
+			delete(g.inputs, p)
+			delete(g.stamps, p)
+		}
+	}
+}
+
 // Inputs returns the InputStamps of g's module as Read saw them.
 func (g *Graph) Inputs() Stamps { return g.inputs }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -156,21 +157,31 @@ func TestCheck(t *testing.T) {
 			return os.WriteFile(filepath.Join(objtree, "include/config/FOO"), nil, 0o644)
 		}, ErrKernelTreeChanged, "the kernel tree changed"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir, objtree, rec := fakeBuild(t, "savedcmd_")
-			g, err := Read(dir, rec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := tt.change(dir, objtree); err != nil {
-				t.Fatal(err)
-			}
-			got := g.Check(InputStamps(dir, g))
-			if !errors.Is(got, tt.reason) || (tt.reason == nil) != (got == nil) || (got != nil && !strings.HasPrefix(got.Error(), tt.msg)) {
-				t.Errorf("Check() = %v, want %v (%q)", got, tt.reason, tt.msg)
-			}
-		})
+	// A change made after the build ended and before Read counts too.
+	for _, late := range []bool{false, true} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s, late %v", tt.name, late), func(t *testing.T) {
+				dir, objtree, rec := fakeBuild(t, "savedcmd_")
+				g, err := Read(dir, rec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				before := InputStamps(dir, g)
+				if err := tt.change(dir, objtree); err != nil {
+					t.Fatal(err)
+				}
+				if late {
+					if g, err = Read(dir, rec); err != nil {
+						t.Fatal(err)
+					}
+					g.AsOf(before)
+				}
+				got := g.Check(InputStamps(dir, g))
+				if !errors.Is(got, tt.reason) || (tt.reason == nil) != (got == nil) || (got != nil && !strings.HasPrefix(got.Error(), tt.msg)) {
+					t.Errorf("Check() = %v, want %v (%q)", got, tt.reason, tt.msg)
+				}
+			})
+		}
 	}
 }
 
