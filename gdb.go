@@ -13,7 +13,7 @@ import (
 	"kwatch/builder"
 	"kwatch/debugger"
 	"kwatch/debuginfo"
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 )
 
@@ -68,7 +68,7 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usagef("quit that gdb first: the stub takes one client", "a kwatch gdb session (pid %d) is already attached", pid)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	c, err := guest.Dial(dctx, cfg)
+	c, err := ssh.Dial(dctx, cfg)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("connecting to the guest at %s: %w", cfg.Addr, err)

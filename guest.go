@@ -15,11 +15,11 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"kwatch/builder"
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/loop"
 	"kwatch/machine"
@@ -115,7 +115,7 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, authKey, err := guest.LoadOrCreateKey(stateDir)
+	_, authKey, err := ssh.LoadOrCreateKey(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +199,8 @@ func (o *options) buildNixVM(ctx context.Context, s setupInfo, notify func(strin
 // they leave open from ~/.ssh/config the way ssh does (the command line
 // wins; kwatch's default user is root, as loading modules needs it). The
 // user's known_hosts files are trusted besides kwatch's own.
-func sshTarget(target, identity, stateDir, home string) (guest.SSHConfig, error) {
-	cfg := guest.SSHConfig{KnownHosts: filepath.Join(stateDir, "known_hosts"),
+func sshTarget(target, identity, stateDir, home string) (ssh.Config, error) {
+	cfg := ssh.Config{KnownHosts: filepath.Join(stateDir, "known_hosts"),
 		UserKnownHosts: []string{filepath.Join(home, ".ssh", "known_hosts"), "/etc/ssh/ssh_known_hosts"}}
 	host, port := target, ""
 	if i := strings.LastIndex(host, "@"); i >= 0 {
@@ -253,7 +253,7 @@ func sshTarget(target, identity, stateDir, home string) (guest.SSHConfig, error)
 		}
 	}
 	for _, k := range keys {
-		signer, err := guest.LoadKey(k)
+		signer, err := ssh.LoadKey(k)
 		if err != nil {
 			return cfg, usagef("pass --identity with an unencrypted private key", "%v", err)
 		}
@@ -264,17 +264,17 @@ func sshTarget(target, identity, stateDir, home string) (guest.SSHConfig, error)
 
 // sshConfig reaches the guest without booting one: the running managed VM
 // from the state dir, or the --ssh target.
-func (o *options) sshConfig(s setupInfo) (guest.SSHConfig, error) {
+func (o *options) sshConfig(s setupInfo) (ssh.Config, error) {
 	if s.vm == "ssh" {
 		home, _ := os.UserHomeDir()
 		return sshTarget(o.ssh, o.identity, s.stateDir, home)
 	}
 	st, ok, err := vm.ReadState(s.stateDir)
 	if err != nil {
-		return guest.SSHConfig{}, err
+		return ssh.Config{}, err
 	}
 	if _, running, _ := (&vm.VM{StateDir: s.stateDir}).Status(); !ok || !running {
-		return guest.SSHConfig{}, usagef("start it with `kwatch vm up` or `kwatch DIR`", "no VM is running (state dir %s)", s.stateDir)
+		return ssh.Config{}, usagef("start it with `kwatch vm up` or `kwatch DIR`", "no VM is running (state dir %s)", s.stateDir)
 	}
 	cfg, err := managedSSH(s.stateDir, st.Backend)
 	cfg.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
@@ -301,11 +301,11 @@ func expandHome(p, home string) string {
 // by connect itself, always.
 func (o *options) trustNewHost(knownHosts string, stderr io.Writer, connect func() error) error {
 	err := connect()
-	var unknown *guest.UnknownHostKeyError
+	var unknown *ssh.UnknownHostKeyError
 	if !errors.As(err, &unknown) {
 		return err
 	}
-	fp := ssh.FingerprintSHA256(unknown.Key)
+	fp := xssh.FingerprintSHA256(unknown.Key)
 	switch {
 	case o.acceptHostKey == fp:
 	case o.acceptHostKey != "":
@@ -322,7 +322,7 @@ func (o *options) trustNewHost(knownHosts string, stderr io.Writer, connect func
 			return usagef("run again and answer y once you have checked the fingerprint", "host key of %s not accepted", unknown.Addr)
 		}
 	}
-	if err := guest.PinHostKey(knownHosts, unknown.Addr, unknown.Key); err != nil {
+	if err := ssh.PinHostKey(knownHosts, unknown.Addr, unknown.Key); err != nil {
 		return err
 	}
 	return connect()
@@ -336,16 +336,16 @@ func isTerminal(f *os.File) bool {
 // managedSSH is how kwatch logs into a VM it manages (Addr comes from the
 // VM's state). The qemu backend's guest gets host keys kwatch made, so
 // exactly those are pinned; a NixOS VM makes its own, pinned on first use.
-func managedSSH(stateDir, backend string) (guest.SSHConfig, error) {
-	signer, _, err := guest.LoadOrCreateKey(stateDir)
+func managedSSH(stateDir, backend string) (ssh.Config, error) {
+	signer, _, err := ssh.LoadOrCreateKey(stateDir)
 	if err != nil {
-		return guest.SSHConfig{}, err
+		return ssh.Config{}, err
 	}
 	// kwatch started the VM, so a NixOS VM's first host key is trusted.
-	cfg := guest.SSHConfig{User: "root", Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(stateDir, "known_hosts"), TrustNew: true}
+	cfg := ssh.Config{User: "root", Signers: []xssh.Signer{signer}, KnownHosts: filepath.Join(stateDir, "known_hosts"), TrustNew: true}
 	if backend == "qemu" {
 		if cfg.HostKeys, err = vm.HostPublicKeys(stateDir); err != nil {
-			return guest.SSHConfig{}, err
+			return ssh.Config{}, err
 		}
 	}
 	return cfg, nil

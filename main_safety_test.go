@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/nix/nixtest"
 	"kwatch/proc"
@@ -227,7 +227,7 @@ func TestNixFlakeOutsideGit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As kwatch init leaves it: the key exists before the first run.
-	_, pub, err := guest.LoadOrCreateKey(state)
+	_, pub, err := ssh.LoadOrCreateKey(state)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/guest/vm/vmtest"
 )
@@ -146,7 +146,7 @@ func TestParseInterleaved(t *testing.T) {
 func TestSSHTarget(t *testing.T) {
 	home := t.TempDir()
 	key := filepath.Join(home, ".ssh", "lab_key")
-	if _, _, err := guest.LoadOrCreateKey(filepath.Join(home, "k")); err != nil {
+	if _, _, err := ssh.LoadOrCreateKey(filepath.Join(home, "k")); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(filepath.Dir(key), 0o700); err != nil {
@@ -965,7 +965,7 @@ func onTerminal(t *testing.T, input string, args ...string) (string, int) {
 	t.Helper()
 	quoted := make([]string, len(args))
 	for i, a := range args {
-		quoted[i] = guest.Quote(a)
+		quoted[i] = ssh.Quote(a)
 	}
 	// exec, so that kwatch is script's child whatever $SHELL is.
 	cmd := exec.Command("script", "-qec", "exec "+strings.Join(quoted, " "), "/dev/null")

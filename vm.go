@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/loop"
 	"kwatch/statedir"
@@ -129,11 +129,11 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		cfg.Notify = func(msg string) { fmt.Fprintln(stderr, "kwatch: "+msg) }
-		var c *guest.Client
+		var c *ssh.Client
 		err = o.trustNewHost(cfg.KnownHosts, stderr, func() (err error) {
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err = guest.Dial(dctx, cfg)
+			c, err = ssh.Dial(dctx, cfg)
 			return err
 		})
 		if err != nil {

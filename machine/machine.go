@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/loop"
 )
@@ -30,7 +30,7 @@ const (
 // Config says which machine to own.
 type Config struct {
 	VM          *vm.VM          // nil when the machine is not kwatch's (--vm ssh)
-	SSH         guest.SSHConfig // Addr is taken from the VM's state when VM is set
+	SSH         ssh.Config // Addr is taken from the VM's state when VM is set
 	BootTimeout time.Duration
 	Report      loop.Reporter
 }
@@ -324,14 +324,14 @@ func (m *Machine) connect(ctx context.Context) (_ *session, err error) {
 		// image); kwatch started it, so the old pin is no proof of anything.
 		// The qemu backend's key lives in the state dir and never changes.
 		if st.PID != before.PID && g.VM.Backend == "nix" {
-			if err := guest.ForgetHost(g.SSH.KnownHosts, g.SSH.Addr); err != nil {
+			if err := ssh.ForgetHost(g.SSH.KnownHosts, g.SSH.Addr); err != nil {
 				return nil, err
 			}
 		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, g.BootTimeout)
 	defer cancel()
-	c, err := guest.Dial(dctx, g.SSH)
+	c, err := ssh.Dial(dctx, g.SSH)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the guest at %s: %w", g.SSH.Addr, err)
 	}
@@ -380,9 +380,9 @@ func (m *Machine) error(err error) {
 }
 
 // session is a connection to one boot of the guest: loop.Session on top of
-// guest.Client.
+// ssh.Client.
 type session struct {
-	*guest.Client
+	*ssh.Client
 	release, bootID string
 }
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/loop"
 )
@@ -73,7 +73,7 @@ func TestOthersDoNotWaitForTheOwner(t *testing.T) {
 		}
 	}()
 	m := Start(context.Background(), Config{Report: discard{}, BootTimeout: time.Minute,
-		SSH: guest.SSHConfig{Addr: ln.Addr().String(), User: "root", KnownHosts: filepath.Join(t.TempDir(), "known_hosts")}})
+		SSH: ssh.Config{Addr: ln.Addr().String(), User: "root", KnownHosts: filepath.Join(t.TempDir(), "known_hosts")}})
 	first := make(chan error, 1)
 	go func() { _, err := m.Session(context.Background()); first <- err }()
 	time.Sleep(100 * time.Millisecond) // the owner is dialling now

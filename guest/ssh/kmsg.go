@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bufio"
@@ -9,7 +9,7 @@ import (
 	"io"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 
 	"kwatch/kmsg"
 )
@@ -61,7 +61,7 @@ func (c *Client) readKmsg(ctx context.Context, next uint64, fn func(kmsg.Record)
 	if ctx.Err() != nil {
 		return next, ctx.Err()
 	}
-	var exit *ssh.ExitError
+	var exit *xssh.ExitError
 	if errors.As(err, &exit) && strings.Contains(stderr.String(), "Broken pipe") {
 		return next, nil
 	}

@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 
 	"kwatch/guest/vm"
 	"kwatch/kmsg"
@@ -138,9 +138,9 @@ func bootGuest(t testing.TB) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Dial(ctx, SSHConfig{
+	c, err := Dial(ctx, Config{
 		Addr:       "127.0.0.1:" + strconv.Itoa(st.Port),
-		Signers:    []ssh.Signer{signer},
+		Signers:    []xssh.Signer{signer},
 		KnownHosts: filepath.Join(stateDir, "known_hosts"),
 		TrustNew:   true,
 		Timeout:    30 * time.Second,
