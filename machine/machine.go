@@ -29,7 +29,7 @@ const (
 
 // Config says which machine to own.
 type Config struct {
-	VM          *vm.VM          // nil when the machine is not kwatch's (--vm ssh)
+	VM          *vm.VM     // nil when the machine is not kwatch's (--vm ssh)
 	SSH         ssh.Config // Addr is taken from the VM's state when VM is set
 	BootTimeout time.Duration
 	Report      loop.Reporter
