@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/watcher"
 )
@@ -93,7 +94,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer g.Close()
 	// Connect first: the default --kdir comes from the guest's kernel release.
-	var s loop.Session
+	var s guest.Session
 	err = o.trustNewHost(filepath.Join(setup.stateDir, "known_hosts"), stderr, func() (err error) {
 		s, err = g.Session(ctx)
 		return err

@@ -15,6 +15,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/guest"
 	"kwatch/kmod"
 	"kwatch/kmsg"
 	"kwatch/watcher"
@@ -39,10 +40,10 @@ type fakeGuest struct {
 	beforeBoot func()
 
 	// What the next reloads do, and what the guest says; tests change them.
-	reload     func(b *fakeBoot, name, remote string) (ReloadResult, error)
+	reload     func(b *fakeBoot, name, remote string) (guest.ReloadResult, error)
 	taint      uint64
 	taintErr   error
-	use        ModuleUse
+	use        guest.ModuleUse
 	runOutput  map[string]fakeRun
 	uploadErr  error
 	kernelMods map[string]bool // the guest kernel's modules that LoadDeps can load
@@ -75,12 +76,12 @@ type fakeBoot struct {
 }
 
 func newFakeGuest(managed bool) *fakeGuest {
-	g := &fakeGuest{managed: managed, runOutput: map[string]fakeRun{}, use: ModuleUse{Refcnt: 0, InitState: "live"}}
-	g.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	g := &fakeGuest{managed: managed, runOutput: map[string]fakeRun{}, use: guest.ModuleUse{Refcnt: 0, InitState: "live"}}
+	g.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		_, had := b.loaded[name]
 		b.loaded[name] = remote
 		b.logf("%s: loaded from %s", name, remote)
-		return ReloadResult{Unloaded: had}, nil
+		return guest.ReloadResult{Unloaded: had}, nil
 	}
 	return g
 }
@@ -113,7 +114,7 @@ func (g *fakeGuest) reboot() {
 	g.bootLocked()
 }
 
-func (g *fakeGuest) Session(ctx context.Context) (Session, error) {
+func (g *fakeGuest) Session(ctx context.Context) (guest.Session, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.boot == nil || (g.managed && !g.running) {
@@ -125,9 +126,9 @@ func (g *fakeGuest) Session(ctx context.Context) (Session, error) {
 	return &fakeSession{b: g.boot}, nil
 }
 
-func (g *fakeGuest) LogSession(ctx context.Context) (Session, error) { return g.Session(ctx) }
+func (g *fakeGuest) LogSession(ctx context.Context) (guest.Session, error) { return g.Session(ctx) }
 
-func (g *fakeGuest) Restart(ctx context.Context) (Session, error) {
+func (g *fakeGuest) Restart(ctx context.Context) (guest.Session, error) {
 	g.mu.Lock()
 	g.restarts++
 	g.bootLocked()
@@ -259,10 +260,10 @@ func (s *fakeSession) LoadDeps(ctx context.Context, depends, softPre []string) (
 	return loaded, nil
 }
 
-func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []string) (ReloadResult, error) {
+func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []string) (guest.ReloadResult, error) {
 	defer s.b.g.mu.Unlock()
 	if !s.live() {
-		return ReloadResult{}, errBootOver
+		return guest.ReloadResult{}, errBootOver
 	}
 	s.b.g.reloads = append(s.b.g.reloads, remote+strings.Join(append([]string{""}, params...), " "))
 	res, err := s.b.g.reload(s.b, name, remote)
@@ -271,9 +272,9 @@ func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []
 		defer s.b.g.mu.Lock()
 		select {
 		case <-ctx.Done():
-			return ReloadResult{}, ctx.Err()
+			return guest.ReloadResult{}, ctx.Err()
 		case <-s.b.over:
-			return ReloadResult{}, errBootOver
+			return guest.ReloadResult{}, errBootOver
 		}
 	}
 	return res, err
@@ -363,10 +364,10 @@ func (s *fakeSession) KUnit(ctx context.Context) (bool, error) {
 	return s.b.g.kunit, nil
 }
 
-func (s *fakeSession) ModuleUse(ctx context.Context, name string) (ModuleUse, error) {
+func (s *fakeSession) ModuleUse(ctx context.Context, name string) (guest.ModuleUse, error) {
 	defer s.b.g.mu.Unlock()
 	if !s.live() {
-		return ModuleUse{}, errBootOver
+		return guest.ModuleUse{}, errBootOver
 	}
 	return s.b.g.use, nil
 }
@@ -597,7 +598,7 @@ func newRig(t *testing.T, managed bool, steps ...buildStep) *rig {
 
 // alreadyLoaded boots the guest with module hello loaded before kwatch
 // starts; rmmod fails with msg while use says what holds it.
-func (r *rig) alreadyLoaded(msg string, use ModuleUse) {
+func (r *rig) alreadyLoaded(msg string, use guest.ModuleUse) {
 	r.guest.Session(context.Background())
 	r.guest.set(func(g *fakeGuest) {
 		g.boot.loaded["hello"] = "/old.ko"

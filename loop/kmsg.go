@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/kmsg"
 )
 
@@ -17,7 +18,7 @@ const markPrefix = "kwatch-mark: "
 // kmsgStream follows the guest's kernel log for the whole run, reconnecting
 // when the connection drops and starting over when the guest rebooted.
 type kmsgStream struct {
-	g       Guest
+	g       guest.Guest
 	report  Reporter
 	crashes *crashWatch
 
@@ -34,7 +35,7 @@ const maxCollected = 100_000
 // recentLines is how many messages are kept for explaining a failed load.
 const recentLines = 200
 
-func newKmsgStream(g Guest, r Reporter, crashes *crashWatch) *kmsgStream {
+func newKmsgStream(g guest.Guest, r Reporter, crashes *crashWatch) *kmsgStream {
 	return &kmsgStream{g: g, report: r, crashes: crashes, waiters: map[string]chan struct{}{}}
 }
 
@@ -82,7 +83,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 
 // sync writes msg to the guest's kernel log and waits (briefly) until the
 // stream has read it, so everything logged before it has been reported.
-func (k *kmsgStream) sync(ctx context.Context, s Session, msg string) {
+func (k *kmsgStream) sync(ctx context.Context, s guest.Session, msg string) {
 	msg = markPrefix + msg
 	ch := make(chan struct{})
 	k.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"kwatch/builder"
+	"kwatch/guest"
 	"kwatch/kmsg"
 	"kwatch/kunit"
 )
@@ -13,7 +14,7 @@ import (
 // kunitRuns says whether the guest runs the KUnit suites of the module about
 // to load (they run inside its insmod). A guest kernel without KUnit is
 // asked about once per boot and named once per run, with the fix.
-func (l *loop) kunitRuns(ctx context.Context, s Session, info builder.Modinfo) bool {
+func (l *loop) kunitRuns(ctx context.Context, s guest.Session, info builder.Modinfo) bool {
 	if info.KUnitSuites == 0 {
 		return false
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"kwatch/builder/buildertest"
+	"kwatch/guest"
 )
 
 // A 6.1 kernel's KUnit output for a module, as its insmod logs it.
@@ -30,13 +31,13 @@ func (r *rig) kunitKO() buildStep {
 }
 
 // reloadLogs makes each reload log lines, as a module's suites do inside insmod.
-func reloadLogs(lines []string) func(b *fakeBoot, name, remote string) (ReloadResult, error) {
-	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+func reloadLogs(lines []string) func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		for _, l := range lines {
 			b.logf("%s", l)
 		}
 		b.loaded[name] = remote
-		return ReloadResult{}, nil
+		return guest.ReloadResult{}, nil
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/crash"
+	"kwatch/guest"
 	"kwatch/kmod"
 	"kwatch/watcher"
 )
@@ -30,7 +31,7 @@ type Config struct {
 	Dir        string  // the watched root
 	Watch      Watcher // the source changes; nil with Once
 	Builder    builder.Builder
-	Guest      Guest
+	Guest      guest.Guest
 	Params     []string
 	Run        []string
 	RunTimeout time.Duration // bounds each --run command; 0 = no limit
@@ -468,7 +469,7 @@ func (l *loop) keepGood(b loadJob, name, boot string) {
 
 // loadDeps loads what a module needs before it, once per boot; a module
 // that needs nothing costs nothing.
-func (l *loop) loadDeps(ctx context.Context, s Session, info builder.Modinfo) error {
+func (l *loop) loadDeps(ctx context.Context, s guest.Session, info builder.Modinfo) error {
 	softPre := kmod.SoftPre(strings.Join(info.Fields["softdep"], " "))
 	if len(info.Depends) == 0 && len(softPre) == 0 {
 		return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"kwatch/guest"
 	"sync"
 	"time"
 )
@@ -31,7 +32,7 @@ type runJob struct {
 
 // startRun runs the --run commands in the background: the loop goes on, and a
 // save stops them (see cancelRun).
-func (l *loop) startRun(ctx context.Context, s Session) {
+func (l *loop) startRun(ctx context.Context, s guest.Session) {
 	if len(l.cfg.Run) == 0 {
 		return
 	}
@@ -75,7 +76,7 @@ func (l *loop) stopRun(why error) {
 // it returns whether one failed. A command still running after
 // cfg.RunTimeout is killed, and fails. When ctx ends, the command running is
 // killed (with every process it started in the guest) and the rest are not run.
-func (l *loop) runCommands(ctx context.Context, s Session) (failed bool) {
+func (l *loop) runCommands(ctx context.Context, s guest.Session) (failed bool) {
 	for _, cmd := range l.cfg.Run {
 		out := &keptOutput{keep: runOutputKept}
 		cctx, cancel := ctx, context.CancelFunc(func() {})

@@ -15,6 +15,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/guest"
 	"kwatch/watcher"
 )
 
@@ -33,25 +34,25 @@ var oops = []string{
 }
 
 // insmodFails makes every load of a file whose name starts with prefix fail.
-func insmodFails(prefix, msg string) func(*fakeBoot, string, string) (ReloadResult, error) {
-	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+func insmodFails(prefix, msg string) func(*fakeBoot, string, string) (guest.ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		if strings.HasPrefix(path.Base(remote), prefix) {
 			delete(b.loaded, name)
-			return ReloadResult{Unloaded: true, LoadErr: msg}, nil
+			return guest.ReloadResult{Unloaded: true, LoadErr: msg}, nil
 		}
 		b.loaded[name] = remote
-		return ReloadResult{}, nil
+		return guest.ReloadResult{}, nil
 	}
 }
 
 // rmmodFails makes every unload of a loaded module fail with msg.
-func rmmodFails(msg string) func(*fakeBoot, string, string) (ReloadResult, error) {
-	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+func rmmodFails(msg string) func(*fakeBoot, string, string) (guest.ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		if _, ok := b.loaded[name]; ok {
-			return ReloadResult{UnloadErr: msg}, nil
+			return guest.ReloadResult{UnloadErr: msg}, nil
 		}
 		b.loaded[name] = remote
-		return ReloadResult{}, nil
+		return guest.ReloadResult{}, nil
 	}
 }
 
@@ -410,9 +411,9 @@ func TestFailedLoadWithoutGoodBuild(t *testing.T) {
 func TestFailedLoadExplainedByKernelLog(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	r.guest.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		b.logf("hello: Unknown symbol missing_fn (err -2)")
-		return ReloadResult{LoadErr: "insmod: ERROR: could not insert module hello.ko: Unknown symbol in module"}, nil
+		return guest.ReloadResult{LoadErr: "insmod: ERROR: could not insert module hello.ko: Unknown symbol in module"}, nil
 	}
 	if e := r.onceFails(); !strings.Contains(e.Message, "unknown symbol missing_fn") {
 		t.Errorf("load_failed %q does not name the symbol from the kernel log", e.Message)
@@ -429,7 +430,7 @@ func TestHeldModuleRetriedWhenFreed(t *testing.T) {
 	r.events.wait(t, "loaded", 1)
 	r.guest.set(func(g *fakeGuest) {
 		g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
-		g.use = ModuleUse{Refcnt: 1, InitState: "live", Openers: []string{"pid 7 (cat) has /dev/hello open"}}
+		g.use = guest.ModuleUse{Refcnt: 1, InitState: "live", Openers: []string{"pid 7 (cat) has /dev/hello open"}}
 	})
 	r.watch.save(t, "hello.c")
 	e := r.events.wait(t, "load_failed", 1)
@@ -442,7 +443,7 @@ func TestHeldModuleRetriedWhenFreed(t *testing.T) {
 		t.Errorf("%d reloads while the module is held, want 2", n)
 	}
 	r.guest.set(func(g *fakeGuest) {
-		g.use = ModuleUse{Refcnt: 0, InitState: "live"}
+		g.use = guest.ModuleUse{Refcnt: 0, InitState: "live"}
 		g.reload = newFakeGuest(true).reload
 	})
 	r.events.notice(t, "hello is free now: loading the new build")
@@ -455,7 +456,7 @@ func TestHeldModuleRetriedWhenFreed(t *testing.T) {
 func TestHeldModuleOnce(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.alreadyLoaded("rmmod: ERROR: Module hello is in use", ModuleUse{Refcnt: 2, InitState: "live", Holders: []string{"hello_user"}})
+	r.alreadyLoaded("rmmod: ERROR: Module hello is in use", guest.ModuleUse{Refcnt: 2, InitState: "live", Holders: []string{"hello_user"}})
 	e := r.onceFails()
 	if e.Hint != "close what holds it and run again" || !slices.Equal(e.Holders, []string{"module hello_user uses it"}) {
 		t.Errorf("load_failed = %q %v", e.Hint, e.Holders)
@@ -466,7 +467,7 @@ func TestHeldModuleOnce(t *testing.T) {
 func TestUnloadRefusedNotHeld(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.alreadyLoaded("rmmod: ERROR: could not remove module hello: Device or resource busy", ModuleUse{Refcnt: 0, InitState: "live"})
+	r.alreadyLoaded("rmmod: ERROR: could not remove module hello: Device or resource busy", guest.ModuleUse{Refcnt: 0, InitState: "live"})
 	r.start()
 	e := r.events.wait(t, "load_failed", 1)
 	if !strings.HasPrefix(e.Message, "rmmod: ") {
@@ -488,13 +489,13 @@ func TestHeldBuildReplacedBySave(t *testing.T) {
 	r.events.wait(t, "loaded", 1)
 	r.guest.set(func(g *fakeGuest) {
 		g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
-		g.use = ModuleUse{Refcnt: 1, InitState: "live"}
+		g.use = guest.ModuleUse{Refcnt: 1, InitState: "live"}
 	})
 	r.watch.save(t, "hello.c")
 	r.events.wait(t, "load_failed", 1)
 	r.guest.set(func(g *fakeGuest) {
 		g.reload = newFakeGuest(true).reload
-		g.use = ModuleUse{Refcnt: 0, InitState: "live"}
+		g.use = guest.ModuleUse{Refcnt: 0, InitState: "live"}
 	})
 	r.watch.save(t, "hello.c")
 	r.events.wait(t, "loaded", 2)
@@ -516,7 +517,7 @@ func TestStuckModuleRestartsManagedVM(t *testing.T) {
 	r.events.wait(t, "loaded", 1)
 	r.guest.set(func(g *fakeGuest) {
 		g.reload = rmmodFails("rmmod: ERROR: Module hello is busy")
-		g.use = ModuleUse{Refcnt: 0, InitState: "coming"}
+		g.use = guest.ModuleUse{Refcnt: 0, InitState: "coming"}
 	})
 	r.watch.save(t, "hello.c")
 	e := r.events.wait(t, "load_failed", 1)
@@ -536,7 +537,7 @@ func TestStuckModuleRestartsManagedVM(t *testing.T) {
 func TestStuckModuleUnmanagedStopsRetrying(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, false)
-	r.alreadyLoaded("rmmod: ERROR: Module hello is busy", ModuleUse{Refcnt: 0, InitState: "coming"})
+	r.alreadyLoaded("rmmod: ERROR: Module hello is busy", guest.ModuleUse{Refcnt: 0, InitState: "coming"})
 	r.start()
 	e := r.events.wait(t, "load_failed", 1)
 	if !strings.Contains(e.Hint, "reboot the guest") || strings.Contains(e.Hint, "kwatch restarts") {
@@ -556,7 +557,7 @@ func TestFailedInitStuckModule(t *testing.T) {
 	for _, managed := range []bool{true, false} {
 		r := newRig(t, managed)
 		r.guest.reload = insmodFails("hello", "insmod: ERROR: could not insert module hello.ko: Cannot allocate memory")
-		r.guest.use = ModuleUse{Refcnt: 0, InitState: "going"}
+		r.guest.use = guest.ModuleUse{Refcnt: 0, InitState: "going"}
 		e := r.onceFails()
 		want := "the VM is restarted before the next load"
 		if !managed {
@@ -649,14 +650,14 @@ func TestVMDiedMidReload(t *testing.T) {
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.guest.set(func(g *fakeGuest) {
-		g.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		g.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 			if strings.HasPrefix(path.Base(remote), "good-") {
 				b.loaded[name] = remote
-				return ReloadResult{}, nil
+				return guest.ReloadResult{}, nil
 			}
 			g.running = false
 			b.end()
-			return ReloadResult{}, errors.New("ssh: connection lost")
+			return guest.ReloadResult{}, errors.New("ssh: connection lost")
 		}
 	})
 	r.watch.save(t, "hello.c")
@@ -673,10 +674,10 @@ func TestVMDiedMidReload(t *testing.T) {
 func TestCrashDuringFirstLoad(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	r.guest.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		b.g.running = false
 		b.end()
-		return ReloadResult{}, errors.New("ssh: connection lost")
+		return guest.ReloadResult{}, errors.New("ssh: connection lost")
 	}
 	if err := r.once(); !errors.Is(err, ErrFailed) {
 		t.Fatalf("Run --once = %v", err)
@@ -871,7 +872,7 @@ func TestCheckWaitsForIdle(t *testing.T) {
 	r.builder.steps = []buildStep{r.fastKO("hello"), r.fastKO("hello")}
 	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) { return nil, nil }
 	reload := r.guest.reload
-	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	r.guest.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		if len(b.g.reloads) == 1 { // a save during the first load
 			go func() { r.watch.batches <- watcher.Batch{Changed: []string{"hello.c"}} }()
 		}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/loop"
@@ -96,7 +97,7 @@ func (m *Machine) Close() {
 
 // Session returns a connected session, booting or restarting a managed VM
 // when it does not run.
-func (m *Machine) Session(ctx context.Context) (loop.Session, error) {
+func (m *Machine) Session(ctx context.Context) (guest.Session, error) {
 	return m.ask(ctx, request{})
 }
 
@@ -104,13 +105,13 @@ func (m *Machine) Session(ctx context.Context) (loop.Session, error) {
 // second: after a managed VM failed to boot (an unbootable configuration,
 // say) it returns that failure rather than booting again each time, until
 // a Session or Restart boots it.
-func (m *Machine) LogSession(ctx context.Context) (loop.Session, error) {
+func (m *Machine) LogSession(ctx context.Context) (guest.Session, error) {
 	return m.ask(ctx, request{log: true})
 }
 
 // Restart stops a managed VM and boots it again: for a guest that oopsed.
 // A guest that `kwatch gdb` holds stopped is not restarted: it only looks dead.
-func (m *Machine) Restart(ctx context.Context) (loop.Session, error) {
+func (m *Machine) Restart(ctx context.Context) (guest.Session, error) {
 	if m.cfg.VM != nil && m.cfg.VM.Debugged() {
 		return nil, errors.New("the guest does not answer while kwatch gdb holds it stopped: continue it in gdb, then save again")
 	}
@@ -124,7 +125,7 @@ func (m *Machine) Relaunch(ctx context.Context, ident string, launch vm.Launcher
 	return err
 }
 
-func (m *Machine) ask(ctx context.Context, r request) (loop.Session, error) {
+func (m *Machine) ask(ctx context.Context, r request) (guest.Session, error) {
 	r.reply = make(chan reply, 1) // the owner never waits for a caller that gave up
 	select {
 	case m.reqs <- r:
@@ -379,8 +380,8 @@ func (m *Machine) error(err error) {
 	m.cfg.Report.Report(loop.Event{Type: loop.EventError, Time: time.Now(), Message: err.Error()})
 }
 
-// session is a connection to one boot of the guest: loop.Session on top of
-// ssh.Client.
+// session is a connection to one boot of the guest: guest.Session on top of
+// ssh.Client, which answers the rest.
 type session struct {
 	*ssh.Client
 	release, bootID string
@@ -389,16 +390,6 @@ type session struct {
 func (s *session) Release() string { return s.release }
 func (s *session) BootID() string  { return s.bootID }
 
-func (s *session) Reload(ctx context.Context, name, remote string, params []string) (loop.ReloadResult, error) {
-	r, err := s.Client.Reload(ctx, name, remote, params)
-	return loop.ReloadResult(r), err
-}
-
 func (s *session) LoadDeps(ctx context.Context, depends, softPre []string) ([]string, error) {
 	return s.Client.LoadDeps(ctx, s.release, depends, softPre)
-}
-
-func (s *session) ModuleUse(ctx context.Context, name string) (loop.ModuleUse, error) {
-	u, err := s.Client.ModuleUse(ctx, name)
-	return loop.ModuleUse(u), err
 }

@@ -5,24 +5,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"kwatch/guest"
 	"strings"
 	"time"
 )
-
-// ReloadResult says what Reload did. A failed rmmod leaves the old copy
-// loaded and no insmod is tried.
-type ReloadResult struct {
-	Unloaded  bool   // an old copy was removed
-	UnloadErr string // rmmod's error output if it failed (e.g. module in use)
-	LoadErr   string // insmod's error output if it failed
-	Took      time.Duration
-}
 
 // Reload replaces module name with the module file remoteKO in the guest:
 // rmmod if it is loaded, then insmod remoteKO with params (each one quoted).
 // The error is for failures to reach the guest; a failed rmmod or insmod is
 // reported in the result.
-func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []string) (res ReloadResult, err error) {
+func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []string) (res guest.ReloadResult, err error) {
 	defer func(start time.Time) { res.Took = time.Since(start) }(time.Now())
 	// One script in the kept shell, which execs nothing but rmmod and insmod:
 	// reload latency is what kwatch is about. A loaded module has an
