@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"kwatch/guest"
+	"kwatch/kmod"
 	"strconv"
 	"strings"
 )
@@ -25,7 +26,7 @@ done`
 // best effort: a module may be held through a device node, which is what is
 // listed, or through something no file shows (a socket, a timer).
 func (c *Client) ModuleUse(ctx context.Context, name string) (guest.ModuleUse, error) {
-	mod := strings.ReplaceAll(name, "-", "_")
+	mod := kmod.Name(name)
 	stdout, _, _, err := c.Run(ctx, fmt.Sprintf(useScript, Quote(mod))+" 2>/dev/null")
 	if err != nil {
 		return guest.ModuleUse{}, fmt.Errorf("asking the guest who uses %s: %w", name, err)

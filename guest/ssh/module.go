@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"kwatch/guest"
+	"kwatch/kmod"
 	"strings"
 	"time"
 )
@@ -24,7 +25,7 @@ func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []str
 	for _, p := range params {
 		insmod += " " + Quote(p)
 	}
-	mod := Quote(strings.ReplaceAll(name, "-", "_"))
+	mod := Quote(kmod.Name(name))
 	loaded := fmt.Sprintf("[ -e /sys/module/%s/initstate ] || { [ ! -d /sys/module ] && grep -q \"^\"%s\" \" /proc/modules; }", mod, mod)
 	script := fmt.Sprintf("if %s; then rmmod %s || exit %d; echo %s; fi; exec %s",
 		loaded, mod, rmmodFailed, unloadedMark, insmod)
@@ -70,7 +71,7 @@ func (c *Client) Loaded(ctx context.Context, name string) (bool, error) {
 
 // listsModule reports whether the /proc/modules text lists module name.
 func listsModule(procModules []byte, name string) bool {
-	want := strings.ReplaceAll(name, "-", "_")
+	want := kmod.Name(name)
 	sc := bufio.NewScanner(bytes.NewReader(procModules))
 	for sc.Scan() {
 		if f := strings.Fields(sc.Text()); len(f) > 0 && f[0] == want {
