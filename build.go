@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"kwatch/builder"
+	"kwatch/guest"
 	"kwatch/nix"
 )
 
@@ -27,7 +28,7 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 	kind := o.builder
 	if kind == "" {
 		kind = "kbuild"
-		if s.vm == "nix" {
+		if s.vm == guest.Nix {
 			kind = "nix"
 		}
 	}

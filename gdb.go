@@ -13,6 +13,7 @@ import (
 	"kwatch/builder"
 	"kwatch/debugger"
 	"kwatch/debuginfo"
+	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 )
@@ -49,7 +50,7 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if s.vm == "ssh" {
+	if s.vm == guest.SSH {
 		return usagef("use --vm qemu or --vm nix", "kwatch gdb attaches to the gdbstub of a VM kwatch started, not to an --ssh machine")
 	}
 	gdb, err := exec.LookPath("gdb")
@@ -171,7 +172,7 @@ func readModules(dir string) []debugger.Module {
 // it (its Ident differs), once, and the user is told why.
 func gdbIdent(stateDir, ident string, notify func(string)) string {
 	if st, ok, _ := vm.ReadState(stateDir); ok && !strings.HasSuffix(st.Ident, vm.GDBIdent) {
-		if _, running, _ := (&vm.VM{StateDir: stateDir}).Status(); running {
+		if _, running, _ := (&vm.Process{StateDir: stateDir}).Status(); running {
 			notify("the VM was started without a gdb socket: restarting it once so `kwatch gdb` can attach")
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kwatch/builder"
+	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/loop"
@@ -32,7 +33,7 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 	g := machine.Config{Report: report, BootTimeout: o.bootTimeout}
 	notify := func(msg string) { loop.Notice(report, msg) }
 	switch s.vm {
-	case "ssh":
+	case guest.SSH:
 		home, _ := os.UserHomeDir()
 		cfg, err := sshTarget(o.ssh, o.identity, s.stateDir, home)
 		if err != nil {
@@ -40,13 +41,13 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 		}
 		cfg.Notify = notify
 		g.SSH = cfg
-	case "qemu":
+	case guest.QEMU:
 		v, err := o.qemuVM(s.stateDir, notify)
 		if err != nil {
 			return nil, err
 		}
 		g.VM = v
-	case "nix":
+	case guest.Nix:
 		v, err := o.nixVM(ctx, s, notify, log)
 		if err != nil {
 			return nil, err
@@ -64,7 +65,7 @@ func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, 
 	g.SSH.UploadRecord = filepath.Join(s.stateDir, "uploads.json")
 	if g.BootTimeout == 0 {
 		g.BootTimeout = 2 * time.Minute
-		if s.vm == "nix" {
+		if s.vm == guest.Nix {
 			g.BootTimeout = 10 * time.Minute
 		}
 	}
@@ -110,7 +111,7 @@ type bootKernel struct {
 	modulesDir string
 }
 
-func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
+func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.Process, error) {
 	k, err := o.qemuKernel()
 	if err != nil {
 		return nil, err
@@ -126,9 +127,9 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 	initrd := filepath.Join(stateDir, "initramfs.cpio.gz")
 	qc := vm.QEMUConfig{Kernel: k.image, Initramfs: initrd, GDBSocket: vm.GDBSocket(stateDir), ModulesDir: k.modulesDir}
 	launch := qc.Launcher()
-	return &vm.VM{
+	return &vm.Process{
 		StateDir: stateDir,
-		Backend:  "qemu",
+		Kind:     guest.QEMU,
 		Kernel:   k.image,
 		Ident:    gdbIdent(stateDir, fmt.Sprintf("%s %d %d %s shared", k.image, k.info.Size(), k.info.ModTime().Unix(), k.modulesDir), notify),
 		Accel:    o.accel,
@@ -146,14 +147,14 @@ func (o *options) qemuVM(stateDir string, notify func(string)) (*vm.VM, error) {
 
 // nixVM builds the flake's VM (this can take long the first time; nix shows
 // its progress) and returns the VM that runs it.
-func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*vm.VM, error) {
+func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), log io.Writer) (*vm.Process, error) {
 	out, err := o.buildNixVM(ctx, s, notify, log)
 	if err != nil {
 		return nil, err
 	}
-	return &vm.VM{
+	return &vm.Process{
 		StateDir: s.stateDir,
-		Backend:  "nix",
+		Kind:     guest.Nix,
 		Ident:    gdbIdent(s.stateDir, out, notify),
 		Accel:    o.accel,
 		Notify:   notify,
@@ -265,7 +266,7 @@ func sshTarget(target, identity, stateDir, home string) (ssh.Config, error) {
 // sshConfig reaches the guest without booting one: the running managed VM
 // from the state dir, or the --ssh target.
 func (o *options) sshConfig(s setupInfo) (ssh.Config, error) {
-	if s.vm == "ssh" {
+	if s.vm == guest.SSH {
 		home, _ := os.UserHomeDir()
 		return sshTarget(o.ssh, o.identity, s.stateDir, home)
 	}
@@ -273,10 +274,10 @@ func (o *options) sshConfig(s setupInfo) (ssh.Config, error) {
 	if err != nil {
 		return ssh.Config{}, err
 	}
-	if _, running, _ := (&vm.VM{StateDir: s.stateDir}).Status(); !ok || !running {
+	if _, running, _ := (&vm.Process{StateDir: s.stateDir}).Status(); !ok || !running {
 		return ssh.Config{}, usagef("start it with `kwatch vm up` or `kwatch DIR`", "no VM is running (state dir %s)", s.stateDir)
 	}
-	cfg, err := managedSSH(s.stateDir, st.Backend)
+	cfg, err := managedSSH(s.stateDir, st.Kind)
 	cfg.Addr = fmt.Sprintf("127.0.0.1:%d", st.Port)
 	return cfg, err
 }
@@ -336,14 +337,14 @@ func isTerminal(f *os.File) bool {
 // managedSSH is how kwatch logs into a VM it manages (Addr comes from the
 // VM's state). The qemu backend's guest gets host keys kwatch made, so
 // exactly those are pinned; a NixOS VM makes its own, pinned on first use.
-func managedSSH(stateDir, backend string) (ssh.Config, error) {
+func managedSSH(stateDir string, kind guest.Kind) (ssh.Config, error) {
 	signer, _, err := ssh.LoadOrCreateKey(stateDir)
 	if err != nil {
 		return ssh.Config{}, err
 	}
 	// kwatch started the VM, so a NixOS VM's first host key is trusted.
 	cfg := ssh.Config{User: "root", Signers: []xssh.Signer{signer}, KnownHosts: filepath.Join(stateDir, "known_hosts"), TrustNew: true}
-	if backend == "qemu" {
+	if kind == guest.QEMU {
 		if cfg.HostKeys, err = vm.HostPublicKeys(stateDir); err != nil {
 			return ssh.Config{}, err
 		}

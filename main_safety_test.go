@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/nix/nixtest"
@@ -305,7 +306,7 @@ func TestUnsafeStateDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	record, err := json.Marshal(vm.VMState{Backend: "qemu", PID: victim.Process.Pid, Process: id, Port: 1, Accel: "tcg", Ident: "x", ConsoleLog: "/dev/null"})
+	record, err := json.Marshal(vm.State{Kind: guest.QEMU, PID: victim.Process.Pid, Process: id, Port: 1, Accel: "tcg", Ident: "x", ConsoleLog: "/dev/null"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/loop"
@@ -47,7 +48,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch sub {
 	case "up":
-		if s.vm == "ssh" {
+		if s.vm == guest.SSH {
 			return usagef("kwatch only starts VMs it manages: --vm qemu or --vm nix", "vm up with --vm ssh")
 		}
 		if err := o.checkStart(ctx, s); err != nil {
@@ -81,13 +82,13 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer lock.Release()
 		stale := vm.Verify(st)
-		if err := (&vm.VM{StateDir: s.stateDir}).Down(); err != nil {
+		if err := (&vm.Process{StateDir: s.stateDir}).Down(); err != nil {
 			return err
 		}
 		if stale != nil {
 			fmt.Fprintf(stdout, "removed a stale VM record (%v); signalled nothing\n", stale)
 		} else {
-			fmt.Fprintf(stdout, "stopped the %s VM (pid %d)\n", st.Backend, st.PID)
+			fmt.Fprintf(stdout, "stopped the %s VM (pid %d)\n", st.Kind, st.PID)
 		}
 		return nil
 	case "status":
@@ -105,7 +106,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			// it may be writing a new one right now.
 			if lock, err := statedir.Acquire(s.stateDir); err == nil {
 				defer lock.Release()
-				if err := (&vm.VM{StateDir: s.stateDir}).Down(); err != nil {
+				if err := (&vm.Process{StateDir: s.stateDir}).Down(); err != nil {
 					return err
 				}
 				fmt.Fprintln(stdout, "removed the stale record; signalled nothing")
@@ -113,13 +114,13 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		fmt.Fprintf(stdout, "%s VM running for %s\n  pid %d, ssh 127.0.0.1:%d, accel %s\n  console log %s\n",
-			st.Backend, time.Since(st.Started).Round(time.Second), st.PID, st.Port, st.Accel, st.ConsoleLog)
+			st.Kind, time.Since(st.Started).Round(time.Second), st.PID, st.Port, st.Accel, st.ConsoleLog)
 		return nil
 	case "ssh":
 		if len(pos) == 0 {
 			return usagef("kwatch vm ssh -- CMD", "no command given")
 		}
-		if s.vm == "ssh" { // known_hosts goes there
+		if s.vm == guest.SSH { // known_hosts goes there
 			if err := statedir.Create(s.stateDir); err != nil {
 				return stateErr(err)
 			}

@@ -113,7 +113,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if b.invalidate != nil {
 				b.invalidate()
 			}
-			if setup.vm != "nix" {
+			if setup.vm != guest.Nix {
 				return nil
 			}
 			return o.relaunchNixVM(ctx, setup, g, report, stderr)

@@ -30,8 +30,8 @@ const (
 
 // Config says which machine to own.
 type Config struct {
-	VM          *vm.VM     // nil when the machine is not kwatch's (--vm ssh)
-	SSH         ssh.Config // Addr is taken from the VM's state when VM is set
+	VM          *vm.Process // nil when the machine is not kwatch's (--vm ssh)
+	SSH         ssh.Config  // Addr is taken from the VM's state when VM is set
 	BootTimeout time.Duration
 	Report      loop.Reporter
 }
@@ -324,7 +324,7 @@ func (m *Machine) connect(ctx context.Context) (_ *session, err error) {
 		// A NixOS VM booted afresh may come with a new host key (a new disk
 		// image); kwatch started it, so the old pin is no proof of anything.
 		// The qemu backend's key lives in the state dir and never changes.
-		if st.PID != before.PID && g.VM.Backend == "nix" {
+		if st.PID != before.PID && g.VM.Kind == guest.Nix {
 			if err := ssh.ForgetHost(g.SSH.KnownHosts, g.SSH.Addr); err != nil {
 				return nil, err
 			}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/loop"
@@ -108,7 +109,7 @@ func TestOthersDoNotWaitForTheOwner(t *testing.T) {
 // says so; the next Session boots it.
 func TestRelaunch(t *testing.T) {
 	rec := &notices{}
-	v := &vm.VM{StateDir: t.TempDir(), Backend: "nix", Ident: "/nix/store/a-vm"}
+	v := &vm.Process{StateDir: t.TempDir(), Kind: guest.Nix, Ident: "/nix/store/a-vm"}
 	m := Start(context.Background(), Config{VM: v, Report: rec})
 	defer m.Close()
 	if m.Running() || !m.Managed() || m.ConsoleLog() != "" {
@@ -161,7 +162,7 @@ func TestLogSessionAfterFailedBoot(t *testing.T) {
 		return nil, errors.New("an unbootable configuration")
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return launches }
-	v := &vm.VM{StateDir: t.TempDir(), Backend: "nix", Ident: "/nix/store/a-vm", Launch: launch}
+	v := &vm.Process{StateDir: t.TempDir(), Kind: guest.Nix, Ident: "/nix/store/a-vm", Launch: launch}
 	m := Start(context.Background(), Config{VM: v, Report: discard{}})
 	defer m.Close()
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 
 	xssh "golang.org/x/crypto/ssh"
 
+	"kwatch/guest"
 	"kwatch/guest/vm"
 	"kwatch/kmsg"
 	"kwatch/proc"
@@ -120,9 +121,9 @@ func bootGuest(t testing.TB) *Client {
 	if err := vm.WriteInitramfs(initrd, vm.InitramfsConfig{AuthorizedKey: authorized, HostKey: hostKey, ModulesDir: debianModules}); err != nil {
 		t.Fatal(err)
 	}
-	v := &vm.VM{
+	v := &vm.Process{
 		StateDir: stateDir,
-		Backend:  "qemu",
+		Kind:     guest.QEMU,
 		Ident:    "guest-e2e",
 		Launch:   vm.QEMUConfig{Kernel: debianKernel, Initramfs: initrd, ModulesDir: debianModules}.Launcher(),
 		Accel:    "tcg",
