@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/guest/vm"
-	"kwatch/loop"
 	"kwatch/statedir"
 )
 
@@ -58,7 +58,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer lock.Release()
-		g, err := o.guest(ctx, s, loop.NewHuman(stdout), stderr)
+		g, err := o.guest(ctx, s, event.NewHuman(stdout), stderr)
 		if err != nil {
 			return err
 		}
