@@ -19,19 +19,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kwatch/builder"
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
-	"kwatch/loop"
 	"kwatch/machine"
 	"kwatch/nix"
 	"kwatch/sshconfig"
 )
 
 // guest wires the machine: a VM kwatch manages or an existing SSH host.
-func (o *options) guest(ctx context.Context, s setupInfo, report loop.Reporter, log io.Writer) (*machine.Machine, error) {
+func (o *options) guest(ctx context.Context, s setupInfo, report event.Reporter, log io.Writer) (*machine.Machine, error) {
 	g := machine.Config{Report: report, BootTimeout: o.bootTimeout}
-	notify := func(msg string) { loop.Notice(report, msg) }
+	notify := func(msg string) { event.Notice(report, msg) }
 	switch s.vm {
 	case guest.SSH:
 		home, _ := os.UserHomeDir()
@@ -164,8 +164,8 @@ func (o *options) nixVM(ctx context.Context, s setupInfo, notify func(string), l
 
 // relaunchNixVM rebuilds the flake's VM after a .nix edit; the machine boots
 // it anew when it changed.
-func (o *options) relaunchNixVM(ctx context.Context, s setupInfo, g *machine.Machine, report loop.Reporter, log io.Writer) error {
-	out, err := o.buildNixVM(ctx, s, func(msg string) { loop.Notice(report, msg) }, log)
+func (o *options) relaunchNixVM(ctx context.Context, s setupInfo, g *machine.Machine, report event.Reporter, log io.Writer) error {
+	out, err := o.buildNixVM(ctx, s, func(msg string) { event.Notice(report, msg) }, log)
 	if err != nil {
 		return err
 	}

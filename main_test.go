@@ -333,7 +333,8 @@ func guestRun(t *testing.T, state, cmd string) string {
 	return out
 }
 
-type event struct {
+// jsonEvent is one line of `kwatch --json`.
+type jsonEvent struct {
 	Event       string   `json:"event"`
 	Path        string   `json:"path"`
 	Module      string   `json:"module"`
@@ -366,14 +367,14 @@ type event struct {
 	MS      *int64 `json:"ms"`
 }
 
-func parseEvents(t *testing.T, stdout string) []event {
+func parseEvents(t *testing.T, stdout string) []jsonEvent {
 	t.Helper()
-	var evs []event
+	var evs []jsonEvent
 	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
 		if line == "" {
 			continue
 		}
-		var e event
+		var e jsonEvent
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("--json printed a line that is not JSON: %q", line)
 		}
@@ -385,13 +386,13 @@ func parseEvents(t *testing.T, stdout string) []event {
 	return evs
 }
 
-func findEvent(evs []event, typ string) (event, bool) {
+func findEvent(evs []jsonEvent, typ string) (jsonEvent, bool) {
 	for _, e := range evs {
 		if e.Event == typ {
 			return e, true
 		}
 	}
-	return event{}, false
+	return jsonEvent{}, false
 }
 
 // noStrayProcesses fails when a make or qemu process that mentions dir survives.
@@ -562,7 +563,7 @@ func checkStrippedUpload(t *testing.T, state, ko string, uploaded int64) {
 type watchProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	events chan event
+	events chan jsonEvent
 	stderr *bytes.Buffer
 	done   chan error
 }
@@ -574,7 +575,7 @@ func startWatch(t *testing.T, args ...string) *watchProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &watchProc{t: t, cmd: cmd, events: make(chan event, 1000), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	w := &watchProc{t: t, cmd: cmd, events: make(chan jsonEvent, 1000), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = w.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -583,7 +584,7 @@ func startWatch(t *testing.T, args ...string) *watchProc {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(nil, 1<<20) // a run_output event keeps up to 64 KiB of output
 		for sc.Scan() {
-			var e event
+			var e jsonEvent
 			if json.Unmarshal(sc.Bytes(), &e) == nil {
 				w.events <- e
 			}
@@ -597,9 +598,9 @@ func startWatch(t *testing.T, args ...string) *watchProc {
 
 // next waits for an event of one of the given types, returning the events
 // seen on the way (the matching one last).
-func (w *watchProc) next(timeout time.Duration, types ...string) []event {
+func (w *watchProc) next(timeout time.Duration, types ...string) []jsonEvent {
 	w.t.Helper()
-	var seen []event
+	var seen []jsonEvent
 	deadline := time.After(timeout)
 	for {
 		select {

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
-	"kwatch/loop"
 	"kwatch/statedir"
 )
 
@@ -59,7 +59,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer lock.Release()
-		g, err := o.guest(ctx, s, loop.NewHuman(stdout), stderr)
+		g, err := o.guest(ctx, s, event.NewHuman(stdout), stderr)
 		if err != nil {
 			return err
 		}

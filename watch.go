@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/loop"
 	"kwatch/watcher"
@@ -76,16 +77,16 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer lock.Release()
 
 	var (
-		report   loop.Reporter
+		report   event.Reporter
 		buildLog io.Writer
 	)
 	if o.json {
-		report, buildLog = loop.NewJSON(stdout), stderr
+		report, buildLog = event.NewJSON(stdout), stderr
 		if os.Getenv("KWATCH_DEBUG_STATS") != "" { // for the bench's soak run
-			report = loop.WithStats(report)
+			report = event.WithStats(report)
 		}
 	} else {
-		h := loop.NewHuman(stdout)
+		h := event.NewHuman(stdout)
 		report, buildLog = h, h.BuildLog()
 	}
 	g, err := o.guest(ctx, setup, report, stderr)
@@ -142,7 +143,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ConfigChanged: configChanged,
 	})
 	if g.Managed() && !o.once {
-		loop.Notice(report, "the VM keeps running for the next run; `kwatch vm down` stops it")
+		event.Notice(report, "the VM keeps running for the next run; `kwatch vm down` stops it")
 	}
 	return err
 }

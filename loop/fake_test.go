@@ -15,6 +15,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/kmod"
 	"kwatch/kmsg"
@@ -482,13 +483,13 @@ func (w *fakeWatcher) save(t *testing.T, file string) {
 // events records what the loop reports.
 type recorder struct {
 	mu  sync.Mutex
-	all []Event
+	all []event.Event
 	new chan struct{}
 }
 
 func newEvents() *recorder { return &recorder{new: make(chan struct{})} }
 
-func (e *recorder) Report(ev Event) {
+func (e *recorder) Report(ev event.Event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.all = append(e.all, ev)
@@ -497,10 +498,10 @@ func (e *recorder) Report(ev Event) {
 }
 
 // of returns the events of kind typ so far.
-func (e *recorder) of(typ Kind) []Event {
+func (e *recorder) of(typ event.Kind) []event.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []Event
+	var out []event.Event
 	for _, ev := range e.all {
 		if ev.Type == typ {
 			out = append(out, ev)
@@ -510,32 +511,32 @@ func (e *recorder) of(typ Kind) []Event {
 }
 
 // wait returns the n-th (from 1) event of kind typ, waiting for it.
-func (e *recorder) wait(t *testing.T, typ Kind, n int) Event {
+func (e *recorder) wait(t *testing.T, typ event.Kind, n int) event.Event {
 	t.Helper()
-	return e.waitFor(t, fmt.Sprintf("%d. %s event", n, typ), func() (Event, bool) {
+	return e.waitFor(t, fmt.Sprintf("%d. %s event", n, typ), func() (event.Event, bool) {
 		evs := e.of(typ)
 		if len(evs) < n {
-			return Event{}, false
+			return event.Event{}, false
 		}
 		return evs[n-1], true
 	})
 }
 
 // notice waits for a notice containing text.
-func (e *recorder) notice(t *testing.T, text string) Event {
+func (e *recorder) notice(t *testing.T, text string) event.Event {
 	t.Helper()
-	return e.waitFor(t, fmt.Sprintf("notice %q", text), func() (Event, bool) {
-		for _, ev := range e.of(EventNotice) {
+	return e.waitFor(t, fmt.Sprintf("notice %q", text), func() (event.Event, bool) {
+		for _, ev := range e.of(event.KindNotice) {
 			if strings.Contains(ev.Message, text) {
 				return ev, true
 			}
 		}
-		return Event{}, false
+		return event.Event{}, false
 	})
 }
 
 // waitFor waits until find finds its event (what describes it).
-func (e *recorder) waitFor(t *testing.T, what string, find func() (Event, bool)) Event {
+func (e *recorder) waitFor(t *testing.T, what string, find func() (event.Event, bool)) event.Event {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {
@@ -629,12 +630,12 @@ func (r *rig) once() error {
 
 // onceFails runs the loop with --once, which must fail to load, and returns
 // the load_failed event.
-func (r *rig) onceFails() Event {
+func (r *rig) onceFails() event.Event {
 	r.t.Helper()
 	if err := r.once(); !errors.Is(err, ErrFailed) {
 		r.t.Fatalf("Run --once = %v, want ErrFailed:%s", err, r.events)
 	}
-	return r.events.wait(r.t, EventLoadFailed, 1)
+	return r.events.wait(r.t, event.KindLoadFailed, 1)
 }
 
 // start runs the loop in watch mode until the test ends.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"kwatch/builder"
+	"kwatch/event"
 )
 
 // verifier is a builder whose fast path has a correctness net (builder.Make).
@@ -73,7 +74,7 @@ func (n *netCheck) start(b builder.Builder, res builder.Result, report func(erro
 // fast path as a bug, and loads the full make's, unless a build runs: that
 // build rewrites the module, and is no fast one.
 func (l *loop) fastPathWrong(ctx context.Context, mm *builder.Mismatch, building bool) {
-	l.report.Report(Event{Type: EventFastPathBug, Time: time.Now(), Message: mm.Error() + "; the fast path is off for the rest of this run",
+	l.report.Report(event.Event{Type: event.KindFastPathBug, Time: time.Now(), Message: mm.Error() + "; the fast path is off for the rest of this run",
 		Hint: "this is a bug in kwatch: please report it with the module's sources"})
 	if mm.Err == nil && !building {
 		l.deploy(ctx, builder.Result{KO: mm.KO, Path: builder.PathKbuild}, 0, time.Now())

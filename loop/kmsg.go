@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/kmsg"
 )
@@ -19,7 +20,7 @@ const markPrefix = "kwatch-mark: "
 // when the connection drops and starting over when the guest rebooted.
 type kmsgStream struct {
 	g       guest.Guest
-	report  Reporter
+	report  event.Reporter
 	crashes *crashWatch
 
 	mu      sync.Mutex
@@ -35,7 +36,7 @@ const maxCollected = 100_000
 // recentLines is how many messages are kept for explaining a failed load.
 const recentLines = 200
 
-func newKmsgStream(g guest.Guest, r Reporter, crashes *crashWatch) *kmsgStream {
+func newKmsgStream(g guest.Guest, r event.Reporter, crashes *crashWatch) *kmsgStream {
 	return &kmsgStream{g: g, report: r, crashes: crashes, waiters: map[string]chan struct{}{}}
 }
 
@@ -71,10 +72,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 			default:
 				k.keep(r)
 				k.crashes.kmsgLine(r.Message)
-				rec := r
-				level := r.Level
-				k.report.Report(Event{Type: EventKernelLog, Time: time.Now(), Seq: r.Seq, Level: &level,
-					KTime: r.Time.Seconds(), Message: r.Message, record: &rec})
+				k.report.Report(event.Kmsg(r))
 			}
 		})
 		sleep(ctx, 200*time.Millisecond)

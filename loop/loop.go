@@ -18,6 +18,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/crash"
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/kmod"
 	"kwatch/watcher"
@@ -36,7 +37,7 @@ type Config struct {
 	Run        []string
 	RunTimeout time.Duration // bounds each --run command; 0 = no limit
 	Once       bool
-	Report     Reporter
+	Report     event.Reporter
 	BuildLog   io.Writer // live build output
 	StateDir   string    // where the last good module is kept; "" = nowhere
 
@@ -50,7 +51,7 @@ type Config struct {
 
 type loop struct {
 	cfg     Config
-	report  Reporter
+	report  event.Reporter
 	kmsg    *kmsgStream
 	crashes *crashWatch
 	cycle   int
@@ -258,12 +259,12 @@ func touchesConfig(b watcher.Batch) bool {
 // build runs one build; it may run on its own goroutine, so the loop's
 // goroutine counts the cycle.
 func (l *loop) build(ctx context.Context) (builder.Result, error) {
-	l.report.Report(Event{Type: EventBuildStart, Time: time.Now(), Message: l.cfg.Dir})
+	l.report.Report(event.Event{Type: event.KindBuildStart, Time: time.Now(), Message: l.cfg.Dir})
 	return l.cfg.Builder.Build(ctx, l.cfg.BuildLog)
 }
 
 func (l *loop) buildFailed(err error, took time.Duration) {
-	e := Event{Type: EventBuildFailed, Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error()}
+	e := event.Event{Type: event.KindBuildFailed, Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error()}
 	var be *builder.Error
 	if errors.As(err, &be) {
 		e.Diagnostics, e.Hint = be.Diagnostics, be.Hint
@@ -290,7 +291,7 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 	}
 	l.crashes.setModule(info.Name, res.KO)
 	l.tellModules(res)
-	l.report.Report(Event{Type: EventBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path, Fallback: fallback(res)})
+	l.report.Report(event.Event{Type: event.KindBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path, Fallback: fallback(res)})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
 }
 
@@ -319,7 +320,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	l.stopRun(stoppedForLoad)
 	name := b.info.Name
 	fail := func(msg, hint string, holders ...string) error {
-		l.report.Report(Event{Type: EventLoadFailed, Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
+		l.report.Report(event.Event{Type: event.KindLoadFailed, Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
 		return ErrFailed
 	}
 
@@ -432,7 +433,7 @@ func (l *loop) load(ctx context.Context, b loadJob) error {
 	// Wait until the log stream has caught up with this load, so the module's
 	// init messages come before the status line (and before --once exits).
 	l.kmsg.sync(ctx, s, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
-	l.report.Report(Event{Type: EventLoaded, Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path, Fallback: fallback(b.res),
+	l.report.Report(event.Event{Type: event.KindLoaded, Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path, Fallback: fallback(b.res),
 		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
 		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
 	// A module with suites fails when they fail, or when no results came.
@@ -535,9 +536,9 @@ func firstLine(s string) string {
 }
 
 func (l *loop) notice(msg string) {
-	Notice(l.report, msg)
+	event.Notice(l.report, msg)
 }
 
 func (l *loop) error(err error) {
-	l.report.Report(Event{Type: EventError, Time: time.Now(), Message: err.Error()})
+	l.report.Report(event.Event{Type: event.KindError, Time: time.Now(), Message: err.Error()})
 }

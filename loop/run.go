@@ -8,6 +8,8 @@ import (
 	"kwatch/guest"
 	"sync"
 	"time"
+
+	"kwatch/event"
 )
 
 // runOutputKept is how much of a --run command's output is kept from its
@@ -86,7 +88,7 @@ func (l *loop) runCommands(ctx context.Context, s guest.Session) (failed bool) {
 		exit, err := s.RunStream(cctx, cmd, out, out)
 		timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
-		e := Event{Type: EventRunOutput, Time: time.Now(), Command: cmd, Output: out.String()}
+		e := event.Event{Type: event.KindRunOutput, Time: time.Now(), Command: cmd, Output: out.String()}
 		var why stopped
 		switch {
 		case ctx.Err() != nil:

@@ -15,6 +15,7 @@ import (
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/watcher"
 )
@@ -77,7 +78,7 @@ func TestOnceLoads(t *testing.T) {
 	if e.Module != "hello.ko" {
 		t.Errorf("loaded event names %q, want hello.ko", e.Module)
 	}
-	for _, typ := range []Kind{"build_start", "build_ok"} {
+	for _, typ := range []event.Kind{"build_start", "build_ok"} {
 		if len(r.events.of(typ)) != 1 {
 			t.Errorf("want one %s event:%s", typ, r.events)
 		}
@@ -905,7 +906,7 @@ func TestMismatchDuringBuildOnlyReported(t *testing.T) {
 	r.watch.save(t, "hello.c")
 	r.events.wait(t, "build_start", 2)
 	close(found)
-	r.events.wait(t, EventFastPathBug, 1)
+	r.events.wait(t, event.KindFastPathBug, 1)
 	close(block)
 	r.events.wait(t, "loaded", 2)
 	time.Sleep(50 * time.Millisecond)

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
-	"kwatch/loop"
 )
 
 const (
@@ -33,7 +33,7 @@ type Config struct {
 	VM          *vm.Process // nil when the machine is not kwatch's (--vm ssh)
 	SSH         ssh.Config  // Addr is taken from the VM's state when VM is set
 	BootTimeout time.Duration
-	Report      loop.Reporter
+	Report      event.Reporter
 }
 
 // Machine is the guest: a VM kwatch manages (Config.VM set) or an existing
@@ -346,7 +346,7 @@ func (m *Machine) connect(ctx context.Context) (_ *session, err error) {
 	m.mu.Lock()
 	m.bootID, m.pid = bootID, pid
 	m.mu.Unlock()
-	g.Report.Report(loop.Event{Type: loop.EventVMReady, Time: time.Now(), Addr: g.SSH.Addr,
+	g.Report.Report(event.Event{Type: event.KindVMReady, Time: time.Now(), Addr: g.SSH.Addr,
 		Message: fmt.Sprintf("guest %s ready (ssh %s)", release, g.SSH.Addr)})
 	return m.session, nil
 }
@@ -373,11 +373,11 @@ func (m *Machine) drop() {
 }
 
 func (m *Machine) notice(msg string) {
-	loop.Notice(m.cfg.Report, msg)
+	event.Notice(m.cfg.Report, msg)
 }
 
 func (m *Machine) error(err error) {
-	m.cfg.Report.Report(loop.Event{Type: loop.EventError, Time: time.Now(), Message: err.Error()})
+	m.cfg.Report.Report(event.Event{Type: event.KindError, Time: time.Now(), Message: err.Error()})
 }
 
 // session is a connection to one boot of the guest: guest.Session on top of

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"kwatch/event"
 	"kwatch/guest"
 	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
-	"kwatch/loop"
 )
 
 // The health probe: a VM whose SSH server stays silent for sshDeadAfter is
@@ -54,7 +54,7 @@ func TestSilence(t *testing.T) {
 
 type discard struct{}
 
-func (discard) Report(loop.Event) {}
+func (discard) Report(event.Event) {}
 
 // The owner may spend minutes on a boot or a dial; nobody else waits for it
 // longer than they want to, and the boot id is always at hand.
@@ -136,8 +136,8 @@ type notices struct {
 	msg []string
 }
 
-func (n *notices) Report(e loop.Event) {
-	if e.Type == loop.EventNotice {
+func (n *notices) Report(e event.Event) {
+	if e.Type == event.KindNotice {
 		n.mu.Lock()
 		n.msg = append(n.msg, e.Message)
 		n.mu.Unlock()
