@@ -77,7 +77,7 @@ func (b *build) kbuild(kdir string, o *options) error {
 	mk, err := builder.Kbuild(b.src, builder.KbuildOptions{KDir: kdir, RustC: o.rustc})
 	var be *builder.Error
 	if errors.As(err, &be) {
-		return usagef(be.Hint, "%v", be.Err)
+		return usagef(be.Hint(), "%v", be.Err)
 	}
 	if err != nil {
 		return usagef("pass --kdir with a configured kernel build dir", "%v", err)

@@ -51,7 +51,7 @@ func runInit(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	written, err := nix.Init(dir, nix.InitOptions{Name: o.name, AuthorizedKey: key, Force: o.force})
 	var bad *nix.InputError
 	if errors.As(err, &bad) {
-		return usagef(bad.Hint, "%s", bad.Msg)
+		return usagef(bad.Hint(), "%s", bad.Msg)
 	}
 	if err != nil {
 		return err

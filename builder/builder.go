@@ -42,7 +42,7 @@ const (
 // Error is a failed build: the lines worth showing the user and an optional one-line hint.
 type Error struct {
 	Diagnostics []string // "hello.c:12:5: error: ...", "x.rs:26:26: error[E0308]: ...", errors first
-	Hint        string   // how to fix a known toolchain problem; "" if none
+	Fix         string   // how to fix a known toolchain problem; "" if none
 	Err         error    // why the build command failed, e.g. an *exec.ExitError
 }
 
@@ -57,3 +57,6 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Hint says how to fix the build, "" if kwatch does not know.
+func (e *Error) Hint() string { return e.Fix }

@@ -255,7 +255,7 @@ func builtModule(dir, want string) (ko string, all []string, err error) {
 		i := slices.IndexFunc(all, func(name string) bool { return kmod.Name(name) == kmod.Name(want) })
 		if i < 0 {
 			return "", nil, &Error{Err: fmt.Errorf("--module %s: obj-m does not build it (modules.order names %s)", want, strings.Join(all, ", ")),
-				Hint: "pass --module with one of: " + strings.Join(all, ", ")}
+				Fix: "pass --module with one of: " + strings.Join(all, ", ")}
 		}
 		ko = kos[i]
 	}

@@ -4,6 +4,7 @@ package event
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"runtime"
 	"sync"
@@ -113,6 +114,22 @@ const (
 // is neither a failure nor a result.
 func Notice(r Reporter, msg string) {
 	r.Report(Event{Type: KindNotice, Time: time.Now(), Message: msg})
+}
+
+// Error reports err to r as an error event, with err's hint.
+func Error(r Reporter, err error) {
+	r.Report(Event{Type: KindError, Time: time.Now(), Message: err.Error(), Hint: Hint(err)})
+}
+
+// Hint returns how the user can fix err: the hint of the first error in its
+// tree that has a Hint method, "" if none has. Every error kwatch shows,
+// whether in an event or as the exit status's message, finds its hint here.
+func Hint(err error) string {
+	var h interface{ Hint() string }
+	if errors.As(err, &h) {
+		return h.Hint()
+	}
+	return ""
 }
 
 // Kmsg returns the event that reports r, a line of the guest's kernel log;

@@ -3,6 +3,8 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -192,5 +194,45 @@ func TestHumanKUnit(t *testing.T) {
 		if out.String() != tt.want {
 			t.Errorf("%+v shows %q, want %q", tt.ev, out.String(), tt.want)
 		}
+	}
+}
+
+type hinted struct{ msg, hint string }
+
+func (e *hinted) Error() string { return e.msg }
+func (e *hinted) Hint() string  { return e.hint }
+
+// An error's hint is found however deep it is wrapped; the first error with
+// a Hint method in the chain has the say.
+func TestHint(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{errors.New("plain"), ""},
+		{&hinted{"m", "do this"}, "do this"},
+		{fmt.Errorf("building: %w", &hinted{"m", "do this"}), "do this"},
+		{&hinted{"outer", "outer's"}, "outer's"},
+		{fmt.Errorf("a: %w", errors.Join(errors.New("x"), &hinted{"m", "joined"})), "joined"},
+	} {
+		if got := Hint(tt.err); got != tt.want {
+			t.Errorf("Hint(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
+}
+
+// An error event carries its error's hint, and a person sees both.
+func TestErrorEvent(t *testing.T) {
+	t.Setenv("NO_COLOR", "1")
+	var r recorder
+	Error(&r, fmt.Errorf("keeping a copy: %w", &hinted{"disk full", "free some space"}))
+	if len(r) != 1 || r[0].Type != KindError || r[0].Message != "keeping a copy: disk full" || r[0].Hint != "free some space" {
+		t.Fatalf("events %+v, want one error event with the hint", r)
+	}
+	var out bytes.Buffer
+	NewHuman(&out).Report(r[0])
+	if want := "kwatch: error: keeping a copy: disk full\nkwatch: hint: free some space\n"; out.String() != want {
+		t.Errorf("shows %q, want %q", out.String(), want)
 	}
 }

@@ -264,10 +264,10 @@ func (l *loop) build(ctx context.Context) (builder.Result, error) {
 }
 
 func (l *loop) buildFailed(err error, took time.Duration) {
-	e := event.Event{Type: event.KindBuildFailed, Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error()}
+	e := event.Event{Type: event.KindBuildFailed, Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error(), Hint: event.Hint(err)}
 	var be *builder.Error
 	if errors.As(err, &be) {
-		e.Diagnostics, e.Hint = be.Diagnostics, be.Hint
+		e.Diagnostics = be.Diagnostics
 	}
 	l.report.Report(e)
 }
@@ -540,5 +540,5 @@ func (l *loop) notice(msg string) {
 }
 
 func (l *loop) error(err error) {
-	l.report.Report(event.Event{Type: event.KindError, Time: time.Now(), Message: err.Error()})
+	event.Error(l.report, err)
 }

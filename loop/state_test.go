@@ -24,7 +24,7 @@ import (
 
 const taintD = 1 << 7 // "D": the kernel oopsed
 
-var errBuild = &builder.Error{Diagnostics: []string{"hello.c:3:1: error: expected ';'"}, Hint: "fix the syntax"}
+var errBuild = &builder.Error{Diagnostics: []string{"hello.c:3:1: error: expected ';'"}, Fix: "fix the syntax"}
 
 // oops is a kernel report blamed on module hello.
 var oops = []string{

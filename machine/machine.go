@@ -377,7 +377,7 @@ func (m *Machine) notice(msg string) {
 }
 
 func (m *Machine) error(err error) {
-	m.cfg.Report.Report(event.Event{Type: event.KindError, Time: time.Now(), Message: err.Error()})
+	event.Error(m.cfg.Report, err)
 }
 
 // session is a connection to one boot of the guest: guest.Session on top of

@@ -34,7 +34,7 @@ func (d *Derivation) Build(ctx context.Context, out io.Writer) (builder.Result, 
 		return builder.Result{}, err
 	}
 	if len(files) > 0 {
-		return builder.Result{}, &builder.Error{Hint: "git add -N " + strings.Join(files, " "), Err: untrackedError(files)}
+		return builder.Result{}, &builder.Error{Fix: "git add -N " + strings.Join(files, " "), Err: untrackedError(files)}
 	}
 	paths, err := d.Nix.Build(ctx, installable(d.Flake, d.Attr), d.OutLink, out)
 	if ctx.Err() != nil {
