@@ -8,6 +8,7 @@ import (
 
 	"kwatch/event"
 	"kwatch/loop"
+	"kwatch/machine"
 )
 
 // usageError is bad input: exit code 2 with a one-line message and a hint.
@@ -29,6 +30,7 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code
 // failed, 2 usage or configuration error.
 func exitCode(err error, stderr io.Writer) int {
 	var ue *usageError
+	var me *machine.InputError
 	var ee *exitError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
@@ -39,6 +41,9 @@ func exitCode(err error, stderr io.Writer) int {
 		return 1
 	case errors.As(err, &ue):
 		printError(stderr, ue)
+		return 2
+	case errors.As(err, &me): // the guest's flags
+		printError(stderr, me)
 		return 2
 	default:
 		printError(stderr, err)

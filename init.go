@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"kwatch/guest/ssh"
+	"kwatch/machine"
 	"kwatch/nix"
 	"kwatch/statedir"
 )
@@ -45,8 +45,7 @@ func runInit(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := statedir.Create(stateDir); err != nil {
 			return "", err
 		}
-		_, authKey, err := ssh.LoadOrCreateKey(stateDir)
-		return strings.TrimSpace(string(authKey)), err
+		return machine.AuthorizedKey(stateDir)
 	}
 	written, err := nix.Init(dir, nix.InitOptions{Name: o.name, AuthorizedKey: key, Force: o.force})
 	var bad *nix.InputError

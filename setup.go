@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"kwatch/guest"
+	"kwatch/machine"
 	"kwatch/nix"
 	"kwatch/statedir"
 )
@@ -75,16 +76,7 @@ func (o *options) checkStart(ctx context.Context, s setupInfo) error {
 				"the flake in %s is not in a git repository: nix would copy all of it, kwatch's private key in %s included, into the world-readable nix store", s.flakeRoot, s.stateDir)
 		}
 	}
-	switch s.vm {
-	case guest.SSH:
-		home, _ := os.UserHomeDir()
-		_, err := sshTarget(o.ssh, o.identity, s.stateDir, home)
-		return err
-	case guest.QEMU:
-		_, err := o.qemuKernel()
-		return err
-	}
-	return nil
+	return machine.Check(s.vm, o.machineOptions(s, nil, nil, nil))
 }
 
 // within reports whether path is dir or lies below it.

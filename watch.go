@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 
 	"kwatch/event"
-	"kwatch/guest"
 	"kwatch/loop"
+	"kwatch/machine"
 	"kwatch/watcher"
 )
 
@@ -89,17 +89,13 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		h := event.NewHuman(stdout)
 		report, buildLog = h, h.BuildLog()
 	}
-	g, err := o.guest(ctx, setup, report, stderr)
+	g, err := machine.Open(ctx, setup.vm, o.machineOptions(setup, report, stderr, stderr))
 	if err != nil {
 		return err
 	}
 	defer g.Close()
 	// Connect first: the default --kdir comes from the guest's kernel release.
-	var s guest.Session
-	err = o.trustNewHost(filepath.Join(setup.stateDir, "known_hosts"), stderr, func() (err error) {
-		s, err = g.Session(ctx)
-		return err
-	})
+	s, err := g.Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -114,10 +110,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if b.invalidate != nil {
 				b.invalidate()
 			}
-			if setup.vm != guest.Nix {
-				return nil
-			}
-			return o.relaunchNixVM(ctx, setup, g, report, stderr)
+			return g.Rebuild(ctx)
 		}
 	}
 	var w *watcher.Watcher

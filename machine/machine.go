@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -50,6 +51,12 @@ type Machine struct {
 	pid        int // the managed VM's process that bootID runs in
 	beforeBoot func()
 
+	// Set by Open before anyone else sees the Machine; read-only afterwards.
+	rebuild       func(context.Context, *Machine) error // Rebuild's work; nil: nothing to rebuild
+	knownHosts    string                                // where Connect pins a host key
+	acceptHostKey string                                // the fingerprint Connect accepts unasked
+	stderr        io.Writer                             // where Connect asks about an unknown host key
+
 	// Owned by the goroutine in run.
 	cfg     Config
 	session *session
@@ -82,8 +89,12 @@ var errClosed = errors.New("kwatch is stopping")
 // Start runs the owner of the machine until ctx is done or Close is called.
 // Nothing is booted until the first Session.
 func Start(ctx context.Context, cfg Config) *Machine {
-	ctx, stop := context.WithCancel(ctx)
-	m := &Machine{cfg: cfg, reqs: make(chan request), stop: stop, done: make(chan struct{})}
+	return (&Machine{cfg: cfg}).start(ctx)
+}
+
+func (m *Machine) start(ctx context.Context) *Machine {
+	ctx, m.stop = context.WithCancel(ctx)
+	m.reqs, m.done = make(chan request), make(chan struct{})
 	go m.run(ctx)
 	return m
 }
