@@ -46,7 +46,10 @@ type Config struct {
 	// next run removes what a run killed before RemoveUploads left there.
 	UploadRecord string
 	// Notify, when set, is told what a connection waits for once that
-	// takes longer than waitNotice.
+	// takes longer than waitNotice. It is called on the goroutine of the
+	// call that dials (Dial, or any method finding the connection dead),
+	// at most once per dial, while other callers wait for that dial: it
+	// must return soon and must not call the Client.
 	Notify func(msg string)
 }
 
@@ -67,33 +70,46 @@ const (
 // Client is one persistent SSH connection to a guest. When a call finds the
 // connection dead (dropped by the guest, or keepalives unanswered) it dials
 // again with backoff until its context is done. Safe for concurrent use.
+//
+// Its state is in four parts, each with its own lock, so that an upload and a
+// script in the kept shell do not wait for each other. Locks nest in one
+// order only: sftpMu or shellMu (held for a whole upload or script), then
+// dirMu (taken under sftpMu, held for the SFTP calls on the directory), then
+// the dialing slot (connect, under sftpMu or shellMu or none), then mu.
 type Client struct {
-	cfg     Config
-	config  *xssh.ClientConfig
-	dialing chan struct{} // a one-slot lock, so that one caller dials and the others wait for it
-
+	// Set by Dial and never changed.
+	cfg    Config
+	config *xssh.ClientConfig
 	// closing is cancelled by Close, so a caller still dialling (a guest
 	// that stopped answering) gives up instead of retrying forever.
 	closing context.Context
 	cancel  context.CancelFunc
 
+	// The connection. dialing is a one-slot lock held for a whole dial
+	// (seconds, or minutes for a booting guest), so that one caller dials
+	// and the others wait for it; mu guards the fields below it and is
+	// never held while dialling or doing I/O.
+	dialing   chan struct{}
 	mu        sync.Mutex
 	conn      *xssh.Client // nil while disconnected
 	closed    bool
 	connected bool // a connection succeeded once
 
-	// The connection's SFTP session, kept between uploads (see sftp).
+	// sftpMu guards the connection's SFTP session, kept between uploads
+	// (see sftp), for as long as one upload runs.
 	sftpMu      sync.Mutex
 	sftpc       *sftp.Client
-	sftpConn    *xssh.Client
+	sftpConn    *xssh.Client // the connection sftpc runs on
 	sftpSession *xssh.Session
 
-	// The kept shell for kwatch's own scripts (see script).
+	// shellMu guards the kept shell for kwatch's own scripts (see script),
+	// for as long as one script runs: scripts take turns.
 	shellMu sync.Mutex
 	shell   *keptShell
 
-	// The private upload directory (see Upload), its owner and what Upload
-	// put there; recordRead: an earlier run's UploadRecord was dealt with.
+	// dirMu guards the private upload directory (see Upload), its owner and
+	// what Upload put there; recordRead: an earlier run's UploadRecord was
+	// dealt with.
 	dirMu      sync.Mutex
 	dir        string
 	dirUID     uint32
@@ -458,7 +474,9 @@ func (c *Client) Run(ctx context.Context, cmd string) (stdout, stderr []byte, ex
 
 // RunStream is Run with the output copied to stdout and stderr as it comes.
 // When ctx is done the command is killed, with every process it started, and
-// RunStream returns ctx.Err().
+// RunStream returns ctx.Err(). stdout and stderr are written from two
+// goroutines of x/crypto/ssh, maybe at once (a writer both share must lock),
+// and never after RunStream returned.
 func (c *Client) RunStream(ctx context.Context, cmd string, stdout, stderr io.Writer) (exit int, err error) {
 	s, conn, err := c.start(ctx, cmd, stdout, stderr)
 	if err != nil {
