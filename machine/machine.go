@@ -1,6 +1,9 @@
-// Package machine owns the guest kwatch loads modules into: one goroutine
-// boots a managed VM, checks its health, restarts it and keeps the one SSH
-// session to it; everyone else asks that goroutine for a session.
+// Package machine owns the guest kwatch loads modules into. Open prepares a
+// guest of each kind, one file per kind (open_qemu.go, open_nix.go,
+// open_ssh.go; a new backend is a new file and a case in Open's switch);
+// then one goroutine boots a managed VM, checks its health, restarts it and
+// keeps the one SSH session to it, and everyone else asks that goroutine for
+// a session. state.go answers kwatch vm down and status.
 package machine
 
 import (
