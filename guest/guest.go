@@ -37,7 +37,9 @@ type Guest interface {
 	// ConsoleLog is the path of the VM's serial console log; "" when there is none.
 	ConsoleLog() string
 	// BeforeBoot registers fn to run before a dead VM is booted again, which
-	// truncates its console log; nil removes it.
+	// truncates its console log; nil removes it. fn runs on the goroutine
+	// that owns the guest, which waits for it: it must not ask for a
+	// session or a restart.
 	BeforeBoot(fn func())
 }
 

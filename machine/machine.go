@@ -37,7 +37,10 @@ type Config struct {
 	VM          *vm.Process // nil when the machine is not kwatch's (--vm ssh)
 	SSH         ssh.Config  // Addr is taken from the VM's state when VM is set
 	BootTimeout time.Duration
-	Report      event.Reporter
+	// Report is told of notices, errors and a guest that became ready, on
+	// the owner goroutine, which waits for it: it must not call Session,
+	// LogSession, Restart or Relaunch.
+	Report event.Reporter
 }
 
 // Machine is the guest: a VM kwatch manages (Config.VM set) or an existing
@@ -196,6 +199,8 @@ func (m *Machine) ConsoleLog() string {
 
 // BeforeBoot registers fn to run before a dead VM is booted again, which
 // truncates its console log: the crash watcher reads the panic in it first.
+// fn runs on the owner goroutine, which waits for it: it must not call
+// Session, LogSession, Restart or Relaunch (they wait for the owner).
 func (m *Machine) BeforeBoot(fn func()) {
 	m.mu.Lock()
 	m.beforeBoot = fn

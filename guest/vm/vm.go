@@ -52,7 +52,7 @@ type Process struct {
 	Kernel   string // the kernel image, named when it does not boot; "" when the launcher picks it
 	Launch   Launcher
 	Accel    string           // "auto" (or ""), "kvm" or "tcg"
-	Notify   func(msg string) // one-line notices for the user; may be nil
+	Notify   func(msg string) // one-line notices for the user, on the goroutine calling Up; may be nil
 }
 
 // kvmSilence is how long a KVM guest may print nothing before "auto" gives up
