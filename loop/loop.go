@@ -110,9 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.BeforeBoot(nil)
 		// The fast path writes some of a build's records after handing the
 		// module on: cut off by kwatch's exit, they would mislead the next make.
-		if s, ok := cfg.Builder.(settler); ok {
-			s.Settle()
-		}
+		cfg.Builder.Settle()
 	}()
 
 	if cfg.Once {
