@@ -57,6 +57,18 @@ func rmmodFails(msg string) func(*fakeBoot, string, string) (ReloadResult, error
 	}
 }
 
+// saveHeld saves while rmmod fails with msg and use says what holds the
+// loaded module, and returns the load_failed event.
+func (r *rig) saveHeld(t *testing.T, msg string, use ModuleUse) event.Event {
+	t.Helper()
+	r.guest.set(func(g *fakeGuest) {
+		g.reload = rmmodFails(msg)
+		g.use = use
+	})
+	r.watch.save(t, "hello.c")
+	return r.events.wait(t, "load_failed", 1)
+}
+
 func loadedIn(g *fakeGuest, name string) string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -430,12 +442,7 @@ func TestHeldModuleRetriedWhenFreed(t *testing.T) {
 		r.builder.steps = []buildStep{first, second}
 		r.start()
 		r.events.wait(t, "loaded", 1)
-		r.guest.set(func(g *fakeGuest) {
-			g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
-			g.use = ModuleUse{Refcnt: 1, InitState: "live", Openers: []string{"pid 7 (cat) has /dev/hello open"}}
-		})
-		r.watch.save(t, "hello.c")
-		e := r.events.wait(t, "load_failed", 1)
+		e := r.saveHeld(t, "rmmod: ERROR: Module hello is in use", ModuleUse{Refcnt: 1, InitState: "live", Openers: []string{"pid 7 (cat) has /dev/hello open"}})
 		if !strings.Contains(e.Message, "in use (refcount 1)") || !slices.Equal(e.Holders, []string{"pid 7 (cat) has /dev/hello open"}) ||
 			!strings.Contains(e.Hint, "as soon as it is free") {
 			t.Errorf("load_failed = %q %q %v", e.Message, e.Hint, e.Holders)
@@ -493,12 +500,7 @@ func TestHeldBuildReplacedBySave(t *testing.T) {
 		r.builder.steps = []buildStep{first, second, third}
 		r.start()
 		r.events.wait(t, "loaded", 1)
-		r.guest.set(func(g *fakeGuest) {
-			g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
-			g.use = ModuleUse{Refcnt: 1, InitState: "live"}
-		})
-		r.watch.save(t, "hello.c")
-		r.events.wait(t, "load_failed", 1)
+		r.saveHeld(t, "rmmod: ERROR: Module hello is in use", ModuleUse{Refcnt: 1, InitState: "live"})
 		r.guest.set(func(g *fakeGuest) {
 			g.reload = newFakeGuest(true).reload
 			g.use = ModuleUse{Refcnt: 0, InitState: "live"}
@@ -522,12 +524,7 @@ func TestStuckModuleRestartsManagedVM(t *testing.T) {
 	r.builder.steps = []buildStep{r.ko("hello"), r.ko("hello")}
 	r.start()
 	r.events.wait(t, "loaded", 1)
-	r.guest.set(func(g *fakeGuest) {
-		g.reload = rmmodFails("rmmod: ERROR: Module hello is busy")
-		g.use = ModuleUse{Refcnt: 0, InitState: "coming"}
-	})
-	r.watch.save(t, "hello.c")
-	e := r.events.wait(t, "load_failed", 1)
+	e := r.saveHeld(t, "rmmod: ERROR: Module hello is busy", ModuleUse{Refcnt: 0, InitState: "coming"})
 	if !strings.Contains(e.Message, "stuck (initstate coming)") || e.Hint != "kwatch restarts the VM and loads the new build" {
 		t.Errorf("load_failed = %q / %q", e.Message, e.Hint)
 	}
