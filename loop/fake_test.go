@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"kwatch/builder"
@@ -470,6 +471,13 @@ func newFakeWatcher() *fakeWatcher {
 func (w *fakeWatcher) Batches() <-chan watcher.Batch { return w.batches }
 func (w *fakeWatcher) Errors() <-chan error          { return w.errors }
 
+// close closes the channels, as watcher.Watcher.Close does once the loop
+// is done with it.
+func (w *fakeWatcher) close() {
+	close(w.batches)
+	close(w.errors)
+}
+
 // save sends a batch as a save of file would.
 func (w *fakeWatcher) save(t *testing.T, file string) {
 	t.Helper()
@@ -647,6 +655,14 @@ func (r *rig) start() {
 	r.t.Cleanup(func() { r.stop() })
 }
 
+// idle lets d pass on the clock of the test's synctest bubble, then waits
+// until the loop has done all it does in that time: ticks included, nothing
+// more happened than the test sees.
+func idle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
 // stop ends a loop started with start and returns Run's error.
 func (r *rig) stop() error {
 	if r.cancel == nil {
@@ -656,6 +672,7 @@ func (r *rig) stop() error {
 	r.cancel = nil
 	select {
 	case err := <-r.done:
+		r.watch.close()
 		return err
 	case <-time.After(5 * time.Second):
 		r.t.Fatal("Run did not return after its context was cancelled")

@@ -9,17 +9,6 @@ import (
 	"kwatch/event"
 )
 
-// verifier is a builder whose fast path has a correctness net (builder.Make).
-type verifier interface {
-	BeginVerify(ctx context.Context) func() (*builder.Mismatch, error)
-}
-
-// settler is a builder that writes records after handing the module on,
-// and waits for them in Settle (builder.Make).
-type settler interface {
-	Settle()
-}
-
 // netCheck runs the builder's correctness net in the background once the
 // guest is idle after a fast build (a new build stops it), and sends what it
 // found, if anything, on found.
@@ -46,11 +35,10 @@ func (n *netCheck) stop() {
 // build, which stops it, cannot start before it.
 func (n *netCheck) start(b builder.Builder, res builder.Result, report func(error)) {
 	ctx := n.ctx
-	v, ok := b.(verifier)
-	if !ok || res.Path != builder.PathFast {
+	if res.Path != builder.PathFast {
 		return
 	}
-	check := v.BeginVerify(ctx)
+	check := b.BeginVerify(ctx)
 	if check == nil {
 		return
 	}
