@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"kwatch/builder"
+	"kwatch/guest"
 	"kwatch/nix"
 )
 
@@ -27,7 +28,7 @@ func (o *options) newBuild(s setupInfo, dir string) (*build, error) {
 	kind := o.builder
 	if kind == "" {
 		kind = "kbuild"
-		if s.vm == "nix" {
+		if s.vm == guest.Nix {
 			kind = "nix"
 		}
 	}
@@ -76,7 +77,7 @@ func (b *build) kbuild(kdir string, o *options) error {
 	mk, err := builder.Kbuild(b.src, builder.KbuildOptions{KDir: kdir, RustC: o.rustc})
 	var be *builder.Error
 	if errors.As(err, &be) {
-		return usagef(be.Hint, "%v", be.Err)
+		return usagef(be.Hint(), "%v", be.Err)
 	}
 	if err != nil {
 		return usagef("pass --kdir with a configured kernel build dir", "%v", err)

@@ -7,7 +7,9 @@ import (
 	"io"
 
 	"kwatch/doctor"
+	"kwatch/guest"
 	"kwatch/loop"
+	"kwatch/machine"
 )
 
 const doctorUsage = `usage: kwatch doctor [--json] [--kernel FILE] [--kdir DIR] [--modules-dir DIR]
@@ -36,7 +38,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("kwatch doctor takes flags only", "unexpected arguments: %v", pos)
 	}
 	if o.kernel != "" {
-		if _, err := o.qemuKernel(); err != nil {
+		if err := machine.Check(guest.QEMU, machine.Options{Kernel: o.kernel, ModulesDir: o.modulesDir}); err != nil {
 			return err
 		}
 	}

@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"io"
 
+	"kwatch/event"
 	"kwatch/loop"
+	"kwatch/machine"
 )
 
 // usageError is bad input: exit code 2 with a one-line message and a hint.
 type usageError struct{ msg, hint string }
 
 func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Hint() string  { return e.hint }
 
 func usagef(hint, format string, a ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, a...), hint: hint}
@@ -27,6 +30,7 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code
 // failed, 2 usage or configuration error.
 func exitCode(err error, stderr io.Writer) int {
 	var ue *usageError
+	var me *machine.InputError
 	var ee *exitError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
@@ -36,13 +40,22 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, loop.ErrFailed):
 		return 1
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "kwatch: error: %s\n", ue.msg)
-		if ue.hint != "" {
-			fmt.Fprintf(stderr, "kwatch: hint: %s\n", ue.hint)
-		}
+		printError(stderr, ue)
+		return 2
+	case errors.As(err, &me): // the guest's flags
+		printError(stderr, me)
 		return 2
 	default:
-		fmt.Fprintf(stderr, "kwatch: error: %s\n", err)
+		printError(stderr, err)
 		return 1
+	}
+}
+
+// printError is the one place an error that ends kwatch is written: its
+// message, then its hint if it has one (age's errorWithHint).
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "kwatch: error: %s\n", err)
+	if hint := event.Hint(err); hint != "" {
+		fmt.Fprintf(w, "kwatch: hint: %s\n", hint)
 	}
 }

@@ -8,13 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"kwatch/builder"
 	"kwatch/debugger"
 	"kwatch/debuginfo"
 	"kwatch/guest"
 	"kwatch/guest/vm"
+	"kwatch/machine"
 )
 
 const gdbUsage = `usage: kwatch gdb [flags] [DIR] [-- GDB_ARGS...]
@@ -49,17 +49,18 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if s.vm == "ssh" {
+	if s.vm == guest.SSH {
 		return usagef("use --vm qemu or --vm nix", "kwatch gdb attaches to the gdbstub of a VM kwatch started, not to an --ssh machine")
 	}
 	gdb, err := exec.LookPath("gdb")
 	if err != nil {
 		return usagef("install it: apt-get install gdb (scripts/setup.sh does)", "gdb not found")
 	}
-	cfg, err := o.sshConfig(s)
+	c, err := machine.Dial(ctx, s.vm, o.machineOptions(s, nil, nil, nil))
 	if err != nil {
 		return err
 	}
+	defer c.Close()
 	sock := vm.GDBSocket(s.stateDir)
 	if _, err := os.Stat(sock); err != nil {
 		return usagef("restart it: `kwatch vm down`, then run kwatch again", "the VM has no gdb socket (%s): an older kwatch started it", sock)
@@ -67,13 +68,6 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if pid := vm.DebuggerPID(s.stateDir); pid != 0 {
 		return usagef("quit that gdb first: the stub takes one client", "a kwatch gdb session (pid %d) is already attached", pid)
 	}
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	c, err := guest.Dial(dctx, cfg)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("connecting to the guest at %s: %w", cfg.Addr, err)
-	}
-	defer c.Close()
 	out, _, _, err := c.Run(ctx, "uname -r")
 	if err != nil {
 		return fmt.Errorf("asking the guest for its kernel release: %w", err)
@@ -164,16 +158,4 @@ func readModules(dir string) []debugger.Module {
 		}
 	}
 	return mods
-}
-
-// gdbIdent marks a VM's Ident as booted with the gdb socket. A running VM
-// recorded without the mark was started before kwatch had one: Up restarts
-// it (its Ident differs), once, and the user is told why.
-func gdbIdent(stateDir, ident string, notify func(string)) string {
-	if st, ok, _ := vm.ReadState(stateDir); ok && !strings.HasSuffix(st.Ident, vm.GDBIdent) {
-		if _, running, _ := (&vm.VM{StateDir: stateDir}).Status(); running {
-			notify("the VM was started without a gdb socket: restarting it once so `kwatch gdb` can attach")
-		}
-	}
-	return ident + vm.GDBIdent
 }

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"kwatch/guest"
+	"kwatch/machine"
 	"kwatch/nix"
 	"kwatch/statedir"
 )
@@ -45,13 +45,12 @@ func runInit(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := statedir.Create(stateDir); err != nil {
 			return "", err
 		}
-		_, authKey, err := guest.LoadOrCreateKey(stateDir)
-		return strings.TrimSpace(string(authKey)), err
+		return machine.AuthorizedKey(stateDir)
 	}
 	written, err := nix.Init(dir, nix.InitOptions{Name: o.name, AuthorizedKey: key, Force: o.force})
 	var bad *nix.InputError
 	if errors.As(err, &bad) {
-		return usagef(bad.Hint, "%s", bad.Msg)
+		return usagef(bad.Hint(), "%s", bad.Msg)
 	}
 	if err != nil {
 		return err

@@ -4,9 +4,9 @@
 //
 // One file per subcommand: watch.go (kwatch [DIR]), vm.go (kwatch vm),
 // gdb.go, init.go, doctor.go and completion.go. They share flags.go (the flags), setup.go (what the
-// flags resolve to), build.go (the builder), guest.go (the machine: a VM or
-// an SSH host) and errors.go (exit codes and usage errors). Calls go from
-// this file to the subcommands to the shared files, never back.
+// flags resolve to), build.go (the builder), guest.go (the flags package
+// machine opens the guest with) and errors.go (exit codes and usage errors).
+// Calls go from this file to the subcommands to the shared files, never back.
 package main
 
 import (

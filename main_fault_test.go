@@ -22,7 +22,7 @@ func useFault(t *testing.T, dir, name string) {
 }
 
 // expectLoaded waits for the cycle's end and fails unless it loaded.
-func (w *watchProc) expectLoaded(timeout time.Duration) []event {
+func (w *watchProc) expectLoaded(timeout time.Duration) []jsonEvent {
 	w.t.Helper()
 	evs := w.next(timeout, "loaded", "load_failed", "build_failed")
 	if last := evs[len(evs)-1]; last.Event != "loaded" {
@@ -144,7 +144,7 @@ func qemuPID(t *testing.T, state string) int {
 	return child
 }
 
-func findCrash(t *testing.T, evs []event, severity string) event {
+func findCrash(t *testing.T, evs []jsonEvent, severity string) jsonEvent {
 	t.Helper()
 	for _, e := range evs {
 		if e.Event == "crash" && e.Severity == severity {
@@ -152,10 +152,10 @@ func findCrash(t *testing.T, evs []event, severity string) event {
 		}
 	}
 	t.Fatalf("no crash event with severity %s in %+v", severity, evs)
-	return event{}
+	return jsonEvent{}
 }
 
-func hasNotice(evs []event, text string) bool {
+func hasNotice(evs []jsonEvent, text string) bool {
 	for _, e := range evs {
 		if e.Event == "notice" && strings.Contains(e.Message, text) {
 			return true
@@ -164,9 +164,9 @@ func hasNotice(evs []event, text string) bool {
 	return false
 }
 
-func waitNotice(w *watchProc, timeout time.Duration, text string) []event {
+func waitNotice(w *watchProc, timeout time.Duration, text string) []jsonEvent {
 	w.t.Helper()
-	var all []event
+	var all []jsonEvent
 	deadline := time.Now().Add(timeout)
 	for {
 		evs := w.next(time.Until(deadline), "notice")
@@ -253,7 +253,7 @@ func TestFaultsOfEditing(t *testing.T) {
 	}
 
 	// buildsUntilLoaded counts build starts until the next load.
-	buildsUntilLoaded := func() (builds int, evs []event) {
+	buildsUntilLoaded := func() (builds int, evs []jsonEvent) {
 		t.Helper()
 		for {
 			seen := w.next(2*time.Minute, "loaded", "build_start", "build_failed", "load_failed")

@@ -33,9 +33,9 @@ func kunitVM(t *testing.T, tree string) []string {
 // kunitCycle waits for the end of a load with its KUnit results and returns
 // the kunit_case events by case name (case[param] for a failed parameter)
 // and the summary.
-func (w *watchProc) kunitCycle(timeout time.Duration) (map[string]event, event) {
+func (w *watchProc) kunitCycle(timeout time.Duration) (map[string]jsonEvent, jsonEvent) {
 	w.t.Helper()
-	cases := map[string]event{}
+	cases := map[string]jsonEvent{}
 	for {
 		evs := w.next(timeout, "kunit_case", "kunit_summary", "load_failed", "build_failed")
 		e := evs[len(evs)-1]
@@ -79,7 +79,7 @@ func edit(t *testing.T, file, old, new string) {
 	writeFile(t, file, strings.Replace(string(data), old, new, 1))
 }
 
-func summary(e event) string {
+func summary(e jsonEvent) string {
 	p, ms := -1, int64(-1)
 	if e.Passed != nil {
 		p = *e.Passed
@@ -185,7 +185,7 @@ func TestKUnitCrash(t *testing.T) {
 		t.Errorf("the oops ended the load after %s: kwatch waited for KUnit's timeout", took)
 	}
 	status := map[string]string{}
-	var sum event
+	var sum jsonEvent
 	crashed := false
 	for _, e := range evs {
 		switch e.Event {

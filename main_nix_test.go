@@ -78,7 +78,7 @@ func TestNix(t *testing.T) {
 
 	t.Run("incremental watch", func(t *testing.T) {
 		w := startWatch(t, args("incremental")...)
-		loaded := func(timeout time.Duration) []event {
+		loaded := func(timeout time.Duration) []jsonEvent {
 			t.Helper()
 			evs := w.next(timeout, "loaded", "load_failed", "build_failed")
 			if last := evs[len(evs)-1]; last.Event != "loaded" {

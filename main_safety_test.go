@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/nix/nixtest"
 	"kwatch/proc"
@@ -227,7 +228,7 @@ func TestNixFlakeOutsideGit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As kwatch init leaves it: the key exists before the first run.
-	_, pub, err := guest.LoadOrCreateKey(state)
+	_, pub, err := ssh.LoadOrCreateKey(state)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +306,7 @@ func TestUnsafeStateDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	record, err := json.Marshal(vm.VMState{Backend: "qemu", PID: victim.Process.Pid, Process: id, Port: 1, Accel: "tcg", Ident: "x", ConsoleLog: "/dev/null"})
+	record, err := json.Marshal(vm.State{Kind: guest.QEMU, PID: victim.Process.Pid, Process: id, Port: 1, Accel: "tcg", Ident: "x", ConsoleLog: "/dev/null"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/guest/vm/vmtest"
 )
@@ -140,57 +140,6 @@ func TestParseInterleaved(t *testing.T) {
 	}
 	if strings.Join(pos, " ") != "grep -c x -- f" || v.stateDir != "s" {
 		t.Fatalf("pos %q state dir %q", pos, v.stateDir)
-	}
-}
-
-func TestSSHTarget(t *testing.T) {
-	home := t.TempDir()
-	key := filepath.Join(home, ".ssh", "lab_key")
-	if _, _, err := guest.LoadOrCreateKey(filepath.Join(home, "k")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(key), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(home, "k", "id_ed25519"), key); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(home, ".ssh", "config"), `Host lab
-  HostName 10.1.2.3
-  Port 2200
-  User dev
-  IdentityFile ~/.ssh/missing
-  IdentityFile %d/.ssh/lab_key
-Host v6
-  HostName ::1
-`)
-	tests := []struct {
-		in, user, addr string
-		keys           int
-	}{
-		{"host", "root", "host:22", 0},
-		{"me@host:2222", "me", "host:2222", 0},
-		{"127.0.0.1:10022", "root", "127.0.0.1:10022", 0},
-		{"lab", "dev", "10.1.2.3:2200", 1},        // all from ~/.ssh/config
-		{"root@lab:22", "root", "10.1.2.3:22", 1}, // the command line wins
-		{"v6", "root", "[::1]:22", 0},
-	}
-	for _, tt := range tests {
-		cfg, err := sshTarget(tt.in, "", t.TempDir(), home)
-		if err != nil {
-			t.Fatalf("%s: %v", tt.in, err)
-		}
-		if cfg.User != tt.user || cfg.Addr != tt.addr || len(cfg.Signers) != tt.keys {
-			t.Errorf("%s: got %s@%s with %d keys, want %s@%s with %d", tt.in, cfg.User, cfg.Addr, len(cfg.Signers), tt.user, tt.addr, tt.keys)
-		}
-		if cfg.TrustNew || len(cfg.UserKnownHosts) == 0 || cfg.UserKnownHosts[0] != filepath.Join(home, ".ssh", "known_hosts") {
-			t.Errorf("%s: TrustNew %v, UserKnownHosts %v; want the user's known_hosts and no trust on first use", tt.in, cfg.TrustNew, cfg.UserKnownHosts)
-		}
-	}
-	for _, bad := range []string{"host:port", "me@", ":22"} {
-		if _, err := sshTarget(bad, "", t.TempDir(), home); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
 	}
 }
 
@@ -333,7 +282,8 @@ func guestRun(t *testing.T, state, cmd string) string {
 	return out
 }
 
-type event struct {
+// jsonEvent is one line of `kwatch --json`.
+type jsonEvent struct {
 	Event       string   `json:"event"`
 	Path        string   `json:"path"`
 	Module      string   `json:"module"`
@@ -366,14 +316,14 @@ type event struct {
 	MS      *int64 `json:"ms"`
 }
 
-func parseEvents(t *testing.T, stdout string) []event {
+func parseEvents(t *testing.T, stdout string) []jsonEvent {
 	t.Helper()
-	var evs []event
+	var evs []jsonEvent
 	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
 		if line == "" {
 			continue
 		}
-		var e event
+		var e jsonEvent
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("--json printed a line that is not JSON: %q", line)
 		}
@@ -385,13 +335,13 @@ func parseEvents(t *testing.T, stdout string) []event {
 	return evs
 }
 
-func findEvent(evs []event, typ string) (event, bool) {
+func findEvent(evs []jsonEvent, typ string) (jsonEvent, bool) {
 	for _, e := range evs {
 		if e.Event == typ {
 			return e, true
 		}
 	}
-	return event{}, false
+	return jsonEvent{}, false
 }
 
 // noStrayProcesses fails when a make or qemu process that mentions dir survives.
@@ -562,7 +512,7 @@ func checkStrippedUpload(t *testing.T, state, ko string, uploaded int64) {
 type watchProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	events chan event
+	events chan jsonEvent
 	stderr *bytes.Buffer
 	done   chan error
 }
@@ -574,7 +524,7 @@ func startWatch(t *testing.T, args ...string) *watchProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &watchProc{t: t, cmd: cmd, events: make(chan event, 1000), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	w := &watchProc{t: t, cmd: cmd, events: make(chan jsonEvent, 1000), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = w.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -583,7 +533,7 @@ func startWatch(t *testing.T, args ...string) *watchProc {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(nil, 1<<20) // a run_output event keeps up to 64 KiB of output
 		for sc.Scan() {
-			var e event
+			var e jsonEvent
 			if json.Unmarshal(sc.Bytes(), &e) == nil {
 				w.events <- e
 			}
@@ -597,9 +547,9 @@ func startWatch(t *testing.T, args ...string) *watchProc {
 
 // next waits for an event of one of the given types, returning the events
 // seen on the way (the matching one last).
-func (w *watchProc) next(timeout time.Duration, types ...string) []event {
+func (w *watchProc) next(timeout time.Duration, types ...string) []jsonEvent {
 	w.t.Helper()
-	var seen []event
+	var seen []jsonEvent
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -965,7 +915,7 @@ func onTerminal(t *testing.T, input string, args ...string) (string, int) {
 	t.Helper()
 	quoted := make([]string, len(args))
 	for i, a := range args {
-		quoted[i] = guest.Quote(a)
+		quoted[i] = ssh.Quote(a)
 	}
 	// exec, so that kwatch is script's child whatever $SHELL is.
 	cmd := exec.Command("script", "-qec", "exec "+strings.Join(quoted, " "), "/dev/null")

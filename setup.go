@@ -8,13 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 
+	"kwatch/guest"
+	"kwatch/machine"
 	"kwatch/nix"
 	"kwatch/statedir"
 )
 
 // setupInfo is what the flags resolve to before anything is started.
 type setupInfo struct {
-	vm        string
+	vm        guest.Kind
 	stateDir  string
 	flakeRoot string // "" when there is no flake
 }
@@ -22,32 +24,30 @@ type setupInfo struct {
 func (o *options) setup(dir string) (setupInfo, error) {
 	var s setupInfo
 	s.flakeRoot, _ = nix.FindFlake(dir)
-	s.vm = o.vm
-	if s.vm == "" {
-		switch {
-		case o.ssh != "":
-			s.vm = "ssh"
-		case s.flakeRoot != "" && o.kernel == "":
-			s.vm = "nix"
-		default:
-			s.vm = "qemu"
+	switch {
+	case o.vm != "":
+		k, err := guest.ParseKind(o.vm)
+		var bad *guest.KindError
+		if errors.As(err, &bad) {
+			return s, usagef(bad.Hint(), "%v", err)
 		}
-	}
-	switch s.vm {
-	case "qemu", "ssh":
-	case "nix":
-		if s.flakeRoot == "" {
-			return s, usagef("run `kwatch init` to create a flake project, or use --vm qemu", "--vm nix needs a flake.nix at or above %s", dir)
-		}
+		s.vm = k
+	case o.ssh != "":
+		s.vm = guest.SSH
+	case s.flakeRoot != "" && o.kernel == "":
+		s.vm = guest.Nix
 	default:
-		return s, usagef("use --vm qemu, --vm nix or --vm ssh", "unknown --vm %q", s.vm)
+		s.vm = guest.QEMU
+	}
+	if s.vm == guest.Nix && s.flakeRoot == "" {
+		return s, usagef("run `kwatch init` to create a flake project, or use --vm qemu", "--vm nix needs a flake.nix at or above %s", dir)
 	}
 	switch o.accel {
 	case "auto", "kvm", "tcg":
 	default:
 		return s, usagef("use --accel auto, kvm or tcg", "unknown --accel %q", o.accel)
 	}
-	if s.vm == "ssh" && o.ssh == "" {
+	if s.vm == guest.SSH && o.ssh == "" {
 		return s, usagef("pass --ssh [user@]host[:port]", "--vm ssh needs --ssh")
 	}
 	s.stateDir = o.stateDir
@@ -70,22 +70,13 @@ func (o *options) setup(dir string) (setupInfo, error) {
 // state dir is created or anything runs: bad input must cost nothing and
 // leave nothing behind.
 func (o *options) checkStart(ctx context.Context, s setupInfo) error {
-	if (s.vm == "nix" || o.builder == "nix") && within(s.stateDir, s.flakeRoot) {
+	if (s.vm == guest.Nix || o.builder == "nix") && within(s.stateDir, s.flakeRoot) {
 		if in, _ := nix.InGit(ctx, s.flakeRoot); !in {
 			return usagef(fmt.Sprintf("cd %s && git init && git add flake.nix and the sources (git ignores .kwatch), or pass --state-dir outside it", s.flakeRoot),
 				"the flake in %s is not in a git repository: nix would copy all of it, kwatch's private key in %s included, into the world-readable nix store", s.flakeRoot, s.stateDir)
 		}
 	}
-	switch s.vm {
-	case "ssh":
-		home, _ := os.UserHomeDir()
-		_, err := sshTarget(o.ssh, o.identity, s.stateDir, home)
-		return err
-	case "qemu":
-		_, err := o.qemuKernel()
-		return err
-	}
-	return nil
+	return machine.Check(s.vm, o.machineOptions(s, nil, nil, nil))
 }
 
 // within reports whether path is dir or lies below it.

@@ -6,12 +6,9 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
-	"kwatch/guest"
-	"kwatch/guest/vm"
-	"kwatch/loop"
-	"kwatch/statedir"
+	"kwatch/event"
+	"kwatch/machine"
 )
 
 const vmUsage = `usage: kwatch vm up|down|status [flags]   start / stop / describe the guest
@@ -47,7 +44,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch sub {
 	case "up":
-		if s.vm == "ssh" {
+		if !s.vm.Managed() {
 			return usagef("kwatch only starts VMs it manages: --vm qemu or --vm nix", "vm up with --vm ssh")
 		}
 		if err := o.checkStart(ctx, s); err != nil {
@@ -58,7 +55,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer lock.Release()
-		g, err := o.guest(ctx, s, loop.NewHuman(stdout), stderr)
+		g, err := machine.Open(ctx, s.vm, o.machineOptions(s, event.NewHuman(stdout), stderr, stderr))
 		if err != nil {
 			return err
 		}
@@ -66,78 +63,16 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, err = g.Session(ctx)
 		return err
 	case "down":
-		// Without a record there is nothing to stop, and nothing to create.
-		st, ok, err := vm.ReadState(s.stateDir)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			fmt.Fprintln(stdout, "no VM was running")
-			return nil
-		}
-		lock, err := lockState(s.stateDir)
-		if err != nil {
-			return err
-		}
-		defer lock.Release()
-		stale := vm.Verify(st)
-		if err := (&vm.VM{StateDir: s.stateDir}).Down(); err != nil {
-			return err
-		}
-		if stale != nil {
-			fmt.Fprintf(stdout, "removed a stale VM record (%v); signalled nothing\n", stale)
-		} else {
-			fmt.Fprintf(stdout, "stopped the %s VM (pid %d)\n", st.Backend, st.PID)
-		}
-		return nil
+		return stateErr(machine.Down(s.stateDir, stdout))
 	case "status":
-		st, ok, err := vm.ReadState(s.stateDir)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			fmt.Fprintf(stdout, "no VM (state dir %s)\n", s.stateDir)
-			return nil
-		}
-		if stale := vm.Verify(st); stale != nil {
-			fmt.Fprintf(stdout, "no VM: the record in %s is stale (%v)\n", s.stateDir, stale)
-			// Only the lock's holder may touch the record: a kwatch holding
-			// it may be writing a new one right now.
-			if lock, err := statedir.Acquire(s.stateDir); err == nil {
-				defer lock.Release()
-				if err := (&vm.VM{StateDir: s.stateDir}).Down(); err != nil {
-					return err
-				}
-				fmt.Fprintln(stdout, "removed the stale record; signalled nothing")
-			}
-			return nil
-		}
-		fmt.Fprintf(stdout, "%s VM running for %s\n  pid %d, ssh 127.0.0.1:%d, accel %s\n  console log %s\n",
-			st.Backend, time.Since(st.Started).Round(time.Second), st.PID, st.Port, st.Accel, st.ConsoleLog)
-		return nil
+		return machine.Status(s.stateDir, stdout)
 	case "ssh":
 		if len(pos) == 0 {
 			return usagef("kwatch vm ssh -- CMD", "no command given")
 		}
-		if s.vm == "ssh" { // known_hosts goes there
-			if err := statedir.Create(s.stateDir); err != nil {
-				return stateErr(err)
-			}
-		}
-		cfg, err := o.sshConfig(s)
+		c, err := machine.Dial(ctx, s.vm, o.machineOptions(s, nil, nil, stderr))
 		if err != nil {
-			return err
-		}
-		cfg.Notify = func(msg string) { fmt.Fprintln(stderr, "kwatch: "+msg) }
-		var c *guest.Client
-		err = o.trustNewHost(cfg.KnownHosts, stderr, func() (err error) {
-			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			c, err = guest.Dial(dctx, cfg)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("connecting to the guest at %s: %w", cfg.Addr, err)
+			return stateErr(err)
 		}
 		defer c.Close()
 		exit, err := c.RunStream(ctx, strings.Join(pos, " "), stdout, stderr)

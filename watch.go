@@ -9,7 +9,9 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"kwatch/event"
 	"kwatch/loop"
+	"kwatch/machine"
 	"kwatch/watcher"
 )
 
@@ -75,29 +77,25 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer lock.Release()
 
 	var (
-		report   loop.Reporter
+		report   event.Reporter
 		buildLog io.Writer
 	)
 	if o.json {
-		report, buildLog = loop.NewJSON(stdout), stderr
+		report, buildLog = event.NewJSON(stdout), stderr
 		if os.Getenv("KWATCH_DEBUG_STATS") != "" { // for the bench's soak run
-			report = loop.WithStats(report)
+			report = event.WithStats(report)
 		}
 	} else {
-		h := loop.NewHuman(stdout)
+		h := event.NewHuman(stdout)
 		report, buildLog = h, h.BuildLog()
 	}
-	g, err := o.guest(ctx, setup, report, stderr)
+	g, err := machine.Open(ctx, setup.vm, o.machineOptions(setup, report, stderr, stderr))
 	if err != nil {
 		return err
 	}
 	defer g.Close()
 	// Connect first: the default --kdir comes from the guest's kernel release.
-	var s loop.Session
-	err = o.trustNewHost(filepath.Join(setup.stateDir, "known_hosts"), stderr, func() (err error) {
-		s, err = g.Session(ctx)
-		return err
-	})
+	s, err := g.Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -112,10 +110,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if b.invalidate != nil {
 				b.invalidate()
 			}
-			if setup.vm != "nix" {
-				return nil
-			}
-			return o.relaunchNixVM(ctx, setup, g, report, stderr)
+			return g.Rebuild(ctx)
 		}
 	}
 	var w *watcher.Watcher
@@ -141,7 +136,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ConfigChanged: configChanged,
 	})
 	if g.Managed() && !o.once {
-		loop.Notice(report, "the VM keeps running for the next run; `kwatch vm down` stops it")
+		event.Notice(report, "the VM keeps running for the next run; `kwatch vm down` stops it")
 	}
 	return err
 }

@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 
 	"kwatch/builder"
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/proc"
 )
@@ -154,17 +154,17 @@ func (b *bench) floor(ctx context.Context, p *project) (*variant, error) {
 }
 
 // dialGuest opens an SSH connection of the bench's own to the guest the parts share.
-func (b *bench) dialGuest(ctx context.Context) (*guest.Client, error) {
+func (b *bench) dialGuest(ctx context.Context) (*ssh.Client, error) {
 	st, ok, err := vm.ReadState(b.guest.state())
 	if err != nil || !ok {
 		return nil, fmt.Errorf("reading the guest's state: ok=%v %v", ok, err)
 	}
-	signer, _, err := guest.LoadOrCreateKey(b.guest.state())
+	signer, _, err := ssh.LoadOrCreateKey(b.guest.state())
 	if err != nil {
 		return nil, err
 	}
-	c, err := guest.Dial(ctx, guest.SSHConfig{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
-		Signers: []ssh.Signer{signer}, KnownHosts: filepath.Join(b.guest.state(), "known_hosts"), TrustNew: true})
+	c, err := ssh.Dial(ctx, ssh.Config{Addr: fmt.Sprintf("127.0.0.1:%d", st.Port), User: "root",
+		Signers: []xssh.Signer{signer}, KnownHosts: filepath.Join(b.guest.state(), "known_hosts"), TrustNew: true})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the guest: %w", err)
 	}
@@ -175,7 +175,7 @@ const rttRuns = 10
 
 // sessionRTT is the median time of one trivial command on an open connection:
 // the unit of every step that runs a command in the guest.
-func sessionRTT(ctx context.Context, c *guest.Client) (time.Duration, error) {
+func sessionRTT(ctx context.Context, c *ssh.Client) (time.Duration, error) {
 	var ts []time.Duration
 	for range rttRuns {
 		t := time.Now()

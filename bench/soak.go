@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 )
 
 // soakEvery is how often the soak run samples kwatch and the guest.
@@ -137,7 +137,7 @@ func (b *bench) soak(ctx context.Context) (r soakResult) {
 }
 
 // guestStats reads the guest's MemAvailable and counts its processes.
-func guestStats(ctx context.Context, c *guest.Client) (avail int64, procs int, err error) {
+func guestStats(ctx context.Context, c *ssh.Client) (avail int64, procs int, err error) {
 	out, _, _, err := c.Run(ctx, "grep MemAvailable /proc/meminfo; ls -d /proc/[0-9]* | wc -l")
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading the guest's memory: %w", err)

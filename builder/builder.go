@@ -7,11 +7,28 @@ import (
 	"io"
 )
 
-// Builder builds a module. Build streams the build's combined output to out as
-// it runs. When ctx is cancelled it kills the whole build and returns ctx.Err().
-// A failed build returns *Error.
+// Builder builds a module. A builder with a fast path (Make, and
+// nix.Incremental through it) keeps working after Build returns: it still
+// writes the fast build's records, and its correctness net runs the full make
+// later. Whoever drives a Builder calls Settle before it exits, and may call
+// BeginVerify after a fast build; it never calls Build and BeginVerify at
+// once. A builder without a fast path does nothing in either.
 type Builder interface {
+	// Build streams the build's combined output to out as it runs. When ctx
+	// is cancelled it kills the whole build and returns ctx.Err(). A failed
+	// build returns *Error. It stops the last build's correctness net first.
 	Build(ctx context.Context, out io.Writer) (Result, error)
+
+	// Settle waits until the last build's records are all written: cut off
+	// by kwatch's exit, they would mislead the next make.
+	Settle()
+
+	// BeginVerify starts the correctness net after a build whose Path was
+	// PathFast; call it when the guest is idle, and run the check it returns
+	// in the background (the next Build stops it). The check returns a
+	// Mismatch when the full make built another module than the fast path.
+	// BeginVerify returns nil when there is nothing to check.
+	BeginVerify(ctx context.Context) func() (*Mismatch, error)
 }
 
 // Result is a successful build.
@@ -42,7 +59,7 @@ const (
 // Error is a failed build: the lines worth showing the user and an optional one-line hint.
 type Error struct {
 	Diagnostics []string // "hello.c:12:5: error: ...", "x.rs:26:26: error[E0308]: ...", errors first
-	Hint        string   // how to fix a known toolchain problem; "" if none
+	Fix         string   // how to fix a known toolchain problem; "" if none
 	Err         error    // why the build command failed, e.g. an *exec.ExitError
 }
 
@@ -57,3 +74,6 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Hint says how to fix the build, "" if kwatch does not know.
+func (e *Error) Hint() string { return e.Fix }

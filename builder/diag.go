@@ -160,7 +160,7 @@ func (s *scanner) failure(err error) *Error {
 	}
 	e := &Error{Diagnostics: diags, Err: err}
 	if s.hint < len(hintRules) {
-		e.Hint = strings.NewReplacer("{rustc}", s.rustc, "{kdir}", s.kdir).Replace(hintRules[s.hint].hint)
+		e.Fix = strings.NewReplacer("{rustc}", s.rustc, "{kdir}", s.kdir).Replace(hintRules[s.hint].hint)
 	}
 	return e
 }

@@ -175,7 +175,7 @@ func TestHints(t *testing.T) {
 		{"error[E0308]: mismatched types\n --> /m/x.rs:26:26", ""},
 	}
 	for _, tt := range tests {
-		if got := scan("/m", tt.output).Hint; got != tt.want {
+		if got := scan("/m", tt.output).Fix; got != tt.want {
 			t.Errorf("hint for %q:\n got %q\nwant %q", tt.output, got, tt.want)
 		}
 	}

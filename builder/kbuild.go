@@ -48,7 +48,7 @@ func Kbuild(dir string, opts KbuildOptions) (*Make, error) {
 		if m := headersDir.FindStringSubmatch(kdir); m != nil {
 			hint = "install linux-headers-" + m[1] + ", or " + hint
 		}
-		return nil, &Error{Err: fmt.Errorf("kernel build dir %s not found", kdir), Hint: hint}
+		return nil, &Error{Err: fmt.Errorf("kernel build dir %s not found", kdir), Fix: hint}
 	}
 	config, err := ReadKconfig(kdir)
 	if err != nil {

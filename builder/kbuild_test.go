@@ -107,7 +107,7 @@ func TestKbuildMissingKDir(t *testing.T) {
 	for _, tt := range tests {
 		_, err := Kbuild(".", KbuildOptions{KDir: tt.kdir})
 		var be *Error
-		if !errors.As(err, &be) || be.Err.Error() != tt.want || be.Hint != tt.hint {
+		if !errors.As(err, &be) || be.Err.Error() != tt.want || be.Fix != tt.hint {
 			t.Errorf("Kbuild(KDir %s) = %#v, want %q with hint %q", tt.kdir, err, tt.want, tt.hint)
 		}
 	}
@@ -400,8 +400,8 @@ func TestKbuildRust(t *testing.T) {
 			if len(be.Diagnostics) == 0 || !regexp.MustCompile(tt.wantDiag).MatchString(be.Diagnostics[0]) {
 				t.Errorf("diagnostics = %q, want the first to match %s", be.Diagnostics, tt.wantDiag)
 			}
-			if be.Hint != tt.wantHint {
-				t.Errorf("hint = %q, want %q", be.Hint, tt.wantHint)
+			if be.Fix != tt.wantHint {
+				t.Errorf("hint = %q, want %q", be.Fix, tt.wantHint)
 			}
 		})
 	}

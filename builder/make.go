@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"kwatch/kmod"
 	"kwatch/makelog"
 	"kwatch/proc"
 	"kwatch/replay"
@@ -251,10 +252,10 @@ func builtModule(dir, want string) (ko string, all []string, err error) {
 	}
 	ko = kos[0]
 	if want != "" {
-		i := slices.IndexFunc(all, func(name string) bool { return sameModule(name, want) })
+		i := slices.IndexFunc(all, func(name string) bool { return kmod.Name(name) == kmod.Name(want) })
 		if i < 0 {
 			return "", nil, &Error{Err: fmt.Errorf("--module %s: obj-m does not build it (modules.order names %s)", want, strings.Join(all, ", ")),
-				Hint: "pass --module with one of: " + strings.Join(all, ", ")}
+				Fix: "pass --module with one of: " + strings.Join(all, ", ")}
 		}
 		ko = kos[i]
 	}
@@ -262,12 +263,6 @@ func builtModule(dir, want string) (ko string, all []string, err error) {
 		return "", nil, fmt.Errorf("make succeeded but did not produce %s: %w", ko, err)
 	}
 	return ko, all, nil
-}
-
-// sameModule reports whether two module names are the same module: the
-// kernel treats - and _ in them alike.
-func sameModule(a, b string) bool {
-	return strings.ReplaceAll(a, "-", "_") == strings.ReplaceAll(b, "-", "_")
 }
 
 // runFull runs the full make and returns the lines it ran (package

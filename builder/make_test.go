@@ -40,7 +40,7 @@ func TestBuiltModuleChoice(t *testing.T) {
 		ko, all, err := builtModule(dir, tt.want)
 		if tt.err != "" {
 			var be *Error
-			if !errors.As(err, &be) || err.Error() != "build failed: "+tt.err || !strings.Contains(be.Hint, "kw-a, kw_b") {
+			if !errors.As(err, &be) || err.Error() != "build failed: "+tt.err || !strings.Contains(be.Fix, "kw-a, kw_b") {
 				t.Errorf("builtModule(%q) error = %v, want %q with a hint naming both", tt.want, err, tt.err)
 			}
 			continue

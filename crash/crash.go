@@ -4,6 +4,7 @@
 package crash
 
 import (
+	"kwatch/kmod"
 	"regexp"
 	"strings"
 )
@@ -55,10 +56,8 @@ type Report struct {
 // same, as for the kernel.
 func (r Report) InModule(name string) bool {
 	m, _, _ := locate(r.Lines)
-	return m != "" && modName(m) == modName(name)
+	return m != "" && kmod.Name(m) == kmod.Name(name)
 }
-
-func modName(s string) string { return strings.ReplaceAll(s, "-", "_") }
 
 // sym is a symbolised address as %pS prints it: "kwcrash_init+0x15/0x30 [kwcrash]",
 // with an optional build ID after the module name.

@@ -41,6 +41,7 @@ func Base(path string) string {
 
 // Name is the module name the kernel knows a module file or a name given by
 // a user by: '-' and '_' are the same in module names, and the kernel says '_'.
+// The one place kwatch writes that rule: compare names through Name.
 func Name(s string) string { return strings.ReplaceAll(Base(s), "-", "_") }
 
 // Read returns the contents of a .ko, decompressing a .ko.xz, .ko.zst or

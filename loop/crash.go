@@ -10,6 +10,7 @@ import (
 
 	"kwatch/crash"
 	"kwatch/debuginfo"
+	"kwatch/event"
 )
 
 const (
@@ -26,7 +27,7 @@ const (
 // console log (slower, but it keeps a panic's last words). Each report is
 // reported once, and one that hurt the guest marks it dirty.
 type crashWatch struct {
-	report Reporter
+	report event.Reporter
 	bootID func() string // the guest's current boot, which a dirty mark belongs to
 	kmsg   crashChannel
 	serial crashChannel
@@ -58,7 +59,7 @@ type crashChannel struct {
 	timer *time.Timer
 }
 
-func newCrashWatch(r Reporter, bootID func() string) *crashWatch {
+func newCrashWatch(r event.Reporter, bootID func() string) *crashWatch {
 	return &crashWatch{report: r, bootID: bootID, seen: map[string]time.Time{}}
 }
 
@@ -111,7 +112,7 @@ func (w *crashWatch) emit(reports []crash.Report) {
 		if dup {
 			continue
 		}
-		e := Event{Type: EventCrash, Time: time.Now(), Severity: r.Severity.String(), Title: r.Title,
+		e := event.Event{Type: event.KindCrash, Time: time.Now(), Severity: r.Severity.String(), Title: r.Title,
 			Lines: r.Lines, Module: r.Module, Function: r.Function}
 		if module != "" {
 			in := r.InModule(module)

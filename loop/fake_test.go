@@ -11,10 +11,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/event"
+	"kwatch/guest"
 	"kwatch/kmod"
 	"kwatch/kmsg"
 	"kwatch/watcher"
@@ -39,10 +42,10 @@ type fakeGuest struct {
 	beforeBoot func()
 
 	// What the next reloads do, and what the guest says; tests change them.
-	reload     func(b *fakeBoot, name, remote string) (ReloadResult, error)
+	reload     func(b *fakeBoot, name, remote string) (guest.ReloadResult, error)
 	taint      uint64
 	taintErr   error
-	use        ModuleUse
+	use        guest.ModuleUse
 	runOutput  map[string]fakeRun
 	uploadErr  error
 	kernelMods map[string]bool // the guest kernel's modules that LoadDeps can load
@@ -75,12 +78,12 @@ type fakeBoot struct {
 }
 
 func newFakeGuest(managed bool) *fakeGuest {
-	g := &fakeGuest{managed: managed, runOutput: map[string]fakeRun{}, use: ModuleUse{Refcnt: 0, InitState: "live"}}
-	g.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	g := &fakeGuest{managed: managed, runOutput: map[string]fakeRun{}, use: guest.ModuleUse{Refcnt: 0, InitState: "live"}}
+	g.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		_, had := b.loaded[name]
 		b.loaded[name] = remote
 		b.logf("%s: loaded from %s", name, remote)
-		return ReloadResult{Unloaded: had}, nil
+		return guest.ReloadResult{Unloaded: had}, nil
 	}
 	return g
 }
@@ -113,7 +116,7 @@ func (g *fakeGuest) reboot() {
 	g.bootLocked()
 }
 
-func (g *fakeGuest) Session(ctx context.Context) (Session, error) {
+func (g *fakeGuest) Session(ctx context.Context) (guest.Session, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.boot == nil || (g.managed && !g.running) {
@@ -125,9 +128,9 @@ func (g *fakeGuest) Session(ctx context.Context) (Session, error) {
 	return &fakeSession{b: g.boot}, nil
 }
 
-func (g *fakeGuest) LogSession(ctx context.Context) (Session, error) { return g.Session(ctx) }
+func (g *fakeGuest) LogSession(ctx context.Context) (guest.Session, error) { return g.Session(ctx) }
 
-func (g *fakeGuest) Restart(ctx context.Context) (Session, error) {
+func (g *fakeGuest) Restart(ctx context.Context) (guest.Session, error) {
 	g.mu.Lock()
 	g.restarts++
 	g.bootLocked()
@@ -259,10 +262,10 @@ func (s *fakeSession) LoadDeps(ctx context.Context, depends, softPre []string) (
 	return loaded, nil
 }
 
-func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []string) (ReloadResult, error) {
+func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []string) (guest.ReloadResult, error) {
 	defer s.b.g.mu.Unlock()
 	if !s.live() {
-		return ReloadResult{}, errBootOver
+		return guest.ReloadResult{}, errBootOver
 	}
 	s.b.g.reloads = append(s.b.g.reloads, remote+strings.Join(append([]string{""}, params...), " "))
 	res, err := s.b.g.reload(s.b, name, remote)
@@ -271,9 +274,9 @@ func (s *fakeSession) Reload(ctx context.Context, name, remote string, params []
 		defer s.b.g.mu.Lock()
 		select {
 		case <-ctx.Done():
-			return ReloadResult{}, ctx.Err()
+			return guest.ReloadResult{}, ctx.Err()
 		case <-s.b.over:
-			return ReloadResult{}, errBootOver
+			return guest.ReloadResult{}, errBootOver
 		}
 	}
 	return res, err
@@ -363,10 +366,10 @@ func (s *fakeSession) KUnit(ctx context.Context) (bool, error) {
 	return s.b.g.kunit, nil
 }
 
-func (s *fakeSession) ModuleUse(ctx context.Context, name string) (ModuleUse, error) {
+func (s *fakeSession) ModuleUse(ctx context.Context, name string) (guest.ModuleUse, error) {
 	defer s.b.g.mu.Unlock()
 	if !s.live() {
-		return ModuleUse{}, errBootOver
+		return guest.ModuleUse{}, errBootOver
 	}
 	return s.b.g.use, nil
 }
@@ -468,6 +471,13 @@ func newFakeWatcher() *fakeWatcher {
 func (w *fakeWatcher) Batches() <-chan watcher.Batch { return w.batches }
 func (w *fakeWatcher) Errors() <-chan error          { return w.errors }
 
+// close closes the channels, as watcher.Watcher.Close does once the loop
+// is done with it.
+func (w *fakeWatcher) close() {
+	close(w.batches)
+	close(w.errors)
+}
+
 // save sends a batch as a save of file would.
 func (w *fakeWatcher) save(t *testing.T, file string) {
 	t.Helper()
@@ -481,13 +491,13 @@ func (w *fakeWatcher) save(t *testing.T, file string) {
 // events records what the loop reports.
 type recorder struct {
 	mu  sync.Mutex
-	all []Event
+	all []event.Event
 	new chan struct{}
 }
 
 func newEvents() *recorder { return &recorder{new: make(chan struct{})} }
 
-func (e *recorder) Report(ev Event) {
+func (e *recorder) Report(ev event.Event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.all = append(e.all, ev)
@@ -496,10 +506,10 @@ func (e *recorder) Report(ev Event) {
 }
 
 // of returns the events of kind typ so far.
-func (e *recorder) of(typ Kind) []Event {
+func (e *recorder) of(typ event.Kind) []event.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []Event
+	var out []event.Event
 	for _, ev := range e.all {
 		if ev.Type == typ {
 			out = append(out, ev)
@@ -509,32 +519,32 @@ func (e *recorder) of(typ Kind) []Event {
 }
 
 // wait returns the n-th (from 1) event of kind typ, waiting for it.
-func (e *recorder) wait(t *testing.T, typ Kind, n int) Event {
+func (e *recorder) wait(t *testing.T, typ event.Kind, n int) event.Event {
 	t.Helper()
-	return e.waitFor(t, fmt.Sprintf("%d. %s event", n, typ), func() (Event, bool) {
+	return e.waitFor(t, fmt.Sprintf("%d. %s event", n, typ), func() (event.Event, bool) {
 		evs := e.of(typ)
 		if len(evs) < n {
-			return Event{}, false
+			return event.Event{}, false
 		}
 		return evs[n-1], true
 	})
 }
 
 // notice waits for a notice containing text.
-func (e *recorder) notice(t *testing.T, text string) Event {
+func (e *recorder) notice(t *testing.T, text string) event.Event {
 	t.Helper()
-	return e.waitFor(t, fmt.Sprintf("notice %q", text), func() (Event, bool) {
-		for _, ev := range e.of(EventNotice) {
+	return e.waitFor(t, fmt.Sprintf("notice %q", text), func() (event.Event, bool) {
+		for _, ev := range e.of(event.KindNotice) {
 			if strings.Contains(ev.Message, text) {
 				return ev, true
 			}
 		}
-		return Event{}, false
+		return event.Event{}, false
 	})
 }
 
 // waitFor waits until find finds its event (what describes it).
-func (e *recorder) waitFor(t *testing.T, what string, find func() (Event, bool)) Event {
+func (e *recorder) waitFor(t *testing.T, what string, find func() (event.Event, bool)) event.Event {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {
@@ -597,7 +607,7 @@ func newRig(t *testing.T, managed bool, steps ...buildStep) *rig {
 
 // alreadyLoaded boots the guest with module hello loaded before kwatch
 // starts; rmmod fails with msg while use says what holds it.
-func (r *rig) alreadyLoaded(msg string, use ModuleUse) {
+func (r *rig) alreadyLoaded(msg string, use guest.ModuleUse) {
 	r.guest.Session(context.Background())
 	r.guest.set(func(g *fakeGuest) {
 		g.boot.loaded["hello"] = "/old.ko"
@@ -628,12 +638,12 @@ func (r *rig) once() error {
 
 // onceFails runs the loop with --once, which must fail to load, and returns
 // the load_failed event.
-func (r *rig) onceFails() Event {
+func (r *rig) onceFails() event.Event {
 	r.t.Helper()
 	if err := r.once(); !errors.Is(err, ErrFailed) {
 		r.t.Fatalf("Run --once = %v, want ErrFailed:%s", err, r.events)
 	}
-	return r.events.wait(r.t, EventLoadFailed, 1)
+	return r.events.wait(r.t, event.KindLoadFailed, 1)
 }
 
 // start runs the loop in watch mode until the test ends.
@@ -645,6 +655,14 @@ func (r *rig) start() {
 	r.t.Cleanup(func() { r.stop() })
 }
 
+// idle lets d pass on the clock of the test's synctest bubble, then waits
+// until the loop has done all it does in that time: ticks included, nothing
+// more happened than the test sees.
+func idle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
 // stop ends a loop started with start and returns Run's error.
 func (r *rig) stop() error {
 	if r.cancel == nil {
@@ -654,6 +672,7 @@ func (r *rig) stop() error {
 	r.cancel = nil
 	select {
 	case err := <-r.done:
+		r.watch.close()
 		return err
 	case <-time.After(5 * time.Second):
 		r.t.Fatal("Run did not return after its context was cancelled")

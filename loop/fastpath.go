@@ -6,18 +6,8 @@ import (
 	"time"
 
 	"kwatch/builder"
+	"kwatch/event"
 )
-
-// verifier is a builder whose fast path has a correctness net (builder.Make).
-type verifier interface {
-	BeginVerify(ctx context.Context) func() (*builder.Mismatch, error)
-}
-
-// settler is a builder that writes records after handing the module on,
-// and waits for them in Settle (builder.Make).
-type settler interface {
-	Settle()
-}
 
 // netCheck runs the builder's correctness net in the background once the
 // guest is idle after a fast build (a new build stops it), and sends what it
@@ -45,11 +35,10 @@ func (n *netCheck) stop() {
 // build, which stops it, cannot start before it.
 func (n *netCheck) start(b builder.Builder, res builder.Result, report func(error)) {
 	ctx := n.ctx
-	v, ok := b.(verifier)
-	if !ok || res.Path != builder.PathFast {
+	if res.Path != builder.PathFast {
 		return
 	}
-	check := v.BeginVerify(ctx)
+	check := b.BeginVerify(ctx)
 	if check == nil {
 		return
 	}
@@ -73,7 +62,7 @@ func (n *netCheck) start(b builder.Builder, res builder.Result, report func(erro
 // fast path as a bug, and loads the full make's, unless a build runs: that
 // build rewrites the module, and is no fast one.
 func (l *loop) fastPathWrong(ctx context.Context, mm *builder.Mismatch, building bool) {
-	l.report.Report(Event{Type: EventFastPathBug, Time: time.Now(), Message: mm.Error() + "; the fast path is off for the rest of this run",
+	l.report.Report(event.Event{Type: event.KindFastPathBug, Time: time.Now(), Message: mm.Error() + "; the fast path is off for the rest of this run",
 		Hint: "this is a bug in kwatch: please report it with the module's sources"})
 	if mm.Err == nil && !building {
 		l.deploy(ctx, builder.Result{KO: mm.KO, Path: builder.PathKbuild}, 0, time.Now())

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kwatch/crash"
+	"kwatch/guest"
 )
 
 const (
@@ -23,7 +24,7 @@ const (
 // ready returns a session with a guest fit to take a module. A managed VM
 // that oopsed (taint D, or a crash report seen) or no longer answers is
 // restarted first; an unmanaged one only gets a warning.
-func (l *loop) ready(ctx context.Context) (Session, error) {
+func (l *loop) ready(ctx context.Context) (guest.Session, error) {
 	g := l.cfg.Guest
 	s, err := g.Session(ctx)
 	if err != nil {
@@ -106,7 +107,7 @@ func (l *loop) restore(ctx context.Context, goodCrashed bool) {
 
 // loadGood uploads the kept copy of the last module that loaded cleanly and
 // loads it; it returns what went wrong, or "".
-func (l *loop) loadGood(ctx context.Context, s Session) string {
+func (l *loop) loadGood(ctx context.Context, s guest.Session) string {
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
 	if err := l.loadDeps(ctx, s, l.goodInfo); err != nil {
@@ -147,7 +148,7 @@ func (l *loop) vmDied(ctx context.Context) bool {
 // holds it, holders who. held is false when nothing does, and stuck is true
 // for a module stuck in its init or exit, which can never be removed: the
 // guest needs a restart.
-func (l *loop) whoHolds(ctx context.Context, s Session, name string) (msg string, holders []string, held, stuck bool) {
+func (l *loop) whoHolds(ctx context.Context, s guest.Session, name string) (msg string, holders []string, held, stuck bool) {
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
 	u, err := s.ModuleUse(ctx, name)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"kwatch/event"
+	"kwatch/guest"
 	"kwatch/kmsg"
 )
 
@@ -17,8 +19,8 @@ const markPrefix = "kwatch-mark: "
 // kmsgStream follows the guest's kernel log for the whole run, reconnecting
 // when the connection drops and starting over when the guest rebooted.
 type kmsgStream struct {
-	g       Guest
-	report  Reporter
+	g       guest.Guest
+	report  event.Reporter
 	crashes *crashWatch
 
 	mu      sync.Mutex
@@ -34,7 +36,7 @@ const maxCollected = 100_000
 // recentLines is how many messages are kept for explaining a failed load.
 const recentLines = 200
 
-func newKmsgStream(g Guest, r Reporter, crashes *crashWatch) *kmsgStream {
+func newKmsgStream(g guest.Guest, r event.Reporter, crashes *crashWatch) *kmsgStream {
 	return &kmsgStream{g: g, report: r, crashes: crashes, waiters: map[string]chan struct{}{}}
 }
 
@@ -70,10 +72,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 			default:
 				k.keep(r)
 				k.crashes.kmsgLine(r.Message)
-				rec := r
-				level := r.Level
-				k.report.Report(Event{Type: EventKernelLog, Time: time.Now(), Seq: r.Seq, Level: &level,
-					KTime: r.Time.Seconds(), Message: r.Message, record: &rec})
+				k.report.Report(event.Kmsg(r))
 			}
 		})
 		sleep(ctx, 200*time.Millisecond)
@@ -82,7 +81,7 @@ func (k *kmsgStream) run(ctx context.Context) {
 
 // sync writes msg to the guest's kernel log and waits (briefly) until the
 // stream has read it, so everything logged before it has been reported.
-func (k *kmsgStream) sync(ctx context.Context, s Session, msg string) {
+func (k *kmsgStream) sync(ctx context.Context, s guest.Session, msg string) {
 	msg = markPrefix + msg
 	ch := make(chan struct{})
 	k.mu.Lock()

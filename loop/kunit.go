@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"kwatch/builder"
+	"kwatch/event"
+	"kwatch/guest"
 	"kwatch/kmsg"
 	"kwatch/kunit"
 )
@@ -13,7 +15,7 @@ import (
 // kunitRuns says whether the guest runs the KUnit suites of the module about
 // to load (they run inside its insmod). A guest kernel without KUnit is
 // asked about once per boot and named once per run, with the fix.
-func (l *loop) kunitRuns(ctx context.Context, s Session, info builder.Modinfo) bool {
+func (l *loop) kunitRuns(ctx context.Context, s guest.Session, info builder.Modinfo) bool {
 	if info.KUnitSuites == 0 {
 		return false
 	}
@@ -112,11 +114,11 @@ func (l *loop) kunitResults(info builder.Modinfo, records []kmsg.Record, oopsed 
 		if c.Status == kunit.Crash && c.Message == "did not finish" && oopsed != "" {
 			c.Message = "the kernel oopsed while it ran: " + oopsed
 		}
-		l.report.Report(Event{Type: EventKUnitCase, Time: time.Now(), Module: info.Name, Suite: c.Suite, Case: c.Name,
+		l.report.Report(event.Event{Type: event.KindKUnitCase, Time: time.Now(), Module: info.Name, Suite: c.Suite, Case: c.Name,
 			Status: string(c.Status), Param: c.Param, File: c.File, Line: c.Line, Message: c.Message})
 	}
 	n := kunit.Count(cases)
-	l.report.Report(Event{Type: EventKUnitSum, Time: time.Now(), Module: info.Name, KUnitSummary: &KUnitSummary{
+	l.report.Report(event.Event{Type: event.KindKUnitSum, Time: time.Now(), Module: info.Name, KUnitSummary: &event.KUnitSummary{
 		Passed: n.Passed, Failed: n.Failed, Skipped: n.Skipped, Crashed: n.Crashed, MS: (last - first).Milliseconds()}})
 	return n.Failed+n.Crashed > 0
 }

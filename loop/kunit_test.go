@@ -1,13 +1,14 @@
 package loop
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"kwatch/builder/buildertest"
+	"kwatch/event"
+	"kwatch/guest"
 )
 
 // A 6.1 kernel's KUnit output for a module, as its insmod logs it.
@@ -30,13 +31,13 @@ func (r *rig) kunitKO() buildStep {
 }
 
 // reloadLogs makes each reload log lines, as a module's suites do inside insmod.
-func reloadLogs(lines []string) func(b *fakeBoot, name, remote string) (ReloadResult, error) {
-	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+func reloadLogs(lines []string) func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		for _, l := range lines {
 			b.logf("%s", l)
 		}
 		b.loaded[name] = remote
-		return ReloadResult{}, nil
+		return guest.ReloadResult{}, nil
 	}
 }
 
@@ -46,15 +47,15 @@ func TestKUnitResults(t *testing.T) {
 		name   string
 		ktap   []string
 		kunit  bool
-		want   KUnitSummary
+		want   event.KUnitSummary
 		failed bool
 	}{
-		{"a case fails", ktapFailing, true, KUnitSummary{Passed: 2, Failed: 1, Skipped: 1}, true},
+		{"a case fails", ktapFailing, true, event.KUnitSummary{Passed: 2, Failed: 1, Skipped: 1}, true},
 		{"all pass or skip", []string{
 			"    KTAP version 1", "    # Subtest: tally", "    1..2", "    ok 1 tally_add", "    ok 2 tally_later # SKIP not yet", "ok 1 tally",
-		}, true, KUnitSummary{Passed: 1, Skipped: 1}, false},
-		{"no results", []string{"tally: loaded", "kunit: disabled"}, true, KUnitSummary{}, true},
-		{"no KUnit in the guest", nil, false, KUnitSummary{}, true},
+		}, true, event.KUnitSummary{Passed: 1, Skipped: 1}, false},
+		{"no results", []string{"tally: loaded", "kunit: disabled"}, true, event.KUnitSummary{}, true},
+		{"no KUnit in the guest", nil, false, event.KUnitSummary{}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -66,19 +67,19 @@ func TestKUnitResults(t *testing.T) {
 			if failed := errors.Is(err, ErrFailed); failed != tt.failed || (err != nil && !failed) {
 				t.Fatalf("--once = %v, want failed %v:%s", err, tt.failed, r.events)
 			}
-			r.events.wait(t, EventLoaded, 1)
-			sums := r.events.of(EventKUnitSum)
+			r.events.wait(t, event.KindLoaded, 1)
+			sums := r.events.of(event.KindKUnitSum)
 			switch {
 			case !tt.kunit:
 				r.events.notice(t, "tally has a KUnit suite, but the guest's kernel 6.1.0-test has no KUnit, so its tests do not run: boot a kernel built with CONFIG_KUNIT=y")
-			case tt.want == KUnitSummary{}:
+			case tt.want == event.KUnitSummary{}:
 				r.events.notice(t, "tally has a KUnit suite but printed no KUnit results")
 			case len(sums) != 1:
 				t.Fatalf("%d kunit_summary events, want 1:%s", len(sums), r.events)
 			case *sums[0].KUnitSummary != tt.want:
 				t.Errorf("summary %+v, want %+v", *sums[0].KUnitSummary, tt.want)
 			}
-			if tt.want == (KUnitSummary{}) && len(sums) != 0 {
+			if tt.want == (event.KUnitSummary{}) && len(sums) != 0 {
 				t.Errorf("a summary without results: %+v", sums)
 			}
 		})
@@ -94,7 +95,7 @@ func TestKUnitCaseEvents(t *testing.T) {
 	r.guest.reload = reloadLogs(ktapFailing)
 	r.once()
 	var got []string
-	for _, e := range r.events.of(EventKUnitCase) {
+	for _, e := range r.events.of(event.KindKUnitCase) {
 		got = append(got, strings.Join([]string{e.Suite, e.Case, e.Status, e.File, e.Message}, "|"))
 	}
 	want := []string{
@@ -106,7 +107,7 @@ func TestKUnitCaseEvents(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("kunit_case events:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if e := r.events.of(EventKUnitCase)[2]; e.Line != 25 {
+	if e := r.events.of(event.KindKUnitCase)[2]; e.Line != 25 {
 		t.Errorf("failure at line %d, want 25", e.Line)
 	}
 }
@@ -118,11 +119,11 @@ func TestKUnitMissingToldOnce(t *testing.T) {
 	r := newRig(t, true)
 	r.builder.steps = []buildStep{r.kunitKO()}
 	r.start()
-	r.events.wait(t, EventLoaded, 1)
+	r.events.wait(t, event.KindLoaded, 1)
 	r.watch.save(t, "tally.c")
-	r.events.wait(t, EventLoaded, 2)
+	r.events.wait(t, event.KindLoaded, 2)
 	told := 0
-	for _, e := range r.events.of(EventNotice) {
+	for _, e := range r.events.of(event.KindNotice) {
 		if strings.Contains(e.Message, "has no KUnit") {
 			told++
 		}
@@ -144,22 +145,22 @@ func TestKUnitOopsStopsTheWait(t *testing.T) {
 	r.guest.hang = true
 	r.start()
 	start := time.Now()
-	e := r.events.wait(t, EventLoadFailed, 1)
+	e := r.events.wait(t, event.KindLoadFailed, 1)
 	if !strings.Contains(e.Message, "a KUnit case oopsed while tally loaded") || time.Since(start) > 4*time.Second {
 		t.Errorf("load_failed %q after %s, want the oops named within seconds", e.Message, time.Since(start))
 	}
-	sum := r.events.wait(t, EventKUnitSum, 1).KUnitSummary
-	if *sum != (KUnitSummary{Passed: 1, Crashed: 3}) {
+	sum := r.events.wait(t, event.KindKUnitSum, 1).KUnitSummary
+	if *sum != (event.KUnitSummary{Passed: 1, Crashed: 3}) {
 		t.Errorf("summary %+v, want 1 passed and 3 crashed", *sum)
 	}
-	c := r.events.of(EventKUnitCase)[1]
+	c := r.events.of(event.KindKUnitCase)[1]
 	if c.Status != "crash" || !strings.Contains(c.Message, "the kernel oopsed while it ran: BUG: kernel NULL pointer dereference") {
 		t.Errorf("the case that ran: %+v", c)
 	}
 	r.guest.set(func(g *fakeGuest) { g.reload, g.hang = reloadLogs(ktapFailing), false })
 	r.watch.save(t, "tally.c")
 	r.events.notice(t, "restarting the VM before loading: oops: BUG: kernel NULL pointer dereference")
-	r.events.wait(t, EventLoaded, 1)
+	r.events.wait(t, event.KindLoaded, 1)
 }
 
 // Running tests taints the kernel N (TAINT_TEST), for good: no sign of a
@@ -172,39 +173,10 @@ func TestKUnitTaintNoRestart(t *testing.T) {
 	r.guest.reload = reloadLogs(ktapFailing)
 	r.guest.taint = 1<<18 | 1<<12 | 1<<13 // N, O, E
 	r.start()
-	r.events.wait(t, EventKUnitSum, 1)
+	r.events.wait(t, event.KindKUnitSum, 1)
 	r.watch.save(t, "tally.c")
-	r.events.wait(t, EventKUnitSum, 2)
+	r.events.wait(t, event.KindKUnitSum, 2)
 	if n := r.guest.restartCount(); n != 0 {
 		t.Errorf("%d restarts of a guest tainted N, want none:%s", n, r.events)
-	}
-}
-
-func TestHumanKUnit(t *testing.T) {
-	t.Setenv("NO_COLOR", "1")
-	wd := t.TempDir()
-	for _, tt := range []struct {
-		ev   Event
-		want string
-	}{
-		{Event{Type: EventKUnitCase, Suite: "units", Case: "units_plain", Status: "pass"}, ""},
-		{Event{Type: EventKUnitCase, Suite: "units", Case: "units_later", Status: "skip", Message: "not yet"}, ""},
-		{Event{Type: EventKUnitCase, Suite: "units", Case: "units_suffixes", Param: "3G", Status: "fail", File: wd + "/parse_test.c", Line: 43,
-			Message: "Expected bytes == c->want, but\nbytes == 3145728 (0x300000)\nc->want == 3221225472 (0xc0000000)"},
-			"✗ units.units_suffixes[3G] failed at parse_test.c:43: Expected bytes == c->want, but bytes == 3145728 (0x300000); c->want == 3221225472 (0xc0000000)\n"},
-		{Event{Type: EventKUnitCase, Suite: "kwk", Case: "case 2", Status: "crash", Message: "the kernel oopsed while it ran: BUG: x"},
-			"✗ kwk.case 2 crashed: the kernel oopsed while it ran: BUG: x\n"},
-		{Event{Type: EventKUnitCase, Suite: "kwk", Status: "fail", File: "/elsewhere/t.c", Line: 3}, "✗ kwk failed at /elsewhere/t.c:3\n"},
-		{Event{Type: EventKUnitSum, KUnitSummary: &KUnitSummary{Passed: 12, Failed: 1, Skipped: 1, MS: 41}}, "✗ kunit 12 passed · 1 failed · 1 skipped (41ms)\n"},
-		{Event{Type: EventKUnitSum, KUnitSummary: &KUnitSummary{Passed: 4, MS: 3}}, "✓ kunit 4 passed (3ms)\n"},
-		{Event{Type: EventKUnitSum, KUnitSummary: &KUnitSummary{Passed: 1, Crashed: 2}}, "✗ kunit 1 passed · 2 crashed (0ms)\n"},
-	} {
-		var out bytes.Buffer
-		h := NewHuman(&out)
-		h.wd = wd
-		h.Report(tt.ev)
-		if out.String() != tt.want {
-			t.Errorf("%+v shows %q, want %q", tt.ev, out.String(), tt.want)
-		}
 	}
 }

@@ -9,16 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"kwatch/builder"
-	"kwatch/crash"
-	"kwatch/kmod"
+	"kwatch/event"
+	"kwatch/guest"
 	"kwatch/watcher"
 )
 
@@ -30,12 +28,12 @@ type Config struct {
 	Dir        string  // the watched root
 	Watch      Watcher // the source changes; nil with Once
 	Builder    builder.Builder
-	Guest      Guest
+	Guest      guest.Guest
 	Params     []string
 	Run        []string
 	RunTimeout time.Duration // bounds each --run command; 0 = no limit
 	Once       bool
-	Report     Reporter
+	Report     event.Reporter
 	BuildLog   io.Writer // live build output
 	StateDir   string    // where the last good module is kept; "" = nowhere
 
@@ -49,7 +47,7 @@ type Config struct {
 
 type loop struct {
 	cfg     Config
-	report  Reporter
+	report  event.Reporter
 	kmsg    *kmsgStream
 	crashes *crashWatch
 	cycle   int
@@ -109,9 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.BeforeBoot(nil)
 		// The fast path writes some of a build's records after handing the
 		// module on: cut off by kwatch's exit, they would mislead the next make.
-		if s, ok := cfg.Builder.(settler); ok {
-			s.Settle()
-		}
+		cfg.Builder.Settle()
 	}()
 
 	if cfg.Once {
@@ -257,25 +253,17 @@ func touchesConfig(b watcher.Batch) bool {
 // build runs one build; it may run on its own goroutine, so the loop's
 // goroutine counts the cycle.
 func (l *loop) build(ctx context.Context) (builder.Result, error) {
-	l.report.Report(Event{Type: EventBuildStart, Time: time.Now(), Message: l.cfg.Dir})
+	l.report.Report(event.Event{Type: event.KindBuildStart, Time: time.Now(), Message: l.cfg.Dir})
 	return l.cfg.Builder.Build(ctx, l.cfg.BuildLog)
 }
 
 func (l *loop) buildFailed(err error, took time.Duration) {
-	e := Event{Type: EventBuildFailed, Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error()}
+	e := event.Event{Type: event.KindBuildFailed, Time: time.Now(), BuildMS: took.Milliseconds(), Message: err.Error(), Hint: event.Hint(err)}
 	var be *builder.Error
 	if errors.As(err, &be) {
-		e.Diagnostics, e.Hint = be.Diagnostics, be.Hint
+		e.Diagnostics = be.Diagnostics
 	}
 	l.report.Report(e)
-}
-
-// loadJob is a good build on its way into the guest.
-type loadJob struct {
-	res   builder.Result
-	info  builder.Modinfo
-	took  time.Duration // the build's
-	start time.Time     // the build's start
 }
 
 // deploy pushes a fresh build into the guest and reloads it. It returns
@@ -289,7 +277,7 @@ func (l *loop) deploy(ctx context.Context, res builder.Result, buildTook time.Du
 	}
 	l.crashes.setModule(info.Name, res.KO)
 	l.tellModules(res)
-	l.report.Report(Event{Type: EventBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path, Fallback: fallback(res)})
+	l.report.Report(event.Event{Type: event.KindBuildOK, Time: time.Now(), Module: info.Name, BuildMS: buildTook.Milliseconds(), Path: res.Path, Fallback: fallback(res)})
 	return l.load(ctx, loadJob{res: res, info: info, took: buildTook, start: start})
 }
 
@@ -311,220 +299,6 @@ func (l *loop) tellModules(res builder.Result) {
 		len(res.Modules), strings.Join(res.Modules, ", "), strings.TrimSuffix(path.Base(res.KO), ".ko")))
 }
 
-// load uploads and reloads a good build and runs the --run commands: with
-// Once before it returns, else in the background.
-func (l *loop) load(ctx context.Context, b loadJob) error {
-	// A command of the last load may hold the module open.
-	l.stopRun(stoppedForLoad)
-	name := b.info.Name
-	fail := func(msg, hint string, holders ...string) error {
-		l.report.Report(Event{Type: EventLoadFailed, Time: time.Now(), Module: name, Message: msg, Hint: hint, Holders: holders})
-		return ErrFailed
-	}
-
-	// The copy to upload is made while the guest is checked.
-	cctx, ccancel := context.WithTimeout(ctx, stepTimeout)
-	defer ccancel()
-	copied := make(chan string, 1)
-	go func() { copied <- l.uploadCopy(cctx, b.res.KO) }()
-	s, err := l.ready(ctx)
-	upload := <-copied
-	if err != nil {
-		return fail(err.Error(), "")
-	}
-	release := s.Release()
-	// Check vermagic before touching the guest: a mismatch would only fail in
-	// insmod after the old module was already removed.
-	if vm := b.info.Vermagic; vm != "" && !strings.HasPrefix(vm, release+" ") && vm != release {
-		return fail(fmt.Sprintf("built for kernel %q but the guest runs %s", strings.Fields(vm)[0], release),
-			fmt.Sprintf("build against the guest's kernel: --kdir /lib/modules/%s/build", release))
-	}
-
-	l.triedAt = time.Now()
-	sctx, cancel := context.WithTimeout(ctx, stepTimeout)
-	defer cancel()
-	if err := l.loadDeps(sctx, s, b.info); err != nil {
-		return fail(l.depsError(err, b), "kwatch loads a module's dependencies from the guest kernel's own modules: install them there (for --vm qemu, --modules-dir names the dir), or build without the dependency")
-	}
-	t := time.Now()
-	remote, sent, err := s.Upload(sctx, upload, path.Base(b.res.KO))
-	if err != nil {
-		return fail(fmt.Sprintf("uploading %s: %v", path.Base(b.res.KO), err), "")
-	}
-	uploadTook := time.Since(t)
-
-	rctx, rcancel := context.WithCancel(sctx)
-	defer rcancel()
-	var tests *testRun // the module's KUnit suites, when they run in its insmod
-	if l.kunitRuns(sctx, s, b.info) {
-		tests = l.startTests(rcancel)
-		defer tests.results()
-	}
-	t = time.Now()
-	mark := l.kmsg.mark()
-	r, err := s.Reload(rctx, name, remote, l.cfg.Params)
-	reloadTook := time.Since(t)
-	if oopsed := tests.reloaded(); err != nil && oopsed != "" && ctx.Err() == nil {
-		l.kmsg.sync(ctx, s, fmt.Sprintf("%s oopsed in its KUnit tests (cycle %d)", name, l.cycle))
-		l.kunitResults(b.info, tests.results(), oopsed)
-		return fail(fmt.Sprintf("a KUnit case oopsed while %s loaded: kwatch stopped waiting for insmod", name),
-			"see the crash report; the VM restarts before the next load")
-	}
-	if err != nil {
-		if l.vmDied(ctx) {
-			// A panic in the module's init: the crash report comes from the
-			// console. The last good build goes back into the new VM.
-			fail("the guest died while loading "+name, "see the crash report; fix the module and save again")
-			l.restore(ctx, false)
-			return ErrFailed
-		}
-		return fail(fmt.Sprintf("reloading: %v", err), "")
-	}
-	if r.UnloadErr != "" {
-		use, holders, held, stuck := l.whoHolds(ctx, s, name)
-		switch {
-		case stuck:
-			l.crashes.markDirty(use)
-			if !l.cfg.Guest.Managed() {
-				// Nothing but a reboot frees it, and kwatch cannot reboot a
-				// machine it does not own: retrying would fail forever.
-				return fail(use, "reboot the guest (kwatch does not manage it, so it cannot restart it), then save again")
-			}
-			if !l.cfg.Once {
-				l.held = &b
-			}
-			return fail(use, "kwatch restarts the VM and loads the new build")
-		case !held:
-			// Not held: rmmod refused for another reason (no module_exit, say).
-			cause, hint := crash.LoadError(r.UnloadErr, nil)
-			return fail("rmmod: "+cause, hint)
-		case l.cfg.Once:
-			return fail(use, "close what holds it and run again", holders...)
-		}
-		l.held = &b
-		return fail(use, "close what holds it: kwatch loads the new build as soon as it is free", holders...)
-	}
-	if r.LoadErr != "" {
-		// A dependency unloaded since (by hand, or by a --run command)
-		// fails insmod: the next load checks them again.
-		l.depsBoot = ""
-		l.kmsg.sync(ctx, s, fmt.Sprintf("%s failed to load (cycle %d)", name, l.cycle))
-		cause, hint := crash.LoadError(r.LoadErr, l.kmsg.since(mark))
-		if tests != nil {
-			l.kunitResults(b.info, tests.results(), "")
-		}
-		msg := "insmod: " + cause
-		if _, _, _, stuck := l.whoHolds(ctx, s, name); stuck {
-			l.crashes.markDirty(name + " is stuck after its init failed")
-			if l.cfg.Guest.Managed() {
-				msg += "; the module is stuck, so the VM is restarted before the next load"
-			} else {
-				msg += "; the module is stuck until the guest is rebooted (kwatch does not manage it)"
-			}
-		} else if l.goodKO != "" && l.loadGood(ctx, s) == "" {
-			l.goodAt = time.Now()
-			msg += " (the previous build was loaded again)"
-		}
-		return fail(msg, hint)
-	}
-	l.keepGood(b, name, s.BootID())
-	// Wait until the log stream has caught up with this load, so the module's
-	// init messages come before the status line (and before --once exits).
-	l.kmsg.sync(ctx, s, fmt.Sprintf("%s loaded (cycle %d)", name, l.cycle))
-	l.report.Report(Event{Type: EventLoaded, Time: time.Now(), Module: path.Base(b.res.KO), Path: b.res.Path, Fallback: fallback(b.res),
-		BuildMS: b.took.Milliseconds(), UploadMS: uploadTook.Milliseconds(), UploadBytes: sent,
-		ReloadMS: reloadTook.Milliseconds(), TotalMS: time.Since(b.start).Milliseconds()})
-	// A module with suites fails when they fail, or when no results came.
-	testsFailed := b.info.KUnitSuites > 0
-	if tests != nil {
-		testsFailed = l.kunitResults(b.info, tests.results(), "")
-	}
-
-	if !l.cfg.Once {
-		l.startRun(ctx, s)
-		return nil
-	}
-	if l.runCommands(ctx, s) || testsFailed {
-		return ErrFailed
-	}
-	return nil
-}
-
-// keepGood copies a module that loaded cleanly into the state dir: the build
-// dir is overwritten by the next build, and a restarted guest gets this one.
-func (l *loop) keepGood(b loadJob, name, boot string) {
-	l.goodName, l.goodInfo, l.goodBoot, l.goodAt = name, b.info, boot, time.Now()
-	if l.cfg.StateDir == "" {
-		return
-	}
-	dst := filepath.Join(l.cfg.StateDir, "last-good", path.Base(b.res.KO))
-	if err := copyFile(b.res.KO, dst); err != nil {
-		l.error(fmt.Errorf("keeping a copy of the last good module: %w", err))
-		l.goodKO = ""
-		return
-	}
-	l.goodKO = dst
-}
-
-// loadDeps loads what a module needs before it, once per boot; a module
-// that needs nothing costs nothing.
-func (l *loop) loadDeps(ctx context.Context, s Session, info builder.Modinfo) error {
-	softPre := kmod.SoftPre(strings.Join(info.Fields["softdep"], " "))
-	if len(info.Depends) == 0 && len(softPre) == 0 {
-		return nil
-	}
-	key := strings.Join(info.Depends, ",") + " " + strings.Join(softPre, ",")
-	if l.depsBoot == s.BootID() && l.depsKey == key {
-		return nil
-	}
-	loaded, err := s.LoadDeps(ctx, info.Depends, softPre)
-	if len(loaded) > 0 {
-		them := "it"
-		if len(loaded) > 1 {
-			them = "them"
-		}
-		l.notice(fmt.Sprintf("loaded %s in the guest first: %s needs %s", strings.Join(loaded, ", "), info.Name, them))
-	}
-	if err != nil {
-		return err
-	}
-	l.depsBoot, l.depsKey = s.BootID(), key
-	return nil
-}
-
-// depsError says why a module's dependencies did not load and, for one
-// that is missing, which of its symbols the module needs it for.
-func (l *loop) depsError(err error, b loadJob) string {
-	msg := "dependencies: " + err.Error()
-	var me *kmod.MissingError
-	if !errors.As(err, &me) || me.Needer != "" || b.res.Symvers == "" {
-		return msg
-	}
-	ko, kerr := kmod.Read(b.res.KO)
-	symvers, serr := os.ReadFile(b.res.Symvers)
-	if kerr != nil || serr != nil {
-		return msg
-	}
-	if sym := kmod.SymbolFrom(ko, symvers, me.Name); sym != "" {
-		msg += fmt.Sprintf("; %s needs it for %s", b.info.Name, sym)
-	}
-	return msg
-}
-
-func copyFile(src, dst string) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return err
-	}
-	if err := os.WriteFile(dst+".tmp", data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(dst+".tmp", dst)
-}
-
 func firstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
@@ -534,9 +308,9 @@ func firstLine(s string) string {
 }
 
 func (l *loop) notice(msg string) {
-	Notice(l.report, msg)
+	event.Notice(l.report, msg)
 }
 
 func (l *loop) error(err error) {
-	l.report.Report(Event{Type: EventError, Time: time.Now(), Message: err.Error()})
+	event.Error(l.report, err)
 }

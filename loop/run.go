@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"kwatch/guest"
 	"sync"
 	"time"
+
+	"kwatch/event"
 )
 
 // runOutputKept is how much of a --run command's output is kept from its
@@ -31,7 +34,7 @@ type runJob struct {
 
 // startRun runs the --run commands in the background: the loop goes on, and a
 // save stops them (see cancelRun).
-func (l *loop) startRun(ctx context.Context, s Session) {
+func (l *loop) startRun(ctx context.Context, s guest.Session) {
 	if len(l.cfg.Run) == 0 {
 		return
 	}
@@ -75,7 +78,7 @@ func (l *loop) stopRun(why error) {
 // it returns whether one failed. A command still running after
 // cfg.RunTimeout is killed, and fails. When ctx ends, the command running is
 // killed (with every process it started in the guest) and the rest are not run.
-func (l *loop) runCommands(ctx context.Context, s Session) (failed bool) {
+func (l *loop) runCommands(ctx context.Context, s guest.Session) (failed bool) {
 	for _, cmd := range l.cfg.Run {
 		out := &keptOutput{keep: runOutputKept}
 		cctx, cancel := ctx, context.CancelFunc(func() {})
@@ -85,7 +88,7 @@ func (l *loop) runCommands(ctx context.Context, s Session) (failed bool) {
 		exit, err := s.RunStream(cctx, cmd, out, out)
 		timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
-		e := Event{Type: EventRunOutput, Time: time.Now(), Command: cmd, Output: out.String()}
+		e := event.Event{Type: event.KindRunOutput, Time: time.Now(), Command: cmd, Output: out.String()}
 		var why stopped
 		switch {
 		case ctx.Err() != nil:

@@ -11,10 +11,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"kwatch/builder"
 	"kwatch/builder/buildertest"
+	"kwatch/event"
+	"kwatch/guest"
 	"kwatch/watcher"
 )
 
@@ -22,7 +25,7 @@ import (
 
 const taintD = 1 << 7 // "D": the kernel oopsed
 
-var errBuild = &builder.Error{Diagnostics: []string{"hello.c:3:1: error: expected ';'"}, Hint: "fix the syntax"}
+var errBuild = &builder.Error{Diagnostics: []string{"hello.c:3:1: error: expected ';'"}, Fix: "fix the syntax"}
 
 // oops is a kernel report blamed on module hello.
 var oops = []string{
@@ -33,26 +36,38 @@ var oops = []string{
 }
 
 // insmodFails makes every load of a file whose name starts with prefix fail.
-func insmodFails(prefix, msg string) func(*fakeBoot, string, string) (ReloadResult, error) {
-	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+func insmodFails(prefix, msg string) func(*fakeBoot, string, string) (guest.ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		if strings.HasPrefix(path.Base(remote), prefix) {
 			delete(b.loaded, name)
-			return ReloadResult{Unloaded: true, LoadErr: msg}, nil
+			return guest.ReloadResult{Unloaded: true, LoadErr: msg}, nil
 		}
 		b.loaded[name] = remote
-		return ReloadResult{}, nil
+		return guest.ReloadResult{}, nil
 	}
 }
 
 // rmmodFails makes every unload of a loaded module fail with msg.
-func rmmodFails(msg string) func(*fakeBoot, string, string) (ReloadResult, error) {
-	return func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+func rmmodFails(msg string) func(*fakeBoot, string, string) (guest.ReloadResult, error) {
+	return func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		if _, ok := b.loaded[name]; ok {
-			return ReloadResult{UnloadErr: msg}, nil
+			return guest.ReloadResult{UnloadErr: msg}, nil
 		}
 		b.loaded[name] = remote
-		return ReloadResult{}, nil
+		return guest.ReloadResult{}, nil
 	}
+}
+
+// saveHeld saves while rmmod fails with msg and use says what holds the
+// loaded module, and returns the load_failed event.
+func (r *rig) saveHeld(t *testing.T, msg string, use guest.ModuleUse) event.Event {
+	t.Helper()
+	r.guest.set(func(g *fakeGuest) {
+		g.reload = rmmodFails(msg)
+		g.use = use
+	})
+	r.watch.save(t, "hello.c")
+	return r.events.wait(t, "load_failed", 1)
 }
 
 func loadedIn(g *fakeGuest, name string) string {
@@ -76,7 +91,7 @@ func TestOnceLoads(t *testing.T) {
 	if e.Module != "hello.ko" {
 		t.Errorf("loaded event names %q, want hello.ko", e.Module)
 	}
-	for _, typ := range []Kind{"build_start", "build_ok"} {
+	for _, typ := range []event.Kind{"build_start", "build_ok"} {
 		if len(r.events.of(typ)) != 1 {
 			t.Errorf("want one %s event:%s", typ, r.events)
 		}
@@ -410,9 +425,9 @@ func TestFailedLoadWithoutGoodBuild(t *testing.T) {
 func TestFailedLoadExplainedByKernelLog(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	r.guest.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		b.logf("hello: Unknown symbol missing_fn (err -2)")
-		return ReloadResult{LoadErr: "insmod: ERROR: could not insert module hello.ko: Unknown symbol in module"}, nil
+		return guest.ReloadResult{LoadErr: "insmod: ERROR: could not insert module hello.ko: Unknown symbol in module"}, nil
 	}
 	if e := r.onceFails(); !strings.Contains(e.Message, "unknown symbol missing_fn") {
 		t.Errorf("load_failed %q does not name the symbol from the kernel log", e.Message)
@@ -422,40 +437,37 @@ func TestFailedLoadExplainedByKernelLog(t *testing.T) {
 // A module in use: the new build waits and loads once the module is free.
 func TestHeldModuleRetriedWhenFreed(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, true)
-	first, second := r.ko("hello"), r.ko("hello")
-	r.builder.steps = []buildStep{first, second}
-	r.start()
-	r.events.wait(t, "loaded", 1)
-	r.guest.set(func(g *fakeGuest) {
-		g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
-		g.use = ModuleUse{Refcnt: 1, InitState: "live", Openers: []string{"pid 7 (cat) has /dev/hello open"}}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, true)
+		first, second := r.ko("hello"), r.ko("hello")
+		r.builder.steps = []buildStep{first, second}
+		r.start()
+		r.events.wait(t, "loaded", 1)
+		e := r.saveHeld(t, "rmmod: ERROR: Module hello is in use", guest.ModuleUse{Refcnt: 1, InitState: "live", Openers: []string{"pid 7 (cat) has /dev/hello open"}})
+		if !strings.Contains(e.Message, "in use (refcount 1)") || !slices.Equal(e.Holders, []string{"pid 7 (cat) has /dev/hello open"}) ||
+			!strings.Contains(e.Hint, "as soon as it is free") {
+			t.Errorf("load_failed = %q %q %v", e.Message, e.Hint, e.Holders)
+		}
+		idle(50 * time.Millisecond) // a few ticks: still held, no retry
+		if n := r.guest.reloadCount(); n != 2 {
+			t.Errorf("%d reloads while the module is held, want 2", n)
+		}
+		r.guest.set(func(g *fakeGuest) {
+			g.use = guest.ModuleUse{Refcnt: 0, InitState: "live"}
+			g.reload = newFakeGuest(true).reload
+		})
+		r.events.notice(t, "hello is free now: loading the new build")
+		r.events.wait(t, "loaded", 2)
+		if got := loadedIn(r.guest, "hello"); got != remote(second.ko) {
+			t.Errorf("loaded %q, want the new build", got)
+		}
 	})
-	r.watch.save(t, "hello.c")
-	e := r.events.wait(t, "load_failed", 1)
-	if !strings.Contains(e.Message, "in use (refcount 1)") || !slices.Equal(e.Holders, []string{"pid 7 (cat) has /dev/hello open"}) ||
-		!strings.Contains(e.Hint, "as soon as it is free") {
-		t.Errorf("load_failed = %q %q %v", e.Message, e.Hint, e.Holders)
-	}
-	time.Sleep(50 * time.Millisecond) // a few ticks: still held, no retry
-	if n := r.guest.reloadCount(); n != 2 {
-		t.Errorf("%d reloads while the module is held, want 2", n)
-	}
-	r.guest.set(func(g *fakeGuest) {
-		g.use = ModuleUse{Refcnt: 0, InitState: "live"}
-		g.reload = newFakeGuest(true).reload
-	})
-	r.events.notice(t, "hello is free now: loading the new build")
-	r.events.wait(t, "loaded", 2)
-	if got := loadedIn(r.guest, "hello"); got != remote(second.ko) {
-		t.Errorf("loaded %q, want the new build", got)
-	}
 }
 
 func TestHeldModuleOnce(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.alreadyLoaded("rmmod: ERROR: Module hello is in use", ModuleUse{Refcnt: 2, InitState: "live", Holders: []string{"hello_user"}})
+	r.alreadyLoaded("rmmod: ERROR: Module hello is in use", guest.ModuleUse{Refcnt: 2, InitState: "live", Holders: []string{"hello_user"}})
 	e := r.onceFails()
 	if e.Hint != "close what holds it and run again" || !slices.Equal(e.Holders, []string{"module hello_user uses it"}) {
 		t.Errorf("load_failed = %q %v", e.Hint, e.Holders)
@@ -465,46 +477,45 @@ func TestHeldModuleOnce(t *testing.T) {
 // rmmod refused, but nothing holds the module (no module_exit, say).
 func TestUnloadRefusedNotHeld(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, true)
-	r.alreadyLoaded("rmmod: ERROR: could not remove module hello: Device or resource busy", ModuleUse{Refcnt: 0, InitState: "live"})
-	r.start()
-	e := r.events.wait(t, "load_failed", 1)
-	if !strings.HasPrefix(e.Message, "rmmod: ") {
-		t.Errorf("load_failed %q, want the rmmod cause", e.Message)
-	}
-	time.Sleep(50 * time.Millisecond)
-	if n := r.guest.reloadCount(); n != 1 {
-		t.Errorf("%d reloads, want 1: a module nobody holds is not retried", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, true)
+		r.alreadyLoaded("rmmod: ERROR: could not remove module hello: Device or resource busy", guest.ModuleUse{Refcnt: 0, InitState: "live"})
+		r.start()
+		e := r.events.wait(t, "load_failed", 1)
+		if !strings.HasPrefix(e.Message, "rmmod: ") {
+			t.Errorf("load_failed %q, want the rmmod cause", e.Message)
+		}
+		idle(50 * time.Millisecond)
+		if n := r.guest.reloadCount(); n != 1 {
+			t.Errorf("%d reloads, want 1: a module nobody holds is not retried", n)
+		}
+	})
 }
 
 // A newer build replaces one that waits for its module to be freed.
 func TestHeldBuildReplacedBySave(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, true)
-	first, second, third := r.ko("hello"), r.ko("hello"), r.ko("hello")
-	r.builder.steps = []buildStep{first, second, third}
-	r.start()
-	r.events.wait(t, "loaded", 1)
-	r.guest.set(func(g *fakeGuest) {
-		g.reload = rmmodFails("rmmod: ERROR: Module hello is in use")
-		g.use = ModuleUse{Refcnt: 1, InitState: "live"}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, true)
+		first, second, third := r.ko("hello"), r.ko("hello"), r.ko("hello")
+		r.builder.steps = []buildStep{first, second, third}
+		r.start()
+		r.events.wait(t, "loaded", 1)
+		r.saveHeld(t, "rmmod: ERROR: Module hello is in use", guest.ModuleUse{Refcnt: 1, InitState: "live"})
+		r.guest.set(func(g *fakeGuest) {
+			g.reload = newFakeGuest(true).reload
+			g.use = guest.ModuleUse{Refcnt: 0, InitState: "live"}
+		})
+		r.watch.save(t, "hello.c")
+		r.events.wait(t, "loaded", 2)
+		idle(50 * time.Millisecond)
+		if got := loadedIn(r.guest, "hello"); got != remote(third.ko) {
+			t.Errorf("loaded %q, want the newest build", got)
+		}
+		if len(r.events.of("loaded")) != 2 {
+			t.Errorf("the replaced build was loaded too:%s", r.events)
+		}
 	})
-	r.watch.save(t, "hello.c")
-	r.events.wait(t, "load_failed", 1)
-	r.guest.set(func(g *fakeGuest) {
-		g.reload = newFakeGuest(true).reload
-		g.use = ModuleUse{Refcnt: 0, InitState: "live"}
-	})
-	r.watch.save(t, "hello.c")
-	r.events.wait(t, "loaded", 2)
-	time.Sleep(50 * time.Millisecond)
-	if got := loadedIn(r.guest, "hello"); got != remote(third.ko) {
-		t.Errorf("loaded %q, want the newest build", got)
-	}
-	if len(r.events.of("loaded")) != 2 {
-		t.Errorf("the replaced build was loaded too:%s", r.events)
-	}
 }
 
 // A module stuck in its init: a managed VM is restarted and the build loaded there.
@@ -514,12 +525,7 @@ func TestStuckModuleRestartsManagedVM(t *testing.T) {
 	r.builder.steps = []buildStep{r.ko("hello"), r.ko("hello")}
 	r.start()
 	r.events.wait(t, "loaded", 1)
-	r.guest.set(func(g *fakeGuest) {
-		g.reload = rmmodFails("rmmod: ERROR: Module hello is busy")
-		g.use = ModuleUse{Refcnt: 0, InitState: "coming"}
-	})
-	r.watch.save(t, "hello.c")
-	e := r.events.wait(t, "load_failed", 1)
+	e := r.saveHeld(t, "rmmod: ERROR: Module hello is busy", guest.ModuleUse{Refcnt: 0, InitState: "coming"})
 	if !strings.Contains(e.Message, "stuck (initstate coming)") || e.Hint != "kwatch restarts the VM and loads the new build" {
 		t.Errorf("load_failed = %q / %q", e.Message, e.Hint)
 	}
@@ -535,20 +541,22 @@ func TestStuckModuleRestartsManagedVM(t *testing.T) {
 // module is reported once with the fix, and not retried every second.
 func TestStuckModuleUnmanagedStopsRetrying(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, false)
-	r.alreadyLoaded("rmmod: ERROR: Module hello is busy", ModuleUse{Refcnt: 0, InitState: "coming"})
-	r.start()
-	e := r.events.wait(t, "load_failed", 1)
-	if !strings.Contains(e.Hint, "reboot the guest") || strings.Contains(e.Hint, "kwatch restarts") {
-		t.Errorf("hint %q, want it to say the guest must be rebooted", e.Hint)
-	}
-	time.Sleep(100 * time.Millisecond) // ten ticks
-	if n := r.guest.reloadCount(); n != 1 {
-		t.Errorf("%d reloads, want 1: a stuck module in an unmanaged guest is retried", n)
-	}
-	if n := r.guest.restartCount(); n != 0 {
-		t.Errorf("kwatch restarted a guest it does not manage")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, false)
+		r.alreadyLoaded("rmmod: ERROR: Module hello is busy", guest.ModuleUse{Refcnt: 0, InitState: "coming"})
+		r.start()
+		e := r.events.wait(t, "load_failed", 1)
+		if !strings.Contains(e.Hint, "reboot the guest") || strings.Contains(e.Hint, "kwatch restarts") {
+			t.Errorf("hint %q, want it to say the guest must be rebooted", e.Hint)
+		}
+		idle(100 * time.Millisecond) // ten ticks
+		if n := r.guest.reloadCount(); n != 1 {
+			t.Errorf("%d reloads, want 1: a stuck module in an unmanaged guest is retried", n)
+		}
+		if n := r.guest.restartCount(); n != 0 {
+			t.Errorf("kwatch restarted a guest it does not manage")
+		}
+	})
 }
 
 func TestFailedInitStuckModule(t *testing.T) {
@@ -556,7 +564,7 @@ func TestFailedInitStuckModule(t *testing.T) {
 	for _, managed := range []bool{true, false} {
 		r := newRig(t, managed)
 		r.guest.reload = insmodFails("hello", "insmod: ERROR: could not insert module hello.ko: Cannot allocate memory")
-		r.guest.use = ModuleUse{Refcnt: 0, InitState: "going"}
+		r.guest.use = guest.ModuleUse{Refcnt: 0, InitState: "going"}
 		e := r.onceFails()
 		want := "the VM is restarted before the next load"
 		if !managed {
@@ -649,14 +657,14 @@ func TestVMDiedMidReload(t *testing.T) {
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.guest.set(func(g *fakeGuest) {
-		g.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+		g.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 			if strings.HasPrefix(path.Base(remote), "good-") {
 				b.loaded[name] = remote
-				return ReloadResult{}, nil
+				return guest.ReloadResult{}, nil
 			}
 			g.running = false
 			b.end()
-			return ReloadResult{}, errors.New("ssh: connection lost")
+			return guest.ReloadResult{}, errors.New("ssh: connection lost")
 		}
 	})
 	r.watch.save(t, "hello.c")
@@ -673,10 +681,10 @@ func TestVMDiedMidReload(t *testing.T) {
 func TestCrashDuringFirstLoad(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, true)
-	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	r.guest.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		b.g.running = false
 		b.end()
-		return ReloadResult{}, errors.New("ssh: connection lost")
+		return guest.ReloadResult{}, errors.New("ssh: connection lost")
 	}
 	if err := r.once(); !errors.Is(err, ErrFailed) {
 		t.Fatalf("Run --once = %v", err)
@@ -721,38 +729,42 @@ func TestRestartedGuestNotGivenTheModuleThatCrashedIt(t *testing.T) {
 
 func TestUnmanagedRebootLeftAlone(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, false)
-	r.start()
-	r.events.wait(t, "loaded", 1)
-	r.guest.reboot()
-	time.Sleep(100 * time.Millisecond)
-	if n := r.guest.reloadCount(); n != 1 {
-		t.Errorf("%d reloads, want 1: kwatch loads nothing into an unmanaged guest on its own", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, false)
+		r.start()
+		r.events.wait(t, "loaded", 1)
+		r.guest.reboot()
+		idle(100 * time.Millisecond)
+		if n := r.guest.reloadCount(); n != 1 {
+			t.Errorf("%d reloads, want 1: kwatch loads nothing into an unmanaged guest on its own", n)
+		}
+	})
 }
 
 // A save during a build cancels it; only the newest sources are loaded.
 func TestBuildCancelledBySave(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, true)
-	block := make(chan struct{})
-	newest := r.ko("hello")
-	r.builder.steps = []buildStep{{ko: newest.ko, block: block}, newest}
-	r.start()
-	r.events.wait(t, "build_start", 1)
-	r.watch.save(t, "hello.c")
-	r.events.wait(t, "loaded", 1)
-	if n := r.builder.count(); n != 2 {
-		t.Errorf("%d builds, want 2", n)
-	}
-	if len(r.events.of("build_failed")) != 0 {
-		t.Errorf("the cancelled build was reported as failed:%s", r.events)
-	}
-	close(block)
-	time.Sleep(50 * time.Millisecond)
-	if n := len(r.events.of("loaded")); n != 1 {
-		t.Errorf("%d loads, want 1", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, true)
+		block := make(chan struct{})
+		newest := r.ko("hello")
+		r.builder.steps = []buildStep{{ko: newest.ko, block: block}, newest}
+		r.start()
+		r.events.wait(t, "build_start", 1)
+		r.watch.save(t, "hello.c")
+		r.events.wait(t, "loaded", 1)
+		if n := r.builder.count(); n != 2 {
+			t.Errorf("%d builds, want 2", n)
+		}
+		if len(r.events.of("build_failed")) != 0 {
+			t.Errorf("the cancelled build was reported as failed:%s", r.events)
+		}
+		close(block)
+		idle(50 * time.Millisecond)
+		if n := len(r.events.of("loaded")); n != 1 {
+			t.Errorf("%d loads, want 1", n)
+		}
+	})
 }
 
 // Sources rewritten during a build: the build is done again, nothing reported as failed.
@@ -818,24 +830,18 @@ func TestKernelLogStreamed(t *testing.T) {
 	r.start()
 	r.events.wait(t, "loaded", 1)
 	r.guest.kernelLog("hello: hi from the module")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var msgs []string
+	r.events.waitFor(t, "the module's message", func() (event.Event, bool) {
 		for _, e := range r.events.of("kmsg") {
-			msgs = append(msgs, e.Message)
-		}
-		if slices.Contains(msgs, "hello: hi from the module") {
-			for _, m := range msgs {
-				if strings.Contains(m, "from before kwatch") || strings.HasPrefix(m, markPrefix) {
-					t.Errorf("kmsg event %q should not be shown", m)
-				}
+			if e.Message == "hello: hi from the module" {
+				return e, true
 			}
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the module's message was not streamed: %q", msgs)
+		return event.Event{}, false
+	})
+	for _, e := range r.events.of("kmsg") {
+		if strings.Contains(e.Message, "from before kwatch") || strings.HasPrefix(e.Message, markPrefix) {
+			t.Errorf("kmsg event %q should not be shown", e.Message)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -871,7 +877,7 @@ func TestCheckWaitsForIdle(t *testing.T) {
 	r.builder.steps = []buildStep{r.fastKO("hello"), r.fastKO("hello")}
 	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) { return nil, nil }
 	reload := r.guest.reload
-	r.guest.reload = func(b *fakeBoot, name, remote string) (ReloadResult, error) {
+	r.guest.reload = func(b *fakeBoot, name, remote string) (guest.ReloadResult, error) {
 		if len(b.g.reloads) == 1 { // a save during the first load
 			go func() { r.watch.batches <- watcher.Batch{Changed: []string{"hello.c"}} }()
 		}
@@ -889,28 +895,30 @@ func TestCheckWaitsForIdle(t *testing.T) {
 // is reported, but make's module is not loaded, as that build rewrites it.
 func TestMismatchDuringBuildOnlyReported(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, true)
-	block := make(chan struct{})
-	r.builder.steps = []buildStep{r.fastKO("hello"), {ko: r.ko("hello").ko, block: block}}
-	found := make(chan struct{})
-	makes := r.ko("hello").ko
-	r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) {
-		<-found
-		return &builder.Mismatch{KO: makes, Sections: []string{".text"}}, nil
-	}
-	r.start()
-	r.events.wait(t, "loaded", 1)
-	r.builder.waitBegun(t, "check")
-	r.watch.save(t, "hello.c")
-	r.events.wait(t, "build_start", 2)
-	close(found)
-	r.events.wait(t, EventFastPathBug, 1)
-	close(block)
-	r.events.wait(t, "loaded", 2)
-	time.Sleep(50 * time.Millisecond)
-	if n := r.guest.reloadCount(); n != 2 {
-		t.Errorf("%d reloads, want 2 (the two builds'): make's module was loaded while a build ran", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, true)
+		block := make(chan struct{})
+		r.builder.steps = []buildStep{r.fastKO("hello"), {ko: r.ko("hello").ko, block: block}}
+		found := make(chan struct{})
+		makes := r.ko("hello").ko
+		r.builder.check = func(ctx context.Context) (*builder.Mismatch, error) {
+			<-found
+			return &builder.Mismatch{KO: makes, Sections: []string{".text"}}, nil
+		}
+		r.start()
+		r.events.wait(t, "loaded", 1)
+		r.builder.waitBegun(t, "check")
+		r.watch.save(t, "hello.c")
+		r.events.wait(t, "build_start", 2)
+		close(found)
+		r.events.wait(t, event.KindFastPathBug, 1)
+		close(block)
+		r.events.wait(t, "loaded", 2)
+		idle(50 * time.Millisecond)
+		if n := r.guest.reloadCount(); n != 2 {
+			t.Errorf("%d reloads, want 2 (the two builds'): make's module was loaded while a build ran", n)
+		}
+	})
 }
 
 // depsKO is a module hello whose .modinfo says it needs videodev (and,

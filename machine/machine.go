@@ -1,18 +1,23 @@
-// Package machine owns the guest kwatch loads modules into: one goroutine
-// boots a managed VM, checks its health, restarts it and keeps the one SSH
-// session to it; everyone else asks that goroutine for a session.
+// Package machine owns the guest kwatch loads modules into. Open prepares a
+// guest of each kind, one file per kind (open_qemu.go, open_nix.go,
+// open_ssh.go; a new backend is a new file and a case in Open's switch);
+// then one goroutine boots a managed VM, checks its health, restarts it and
+// keeps the one SSH session to it, and everyone else asks that goroutine for
+// a session. state.go answers kwatch vm down and status.
 package machine
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
+	"kwatch/event"
 	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
-	"kwatch/loop"
 )
 
 const (
@@ -29,10 +34,13 @@ const (
 
 // Config says which machine to own.
 type Config struct {
-	VM          *vm.VM          // nil when the machine is not kwatch's (--vm ssh)
-	SSH         guest.SSHConfig // Addr is taken from the VM's state when VM is set
+	VM          *vm.Process // nil when the machine is not kwatch's (--vm ssh)
+	SSH         ssh.Config  // Addr is taken from the VM's state when VM is set
 	BootTimeout time.Duration
-	Report      loop.Reporter
+	// Report is told of notices, errors and a guest that became ready, on
+	// the owner goroutine, which waits for it: it must not call Session,
+	// LogSession, Restart or Relaunch.
+	Report event.Reporter
 }
 
 // Machine is the guest: a VM kwatch manages (Config.VM set) or an existing
@@ -48,6 +56,12 @@ type Machine struct {
 	bootID     string
 	pid        int // the managed VM's process that bootID runs in
 	beforeBoot func()
+
+	// Set by Open before anyone else sees the Machine; read-only afterwards.
+	rebuild       func(context.Context, *Machine) error // Rebuild's work; nil: nothing to rebuild
+	knownHosts    string                                // where Connect pins a host key
+	acceptHostKey string                                // the fingerprint Connect accepts unasked
+	stderr        io.Writer                             // where Connect asks about an unknown host key
 
 	// Owned by the goroutine in run.
 	cfg     Config
@@ -81,8 +95,12 @@ var errClosed = errors.New("kwatch is stopping")
 // Start runs the owner of the machine until ctx is done or Close is called.
 // Nothing is booted until the first Session.
 func Start(ctx context.Context, cfg Config) *Machine {
-	ctx, stop := context.WithCancel(ctx)
-	m := &Machine{cfg: cfg, reqs: make(chan request), stop: stop, done: make(chan struct{})}
+	return (&Machine{cfg: cfg}).start(ctx)
+}
+
+func (m *Machine) start(ctx context.Context) *Machine {
+	ctx, m.stop = context.WithCancel(ctx)
+	m.reqs, m.done = make(chan request), make(chan struct{})
 	go m.run(ctx)
 	return m
 }
@@ -96,7 +114,7 @@ func (m *Machine) Close() {
 
 // Session returns a connected session, booting or restarting a managed VM
 // when it does not run.
-func (m *Machine) Session(ctx context.Context) (loop.Session, error) {
+func (m *Machine) Session(ctx context.Context) (guest.Session, error) {
 	return m.ask(ctx, request{})
 }
 
@@ -104,13 +122,13 @@ func (m *Machine) Session(ctx context.Context) (loop.Session, error) {
 // second: after a managed VM failed to boot (an unbootable configuration,
 // say) it returns that failure rather than booting again each time, until
 // a Session or Restart boots it.
-func (m *Machine) LogSession(ctx context.Context) (loop.Session, error) {
+func (m *Machine) LogSession(ctx context.Context) (guest.Session, error) {
 	return m.ask(ctx, request{log: true})
 }
 
 // Restart stops a managed VM and boots it again: for a guest that oopsed.
 // A guest that `kwatch gdb` holds stopped is not restarted: it only looks dead.
-func (m *Machine) Restart(ctx context.Context) (loop.Session, error) {
+func (m *Machine) Restart(ctx context.Context) (guest.Session, error) {
 	if m.cfg.VM != nil && m.cfg.VM.Debugged() {
 		return nil, errors.New("the guest does not answer while kwatch gdb holds it stopped: continue it in gdb, then save again")
 	}
@@ -124,7 +142,7 @@ func (m *Machine) Relaunch(ctx context.Context, ident string, launch vm.Launcher
 	return err
 }
 
-func (m *Machine) ask(ctx context.Context, r request) (loop.Session, error) {
+func (m *Machine) ask(ctx context.Context, r request) (guest.Session, error) {
 	r.reply = make(chan reply, 1) // the owner never waits for a caller that gave up
 	select {
 	case m.reqs <- r:
@@ -181,6 +199,8 @@ func (m *Machine) ConsoleLog() string {
 
 // BeforeBoot registers fn to run before a dead VM is booted again, which
 // truncates its console log: the crash watcher reads the panic in it first.
+// fn runs on the owner goroutine, which waits for it: it must not call
+// Session, LogSession, Restart or Relaunch (they wait for the owner).
 func (m *Machine) BeforeBoot(fn func()) {
 	m.mu.Lock()
 	m.beforeBoot = fn
@@ -323,15 +343,15 @@ func (m *Machine) connect(ctx context.Context) (_ *session, err error) {
 		// A NixOS VM booted afresh may come with a new host key (a new disk
 		// image); kwatch started it, so the old pin is no proof of anything.
 		// The qemu backend's key lives in the state dir and never changes.
-		if st.PID != before.PID && g.VM.Backend == "nix" {
-			if err := guest.ForgetHost(g.SSH.KnownHosts, g.SSH.Addr); err != nil {
+		if st.PID != before.PID && g.VM.Kind == guest.Nix {
+			if err := ssh.ForgetHost(g.SSH.KnownHosts, g.SSH.Addr); err != nil {
 				return nil, err
 			}
 		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, g.BootTimeout)
 	defer cancel()
-	c, err := guest.Dial(dctx, g.SSH)
+	c, err := ssh.Dial(dctx, g.SSH)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the guest at %s: %w", g.SSH.Addr, err)
 	}
@@ -345,7 +365,7 @@ func (m *Machine) connect(ctx context.Context) (_ *session, err error) {
 	m.mu.Lock()
 	m.bootID, m.pid = bootID, pid
 	m.mu.Unlock()
-	g.Report.Report(loop.Event{Type: loop.EventVMReady, Time: time.Now(), Addr: g.SSH.Addr,
+	g.Report.Report(event.Event{Type: event.KindVMReady, Time: time.Now(), Addr: g.SSH.Addr,
 		Message: fmt.Sprintf("guest %s ready (ssh %s)", release, g.SSH.Addr)})
 	return m.session, nil
 }
@@ -372,33 +392,23 @@ func (m *Machine) drop() {
 }
 
 func (m *Machine) notice(msg string) {
-	loop.Notice(m.cfg.Report, msg)
+	event.Notice(m.cfg.Report, msg)
 }
 
 func (m *Machine) error(err error) {
-	m.cfg.Report.Report(loop.Event{Type: loop.EventError, Time: time.Now(), Message: err.Error()})
+	event.Error(m.cfg.Report, err)
 }
 
-// session is a connection to one boot of the guest: loop.Session on top of
-// guest.Client.
+// session is a connection to one boot of the guest: guest.Session on top of
+// ssh.Client, which answers the rest.
 type session struct {
-	*guest.Client
+	*ssh.Client
 	release, bootID string
 }
 
 func (s *session) Release() string { return s.release }
 func (s *session) BootID() string  { return s.bootID }
 
-func (s *session) Reload(ctx context.Context, name, remote string, params []string) (loop.ReloadResult, error) {
-	r, err := s.Client.Reload(ctx, name, remote, params)
-	return loop.ReloadResult(r), err
-}
-
 func (s *session) LoadDeps(ctx context.Context, depends, softPre []string) ([]string, error) {
 	return s.Client.LoadDeps(ctx, s.release, depends, softPre)
-}
-
-func (s *session) ModuleUse(ctx context.Context, name string) (loop.ModuleUse, error) {
-	u, err := s.Client.ModuleUse(ctx, name)
-	return loop.ModuleUse(u), err
 }

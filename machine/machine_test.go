@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"kwatch/event"
 	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
-	"kwatch/loop"
 )
 
 // The health probe: a VM whose SSH server stays silent for sshDeadAfter is
@@ -53,7 +54,7 @@ func TestSilence(t *testing.T) {
 
 type discard struct{}
 
-func (discard) Report(loop.Event) {}
+func (discard) Report(event.Event) {}
 
 // The owner may spend minutes on a boot or a dial; nobody else waits for it
 // longer than they want to, and the boot id is always at hand.
@@ -73,7 +74,7 @@ func TestOthersDoNotWaitForTheOwner(t *testing.T) {
 		}
 	}()
 	m := Start(context.Background(), Config{Report: discard{}, BootTimeout: time.Minute,
-		SSH: guest.SSHConfig{Addr: ln.Addr().String(), User: "root", KnownHosts: filepath.Join(t.TempDir(), "known_hosts")}})
+		SSH: ssh.Config{Addr: ln.Addr().String(), User: "root", KnownHosts: filepath.Join(t.TempDir(), "known_hosts")}})
 	first := make(chan error, 1)
 	go func() { _, err := m.Session(context.Background()); first <- err }()
 	time.Sleep(100 * time.Millisecond) // the owner is dialling now
@@ -108,7 +109,7 @@ func TestOthersDoNotWaitForTheOwner(t *testing.T) {
 // says so; the next Session boots it.
 func TestRelaunch(t *testing.T) {
 	rec := &notices{}
-	v := &vm.VM{StateDir: t.TempDir(), Backend: "nix", Ident: "/nix/store/a-vm"}
+	v := &vm.Process{StateDir: t.TempDir(), Kind: guest.Nix, Ident: "/nix/store/a-vm"}
 	m := Start(context.Background(), Config{VM: v, Report: rec})
 	defer m.Close()
 	if m.Running() || !m.Managed() || m.ConsoleLog() != "" {
@@ -135,8 +136,8 @@ type notices struct {
 	msg []string
 }
 
-func (n *notices) Report(e loop.Event) {
-	if e.Type == loop.EventNotice {
+func (n *notices) Report(e event.Event) {
+	if e.Type == event.KindNotice {
 		n.mu.Lock()
 		n.msg = append(n.msg, e.Message)
 		n.mu.Unlock()
@@ -161,7 +162,7 @@ func TestLogSessionAfterFailedBoot(t *testing.T) {
 		return nil, errors.New("an unbootable configuration")
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return launches }
-	v := &vm.VM{StateDir: t.TempDir(), Backend: "nix", Ident: "/nix/store/a-vm", Launch: launch}
+	v := &vm.Process{StateDir: t.TempDir(), Kind: guest.Nix, Ident: "/nix/store/a-vm", Launch: launch}
 	m := Start(context.Background(), Config{VM: v, Report: discard{}})
 	defer m.Close()
 	ctx := context.Background()

@@ -34,7 +34,7 @@ func (d *Derivation) Build(ctx context.Context, out io.Writer) (builder.Result, 
 		return builder.Result{}, err
 	}
 	if len(files) > 0 {
-		return builder.Result{}, &builder.Error{Hint: "git add -N " + strings.Join(files, " "), Err: untrackedError(files)}
+		return builder.Result{}, &builder.Error{Fix: "git add -N " + strings.Join(files, " "), Err: untrackedError(files)}
 	}
 	paths, err := d.Nix.Build(ctx, installable(d.Flake, d.Attr), d.OutLink, out)
 	if ctx.Err() != nil {
@@ -57,6 +57,12 @@ func (d *Derivation) Build(ctx context.Context, out io.Writer) (builder.Result, 
 
 // decompress writes the compressed module ko as a plain .ko into the
 // directory module-ko beside OutLink, and returns its path.
+// Settle returns at once: a derivation's build leaves nothing running.
+func (d *Derivation) Settle() {}
+
+// BeginVerify returns nil: a derivation has no fast path to check.
+func (d *Derivation) BeginVerify(context.Context) func() (*builder.Mismatch, error) { return nil }
+
 func (d *Derivation) decompress(ko string) (string, error) {
 	data, err := kmod.Read(ko)
 	if err != nil {

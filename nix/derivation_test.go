@@ -79,7 +79,7 @@ func TestDerivationUntrackedInput(t *testing.T) {
 	_, err := d.Build(t.Context(), nil)
 	var berr *builder.Error
 	want := "src/version.h is not tracked by git, so nix cannot see it: git add -N src/version.h"
-	if !errors.As(err, &berr) || !strings.Contains(err.Error(), want) || berr.Hint != "git add -N src/version.h" {
+	if !errors.As(err, &berr) || !strings.Contains(err.Error(), want) || berr.Fix != "git add -N src/version.h" {
 		t.Fatalf("Build = %v, want a *builder.Error saying %q", err, want)
 	}
 

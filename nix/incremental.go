@@ -15,6 +15,8 @@ import (
 // derivation's own build environment and make flags, but with make running
 // in a build dir that persists between builds, so only what changed is
 // rebuilt. It gives the same .ko as Derivation in a fraction of the time.
+// Its fast path, and so what it does after Build returns (Settle,
+// BeginVerify), is the builder.Make of its last build.
 type Incremental struct {
 	Flake    string // flake directory (absolute)
 	Attr     string // the module's flake output, as in Derivation
@@ -50,15 +52,27 @@ func (b *Incremental) Build(ctx context.Context, out io.Writer) (builder.Result,
 	return mk.Build(ctx, out)
 }
 
-// Settle waits until the last build's records are all written (see
-// builder.Make.Settle).
+// Settle waits until the last build's records are all written.
 func (b *Incremental) Settle() {
-	b.mu.Lock()
-	mk := b.mk
-	b.mu.Unlock()
-	if mk != nil {
+	if mk := b.current(); mk != nil {
 		mk.Settle()
 	}
+}
+
+// BeginVerify starts the last fast build's correctness net.
+func (b *Incremental) BeginVerify(ctx context.Context) func() (*builder.Mismatch, error) {
+	if mk := b.current(); mk != nil {
+		return mk.BeginVerify(ctx)
+	}
+	return nil
+}
+
+// current is the Make the last build ran, nil before the first build and
+// after Invalidate.
+func (b *Incremental) current() *builder.Make {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.mk
 }
 
 // make returns the Make for env, a new one (whose first build is a full
@@ -72,17 +86,6 @@ func (b *Incremental) make(env *DevEnv) *builder.Make {
 		b.mk = &builder.Make{Dir: b.BuildDir, Args: args, Env: env.Environ(), Module: b.Module}
 	}
 	return b.mk
-}
-
-// BeginVerify starts the fast path's correctness net (builder.Make.BeginVerify).
-func (b *Incremental) BeginVerify(ctx context.Context) func() (*builder.Mismatch, error) {
-	b.mu.Lock()
-	mk := b.mk
-	b.mu.Unlock()
-	if mk == nil {
-		return nil
-	}
-	return mk.BeginVerify(ctx)
 }
 
 // Invalidate makes the next Build ask nix for the build environment again

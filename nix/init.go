@@ -27,9 +27,12 @@ type InitOptions struct {
 }
 
 // InputError is init refusing its input: what is wrong and how to fix it.
-type InputError struct{ Msg, Hint string }
+type InputError struct{ Msg, Fix string }
 
-func (e *InputError) Error() string { return e.Msg + ": " + e.Hint }
+func (e *InputError) Error() string { return e.Msg + ": " + e.Fix }
+
+// Hint says how to fix the input.
+func (e *InputError) Hint() string { return e.Fix }
 
 // Init writes a new kwatch project into dir: a flake with a NixOS VM
 // (configuration.nix), the module's derivation (module.nix) and a Rust hello
@@ -47,7 +50,7 @@ func Init(dir string, opts InitOptions) (written []string, err error) {
 	}
 	name = moduleName(name)
 	if name == "" || name[0] < 'a' || name[0] > 'z' {
-		return nil, &InputError{Msg: fmt.Sprintf("module name %q does not start with a letter", name), Hint: "pass --name with a name that does"}
+		return nil, &InputError{Msg: fmt.Sprintf("module name %q does not start with a letter", name), Fix: "pass --name with a name that does"}
 	}
 	if !opts.Force {
 		var exist []string
@@ -57,7 +60,7 @@ func Init(dir string, opts InitOptions) (written []string, err error) {
 			}
 		}
 		if len(exist) > 0 {
-			return nil, &InputError{Msg: strings.Join(exist, ", ") + " exists", Hint: "pass --force to overwrite (an existing .gitignore is merged, never overwritten)"}
+			return nil, &InputError{Msg: strings.Join(exist, ", ") + " exists", Fix: "pass --force to overwrite (an existing .gitignore is merged, never overwritten)"}
 		}
 	}
 	key := ""

@@ -10,7 +10,7 @@ import (
 	"kwatch/guest/vm"
 )
 
-// VMLauncher returns a launch function (vm.VM's Launch) that runs the
+// VMLauncher returns a launch function (vm.Process's Launch) that runs the
 // run-*-vm script of a NixOS system.build.vm output vmOut. It forwards
 // 127.0.0.1:port to the guest's sshd, puts the kernel console on the script's
 // stdio, keeps the disk image and scratch files in stateDir, and lets a panic

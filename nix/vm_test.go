@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/guest/vm"
 	"kwatch/nix/nixtest"
 )
@@ -77,7 +78,7 @@ func TestVMLauncherScripts(t *testing.T) {
 }
 
 // TestVMLauncherBoots builds a VM output with nix and boots it through
-// vm.VM with VMLauncher, until the guest's sshd answers on the
+// vm.Process with VMLauncher, until the guest's sshd answers on the
 // forwarded port.
 func TestVMLauncherBoots(t *testing.T) {
 	nixtest.Need(t)
@@ -96,7 +97,7 @@ func TestVMLauncherBoots(t *testing.T) {
 		t.Errorf("the build log was not streamed:\n%s", log.String())
 	}
 
-	v := &vm.VM{StateDir: state, Backend: "nix", Ident: paths[0], Accel: "tcg",
+	v := &vm.Process{StateDir: state, Kind: guest.Nix, Ident: paths[0], Accel: "tcg",
 		Launch: VMLauncher(paths[0], state, "kwatch.test=1")}
 	t.Cleanup(func() {
 		if err := v.Down(); err != nil {

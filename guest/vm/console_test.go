@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/proc"
 )
 
@@ -27,13 +28,13 @@ import (
 // came before it.
 func TestConsoleLogCapped(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
-	t.Cleanup(func() { (&VM{StateDir: state}).Down() })
+	t.Cleanup(func() { (&Process{StateDir: state}).Down() })
 	owner := exec.Command(os.Args[0], "-test.run=^TestHelperOwner$")
 	owner.Env = append(os.Environ(), "KWATCH_TEST_OWNER_STATE="+state)
 	if out, err := owner.CombinedOutput(); err != nil {
 		t.Fatalf("the kwatch stand-in did not boot the VM: %v\n%s", err, out)
 	}
-	st, running, err := (&VM{StateDir: state}).Status()
+	st, running, err := (&Process{StateDir: state}).Status()
 	if !running {
 		t.Fatalf("the VM does not run after its kwatch exited: %+v, %v", st, err)
 	}
@@ -55,7 +56,7 @@ func TestConsoleLogCapped(t *testing.T) {
 	if logs, _ := filepath.Glob(log + "*"); len(logs) != 2 {
 		t.Errorf("console logs %q, want console.log and console.log.1", logs)
 	}
-	if err := (&VM{StateDir: state}).Down(); err != nil {
+	if err := (&Process{StateDir: state}).Down(); err != nil {
 		t.Fatal(err)
 	}
 	if proc.GroupAlive(st.PID) {
@@ -105,8 +106,8 @@ func TestHelperOwner(t *testing.T) {
 }
 
 // standinVM is a VM that runs TestHelperVM, which prints without end if flood.
-func standinVM(state string, flood bool) *VM {
-	return &VM{StateDir: state, Backend: "qemu", Ident: "standin", Accel: "tcg",
+func standinVM(state string, flood bool) *Process {
+	return &Process{StateDir: state, Kind: guest.QEMU, Ident: "standin", Accel: "tcg",
 		Launch: func(port int, accel string) (*exec.Cmd, error) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperVM$", "-test.timeout=5m")
 			cmd.Env = append(os.Environ(), "KWATCH_TEST_OWNER_STATE=", "KWATCH_TEST_VM_PORT="+strconv.Itoa(port),

@@ -48,7 +48,7 @@ type debuggerRecord struct {
 
 // Debugged reports whether a `kwatch gdb` session is attached to the VM: a
 // guest stopped at a breakpoint does not answer SSH, and is not dead.
-func (v *VM) Debugged() bool { return DebuggerPID(v.StateDir) != 0 }
+func (v *Process) Debugged() bool { return DebuggerPID(v.StateDir) != 0 }
 
 // DebuggerPID returns the pid of the live `kwatch gdb` attached to the VM of
 // stateDir, 0 when there is none. A record that does not prove its session

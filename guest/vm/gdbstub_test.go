@@ -100,7 +100,7 @@ func TestDebuggerRecord(t *testing.T) {
 			if got := DebuggerPID(state); got != tt.want {
 				t.Errorf("DebuggerPID = %d, want %d", got, tt.want)
 			}
-			if got := (&VM{StateDir: state}).Debugged(); got != (tt.want != 0) {
+			if got := (&Process{StateDir: state}).Debugged(); got != (tt.want != 0) {
 				t.Errorf("Debugged = %v, want %v", got, tt.want != 0)
 			}
 		})

@@ -21,6 +21,7 @@ import (
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 
+	"kwatch/guest"
 	"kwatch/proc"
 )
 
@@ -39,7 +40,7 @@ func TestKernelVersion(t *testing.T) {
 
 // qemuVM is a VM for kernel with kwatch's initramfs, and the SSH client
 // config that logs in to it as root with a fresh key, pinning the host key.
-func qemuVM(t *testing.T, kernel, modulesDir, accel string) (*VM, *ssh.ClientConfig) {
+func qemuVM(t *testing.T, kernel, modulesDir, accel string) (*Process, *ssh.ClientConfig) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots a VM")
@@ -102,9 +103,9 @@ func qemuVM(t *testing.T, kernel, modulesDir, accel string) (*VM, *ssh.ClientCon
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &VM{
+	v := &Process{
 		StateDir: stateDir,
-		Backend:  "qemu",
+		Kind:     guest.QEMU,
 		Ident:    "first",
 		Launch:   QEMUConfig{Kernel: kernel, Initramfs: initrd, ModulesDir: modulesDir}.Launcher(),
 		Accel:    accel,
@@ -136,7 +137,7 @@ func readFiles(t *testing.T, files []string) string {
 	return string(all)
 }
 
-func qemuUp(t *testing.T, v *VM) VMState {
+func qemuUp(t *testing.T, v *Process) State {
 	t.Helper()
 	start := time.Now()
 	st, err := v.Up(context.Background(), 3*time.Minute)
@@ -151,7 +152,7 @@ func qemuUp(t *testing.T, v *VM) VMState {
 }
 
 // guestRun logs in with cfg and runs cmd in the guest.
-func guestRun(t *testing.T, st VMState, cfg *ssh.ClientConfig, cmd string) string {
+func guestRun(t *testing.T, st State, cfg *ssh.ClientConfig, cmd string) string {
 	t.Helper()
 	c, err := ssh.Dial("tcp", "127.0.0.1:"+strconv.Itoa(st.Port), cfg)
 	if err != nil {
@@ -181,7 +182,7 @@ func TestQEMUDebianKernel(t *testing.T) {
 func testQEMUDebianKernel(t *testing.T, image, release, modules string) {
 	v, cfg := qemuVM(t, image, modules, "tcg")
 	st := qemuUp(t, v)
-	if st.Accel != "tcg" || st.Backend != "qemu" || st.Ident != "first" {
+	if st.Accel != "tcg" || st.Kind != guest.QEMU || st.Ident != "first" {
 		t.Errorf("state = %+v", st)
 	}
 	if got := guestRun(t, st, cfg, "uname -r"); got != release {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/proc"
 	"kwatch/statedir"
 )
@@ -27,10 +28,10 @@ import (
 // process group.
 type Launcher func(port int, accel string) (*exec.Cmd, error)
 
-// VMState is persisted as StateDir/vm.json so later kwatch runs (and
+// State is persisted as StateDir/vm.json so later kwatch runs (and
 // `kwatch vm status/down`) find the VM.
-type VMState struct {
-	Backend    string        `json:"backend"` // "qemu" or "nix"
+type State struct {
+	Kind       guest.Kind    `json:"backend,omitempty"` // QEMU or Nix; none in a record of no VM
 	PID        int           `json:"pid"`
 	Process    proc.Identity `json:"process"` // proves PID is still the VM before it is signalled
 	Port       int           `json:"ssh_port"`
@@ -42,15 +43,16 @@ type VMState struct {
 	Started    time.Time     `json:"started"`
 }
 
-// VM is a VM kwatch boots and keeps running across its own runs.
-type VM struct {
+// Process is a VM kwatch boots and keeps running across its own runs: the
+// QEMU process (or the NixOS VM script that execs QEMU) recorded in StateDir.
+type Process struct {
 	StateDir string
-	Backend  string
+	Kind     guest.Kind
 	Ident    string
 	Kernel   string // the kernel image, named when it does not boot; "" when the launcher picks it
 	Launch   Launcher
 	Accel    string           // "auto" (or ""), "kvm" or "tcg"
-	Notify   func(msg string) // one-line notices for the user; may be nil
+	Notify   func(msg string) // one-line notices for the user, on the goroutine calling Up; may be nil
 }
 
 // kvmSilence is how long a KVM guest may print nothing before "auto" gives up
@@ -81,13 +83,13 @@ func (e *bootError) Error() string {
 // stops any old one, boots a new one and waits until its SSH port answers.
 // On failure the VM is stopped and the error is one line followed by the last
 // console lines.
-func (v *VM) Up(ctx context.Context, timeout time.Duration) (VMState, error) {
+func (v *Process) Up(ctx context.Context, timeout time.Duration) (State, error) {
 	if err := statedir.Create(v.StateDir); err != nil {
-		return VMState{}, err
+		return State{}, err
 	}
 	st, running, err := v.Status()
 	if err != nil {
-		return VMState{}, err
+		return State{}, err
 	}
 	if running && st.Ident == v.Ident && sshBanner(st.Port) == nil {
 		if st.ConsoleCap != 0 {
@@ -99,11 +101,11 @@ func (v *VM) Up(ctx context.Context, timeout time.Duration) (VMState, error) {
 		v.notify(fmt.Sprintf("the VM record in %s is stale (%v): removing it, stopping nothing", v.StateDir, Verify(st)))
 	}
 	if err := v.Down(); err != nil {
-		return VMState{}, err
+		return State{}, err
 	}
 	accel, err := resolveAccel(v.Accel)
 	if err != nil {
-		return VMState{}, err
+		return State{}, err
 	}
 	if accel == "kvm" && (v.Accel == "auto" || v.Accel == "") {
 		st, err := v.boot(ctx, "kvm", timeout, kvmSilence)
@@ -123,18 +125,18 @@ func (v *VM) Up(ctx context.Context, timeout time.Duration) (VMState, error) {
 
 // boot starts the VM and waits for its SSH banner. With silence > 0 it gives
 // up early when the console stays empty that long.
-func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Duration) (VMState, error) {
+func (v *Process) boot(ctx context.Context, accel string, timeout, silence time.Duration) (State, error) {
 	port, err := freePort()
 	if err != nil {
-		return VMState{}, err
+		return State{}, err
 	}
 	launched, err := v.Launch(port, accel)
 	if err != nil {
-		return VMState{}, err
+		return State{}, err
 	}
 	log, err := os.OpenFile(v.consolePath(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return VMState{}, fmt.Errorf("creating the console log: %w", err)
+		return State{}, fmt.Errorf("creating the console log: %w", err)
 	}
 	log.Close()
 	// Stdin, stdout and stderr stay nil, which exec turns into /dev/null: QEMU
@@ -144,7 +146,7 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 	// kwatch or its terminal goes away. Not proc.Start: setpgid fails on a session leader.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return VMState{}, fmt.Errorf("starting the VM (%s): %w", launched.Path, err)
+		return State{}, fmt.Errorf("starting the VM (%s): %w", launched.Path, err)
 	}
 	// Read before anyone waits for it: until then even a VM that exited at
 	// once is still in /proc, as a zombie.
@@ -152,12 +154,12 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 	if err != nil {
 		proc.KillGroup(cmd.Process.Pid, proc.Grace)
 		cmd.Wait()
-		return VMState{}, fmt.Errorf("recording the VM's identity: %w", err)
+		return State{}, fmt.Errorf("recording the VM's identity: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	st := VMState{
-		Backend:    v.Backend,
+	st := State{
+		Kind:       v.Kind,
 		PID:        cmd.Process.Pid,
 		Process:    id,
 		Port:       port,
@@ -171,19 +173,19 @@ func (v *VM) boot(ctx context.Context, accel string, timeout, silence time.Durat
 	// Recorded before waiting, so a kwatch killed during the boot leaves a VM the next run can stop.
 	if err := writeState(v.StateDir, st); err != nil {
 		proc.KillGroup(st.PID, proc.Grace)
-		return VMState{}, err
+		return State{}, err
 	}
-	v.notify(fmt.Sprintf("booting the VM (%s, accel %s); waiting for its SSH server", v.Backend, accel))
+	v.notify(fmt.Sprintf("booting the VM (%s, accel %s); waiting for its SSH server", v.Kind, accel))
 	if err := v.waitSSH(ctx, st, exited, timeout, silence); err != nil {
 		if derr := v.Down(); derr != nil {
-			return VMState{}, fmt.Errorf("%w (and stopping it: %v)", err, derr)
+			return State{}, fmt.Errorf("%w (and stopping it: %v)", err, derr)
 		}
-		return VMState{}, err
+		return State{}, err
 	}
 	return st, nil
 }
 
-func (v *VM) waitSSH(ctx context.Context, st VMState, exited <-chan error, timeout, silence time.Duration) error {
+func (v *Process) waitSSH(ctx context.Context, st State, exited <-chan error, timeout, silence time.Duration) error {
 	start := time.Now()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -215,20 +217,20 @@ func (v *VM) waitSSH(ctx context.Context, st VMState, exited <-chan error, timeo
 	}
 }
 
-func (v *VM) kernelName() string {
+func (v *Process) kernelName() string {
 	if v.Kernel == "" {
 		return "the kernel"
 	}
 	return "the kernel " + v.Kernel
 }
 
-func (v *VM) failure(msg string, early bool) error {
+func (v *Process) failure(msg string, early bool) error {
 	return &bootError{msg: msg, tail: v.ConsoleTail(consoleTailLines), early: early}
 }
 
 // Down stops the recorded VM and removes its state; no error if there is none.
 // A stale record (see Verify) is removed and nothing is signalled.
-func (v *VM) Down() error {
+func (v *Process) Down() error {
 	st, running, err := v.Status()
 	if err != nil {
 		return err
@@ -247,7 +249,7 @@ func (v *VM) Down() error {
 
 // Status returns the recorded VM and whether its process is still running
 // (Verify).
-func (v *VM) Status() (st VMState, running bool, err error) {
+func (v *Process) Status() (st State, running bool, err error) {
 	st, ok, err := ReadState(v.StateDir)
 	if err != nil || !ok {
 		return st, false, err
@@ -259,7 +261,7 @@ func (v *VM) Status() (st VMState, running bool, err error) {
 // kwatch started (same start time, same boot) and still lead its own process
 // group, which is what stopping it signals. Its error says why the record is
 // stale: a record without that proof is never trusted with a signal.
-func Verify(st VMState) error {
+func Verify(st State) error {
 	if err := proc.Verify(st.PID, st.Process); err != nil {
 		return err
 	}
@@ -270,28 +272,28 @@ func Verify(st VMState) error {
 }
 
 // Answering reports whether the recorded VM runs and its SSH server answers.
-func (v *VM) Answering() bool {
+func (v *Process) Answering() bool {
 	st, running, err := v.Status()
 	return err == nil && running && sshBanner(st.Port) == nil
 }
 
 // ReadState reads StateDir/vm.json; ok is false when there is none.
-func ReadState(stateDir string) (st VMState, ok bool, err error) {
+func ReadState(stateDir string) (st State, ok bool, err error) {
 	p := filepath.Join(stateDir, "vm.json")
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return VMState{}, false, nil
+		return State{}, false, nil
 	}
 	if err == nil {
 		err = json.Unmarshal(b, &st)
 	}
 	if err != nil {
-		return VMState{}, false, fmt.Errorf("reading the VM state: %w (stop the VM by hand and delete %s)", err, p)
+		return State{}, false, fmt.Errorf("reading the VM state: %w (stop the VM by hand and delete %s)", err, p)
 	}
 	return st, true, nil
 }
 
-func writeState(stateDir string, st VMState) error {
+func writeState(stateDir string, st State) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding the VM state: %w", err)
@@ -306,14 +308,14 @@ func writeState(stateDir string, st VMState) error {
 	return nil
 }
 
-func (v *VM) statePath() string   { return filepath.Join(v.StateDir, "vm.json") }
-func (v *VM) consolePath() string { return filepath.Join(v.StateDir, "console.log") }
+func (v *Process) statePath() string   { return filepath.Join(v.StateDir, "vm.json") }
+func (v *Process) consolePath() string { return filepath.Join(v.StateDir, "console.log") }
 
 // consoleTailBytes bounds how much of a long-running VM's console log is read.
 const consoleTailBytes = 64 << 10
 
 // ConsoleTail returns the last n lines of the console log.
-func (v *VM) ConsoleTail(n int) []string {
+func (v *Process) ConsoleTail(n int) []string {
 	f, err := os.Open(v.consolePath())
 	if err != nil {
 		return nil
@@ -334,12 +336,12 @@ func (v *VM) ConsoleTail(n int) []string {
 	return lines
 }
 
-func (v *VM) consoleEmpty() bool {
+func (v *Process) consoleEmpty() bool {
 	fi, err := os.Stat(v.consolePath())
 	return err != nil || fi.Size() == 0
 }
 
-func (v *VM) notify(msg string) {
+func (v *Process) notify(msg string) {
 	if v.Notify != nil {
 		v.Notify(msg)
 	}

@@ -12,16 +12,17 @@ import (
 	"testing"
 	"time"
 
+	"kwatch/guest"
 	"kwatch/proc"
 )
 
 // shellVM is a "VM" that is just a shell script: enough to exercise the boot
 // failure paths without paying for a real boot.
-func shellVM(t *testing.T, script string) *VM {
+func shellVM(t *testing.T, script string) *Process {
 	t.Helper()
-	v := &VM{
+	v := &Process{
 		StateDir: filepath.Join(t.TempDir(), "state"),
-		Backend:  "qemu",
+		Kind:     guest.QEMU,
 		Ident:    "test",
 		Accel:    "tcg",
 		Launch: func(port int, accel string) (*exec.Cmd, error) {
@@ -33,7 +34,7 @@ func shellVM(t *testing.T, script string) *VM {
 }
 
 // consolePIDs returns the numbers printed as "pid N" on the console.
-func consolePIDs(v *VM) []int {
+func consolePIDs(v *Process) []int {
 	var pids []int
 	for _, l := range v.ConsoleTail(100) {
 		if n, ok := strings.CutPrefix(l, "pid "); ok {
@@ -99,7 +100,7 @@ func TestUpCancelled(t *testing.T) {
 }
 
 func TestStatusAndDownWithoutVM(t *testing.T) {
-	v := &VM{StateDir: t.TempDir()}
+	v := &Process{StateDir: t.TempDir()}
 	if _, running, err := v.Status(); running || err != nil {
 		t.Fatalf("Status = %v, %v; want not running", running, err)
 	}
@@ -107,7 +108,7 @@ func TestStatusAndDownWithoutVM(t *testing.T) {
 		t.Fatalf("Down without a VM: %v", err)
 	}
 	// A dead VM's leftover state is stale, not an error, and Down clears it.
-	if err := writeState(v.StateDir, VMState{PID: 999999999, Port: 1}); err != nil {
+	if err := writeState(v.StateDir, State{PID: 999999999, Port: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if st, running, err := v.Status(); running || err != nil || st.PID != 999999999 {
@@ -138,7 +139,7 @@ func TestConsoleTail(t *testing.T) {
 		{"a\nb", 5, []string{"a", "b"}},
 		{strings.Repeat("x\n", consoleTailBytes) + "last\n", 1, []string{"last"}},
 	} {
-		v := &VM{StateDir: t.TempDir()}
+		v := &Process{StateDir: t.TempDir()}
 		if err := os.WriteFile(v.consolePath(), []byte(tc.log), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -237,8 +238,8 @@ func TestStaleRecordIsNeverSignalled(t *testing.T) {
 		{"machine rebooted", proc.Identity{BootID: "another-boot", StartTime: id.StartTime}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := &VM{StateDir: t.TempDir()}
-			if err := writeState(v.StateDir, VMState{Backend: "qemu", PID: pid, Process: tc.id, Port: 1}); err != nil {
+			v := &Process{StateDir: t.TempDir()}
+			if err := writeState(v.StateDir, State{Kind: guest.QEMU, PID: pid, Process: tc.id, Port: 1}); err != nil {
 				t.Fatal(err)
 			}
 			if _, running, err := v.Status(); running || err != nil {
@@ -256,12 +257,12 @@ func TestStaleRecordIsNeverSignalled(t *testing.T) {
 		})
 	}
 	// The true identity is proof: then the process is the VM, and Down stops it.
-	v := &VM{StateDir: t.TempDir()}
-	if err := writeState(v.StateDir, VMState{Backend: "qemu", PID: pid, Process: id, Port: 1}); err != nil {
+	v := &Process{StateDir: t.TempDir()}
+	if err := writeState(v.StateDir, State{Kind: guest.QEMU, PID: pid, Process: id, Port: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, running, _ := v.Status(); !running {
-		t.Fatalf("Status does not recognise the recorded process: %v", Verify(VMState{PID: pid, Process: id}))
+		t.Fatalf("Status does not recognise the recorded process: %v", Verify(State{PID: pid, Process: id}))
 	}
 	if err := v.Down(); err != nil {
 		t.Fatal(err)

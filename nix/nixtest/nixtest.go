@@ -14,7 +14,7 @@ import (
 	"text/template"
 	"time"
 
-	"kwatch/guest"
+	"kwatch/guest/ssh"
 	"kwatch/guest/vm"
 	"kwatch/guest/vm/vmtest"
 )
@@ -62,7 +62,7 @@ func HostKernel(t testing.TB) (image, modules string) {
 // the initramfs's path.
 func Initramfs(t testing.TB, stateDir, modules string) string {
 	t.Helper()
-	_, authKey, err := guest.LoadOrCreateKey(stateDir)
+	_, authKey, err := ssh.LoadOrCreateKey(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 )
 
@@ -20,7 +20,7 @@ const keyName = "id_ed25519"
 
 // LoadOrCreateKey returns kwatch's own SSH identity, stateDir/id_ed25519,
 // creating it on first use, together with its authorized_keys line.
-func LoadOrCreateKey(stateDir string) (ssh.Signer, []byte, error) {
+func LoadOrCreateKey(stateDir string) (xssh.Signer, []byte, error) {
 	path := filepath.Join(stateDir, keyName)
 	signer, err := readKey(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -29,15 +29,15 @@ func LoadOrCreateKey(stateDir string) (ssh.Signer, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return signer, ssh.MarshalAuthorizedKey(signer.PublicKey()), nil
+	return signer, xssh.MarshalAuthorizedKey(signer.PublicKey()), nil
 }
 
-func readKey(path string) (ssh.Signer, error) {
+func readKey(path string) (xssh.Signer, error) {
 	pemBytes, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	signer, err := ssh.ParsePrivateKey(pemBytes)
+	signer, err := xssh.ParsePrivateKey(pemBytes)
 	if err != nil {
 		return nil, fmt.Errorf("parsing ssh key %s: %w (delete it to have kwatch make a new one)", path, err)
 	}
@@ -47,7 +47,7 @@ func readKey(path string) (ssh.Signer, error) {
 // createKey writes a new ed25519 key to path. The key is written under a
 // temporary name and linked into place, so that of two kwatch processes
 // starting at the same moment one wins and the other reads the complete key.
-func createKey(path string) (ssh.Signer, error) {
+func createKey(path string) (xssh.Signer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating ssh key: %w", err)
 	}
@@ -55,11 +55,11 @@ func createKey(path string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generating ssh key: %w", err)
 	}
-	signer, err := ssh.NewSignerFromKey(priv)
+	signer, err := xssh.NewSignerFromKey(priv)
 	if err != nil {
 		return nil, fmt.Errorf("generating ssh key: %w", err)
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "kwatch")
+	block, err := xssh.MarshalPrivateKey(priv, "kwatch")
 	if err != nil {
 		return nil, fmt.Errorf("encoding ssh key: %w", err)
 	}
@@ -77,7 +77,7 @@ func createKey(path string) (ssh.Signer, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("installing ssh key %s: %w", path, err)
 	}
-	if err := os.WriteFile(path+".pub", ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
+	if err := os.WriteFile(path+".pub", xssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
 		return nil, fmt.Errorf("writing ssh public key: %w", err)
 	}
 	return signer, nil
@@ -85,13 +85,13 @@ func createKey(path string) (ssh.Signer, error) {
 
 // LoadKey reads a user's private key for --identity. A passphrase-protected
 // key is usable only through ssh-agent (SSH_AUTH_SOCK): kwatch never prompts.
-func LoadKey(path string) (ssh.Signer, error) {
+func LoadKey(path string) (xssh.Signer, error) {
 	pemBytes, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading ssh identity: %w", err)
 	}
-	signer, err := ssh.ParsePrivateKey(pemBytes)
-	var encrypted *ssh.PassphraseMissingError
+	signer, err := xssh.ParsePrivateKey(pemBytes)
+	var encrypted *xssh.PassphraseMissingError
 	if errors.As(err, &encrypted) {
 		if signer, ok := agentSigner(encrypted.PublicKey); ok {
 			return signer, nil
@@ -106,7 +106,7 @@ func LoadKey(path string) (ssh.Signer, error) {
 
 // agentSigner finds pub among the keys of the running ssh-agent. The agent
 // connection stays open for the life of the process, as the signer needs it.
-func agentSigner(pub ssh.PublicKey) (ssh.Signer, bool) {
+func agentSigner(pub xssh.PublicKey) (xssh.Signer, bool) {
 	sock := os.Getenv("SSH_AUTH_SOCK")
 	if pub == nil || sock == "" {
 		return nil, false

@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import "kwatch/guest/vm/vmtest"
 

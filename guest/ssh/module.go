@@ -1,28 +1,21 @@
-package guest
+package ssh
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"kwatch/guest"
+	"kwatch/kmod"
 	"strings"
 	"time"
 )
-
-// ReloadResult says what Reload did. A failed rmmod leaves the old copy
-// loaded and no insmod is tried.
-type ReloadResult struct {
-	Unloaded  bool   // an old copy was removed
-	UnloadErr string // rmmod's error output if it failed (e.g. module in use)
-	LoadErr   string // insmod's error output if it failed
-	Took      time.Duration
-}
 
 // Reload replaces module name with the module file remoteKO in the guest:
 // rmmod if it is loaded, then insmod remoteKO with params (each one quoted).
 // The error is for failures to reach the guest; a failed rmmod or insmod is
 // reported in the result.
-func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []string) (res ReloadResult, err error) {
+func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []string) (res guest.ReloadResult, err error) {
 	defer func(start time.Time) { res.Took = time.Since(start) }(time.Now())
 	// One script in the kept shell, which execs nothing but rmmod and insmod:
 	// reload latency is what kwatch is about. A loaded module has an
@@ -32,7 +25,7 @@ func (c *Client) Reload(ctx context.Context, name, remoteKO string, params []str
 	for _, p := range params {
 		insmod += " " + Quote(p)
 	}
-	mod := Quote(strings.ReplaceAll(name, "-", "_"))
+	mod := Quote(kmod.Name(name))
 	loaded := fmt.Sprintf("[ -e /sys/module/%s/initstate ] || { [ ! -d /sys/module ] && grep -q \"^\"%s\" \" /proc/modules; }", mod, mod)
 	script := fmt.Sprintf("if %s; then rmmod %s || exit %d; echo %s; fi; exec %s",
 		loaded, mod, rmmodFailed, unloadedMark, insmod)
@@ -78,7 +71,7 @@ func (c *Client) Loaded(ctx context.Context, name string) (bool, error) {
 
 // listsModule reports whether the /proc/modules text lists module name.
 func listsModule(procModules []byte, name string) bool {
-	want := strings.ReplaceAll(name, "-", "_")
+	want := kmod.Name(name)
 	sc := bufio.NewScanner(bytes.NewReader(procModules))
 	for sc.Scan() {
 		if f := strings.Fields(sc.Text()); len(f) > 0 && f[0] == want {

@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 	"github.com/pkg/sftp"
 )
 
-// uploadRecord is what SSHConfig.UploadRecord holds while an upload
+// uploadRecord is what Config.UploadRecord holds while an upload
 // directory exists in the guest: enough for the next run to remove it, and
 // only what kwatch put there, when a run ended without RemoveUploads (a
 // SIGKILL, a crash of kwatch).

@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bufio"
@@ -17,7 +17,7 @@ import (
 	"testing"
 	"unicode"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 
 	"kwatch/kmsg"
 )
@@ -122,7 +122,7 @@ func FuzzDeliver(f *testing.F) {
 }
 
 // testHostKey is the key the hosts of FuzzKnownHosts and TestPinHostKey present.
-var testHostKey, _ = ssh.NewPublicKey(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public())
+var testHostKey, _ = xssh.NewPublicKey(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public())
 
 // FuzzKnownHosts checks a host key against any known_hosts file: a broken
 // one is a one-line error, and a key pinned in it is known to the next run.
@@ -130,13 +130,13 @@ func FuzzKnownHosts(f *testing.F) {
 	dir := f.TempDir() // one per worker, whose runs take turns
 	f.Fuzz(func(t *testing.T, content string) {
 		const addr = "127.0.0.1:2222"
-		cfg := SSHConfig{Addr: addr, KnownHosts: filepath.Join(dir, "known_hosts"), TrustNew: true}
+		cfg := Config{Addr: addr, KnownHosts: filepath.Join(dir, "known_hosts"), TrustNew: true}
 		if err := os.WriteFile(cfg.KnownHosts, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		c := &Client{cfg: cfg}
 		algos := c.hostKeyAlgorithms()
-		all := []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256}
+		all := []string{xssh.KeyAlgoED25519, xssh.KeyAlgoECDSA256, xssh.KeyAlgoECDSA384, xssh.KeyAlgoECDSA521, xssh.KeyAlgoRSASHA512, xssh.KeyAlgoRSASHA256}
 		if !reflect.DeepEqual(slices.Sorted(slices.Values(algos)), slices.Sorted(slices.Values(all))) {
 			t.Fatalf("host key algorithms %v, want an order of %v", algos, all)
 		}
@@ -167,7 +167,7 @@ func FuzzKnownHosts(f *testing.F) {
 func FuzzUploadRecord(f *testing.F) {
 	dir := f.TempDir() // one per worker, whose runs take turns
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c := &Client{cfg: SSHConfig{Addr: "127.0.0.1:2222", User: "root", UploadRecord: filepath.Join(dir, "uploads.json")}}
+		c := &Client{cfg: Config{Addr: "127.0.0.1:2222", User: "root", UploadRecord: filepath.Join(dir, "uploads.json")}}
 		r, ok := c.recorded(b)
 		if !ok {
 			return

@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -18,11 +18,11 @@ import (
 // has to accept it (check its fingerprint) before kwatch connects.
 type UnknownHostKeyError struct {
 	Addr string // host:port as dialled
-	Key  ssh.PublicKey
+	Key  xssh.PublicKey
 }
 
 func (e *UnknownHostKeyError) Error() string {
-	return fmt.Sprintf("the host key of %s is not known: %s key %s", e.Addr, e.Key.Type(), ssh.FingerprintSHA256(e.Key))
+	return fmt.Sprintf("the host key of %s is not known: %s key %s", e.Addr, e.Key.Type(), xssh.FingerprintSHA256(e.Key))
 }
 
 // hostKeyChangedError is a host key that differs from the one pinned in
@@ -42,7 +42,7 @@ func (e *hostKeyChangedError) Error() string {
 
 // knownHosts returns a callback checking keys against kwatch's and the
 // user's known_hosts files; nil when none of them exists yet.
-func (c *Client) knownHosts() (ssh.HostKeyCallback, error) {
+func (c *Client) knownHosts() (xssh.HostKeyCallback, error) {
 	var files []string
 	for _, f := range append([]string{c.cfg.KnownHosts}, c.cfg.UserKnownHosts...) {
 		if _, err := os.Stat(f); err == nil {
@@ -65,7 +65,7 @@ func (c *Client) knownHosts() (ssh.HostKeyCallback, error) {
 // it accepts a key found in kwatch's or the user's known_hosts and refuses a
 // changed one. An unknown key is pinned with TrustNew, else refused as an
 // *UnknownHostKeyError.
-func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKey) error {
+func (c *Client) checkHostKey(hostname string, remote net.Addr, key xssh.PublicKey) error {
 	if len(c.cfg.HostKeys) > 0 {
 		for _, k := range c.cfg.HostKeys {
 			if bytes.Equal(k.Marshal(), key.Marshal()) {
@@ -104,14 +104,14 @@ func (c *Client) checkHostKey(hostname string, remote net.Addr, key ssh.PublicKe
 // (rsa.c:164)") when it is chosen: hence an explicit list.
 func (c *Client) hostKeyAlgorithms() []string {
 	all := []string{
-		ssh.KeyAlgoED25519,
-		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
-		ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
+		xssh.KeyAlgoED25519,
+		xssh.KeyAlgoECDSA256, xssh.KeyAlgoECDSA384, xssh.KeyAlgoECDSA521,
+		xssh.KeyAlgoRSASHA512, xssh.KeyAlgoRSASHA256,
 	}
 	known := map[string]bool{}
 	if check, _ := c.knownHosts(); check != nil {
 		// A key no host has makes the check list the host's known keys.
-		probe, _ := ssh.NewPublicKey(ed25519.PublicKey(make([]byte, ed25519.PublicKeySize)))
+		probe, _ := xssh.NewPublicKey(ed25519.PublicKey(make([]byte, ed25519.PublicKeySize)))
 		var keyErr *knownhosts.KeyError
 		if errors.As(check(c.cfg.Addr, &net.TCPAddr{IP: net.IPv4zero}, probe), &keyErr) {
 			for _, k := range keyErr.Want {
@@ -122,8 +122,8 @@ func (c *Client) hostKeyAlgorithms() []string {
 	first, rest := []string{}, []string{}
 	for _, algo := range all {
 		typ := algo
-		if algo == ssh.KeyAlgoRSASHA512 || algo == ssh.KeyAlgoRSASHA256 {
-			typ = ssh.KeyAlgoRSA
+		if algo == xssh.KeyAlgoRSASHA512 || algo == xssh.KeyAlgoRSASHA256 {
+			typ = xssh.KeyAlgoRSA
 		}
 		if known[typ] {
 			first = append(first, algo)
@@ -135,7 +135,7 @@ func (c *Client) hostKeyAlgorithms() []string {
 }
 
 // PinHostKey adds key for addr ("host:port") to the known_hosts file.
-func PinHostKey(knownHosts, addr string, key ssh.PublicKey) error {
+func PinHostKey(knownHosts, addr string, key xssh.PublicKey) error {
 	if err := os.MkdirAll(filepath.Dir(knownHosts), 0o700); err != nil {
 		return fmt.Errorf("pinning host key: %w", err)
 	}

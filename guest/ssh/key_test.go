@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 )
 
@@ -46,7 +46,7 @@ func TestLoadOrCreateKey(t *testing.T) {
 	if !bytes.Equal(pub, authorized) {
 		t.Errorf("id_ed25519.pub = %q, want the authorized_keys line %q", pub, authorized)
 	}
-	if got, _, _, _, err := ssh.ParseAuthorizedKey(authorized); err != nil || !sameKey(got, signer.PublicKey()) {
+	if got, _, _, _, err := xssh.ParseAuthorizedKey(authorized); err != nil || !sameKey(got, signer.PublicKey()) {
 		t.Errorf("authorized_keys line %q does not hold the signer's key (err %v)", authorized, err)
 	}
 	if leftovers, _ := filepath.Glob(filepath.Join(dir, "*.tmp*")); len(leftovers) > 0 {
@@ -64,7 +64,7 @@ func TestLoadOrCreateKey(t *testing.T) {
 
 func TestLoadOrCreateKeyConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	keys := make([]ssh.PublicKey, 8)
+	keys := make([]xssh.PublicKey, 8)
 	var wg sync.WaitGroup
 	for i := range keys {
 		wg.Go(func() {
@@ -112,7 +112,7 @@ func TestLoadKey(t *testing.T) {
 	}
 	plain := writeKey(t, filepath.Join(dir, "plain"), priv, "")
 	encrypted := writeKey(t, filepath.Join(dir, "encrypted"), priv, "secret")
-	want, err := ssh.NewSignerFromKey(priv)
+	want, err := xssh.NewSignerFromKey(priv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestLoadKeyAgent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadKey of an encrypted key held by ssh-agent: %v", err)
 	}
-	want, _ := ssh.NewSignerFromKey(priv)
+	want, _ := xssh.NewSignerFromKey(priv)
 	if !sameKey(signer.PublicKey(), want.PublicKey()) {
 		t.Error("LoadKey returned another key than the one in the file")
 	}
@@ -216,9 +216,9 @@ func writeKey(t *testing.T, path string, priv ed25519.PrivateKey, passphrase str
 	var block *pem.Block
 	var err error
 	if passphrase == "" {
-		block, err = ssh.MarshalPrivateKey(priv, "test")
+		block, err = xssh.MarshalPrivateKey(priv, "test")
 	} else {
-		block, err = ssh.MarshalPrivateKeyWithPassphrase(priv, "test", []byte(passphrase))
+		block, err = xssh.MarshalPrivateKeyWithPassphrase(priv, "test", []byte(passphrase))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +234,6 @@ func writeFile(t testing.TB, path, content string) string {
 	return path
 }
 
-func sameKey(a, b ssh.PublicKey) bool {
+func sameKey(a, b xssh.PublicKey) bool {
 	return bytes.Equal(a.Marshal(), b.Marshal())
 }

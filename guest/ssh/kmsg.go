@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bufio"
@@ -9,7 +9,7 @@ import (
 	"io"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 
 	"kwatch/kmsg"
 )
@@ -20,6 +20,8 @@ import (
 // connection drops: call it again with the last Seq seen to go on without
 // repeating a record. Records the kernel overwrote before they could be read
 // are reported to fn as one record "kwatch: N kernel log lines lost".
+// fn is called on the caller's goroutine, one record at a time; the stream
+// waits while it runs, so it should return soon. It may call the Client.
 func (c *Client) StreamKmsg(ctx context.Context, after uint64, fn func(kmsg.Record)) error {
 	next := after + 1
 	if after == 0 {
@@ -61,7 +63,7 @@ func (c *Client) readKmsg(ctx context.Context, next uint64, fn func(kmsg.Record)
 	if ctx.Err() != nil {
 		return next, ctx.Err()
 	}
-	var exit *ssh.ExitError
+	var exit *xssh.ExitError
 	if errors.As(err, &exit) && strings.Contains(stderr.String(), "Broken pipe") {
 		return next, nil
 	}

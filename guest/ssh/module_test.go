@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bytes"
@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 
+	"kwatch/guest"
 	"kwatch/guest/vm"
 	"kwatch/kmsg"
 	"kwatch/proc"
@@ -120,9 +121,9 @@ func bootGuest(t testing.TB) *Client {
 	if err := vm.WriteInitramfs(initrd, vm.InitramfsConfig{AuthorizedKey: authorized, HostKey: hostKey, ModulesDir: debianModules}); err != nil {
 		t.Fatal(err)
 	}
-	v := &vm.VM{
+	v := &vm.Process{
 		StateDir: stateDir,
-		Backend:  "qemu",
+		Kind:     guest.QEMU,
 		Ident:    "guest-e2e",
 		Launch:   vm.QEMUConfig{Kernel: debianKernel, Initramfs: initrd, ModulesDir: debianModules}.Launcher(),
 		Accel:    "tcg",
@@ -138,9 +139,9 @@ func bootGuest(t testing.TB) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Dial(ctx, SSHConfig{
+	c, err := Dial(ctx, Config{
 		Addr:       "127.0.0.1:" + strconv.Itoa(st.Port),
-		Signers:    []ssh.Signer{signer},
+		Signers:    []xssh.Signer{signer},
 		KnownHosts: filepath.Join(stateDir, "known_hosts"),
 		TrustNew:   true,
 		Timeout:    30 * time.Second,

@@ -1,20 +1,14 @@
-package guest
+package ssh
 
 import (
 	"bufio"
 	"context"
 	"fmt"
+	"kwatch/guest"
+	"kwatch/kmod"
 	"strconv"
 	"strings"
 )
-
-// ModuleUse says what keeps a loaded module from being removed.
-type ModuleUse struct {
-	Refcnt    int      // /sys/module/M/refcnt; -1 when unknown
-	InitState string   // /sys/module/M/initstate: "live", or "coming"/"going" for a module stuck in init or exit
-	Holders   []string // modules that use it (/sys/module/M/holders)
-	Openers   []string // processes with a device node open, as "pid 123 (sleep) has /dev/kwhold open"
-}
 
 // useScript prints refcnt, initstate, holders and every process's open
 // files. Busybox-compatible: ls -l shows an fd's target after "->".
@@ -31,17 +25,17 @@ done`
 // ModuleUse asks the guest who holds module name. Finding the processes is
 // best effort: a module may be held through a device node, which is what is
 // listed, or through something no file shows (a socket, a timer).
-func (c *Client) ModuleUse(ctx context.Context, name string) (ModuleUse, error) {
-	mod := strings.ReplaceAll(name, "-", "_")
+func (c *Client) ModuleUse(ctx context.Context, name string) (guest.ModuleUse, error) {
+	mod := kmod.Name(name)
 	stdout, _, _, err := c.Run(ctx, fmt.Sprintf(useScript, Quote(mod))+" 2>/dev/null")
 	if err != nil {
-		return ModuleUse{}, fmt.Errorf("asking the guest who uses %s: %w", name, err)
+		return guest.ModuleUse{}, fmt.Errorf("asking the guest who uses %s: %w", name, err)
 	}
 	return parseModuleUse(string(stdout)), nil
 }
 
-func parseModuleUse(out string) ModuleUse {
-	u := ModuleUse{Refcnt: -1}
+func parseModuleUse(out string) guest.ModuleUse {
+	u := guest.ModuleUse{Refcnt: -1}
 	proc := ""
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {

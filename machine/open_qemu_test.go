@@ -1,4 +1,4 @@
-package main
+package machine
 
 import (
 	"encoding/binary"
@@ -41,12 +41,12 @@ func TestQEMUKernelWithoutModules(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(boot, "config-"+ver), []byte(tt.config), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, err := (&options{kernel: img}).qemuKernel()
-		var ue *usageError
+		_, err := qemuKernel(Options{Kernel: img})
+		var ue *InputError
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%q: %v", tt.config, err)
-		case tt.want != "" && (!errors.As(err, &ue) || !strings.HasPrefix(ue.hint, tt.want) || !strings.Contains(ue.msg, "no modules in")):
+		case tt.want != "" && (!errors.As(err, &ue) || !strings.HasPrefix(ue.Fix, tt.want) || !strings.Contains(ue.Msg, "no modules in")):
 			t.Errorf("%q: %v, want a usage error with the hint %q", tt.config, err, tt.want)
 		}
 	}

@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"net"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"unicode"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -17,7 +17,7 @@ func TestPinHostKey(t *testing.T) {
 	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2222}
 	for _, tt := range []struct{ name, before string }{
 		{"new file", ""},
-		{"after a line", "other.example " + string(ssh.MarshalAuthorizedKey(testHostKey))},
+		{"after a line", "other.example " + string(xssh.MarshalAuthorizedKey(testHostKey))},
 		{"after a line without its newline", "# edited by hand"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,7 +55,7 @@ func TestKnownHostsErrorPrintable(t *testing.T) {
 			if err := os.WriteFile(kh, []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := (&Client{cfg: SSHConfig{KnownHosts: kh}}).knownHosts()
+			_, err := (&Client{cfg: Config{KnownHosts: kh}}).knownHosts()
 			if err == nil || !strings.Contains(err.Error(), kh+":1") || strings.ContainsFunc(err.Error(), unicode.IsControl) {
 				t.Errorf("error %q: want one naming %s:1, without control characters", err, kh)
 			}

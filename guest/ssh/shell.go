@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bufio"
@@ -11,7 +11,7 @@ import (
 	"io"
 	"strconv"
 
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 )
 
 // keptShell is a shell kept open on the connection for kwatch's own short
@@ -22,8 +22,8 @@ import (
 // sessions of their own (Run): they may read stdin, change the shell's
 // state or run for long.
 type keptShell struct {
-	conn  *ssh.Client
-	s     *ssh.Session
+	conn  *xssh.Client
+	s     *xssh.Session
 	in    io.WriteCloser
 	out   *bufio.Reader
 	token string // ends each script's output; random, so no output forges it

@@ -1,17 +1,14 @@
-package loop
+package event
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -20,143 +17,6 @@ import (
 	"kwatch/kmsg"
 	"kwatch/kunit"
 )
-
-// Event is one thing that happened in the loop. With --json each event is one
-// line on stdout; the human reporter turns them into status lines.
-type Event struct {
-	Type Kind      `json:"event"`
-	Time time.Time `json:"time"`
-
-	Module      string   `json:"module,omitempty"`
-	Message     string   `json:"message,omitempty"`
-	Diagnostics []string `json:"diagnostics,omitempty"`
-	Hint        string   `json:"hint,omitempty"`
-
-	// build_ok, loaded: how the module was built (builder.PathFast,
-	// builder.PathKbuild), and why the fast path did not replay it, if it
-	// fell back ("Kbuild changed")
-	Path     string `json:"path,omitempty"`
-	Fallback string `json:"fallback,omitempty"`
-
-	// Timings in milliseconds.
-	BuildMS  int64 `json:"build_ms,omitempty"`
-	UploadMS int64 `json:"upload_ms,omitempty"`
-	ReloadMS int64 `json:"reload_ms,omitempty"`
-	TotalMS  int64 `json:"total_ms,omitempty"`
-
-	UploadBytes int64 `json:"upload_bytes,omitempty"` // loaded: the size of the module copied into the guest
-	Goroutines  int   `json:"goroutines,omitempty"`   // loaded, with WithStats: kwatch's goroutines at that moment
-
-	// run_output: Exit is nil for a command stopped before it ended, and
-	// Message says why; Output keeps the head and tail of a long one.
-	Command string `json:"command,omitempty"`
-	Output  string `json:"output,omitempty"`
-	Exit    *int   `json:"exit,omitempty"`
-
-	// kmsg
-	Seq   uint64  `json:"seq,omitempty"`
-	Level *int    `json:"level,omitempty"`
-	KTime float64 `json:"ktime,omitempty"`
-
-	// vm_ready
-	Addr string `json:"addr,omitempty"`
-
-	// load_failed: what holds a module that could not be removed
-	Holders []string `json:"holders,omitempty"`
-
-	// crash: Module and Function say where the report points; InModule
-	// whether that is UserModule, the module being worked on.
-	Severity   string   `json:"severity,omitempty"` // warning, oops or panic
-	Title      string   `json:"title,omitempty"`
-	Lines      []string `json:"lines,omitempty"`
-	Function   string   `json:"function,omitempty"`
-	InModule   *bool    `json:"in_module,omitempty"`
-	UserModule string   `json:"user_module,omitempty"`
-	Source     string   `json:"source,omitempty"` // file:line of Function, from the module's debug info
-
-	// kunit_case: one test case's result; Message says why it failed,
-	// was skipped or crashed.
-	Suite  string `json:"suite,omitempty"`
-	Case   string `json:"case,omitempty"` // "" for the suite as a whole (its init failed)
-	Status string `json:"status,omitempty"`
-	Param  string `json:"param,omitempty"` // a parameterised case: the first parameter it failed with
-	File   string `json:"file,omitempty"`  // a failed expectation or assertion: where it is
-	Line   int    `json:"line,omitempty"`
-
-	*KUnitSummary // kunit_summary
-
-	record *kmsg.Record // kmsg: the record, for the human formatter
-}
-
-// KUnitSummary counts the cases of a module's KUnit suites by how they went,
-// and says how long they ran (by the kernel's clock).
-type KUnitSummary struct {
-	Passed  int   `json:"passed"`
-	Failed  int   `json:"failed"`
-	Skipped int   `json:"skipped"`
-	Crashed int   `json:"crashed"`
-	MS      int64 `json:"ms"`
-}
-
-// Kind says what an Event reports; it is the "event" field of --json.
-type Kind string
-
-const (
-	EventBuildStart  Kind = "build_start"
-	EventBuildOK     Kind = "build_ok"
-	EventBuildFailed Kind = "build_failed"
-	EventLoaded      Kind = "loaded"
-	EventLoadFailed  Kind = "load_failed"
-	EventRunOutput   Kind = "run_output"
-	EventKernelLog   Kind = "kmsg"
-	EventCrash       Kind = "crash"
-	EventVMReady     Kind = "vm_ready"
-	EventFastPathBug Kind = "fast_path_bug" // the fast path built another module than make
-	EventKUnitCase   Kind = "kunit_case"
-	EventKUnitSum    Kind = "kunit_summary"
-	EventError       Kind = "error"
-	EventNotice      Kind = "notice"
-)
-
-// Notice reports msg to r as a notice: something the user should know that
-// is neither a failure nor a result.
-func Notice(r Reporter, msg string) {
-	r.Report(Event{Type: EventNotice, Time: time.Now(), Message: msg})
-}
-
-// Reporter receives events; implementations are safe for concurrent use
-// because kernel log lines arrive from their own goroutine.
-type Reporter interface {
-	Report(Event)
-}
-
-type jsonReporter struct {
-	mu  sync.Mutex
-	enc *json.Encoder
-}
-
-// NewJSON reports one JSON object per line.
-func NewJSON(w io.Writer) Reporter { return &jsonReporter{enc: json.NewEncoder(w)} }
-
-func (r *jsonReporter) Report(e Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.enc.Encode(e)
-}
-
-// WithStats adds kwatch's goroutine count to each loaded event r reports:
-// a goroutine leak shows as a count that grows with the cycles (the bench's
-// soak run reads it; KWATCH_DEBUG_STATS=1 turns it on with --json).
-func WithStats(r Reporter) Reporter { return statsReporter{r} }
-
-type statsReporter struct{ Reporter }
-
-func (r statsReporter) Report(e Event) {
-	if e.Type == EventLoaded {
-		e.Goroutines = runtime.NumGoroutine()
-	}
-	r.Reporter.Report(e)
-}
 
 // Human reports status lines for a person. A build's output is kept, not
 // shown: a good build needs no more than its status line, a failed one gets
@@ -203,11 +63,11 @@ func (r *Human) Report(e Event) {
 	w := r.w
 	e = printableEvent(e)
 	switch e.Type {
-	case EventBuildStart:
+	case KindBuildStart:
 		r.build.Reset()
 		fmt.Fprintf(w, "%s %s\n", cyan("⟳"), dim("building "+e.Message))
-	case EventBuildOK:
-	case EventBuildFailed:
+	case KindBuildOK:
+	case KindBuildFailed:
 		lines := strings.Split(strings.TrimRight(r.build.String(), "\n"), "\n")
 		if len(lines) > failedBuildLines {
 			fmt.Fprintf(w, "  %s\n", dim(fmt.Sprintf("│ … %d earlier lines", len(lines)-failedBuildLines)))
@@ -227,7 +87,7 @@ func (r *Human) Report(e Event) {
 			fmt.Fprintf(w, "  %s %s\n", yellow("hint:"), e.Hint)
 		}
 		fmt.Fprintf(w, "  %s\n", dim("the previously loaded module stays loaded"))
-	case EventLoaded:
+	case KindLoaded:
 		build := ms(e.BuildMS)
 		if e.Path != "" {
 			build += " · " + e.Path
@@ -237,7 +97,7 @@ func (r *Human) Report(e Event) {
 		}
 		fmt.Fprintf(w, "%s %s loaded in %s %s\n", green("✓"), e.Module, ms(e.TotalMS),
 			dim(fmt.Sprintf("(build %s · upload %s · reload %s)", build, ms(e.UploadMS), ms(e.ReloadMS))))
-	case EventLoadFailed:
+	case KindLoadFailed:
 		fmt.Fprintf(w, "%s %s not loaded: %s\n", red("✗"), e.Module, e.Message)
 		for _, h := range e.Holders {
 			fmt.Fprintf(w, "  %s %s\n", yellow("held:"), h)
@@ -245,7 +105,7 @@ func (r *Human) Report(e Event) {
 		if e.Hint != "" {
 			fmt.Fprintf(w, "  %s %s\n", yellow("hint:"), e.Hint)
 		}
-	case EventRunOutput:
+	case KindRunOutput:
 		status := green("ok")
 		switch {
 		case e.Message != "": // stopped or killed before it ended
@@ -259,21 +119,21 @@ func (r *Human) Report(e Event) {
 				fmt.Fprintf(w, "  %s\n", l)
 			}
 		}
-	case EventKernelLog:
+	case KindKernelLog:
 		if e.record != nil {
 			fmt.Fprintln(w, kmsg.Format(*e.record))
 		} else {
 			fmt.Fprintln(w, e.Message)
 		}
-	case EventCrash:
+	case KindCrash:
 		humanCrash(w, e)
-	case EventKUnitCase:
+	case KindKUnitCase:
 		r.kunitCase(e)
-	case EventKUnitSum:
+	case KindKUnitSum:
 		humanKUnitSummary(w, e)
-	case EventVMReady:
+	case KindVMReady:
 		fmt.Fprintf(w, "%s %s\n", green("●"), e.Message)
-	case EventError, EventFastPathBug:
+	case KindError, KindFastPathBug:
 		fmt.Fprintf(w, "%s %s\n", red("kwatch: error:"), e.Message)
 		if e.Hint != "" {
 			fmt.Fprintf(w, "%s %s\n", yellow("kwatch: hint:"), e.Hint)

@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"kwatch/guest/vm"
@@ -36,8 +36,8 @@ type sshd struct {
 }
 
 // newSSHD starts a dropbear that accepts signer's key and returns it with an
-// SSHConfig for it.
-func newSSHD(t *testing.T) (*sshd, SSHConfig) {
+// Config for it.
+func newSSHD(t *testing.T) (*sshd, Config) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs a real sshd (dropbear)")
@@ -63,9 +63,9 @@ func newSSHD(t *testing.T) (*sshd, SSHConfig) {
 		t.Fatal(err)
 	}
 	d.start(d.hostKey("a"))
-	return d, SSHConfig{
+	return d, Config{
 		Addr:       d.addr,
-		Signers:    []ssh.Signer{signer},
+		Signers:    []xssh.Signer{signer},
 		KnownHosts: filepath.Join(dir, "state", "known_hosts"),
 		TrustNew:   true,
 		Timeout:    5 * time.Second,
@@ -175,7 +175,7 @@ func descendants(pid int) []int {
 	return all
 }
 
-func dial(t *testing.T, cfg SSHConfig) *Client {
+func dial(t *testing.T, cfg Config) *Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -352,14 +352,14 @@ func TestHostKeyPinning(t *testing.T) {
 }
 
 // publicKey reads the public half of dropbear host key name.
-func (d *sshd) publicKey(name string) ssh.PublicKey {
+func (d *sshd) publicKey(name string) xssh.PublicKey {
 	d.t.Helper()
 	out, err := exec.Command("dropbearkey", "-y", "-f", d.hostKey(name)).Output()
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	for _, l := range strings.Split(string(out), "\n") {
-		if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(l)); err == nil {
+		if k, _, _, _, err := xssh.ParseAuthorizedKey([]byte(l)); err == nil {
 			return k
 		}
 	}
@@ -379,7 +379,7 @@ func TestUnknownHostKey(t *testing.T) {
 	if !errors.As(err, &unknown) || ctx.Err() != nil {
 		t.Fatalf("Dial with an unknown host key: %v; want an UnknownHostKeyError at once", err)
 	}
-	fp := ssh.FingerprintSHA256(d.publicKey("a"))
+	fp := xssh.FingerprintSHA256(d.publicKey("a"))
 	if !strings.Contains(err.Error(), fp) || unknown.Addr != cfg.Addr {
 		t.Errorf("error %q (addr %s), want the fingerprint %s and the address %s", err, unknown.Addr, fp, cfg.Addr)
 	}
@@ -425,7 +425,7 @@ func TestDialRefusedLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Signers = []ssh.Signer{stranger}
+	cfg.Signers = []xssh.Signer{stranger}
 	ctx := testContext(t)
 	if _, err := Dial(ctx, cfg); err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "unable to authenticate") {
 		t.Errorf("Dial with a key the server does not accept: error %v, want an immediate authentication error", err)
@@ -493,7 +493,7 @@ func TestDialDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitNotice+2*time.Second)
 	defer cancel()
 	var notices []string
-	_, err := Dial(ctx, SSHConfig{Addr: addr, KnownHosts: filepath.Join(t.TempDir(), "known_hosts"),
+	_, err := Dial(ctx, Config{Addr: addr, KnownHosts: filepath.Join(t.TempDir(), "known_hosts"),
 		Notify: func(msg string) { notices = append(notices, msg) }})
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "last attempt") {
 		t.Errorf("Dial to a server that drops every connection: error %v, want the deadline and the last attempt's error", err)
@@ -511,11 +511,11 @@ func TestDialPermanentErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		cfg  SSHConfig
+		cfg  Config
 		want string
 	}{
-		{"nothing listens", SSHConfig{Addr: freeAddr(t), KnownHosts: known}, "is the address right"},
-		{"unknown host", SSHConfig{Addr: "no-such-host.invalid:22", KnownHosts: known}, "no-such-host.invalid"},
+		{"nothing listens", Config{Addr: freeAddr(t), KnownHosts: known}, "is the address right"},
+		{"unknown host", Config{Addr: "no-such-host.invalid:22", KnownHosts: known}, "no-such-host.invalid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testContext(t)

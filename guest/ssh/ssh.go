@@ -1,4 +1,4 @@
-package guest
+package ssh
 
 import (
 	"bytes"
@@ -18,15 +18,15 @@ import (
 	"unicode/utf8"
 
 	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
+	xssh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
-// SSHConfig says how to reach a guest's SSH server.
-type SSHConfig struct {
+// Config says how to reach a guest's SSH server.
+type Config struct {
 	Addr    string // host:port
 	User    string // "" = root
-	Signers []ssh.Signer
+	Signers []xssh.Signer
 	// KnownHosts is the path of kwatch's known_hosts file, where accepted
 	// host keys are pinned. A changed key is always refused.
 	KnownHosts string
@@ -39,14 +39,17 @@ type SSHConfig struct {
 	TrustNew bool
 	// HostKeys, when set, are the only host keys the guest may present (a
 	// VM whose keys kwatch made itself); known_hosts is then not used.
-	HostKeys []ssh.PublicKey
+	HostKeys []xssh.PublicKey
 	Timeout  time.Duration // per dial attempt (TCP connect and SSH handshake); 0 = 10s
 	// UploadRecord, when set, is a file on the host that names the upload
 	// directory and its files while they exist in the guest, so that the
 	// next run removes what a run killed before RemoveUploads left there.
 	UploadRecord string
 	// Notify, when set, is told what a connection waits for once that
-	// takes longer than waitNotice.
+	// takes longer than waitNotice. It is called on the goroutine of the
+	// call that dials (Dial, or any method finding the connection dead),
+	// at most once per dial, while other callers wait for that dial: it
+	// must return soon and must not call the Client.
 	Notify func(msg string)
 }
 
@@ -67,33 +70,46 @@ const (
 // Client is one persistent SSH connection to a guest. When a call finds the
 // connection dead (dropped by the guest, or keepalives unanswered) it dials
 // again with backoff until its context is done. Safe for concurrent use.
+//
+// Its state is in four parts, each with its own lock, so that an upload and a
+// script in the kept shell do not wait for each other. Locks nest in one
+// order only: sftpMu or shellMu (held for a whole upload or script), then
+// dirMu (taken under sftpMu, held for the SFTP calls on the directory), then
+// the dialing slot (connect, under sftpMu or shellMu or none), then mu.
 type Client struct {
-	cfg     SSHConfig
-	config  *ssh.ClientConfig
-	dialing chan struct{} // a one-slot lock, so that one caller dials and the others wait for it
-
+	// Set by Dial and never changed.
+	cfg    Config
+	config *xssh.ClientConfig
 	// closing is cancelled by Close, so a caller still dialling (a guest
 	// that stopped answering) gives up instead of retrying forever.
 	closing context.Context
 	cancel  context.CancelFunc
 
+	// The connection. dialing is a one-slot lock held for a whole dial
+	// (seconds, or minutes for a booting guest), so that one caller dials
+	// and the others wait for it; mu guards the fields below it and is
+	// never held while dialling or doing I/O.
+	dialing   chan struct{}
 	mu        sync.Mutex
-	conn      *ssh.Client // nil while disconnected
+	conn      *xssh.Client // nil while disconnected
 	closed    bool
 	connected bool // a connection succeeded once
 
-	// The connection's SFTP session, kept between uploads (see sftp).
+	// sftpMu guards the connection's SFTP session, kept between uploads
+	// (see sftp), for as long as one upload runs.
 	sftpMu      sync.Mutex
 	sftpc       *sftp.Client
-	sftpConn    *ssh.Client
-	sftpSession *ssh.Session
+	sftpConn    *xssh.Client // the connection sftpc runs on
+	sftpSession *xssh.Session
 
-	// The kept shell for kwatch's own scripts (see script).
+	// shellMu guards the kept shell for kwatch's own scripts (see script),
+	// for as long as one script runs: scripts take turns.
 	shellMu sync.Mutex
 	shell   *keptShell
 
-	// The private upload directory (see Upload), its owner and what Upload
-	// put there; recordRead: an earlier run's UploadRecord was dealt with.
+	// dirMu guards the private upload directory (see Upload), its owner and
+	// what Upload put there; recordRead: an earlier run's UploadRecord was
+	// dealt with.
 	dirMu      sync.Mutex
 	dir        string
 	dirUID     uint32
@@ -105,7 +121,7 @@ type Client struct {
 // done: give ctx a deadline to wait for a booting guest. What retrying cannot
 // help fails at once: a refused host key or login, a corrupt known_hosts, an
 // unknown host name, a port that refuses every connection.
-func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.KnownHosts == "" && len(cfg.HostKeys) == 0 {
 		return nil, errors.New("connecting to the guest: no known_hosts file given")
 	}
@@ -117,9 +133,9 @@ func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, dialing: make(chan struct{}, 1)}
 	c.closing, c.cancel = context.WithCancel(context.Background())
-	c.config = &ssh.ClientConfig{
+	c.config = &xssh.ClientConfig{
 		User:              cfg.User,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(cfg.Signers...)},
+		Auth:              []xssh.AuthMethod{xssh.PublicKeys(cfg.Signers...)},
 		HostKeyCallback:   c.checkHostKey,
 		HostKeyAlgorithms: c.hostKeyAlgorithms(),
 	}
@@ -149,7 +165,7 @@ func (c *Client) Close() error {
 func (c *Client) who() string { return c.cfg.User + "@" + c.cfg.Addr }
 
 // connect returns the live connection, dialling a new one if there is none.
-func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
+func (c *Client) connect(ctx context.Context) (*xssh.Client, error) {
 	if conn, err := c.current(); conn != nil || err != nil {
 		return conn, err
 	}
@@ -189,7 +205,7 @@ func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
 
 var errClosed = errors.New("ssh connection to the guest was closed")
 
-func (c *Client) current() (*ssh.Client, error) {
+func (c *Client) current() (*xssh.Client, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -199,7 +215,7 @@ func (c *Client) current() (*ssh.Client, error) {
 }
 
 // drop forgets conn if it is still the current connection, and closes it.
-func (c *Client) drop(conn *ssh.Client) {
+func (c *Client) drop(conn *xssh.Client) {
 	c.mu.Lock()
 	if c.conn == conn {
 		c.conn = nil
@@ -211,7 +227,7 @@ func (c *Client) drop(conn *ssh.Client) {
 // watch sends keepalives on conn and drops it once the guest stops answering
 // them or the connection ends. Without keepalives a frozen guest would go
 // unnoticed: QEMU's user-mode network keeps the TCP connection open.
-func (c *Client) watch(conn *ssh.Client) {
+func (c *Client) watch(conn *xssh.Client) {
 	gone := make(chan struct{})
 	go func() {
 		conn.Wait()
@@ -249,7 +265,7 @@ func (c *Client) watch(conn *ssh.Client) {
 }
 
 // dial makes one connection, retrying with backoff until ctx is done.
-func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
+func (c *Client) dial(ctx context.Context) (*xssh.Client, error) {
 	var last error
 	gaveUp := func() error {
 		if last == nil {
@@ -320,7 +336,7 @@ func (e *knownHostsError) Error() string {
 	return fmt.Sprintf("reading known_hosts: %s (fix or delete that line)", msg)
 }
 
-func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {
+func (c *Client) dialOnce(ctx context.Context) (*xssh.Client, error) {
 	d := net.Dialer{Timeout: c.cfg.Timeout}
 	nc, err := d.DialContext(ctx, "tcp", c.cfg.Addr)
 	if err != nil {
@@ -330,7 +346,7 @@ func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {
 	// timeout, and by ctx through an immediate deadline.
 	nc.SetDeadline(time.Now().Add(c.cfg.Timeout))
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
-	sc, chans, reqs, err := ssh.NewClientConn(nc, c.cfg.Addr, c.config)
+	sc, chans, reqs, err := xssh.NewClientConn(nc, c.cfg.Addr, c.config)
 	if !stop() {
 		err = errors.Join(err, ctx.Err())
 	}
@@ -339,7 +355,7 @@ func (c *Client) dialOnce(ctx context.Context) (*ssh.Client, error) {
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
-	return ssh.NewClient(sc, chans, reqs), nil
+	return xssh.NewClient(sc, chans, reqs), nil
 }
 
 // ForgetHost removes the host key pinned for addr ("host:port") from the
@@ -369,7 +385,7 @@ func ForgetHost(knownHosts, addr string) error {
 // session opens a session on the connection. If that fails because the
 // connection died since its last use, it dials again and retries once.
 // It returns the connection too, for cancelSession.
-func (c *Client) session(ctx context.Context) (*ssh.Session, *ssh.Client, error) {
+func (c *Client) session(ctx context.Context) (*xssh.Session, *xssh.Client, error) {
 	for retried := false; ; retried = true {
 		conn, err := c.connect(ctx)
 		if err != nil {
@@ -383,7 +399,7 @@ func (c *Client) session(ctx context.Context) (*ssh.Session, *ssh.Client, error)
 			return nil, nil, err
 		}
 		err = fmt.Errorf("opening ssh session on %s: %w", c.who(), err)
-		var rejected *ssh.OpenChannelError
+		var rejected *xssh.OpenChannelError
 		if errors.As(err, &rejected) {
 			return nil, nil, err // refused over a working connection (OpenSSH's MaxSessions, say)
 		}
@@ -400,11 +416,11 @@ func (c *Client) session(ctx context.Context) (*ssh.Session, *ssh.Client, error)
 // so after killGrace the whole connection is dropped: nothing else unblocks
 // the session's readers. Call the returned stop once done with s; it
 // reports whether ctx's end reached s, and returns after that is over.
-func (c *Client) cancelSession(ctx context.Context, conn *ssh.Client, s *ssh.Session) (stop func() bool) {
+func (c *Client) cancelSession(ctx context.Context, conn *xssh.Client, s *xssh.Session) (stop func() bool) {
 	done, ended := make(chan struct{}), make(chan struct{})
 	stopAfter := context.AfterFunc(ctx, func() {
 		defer close(ended)
-		s.Signal(ssh.SIGTERM)
+		s.Signal(xssh.SIGTERM)
 		s.Close()
 		select {
 		case <-done:
@@ -424,9 +440,9 @@ func (c *Client) cancelSession(ctx context.Context, conn *ssh.Client, s *ssh.Ses
 
 // newSession is conn.NewSession that gives up when ctx is done: a frozen
 // guest never answers the request.
-func newSession(ctx context.Context, conn *ssh.Client) (*ssh.Session, error) {
+func newSession(ctx context.Context, conn *xssh.Client) (*xssh.Session, error) {
 	type result struct {
-		s   *ssh.Session
+		s   *xssh.Session
 		err error
 	}
 	ch := make(chan result, 1)
@@ -458,7 +474,9 @@ func (c *Client) Run(ctx context.Context, cmd string) (stdout, stderr []byte, ex
 
 // RunStream is Run with the output copied to stdout and stderr as it comes.
 // When ctx is done the command is killed, with every process it started, and
-// RunStream returns ctx.Err().
+// RunStream returns ctx.Err(). stdout and stderr are written from two
+// goroutines of x/crypto/ssh, maybe at once (a writer both share must lock),
+// and never after RunStream returned.
 func (c *Client) RunStream(ctx context.Context, cmd string, stdout, stderr io.Writer) (exit int, err error) {
 	s, conn, err := c.start(ctx, cmd, stdout, stderr)
 	if err != nil {
@@ -471,7 +489,7 @@ func (c *Client) RunStream(ctx context.Context, cmd string, stdout, stderr io.Wr
 	if err != nil && ctx.Err() != nil {
 		return -1, ctx.Err()
 	}
-	var exitErr *ssh.ExitError
+	var exitErr *xssh.ExitError
 	if errors.As(err, &exitErr) {
 		return exitErr.ExitStatus(), nil
 	}
@@ -484,7 +502,7 @@ func (c *Client) RunStream(ctx context.Context, cmd string, stdout, stderr io.Wr
 // start starts cmd in a new session. A command whose start failed never ran,
 // so after a connection that died under it (a loaded guest fresh from boot
 // drops one now and then) it is started once more on a new connection.
-func (c *Client) start(ctx context.Context, cmd string, stdout, stderr io.Writer) (*ssh.Session, *ssh.Client, error) {
+func (c *Client) start(ctx context.Context, cmd string, stdout, stderr io.Writer) (*xssh.Session, *xssh.Client, error) {
 	for try := 0; ; try++ {
 		s, conn, err := c.session(ctx)
 		if err != nil {
