@@ -87,9 +87,12 @@ func TestConcurrentVMUp(t *testing.T) {
 		kwatchRun(t, "vm", "down", "--state-dir", state)
 		noStrayProcesses(t, state)
 	})
+	// vm.json is written as the console keeper starts, before its QEMU:
+	// the first's QEMU must be there before the second is counted against it.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		if _, err := os.Stat(filepath.Join(state, "vm.json")); err == nil {
+		_, err := os.Stat(filepath.Join(state, "vm.json"))
+		if err == nil && len(strayProcesses(state)) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
