@@ -56,18 +56,20 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return usagef("install it: apt-get install gdb (scripts/setup.sh does)", "gdb not found")
 	}
-	c, err := machine.Dial(ctx, s.vm, o.machineOptions(s, nil, nil, nil))
+	sock := vm.GDBSocket(s.stateDir)
+	c, err := machine.Dial(ctx, s.vm, o.machineOptions(s, nil, nil, nil), func() error {
+		if _, err := os.Stat(sock); err != nil {
+			return usagef("restart it: `kwatch vm down`, then run kwatch again", "the VM has no gdb socket (%s): an older kwatch started it", sock)
+		}
+		if pid := vm.DebuggerPID(s.stateDir); pid != 0 {
+			return usagef("quit that gdb first: the stub takes one client", "a kwatch gdb session (pid %d) is already attached", pid)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	sock := vm.GDBSocket(s.stateDir)
-	if _, err := os.Stat(sock); err != nil {
-		return usagef("restart it: `kwatch vm down`, then run kwatch again", "the VM has no gdb socket (%s): an older kwatch started it", sock)
-	}
-	if pid := vm.DebuggerPID(s.stateDir); pid != 0 {
-		return usagef("quit that gdb first: the stub takes one client", "a kwatch gdb session (pid %d) is already attached", pid)
-	}
 	out, _, _, err := c.Run(ctx, "uname -r")
 	if err != nil {
 		return fmt.Errorf("asking the guest for its kernel release: %w", err)

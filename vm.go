@@ -70,7 +70,7 @@ func runVM(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(pos) == 0 {
 			return usagef("kwatch vm ssh -- CMD", "no command given")
 		}
-		c, err := machine.Dial(ctx, s.vm, o.machineOptions(s, nil, nil, stderr))
+		c, err := machine.Dial(ctx, s.vm, o.machineOptions(s, nil, nil, stderr), nil)
 		if err != nil {
 			return stateErr(err)
 		}

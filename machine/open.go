@@ -130,8 +130,11 @@ func (m *Machine) Rebuild(ctx context.Context) error {
 
 // Dial reaches the running guest without booting one: the managed VM
 // recorded in the state dir, or the --ssh target (asking about its host key
-// as Connect does). Notices go to o.Stderr unless it is nil.
-func Dial(ctx context.Context, kind guest.Kind, o Options) (*ssh.Client, error) {
+// as Connect does). ready, unless nil, runs once the guest is known to be
+// there and before the dial, which may take its 30 s on a guest a debugger
+// holds stopped: what can fail at once fails first. Notices go to o.Stderr
+// unless it is nil.
+func Dial(ctx context.Context, kind guest.Kind, o Options, ready func() error) (*ssh.Client, error) {
 	var cfg ssh.Config
 	var err error
 	if kind == guest.SSH {
@@ -144,6 +147,11 @@ func Dial(ctx context.Context, kind guest.Kind, o Options) (*ssh.Client, error) 
 	}
 	if err != nil {
 		return nil, err
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			return nil, err
+		}
 	}
 	if o.Stderr != nil {
 		cfg.Notify = func(msg string) { fmt.Fprintln(o.Stderr, "kwatch: "+msg) }
