@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // kwatch writes an editor file that is missing or still its own, never one
@@ -123,7 +124,7 @@ func TestEditorFileLinks(t *testing.T) {
 			}
 			m := &Make{Dir: dir, EditorFiles: true, rec: rec}
 			var log bytes.Buffer
-			m.refresh(context.Background(), dir, true, replay.InputStamps(dir, nil), Result{KO: filepath.Join(dir, "hello.ko"), Path: PathKbuild}, &log)
+			m.refresh(context.Background(), dir, true, replay.InputStamps(dir, nil), time.Now(), Result{KO: filepath.Join(dir, "hello.ko"), Path: PathKbuild}, &log)
 			if m.graph == nil {
 				t.Fatalf("no records read:\n%s", log.String())
 			}

@@ -183,7 +183,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		var g2 *replay.Graph
 		var readErr error = errLastMakeFailed
 		if g != nil {
-			g2, readErr = m.read(dir, before)
+			g2, readErr = m.read(dir, before, start)
 		}
 		m.setGraph(g2, readErr, "", false)
 		res.KO = ""
@@ -204,7 +204,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 		res.Symvers = filepath.Join(m.KDir, "Module.symvers")
 	}
 	if rp == nil {
-		m.refresh(ctx, dir, g == nil, before, res, out)
+		m.refresh(ctx, dir, g == nil, before, start, res, out)
 		return res, nil
 	}
 	// The module is ready: the records the replay left for later are
@@ -220,7 +220,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 			m.setGraph(nil, fmt.Errorf("%w: %v", replay.ErrNoRecords, err), "", false)
 			return
 		}
-		m.refresh(ctx, dir, false, before, res, out)
+		m.refresh(ctx, dir, false, before, start, res, out)
 	}()
 	return res, nil
 }
@@ -230,7 +230,7 @@ func (m *Make) Build(ctx context.Context, out io.Writer) (Result, error) {
 var errLastMakeFailed = fmt.Errorf("%w: the last full make failed", replay.ErrNoRecords)
 
 // Settle waits until the last build's records are all written and read
-// (see replay.Direct.Finish): Kbuild's state is then what make leaves.
+// (see replay.Replay.Finish): Kbuild's state is then what make leaves.
 func (m *Make) Settle() {
 	m.mu.Lock()
 	settled := m.settled
@@ -383,8 +383,8 @@ func runSteps(ctx context.Context, steps []*exec.Cmd, out io.Writer) error {
 
 // refresh reads the records of the good build that just finished, for the
 // next build's fast path, and after a full make updates the editor files.
-func (m *Make) refresh(ctx context.Context, dir string, full bool, before replay.Stamps, res Result, out io.Writer) {
-	g, err := m.read(dir, before)
+func (m *Make) refresh(ctx context.Context, dir string, full bool, before replay.Stamps, start time.Time, res Result, out io.Writer) {
+	g, err := m.read(dir, before, start)
 	m.setGraph(g, err, res.KO, res.Path == PathFast)
 	if g == nil || !full || !m.EditorFiles {
 		return
@@ -397,12 +397,12 @@ func (m *Make) refresh(ctx context.Context, dir string, full bool, before replay
 	}
 }
 
-// read reads the records of a build whose inputs were before as it ran
-// (see replay.Graph.AsOf).
-func (m *Make) read(dir string, before replay.Stamps) (*replay.Graph, error) {
+// read reads the records of a build that started at start and whose
+// inputs were before as it ran (see replay.Graph.AsOf).
+func (m *Make) read(dir string, before replay.Stamps, start time.Time) (*replay.Graph, error) {
 	g, err := replay.Read(dir, m.recording())
 	if g != nil {
-		g.AsOf(before)
+		g.AsOf(before, start)
 	}
 	return g, err
 }

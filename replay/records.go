@@ -91,24 +91,30 @@ func InputStamps(dir string, g *Graph) Stamps {
 }
 
 // AsOf stamps g's inputs as the build that wrote its records saw them
-// (before: InputStamps when it started, which its end matched), where known:
-// a file changed after the build and before Read shows as changed to Check,
-// and one added under the module dir then, as added.
-func (g *Graph) AsOf(before Stamps) {
-	for p := range g.inputs {
+// (before: InputStamps when it started at start, which its end matched),
+// where known: a file changed after the build and before Read shows as
+// changed to Check, and one added under the module dir then, as added. A
+// file before does not name (one outside the module dir that the records
+// name since this build) counts as changed if it changed after start.
+func (g *Graph) AsOf(before Stamps, start time.Time) {
+	for p, cur := range g.inputs {
 		st, ok := before[p]
 		switch {
-		case ok:
-			g.inputs[p] = st
-			for _, m := range []map[string]stamp{g.stamps, g.tree} {
-				if _, in := m[p]; in {
-					m[p] = st
-				}
-			}
-		case strings.HasPrefix(p, g.Dir+"/") && buildfiles.IsInput(filepath.Base(p)):
+		case !ok && strings.HasPrefix(p, g.Dir+"/") && buildfiles.IsInput(filepath.Base(p)):
 			// InputStamps would have stamped it: it came after the start
 			delete(g.inputs, p)
 			delete(g.stamps, p)
+			continue
+		case !ok && cur.mtime.Before(start):
+			continue
+		case !ok:
+			st = stamp{} // unknown as the build saw it: Check finds it changed
+		}
+		g.inputs[p] = st
+		for _, m := range []map[string]stamp{g.stamps, g.tree} {
+			if _, in := m[p]; in {
+				m[p] = st
+			}
 		}
 	}
 }

@@ -343,7 +343,7 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 		observe := i > 0 && plain && !slices.ContainsFunc(files, func(f string) bool { return !strings.HasPrefix(f, p.g.Dir+"/") })
 		var pre map[string]stamp
 		if observe {
-			pre = dirStamps(p.g.Dir)
+			pre = observed(p.g.Dir, files)
 		}
 		if err := run(shell(l, w)); err != nil {
 			if after := modTime(s.r.target); !after.IsZero() && !after.Equal(before) {
@@ -351,7 +351,7 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 			}
 			return err
 		}
-		if observe && maps.Equal(pre, dirStamps(p.g.Dir)) {
+		if observe && maps.Equal(pre, observed(p.g.Dir, files)) {
 			p.g.rec.setCheck(l)
 		}
 	}
@@ -363,7 +363,10 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 	return nil
 }
 
-// wrote reports whether a file the check could write changed.
+// wrote reports whether a file the check could write changed: its target
+// or a file it redirects into. A check that wrote another file of the
+// module dir this time is not seen (what the build's other lines write
+// changes there meanwhile); learning a check watches the whole dir.
 func (c *checkRun) wrote() bool {
 	for f, st := range c.watch {
 		if stampOf(f) != st {
@@ -390,10 +393,14 @@ func (p *Replay) alongside(s *step, l makelog.Line, before time.Time, run func(*
 	}()
 }
 
-// dirStamps stamps every file under dir (outside dot-directories).
-func dirStamps(dir string) map[string]stamp {
+// observed stamps what a line may change: every file under dir (outside
+// dot-directories) and the files it redirects into (in one, say).
+func observed(dir string, outputs []string) map[string]stamp {
 	stamps := map[string]stamp{}
 	WalkFiles(dir, func(path string, fi fs.FileInfo) { stamps[path] = stamp{fi.ModTime(), fi.Size()} })
+	for _, f := range outputs {
+		stamps[f] = stampOf(f)
+	}
 	return stamps
 }
 
