@@ -4,9 +4,10 @@
 package crash
 
 import (
-	"kwatch/kmod"
 	"regexp"
 	"strings"
+
+	"kwatch/kmod"
 )
 
 // Severity says how badly a report hurt the guest.

@@ -36,9 +36,18 @@ func (k Kind) String() string {
 // MarshalText and UnmarshalText keep a kind as its name in a VM's state file.
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
-func (k *Kind) UnmarshalText(b []byte) (err error) {
-	*k, err = ParseKind(string(b))
-	return err
+// An empty name is no kind (older kwatch wrote "" for a record of no VM).
+func (k *Kind) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*k = 0
+		return nil
+	}
+	kind, err := ParseKind(string(b))
+	if err != nil {
+		return fmt.Errorf("unknown VM kind %q", b) // a state file's, not a flag's: no --vm hint
+	}
+	*k = kind
+	return nil
 }
 
 // KindError is a --vm value that names no kind.

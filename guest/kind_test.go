@@ -2,6 +2,7 @@ package guest
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -43,5 +44,11 @@ func TestKindJSON(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"K":"xen"}`), &v); err == nil {
 		t.Fatal("unmarshal of an unknown kind succeeded")
+	} else if _, hinted := err.(interface{ Hint() string }); hinted || strings.Contains(err.Error(), "--vm") {
+		t.Errorf("a state file's unknown kind reads as a bad flag: %v", err)
+	}
+	// Older kwatch wrote "" for a record of no VM.
+	if err := json.Unmarshal([]byte(`{"K":""}`), &v); err != nil || v.K != 0 {
+		t.Fatalf("unmarshal of no kind: %v, %v", v.K, err)
 	}
 }

@@ -55,14 +55,14 @@ func (d *Derivation) Build(ctx context.Context, out io.Writer) (builder.Result, 
 	return builder.Result{KO: ko}, nil
 }
 
-// decompress writes the compressed module ko as a plain .ko into the
-// directory module-ko beside OutLink, and returns its path.
 // Settle returns at once: a derivation's build leaves nothing running.
 func (d *Derivation) Settle() {}
 
 // BeginVerify returns nil: a derivation has no fast path to check.
 func (d *Derivation) BeginVerify(context.Context) func() (*builder.Mismatch, error) { return nil }
 
+// decompress writes the compressed module ko as a plain .ko into the
+// directory module-ko beside OutLink, and returns its path.
 func (d *Derivation) decompress(ko string) (string, error) {
 	data, err := kmod.Read(ko)
 	if err != nil {

@@ -4,10 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"kwatch/guest"
-	"kwatch/kmod"
 	"strconv"
 	"strings"
+
+	"kwatch/guest"
+	"kwatch/kmod"
 )
 
 // useScript prints refcnt, initstate, holders and every process's open
