@@ -121,13 +121,23 @@ func Error(r Reporter, err error) {
 	r.Report(Event{Type: KindError, Time: time.Now(), Message: err.Error(), Hint: Hint(err)})
 }
 
-// Hint returns how the user can fix err: the hint of the first error in its
-// tree that has a Hint method, "" if none has. Every error kwatch shows,
-// whether in an event or as the exit status's message, finds its hint here.
+// Hint returns how the user can fix err: the first hint that is not "" of
+// an error in its chain with a Hint method, "" if none has one. Every error
+// kwatch shows, whether in an event or as the exit status's message, finds
+// its hint here.
 func Hint(err error) string {
-	var h interface{ Hint() string }
-	if errors.As(err, &h) {
-		return h.Hint()
+	for err != nil {
+		var h interface {
+			error
+			Hint() string
+		}
+		if !errors.As(err, &h) {
+			return ""
+		}
+		if hint := h.Hint(); hint != "" {
+			return hint
+		}
+		err = errors.Unwrap(h)
 	}
 	return ""
 }

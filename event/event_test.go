@@ -202,8 +202,18 @@ type hinted struct{ msg, hint string }
 func (e *hinted) Error() string { return e.msg }
 func (e *hinted) Hint() string  { return e.hint }
 
-// An error's hint is found however deep it is wrapped; the first error with
-// a Hint method in the chain has the say.
+// hintedWrap has a hint of its own, maybe none, and wraps err.
+type hintedWrap struct {
+	hint string
+	err  error
+}
+
+func (e *hintedWrap) Error() string { return "wrapped: " + e.err.Error() }
+func (e *hintedWrap) Hint() string  { return e.hint }
+func (e *hintedWrap) Unwrap() error { return e.err }
+
+// An error's hint is found however deep it is wrapped; the first error in
+// the chain with a hint has the say, and one without does not hide another's.
 func TestHint(t *testing.T) {
 	for _, tt := range []struct {
 		err  error
@@ -215,6 +225,9 @@ func TestHint(t *testing.T) {
 		{fmt.Errorf("building: %w", &hinted{"m", "do this"}), "do this"},
 		{&hinted{"outer", "outer's"}, "outer's"},
 		{fmt.Errorf("a: %w", errors.Join(errors.New("x"), &hinted{"m", "joined"})), "joined"},
+		{&hintedWrap{"", &hinted{"m", "inner's"}}, "inner's"},
+		{&hintedWrap{"outer's", &hinted{"m", "inner's"}}, "outer's"},
+		{&hintedWrap{"", errors.New("plain")}, ""},
 	} {
 		if got := Hint(tt.err); got != tt.want {
 			t.Errorf("Hint(%v) = %q, want %q", tt.err, got, tt.want)
