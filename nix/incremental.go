@@ -96,7 +96,10 @@ func (b *Incremental) Invalidate() {
 	b.env, b.mk = nil, nil
 	b.mu.Unlock()
 	if mk != nil {
-		mk.StopVerify() // the next Make builds in the same dir
+		// The next Make builds in the same dir: the last fast build's
+		// records are written first, and the correctness net stops.
+		mk.Settle()
+		mk.StopVerify()
 	}
 }
 
