@@ -100,7 +100,7 @@ func (g *Graph) AsOf(before Stamps, start time.Time) {
 	for p, cur := range g.inputs {
 		st, ok := before[p]
 		switch {
-		case !ok && strings.HasPrefix(p, g.Dir+"/") && buildfiles.IsInput(filepath.Base(p)):
+		case !ok && g.inDir(p) && buildfiles.IsInput(filepath.Base(p)):
 			// InputStamps would have stamped it: it came after the start
 			delete(g.inputs, p)
 			delete(g.stamps, p)
@@ -119,13 +119,16 @@ func (g *Graph) AsOf(before Stamps, start time.Time) {
 	}
 }
 
+// inDir reports whether p is under the module dir.
+func (g *Graph) inDir(p string) bool { return strings.HasPrefix(p, g.Dir+"/") }
+
 // Inputs returns the InputStamps of g's module as Read saw them.
 func (g *Graph) Inputs() Stamps { return g.inputs }
 
 // writes reports whether the module's build writes p, a file its records
 // name: one of Kbuild's outputs in the module dir (x.mod.c).
 func (g *Graph) writes(p string) bool {
-	return strings.HasPrefix(p, g.Dir+"/") && buildfiles.IsOutput(filepath.Base(p))
+	return g.inDir(p) && buildfiles.IsOutput(filepath.Base(p))
 }
 
 func stampOf(path string) stamp {
@@ -432,11 +435,11 @@ func (g *Graph) Check(now Stamps) error {
 		case cur == s:
 		case buildfiles.IsKbuildFile(filepath.Base(p)):
 			return fallbackf(ErrKbuildChanged, "%s changed", g.rel(p))
-		case cur == stamp{} && strings.HasPrefix(p, g.Dir+"/"):
+		case cur == stamp{} && g.inDir(p):
 			return fallbackf(ErrSourceRemoved, "%s was removed", g.rel(p))
 		case !recorded[p]:
 			return fallbackf(ErrUnrecordedFile, "%s changed and no Kbuild record names it", g.rel(p))
-		case !strings.HasPrefix(p, g.Dir+"/"):
+		case !g.inDir(p):
 			return fallbackf(ErrKernelTreeChanged, "the kernel tree changed (%s)", p)
 		}
 	}

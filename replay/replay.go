@@ -340,7 +340,7 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 		// Only a line whose output goes to files in the module dir can be
 		// seen to write nothing.
 		files, plain := outputs(l.Text, l.Dir)
-		observe := i > 0 && plain && !slices.ContainsFunc(files, func(f string) bool { return !strings.HasPrefix(f, p.g.Dir+"/") })
+		observe := i > 0 && plain && !slices.ContainsFunc(files, func(f string) bool { return !p.g.inDir(f) })
 		var pre map[string]stamp
 		if observe {
 			pre = observed(p.g.Dir, files)
