@@ -55,6 +55,9 @@ type step struct {
 	now      []makelog.Line // the lines to run
 	late     []makelog.Line // the last ones, which only write the record: for Finish
 	depfiles []string       // the files the late lines remove (the compiler's dependency list)
+
+	// Guarded by the Replay's mu: when do ran the step's lines.
+	began, ended time.Time
 }
 
 // lateRecord is a line that only writes o's record, run by Finish.
@@ -311,6 +314,7 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 	stream := !p.streams
 	p.streams = true
 	p.ran = append(p.ran, s)
+	s.began = time.Now()
 	p.mu.Unlock()
 	w := out
 	var buf bytes.Buffer
@@ -320,6 +324,7 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 	defer func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		s.ended = time.Now()
 		if stream {
 			p.streams = false
 		} else {
@@ -342,8 +347,9 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 		files, plain := outputs(l.Text, l.Dir)
 		observe := i > 0 && plain && !slices.ContainsFunc(files, func(f string) bool { return !p.g.inDir(f) })
 		var pre map[string]stamp
+		var since time.Time
 		if observe {
-			pre = observed(p.g.Dir, files)
+			since, pre = time.Now(), observed(p.g.Dir, files)
 		}
 		if err := run(shell(l, w)); err != nil {
 			if after := modTime(s.r.target); !after.IsZero() && !after.Equal(before) {
@@ -351,7 +357,7 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 			}
 			return err
 		}
-		if observe && maps.Equal(pre, observed(p.g.Dir, files)) {
+		if observe && p.wroteNothing(s, files, pre, observed(p.g.Dir, files), since) {
 			p.g.rec.setCheck(l)
 		}
 	}
@@ -391,6 +397,50 @@ func (p *Replay) alongside(s *step, l makelog.Line, before time.Time, run func(*
 		defer close(c.done)
 		c.err = run(cmd)
 	}()
+}
+
+// wroteNothing reports whether a line of s, which redirects into own,
+// changed no file of the module dir between the stamps pre and post, taken
+// since. A file that another step running meanwhile names does not count
+// (the compile of another object writes that object and its dependency
+// list); the line's target and own always count.
+func (p *Replay) wroteNothing(s *step, own []string, pre, post map[string]stamp, since time.Time) bool {
+	for f := range maps.Keys(post) {
+		if _, ok := pre[f]; !ok {
+			pre[f] = stamp{} // created: compared below as changed
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for f, st := range pre {
+		if post[f] == st {
+			continue
+		}
+		if f == s.r.target || slices.Contains(own, f) || !slices.ContainsFunc(p.ran, func(o *step) bool {
+			return o != s && (o.ended.IsZero() || !o.ended.Before(since)) && o.names(f)
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+// names reports whether one of the step's lines names file (a word, or a
+// part of one between commas or after "=", such as -Wp,-MMD,DEPFILE). A
+// line that cannot be read plainly names nothing that can be told.
+func (s *step) names(file string) bool {
+	for _, l := range s.now {
+		segs, _ := segments(l.Text)
+		for _, seg := range segs {
+			for _, w := range seg.words {
+				parts := strings.FieldsFunc(w, func(r rune) bool { return r == ',' || r == '=' })
+				if slices.ContainsFunc(append(parts, w), func(p string) bool { return resolve(l.Dir, p) == file }) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // observed stamps what a line may change: every file under dir (outside

@@ -307,6 +307,85 @@ func TestModulesOrder(t *testing.T) {
 	}
 }
 
+// checkModule lays out a module dir where m.ko is linked from objects
+// (each X.o a copy of X.c) and learns what make ran: each object's copy,
+// then its second line from second (DIR is the module dir, OUT a dir
+// beside it), then the links. replay makes each object's source newer and
+// replays with jobs at a time.
+func checkModule(t *testing.T, second map[string]string) (dir, out string, rec *Recording, replay func(jobs int) error) {
+	root := t.TempDir()
+	dir, out = filepath.Join(root, "mod"), filepath.Join(root, "out")
+	os.MkdirAll(out, 0o755)
+	r := strings.NewReplacer("DIR", dir, "OUT", out)
+	objs := slices.Sorted(maps.Keys(second))
+	var paths []string
+	for _, x := range objs {
+		paths = append(paths, "DIR/"+x+".o")
+	}
+	link := "cat " + strings.Join(paths, " ") + " > DIR/m.o"
+	files := map[string]string{
+		"m.o": "1", "m.ko": "1", "modules.order": "DIR/m.ko\n", "m.mod": strings.Join(paths, "\n") + "\n",
+		".m.o.cmd":  "cmd_DIR/m.o := " + link + "\n",
+		".m.ko.cmd": "cmd_DIR/m.ko := cat DIR/m.o > DIR/m.ko\n",
+	}
+	lines := []makelog.Line{{Target: dir, Text: "make -f Makefile.build", PID: 3, Make: 1}}
+	for i, x := range objs {
+		files[x+".c"], files[x+".o"] = "1", "1"
+		files["."+x+".o.cmd"] = "cmd_DIR/" + x + ".o := cp DIR/" + x + ".c DIR/" + x + ".o\n\nsource_DIR/" + x + ".o := DIR/" + x + ".c\n"
+		target := filepath.Join(dir, x+".o")
+		lines = append(lines,
+			makelog.Line{Target: target, Prereqs: []string{filepath.Join(dir, x+".c")}, Text: r.Replace("cp DIR/" + x + ".c DIR/" + x + ".o"), PID: 10 + 2*i, Make: 3},
+			makelog.Line{Target: target, Prereqs: []string{filepath.Join(dir, x+".c")}, Text: r.Replace(second[x]), PID: 11 + 2*i, Make: 3})
+	}
+	lines = append(lines,
+		makelog.Line{Target: dir + "/m.o", Prereqs: []string{dir + "/a.o"}, Text: r.Replace(link), PID: 6, Make: 3},
+		makelog.Line{Target: "modules", Text: "make -f Makefile.modfinal", PID: 8, Make: 1},
+		makelog.Line{Target: dir + "/m.ko", Prereqs: []string{dir + "/m.o"}, Text: r.Replace("cat DIR/m.o > DIR/m.ko"), PID: 9, Make: 8})
+	os.MkdirAll(dir, 0o755)
+	old := time.Now().Add(-time.Hour)
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(r.Replace(content)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(p, old, old)
+	}
+	for i := range lines {
+		lines[i].Dir, lines[i].Env, lines[i].Flags = dir, os.Environ(), []string{"-c"}
+	}
+	rec = Learn(nil, dir, lines)
+	n := 0
+	replay = func(jobs int) error {
+		t.Helper()
+		n++
+		at := time.Now().Add(time.Duration(n) * time.Hour)
+		for _, x := range objs {
+			os.Chtimes(filepath.Join(dir, x+".c"), at, at)
+		}
+		g, err := Read(dir, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := g.Replay()
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := func(c *exec.Cmd) error { return c.Run() }
+		var log bytes.Buffer
+		err = p.Run(context.Background(), &log, run, jobs)
+		return errors.Join(err, p.Finish(&log, run))
+	}
+	return dir, out, rec, replay
+}
+
+// secondLine is a learned line of x.o after its first.
+func secondLine(rec *Recording, dir, x string) makelog.Line {
+	for _, l := range rec.recipes[filepath.Join(dir, x+".o")].lines[1:] {
+		return l
+	}
+	return makelog.Line{}
+}
+
 // A line after a target's first that replays saw change no file of the
 // module dir twice is a check: the next replay runs it alongside the rest of the
 // build, and a check that fails still fails the build and removes its
@@ -328,70 +407,26 @@ func TestChecksRunAlongside(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			root := t.TempDir()
-			dir, out := filepath.Join(root, "mod"), filepath.Join(root, "out")
-			os.MkdirAll(out, 0o755)
-			r := strings.NewReplacer("DIR", dir, "OUT", out)
-			files := map[string]string{
-				"a.c": "1", "a.o": "1", "m.o": "1", "m.ko": "1", "modules.order": "DIR/m.ko\n", "m.mod": "DIR/a.o\n",
-				".a.o.cmd":  "cmd_DIR/a.o := cp DIR/a.c DIR/a.o\n\nsource_DIR/a.o := DIR/a.c\n",
-				".m.o.cmd":  "cmd_DIR/m.o := cp DIR/a.o DIR/m.o\n",
-				".m.ko.cmd": "cmd_DIR/m.ko := cat DIR/m.o > DIR/m.ko\n",
-			}
-			os.MkdirAll(dir, 0o755)
-			old := time.Now().Add(-time.Hour)
-			for name, content := range files {
-				p := filepath.Join(dir, name)
-				if err := os.WriteFile(p, []byte(r.Replace(content)), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				os.Chtimes(p, old, old)
-			}
-			line := func(pid, mk int, target, text string, prereqs ...string) makelog.Line {
-				return makelog.Line{Target: target, Prereqs: prereqs, Dir: dir, Env: os.Environ(), Flags: []string{"-c"}, Text: r.Replace(text), PID: pid, Make: mk}
-			}
-			rec := Learn(nil, dir, []makelog.Line{
-				line(3, 1, dir, "make -f Makefile.build"),
-				line(4, 3, dir+"/a.o", "cp DIR/a.c DIR/a.o", dir+"/a.c"),
-				line(5, 3, dir+"/a.o", tt.line),
-				line(6, 3, dir+"/m.o", "cp DIR/a.o DIR/m.o", dir+"/a.o"),
-				line(8, 1, "modules", "make -f Makefile.modfinal"),
-				line(9, 8, dir+"/m.ko", "cat DIR/m.o > DIR/m.ko", dir+"/m.o"),
-			})
-			run := func(c *exec.Cmd) error { return c.Run() }
-			replay := func(at time.Time) error {
-				t.Helper()
-				os.Chtimes(filepath.Join(dir, "a.c"), at, at)
-				g, err := Read(dir, rec)
-				if err != nil {
-					t.Fatal(err)
-				}
-				p, err := g.Replay()
-				if err != nil {
-					t.Fatal(err)
-				}
-				var log bytes.Buffer
-				err = p.Run(context.Background(), &log, run, 1)
-				return errors.Join(err, p.Finish(&log, run))
-			}
+			dir, out, rec, replay := checkModule(t, map[string]string{"a": tt.line})
 			for i := range 2 {
-				if err := replay(time.Now().Add(time.Duration(i+1) * time.Hour)); err != nil {
+				if err := replay(1); err != nil {
 					t.Fatalf("replay %d: %v", i+1, err)
 				}
 			}
-			if got := rec.check(line(5, 3, dir+"/a.o", tt.line)); got != tt.check {
+			l := secondLine(rec, dir, "a")
+			if got := rec.check(l); got != tt.check {
 				t.Fatalf("learned as a check: %v, want %v", got, tt.check)
 			}
 			os.WriteFile(filepath.Join(out, "fail"), nil, 0o644)
 			mko := modTime(filepath.Join(dir, "m.ko"))
-			err := replay(time.Now().Add(3 * time.Hour))
+			err := replay(1)
 			if err == nil {
 				t.Fatal("the replay succeeded though a.o's line failed")
 			}
 			if errors.Is(err, ErrCheckWrote) != tt.wrote {
 				t.Errorf("replay: %v; want ErrCheckWrote: %v", err, tt.wrote)
 			}
-			if tt.wrote && rec.check(line(5, 3, dir+"/a.o", tt.line)) {
+			if tt.wrote && rec.check(l) {
 				t.Error("a line that wrote is still a check")
 			}
 			if _, err := os.Stat(filepath.Join(dir, "a.o")); err == nil {
@@ -400,6 +435,39 @@ func TestChecksRunAlongside(t *testing.T) {
 			// Only a check lets the build go on while it runs.
 			if relinked := !modTime(filepath.Join(dir, "m.ko")).Equal(mko); relinked != tt.check {
 				t.Errorf("m.ko relinked: %v, want %v", relinked, tt.check)
+			}
+		})
+	}
+}
+
+// What another object's lines write while a line is watched does not keep
+// that line from being learned as a check (a.o's genksyms test while b.o,
+// which exports, compiles), unless no line that ran meanwhile names it.
+// b.o writes while a.o's line runs: each waits for the other's mark in OUT.
+func TestCheckLearnedBesideOtherObjects(t *testing.T) {
+	const wait = "while ! test -e OUT/%s; do sleep 0.01; done"
+	aLine := "touch OUT/a-runs; " + fmt.Sprintf(wait, "b-wrote")
+	tests := []struct {
+		name   string
+		writes string // what b.o's second line writes while a.o's runs
+		check  bool
+	}{
+		{"its object, record and dependency list", "cp DIR/b.c DIR/b.o; gcc -Wp,-MMD,DIR/.b.o.d -E - </dev/null >/dev/null; echo CRC >> DIR/.b.o.cmd", true},
+		{"a file its line does not name plainly", "touch $(echo DIR/stray)", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bLine := fmt.Sprintf(wait, "a-runs") + "; " + tt.writes + "; touch OUT/b-wrote"
+			dir, out, rec, replay := checkModule(t, map[string]string{"a": aLine, "b": bLine})
+			for i := range 2 {
+				os.Remove(filepath.Join(out, "a-runs"))
+				os.Remove(filepath.Join(out, "b-wrote"))
+				if err := replay(2); err != nil {
+					t.Fatalf("replay %d: %v", i+1, err)
+				}
+			}
+			if got := rec.check(secondLine(rec, dir, "a")); got != tt.check {
+				t.Errorf("a.o's line learned as a check: %v, want %v", got, tt.check)
 			}
 		})
 	}
