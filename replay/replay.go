@@ -56,8 +56,7 @@ type step struct {
 	late     []makelog.Line // the last ones, which only write the record: for Finish
 	depfiles []string       // the files the late lines remove (the compiler's dependency list)
 
-	// Guarded by the Replay's mu: when do ran the step's lines.
-	began, ended time.Time
+	ended time.Time // when do ended; guarded by the Replay's mu
 }
 
 // lateRecord is a line that only writes o's record, run by Finish.
@@ -314,7 +313,6 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 	stream := !p.streams
 	p.streams = true
 	p.ran = append(p.ran, s)
-	s.began = time.Now()
 	p.mu.Unlock()
 	w := out
 	var buf bytes.Buffer
