@@ -75,15 +75,19 @@ type placed struct {
 // Run starts gdb and waits for it; the exit code is gdb's.
 func (s *Session) Run(ctx context.Context) (int, error) {
 	setup := []string{"set confirm off"}
+	// A guest busy under TCG may take seconds to answer; one that does not
+	// answer in a minute is not going to.
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	if s.Vmlinux != "" {
-		slide, err := s.kernelSlide(ctx)
+		slide, err := s.kernelSlide(sctx)
 		if err != nil {
 			return 0, err
 		}
 		s.slide = slide
 		setup = append(setup, fmt.Sprintf("symbol-file -o 0x%x %s", slide, s.Vmlinux))
 	}
-	p, cmd, err := s.place(ctx)
+	p, cmd, err := s.place(sctx)
 	if err != nil {
 		return 0, err
 	}
@@ -204,9 +208,7 @@ func (s *Session) loaded(ctx context.Context, mods []Module) (map[string]*debugi
 	for _, m := range mods {
 		names = append(names, m.Name)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, _, _, err := s.Guest.Run(rctx, debuginfo.GuestScript(unique(names)))
+	out, _, _, err := s.Guest.Run(ctx, debuginfo.GuestScript(unique(names)))
 	if err != nil {
 		return nil, fmt.Errorf("asking the guest where the module is: %w", err)
 	}
@@ -238,7 +240,8 @@ func pick(mods []Module, loaded map[string]*debuginfo.Loaded) (Module, *debuginf
 
 // follow polls the guest while gdb runs and, when the module was reloaded,
 // tells the session where its symbols went. A guest stopped in gdb does not
-// answer, which is fine: nothing moves while it stands still.
+// answer, which is fine: nothing moves while it stands still, and the next
+// poll asks again.
 func (s *Session) follow(ctx context.Context, p placed, path string, gen int) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -248,37 +251,43 @@ func (s *Session) follow(ctx context.Context, p placed, path string, gen int) {
 			return
 		case <-t.C:
 		}
-		loaded, err := s.loaded(ctx, []Module{p.mod})
-		if err != nil {
-			continue
-		}
-		l := loaded[p.mod.Name]
-		switch {
-		case l == nil && p.text == 0, l != nil && l.Sections[".text"] == p.text && l.BuildID == p.buildID:
-			continue
-		case l == nil:
-			gen++
-			msg := fmt.Sprintf("kwatch: %s was unloaded from the guest; its symbols are stale until it is loaded again", p.mod.Name)
-			writeFollow(path, gen, msg, msg, nil)
-			p.text = 0
-			continue
-		}
-		np, cmd, err := s.place(ctx)
-		if err != nil {
-			continue
-		}
-		gen++
-		var cmds []string
-		if p.text != 0 {
-			cmds = append(cmds, fmt.Sprintf("remove-symbol-file -a 0x%x", p.text))
-		}
-		cmds = append(cmds, cmd)
-		writeFollow(path, gen,
-			fmt.Sprintf("kwatch: %s was reloaded: its symbols now start at .text 0x%x and breakpoints by name are set again", np.mod.Name, np.text),
-			fmt.Sprintf("kwatch: %s was reloaded (.text now 0x%x): its symbols and breakpoints follow at the next stop (^C stops now); until then a breakpoint may hit at its old address", np.mod.Name, np.text),
-			cmds)
-		p = np
+		p, gen = s.poll(ctx, p, path, gen)
 	}
+}
+
+// poll asks the guest once (for a few seconds at most) where the module is,
+// and writes the follow file's next generation if it moved.
+func (s *Session) poll(ctx context.Context, p placed, path string, gen int) (placed, int) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	loaded, err := s.loaded(ctx, []Module{p.mod})
+	if err != nil {
+		return p, gen
+	}
+	l := loaded[p.mod.Name]
+	switch {
+	case l == nil && p.text == 0, l != nil && l.Sections[".text"] == p.text && l.BuildID == p.buildID:
+		return p, gen
+	case l == nil:
+		msg := fmt.Sprintf("kwatch: %s was unloaded from the guest; its symbols are stale until it is loaded again", p.mod.Name)
+		writeFollow(path, gen+1, msg, msg, nil)
+		p.text = 0
+		return p, gen + 1
+	}
+	np, cmd, err := s.place(ctx)
+	if err != nil {
+		return p, gen
+	}
+	var cmds []string
+	if p.text != 0 {
+		cmds = append(cmds, fmt.Sprintf("remove-symbol-file -a 0x%x", p.text))
+	}
+	cmds = append(cmds, cmd)
+	writeFollow(path, gen+1,
+		fmt.Sprintf("kwatch: %s was reloaded: its symbols now start at .text 0x%x and breakpoints by name are set again", np.mod.Name, np.text),
+		fmt.Sprintf("kwatch: %s was reloaded (.text now 0x%x): its symbols and breakpoints follow at the next stop (^C stops now); until then a breakpoint may hit at its old address", np.mod.Name, np.text),
+		cmds)
+	return np, gen + 1
 }
 
 // writeFollow writes the file the session's helper polls.
@@ -298,9 +307,7 @@ func (s *Session) kernelSlide(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, _, _, err := s.Guest.Run(rctx, "grep -m1 ' _text$' /proc/kallsyms 2>/dev/null; true")
+	out, _, _, err := s.Guest.Run(ctx, "grep -m1 ' _text$' /proc/kallsyms 2>/dev/null; true")
 	if err != nil {
 		return 0, fmt.Errorf("asking the guest where its kernel is: %w", err)
 	}
