@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,9 +57,17 @@ func TestRunStoppedBySaveInGuest(t *testing.T) {
 	cats := func() string {
 		return strings.TrimSpace(guestRun(t, e2eState, "ps -o pid,args | grep '[c]at /dev/kwstuck' || true"))
 	}
-	for deadline := time.Now().Add(time.Minute); cats() == ""; time.Sleep(200 * time.Millisecond) {
+	// The save comes once the command has written well past the 64 KiB
+	// kept of its output, however slowly the guest runs it.
+	written := func() int {
+		out := guestRun(t, e2eState, "for p in $(ps -o pid,args | grep '[c]at /dev/kwstuck' | awk '{print $1}'); do cat /proc/$p/io; done 2>/dev/null | "+
+			"awk '/^wchar/ && $2 > n {n = $2} END {print n + 0}'")
+		n, _ := strconv.Atoi(strings.TrimSpace(out))
+		return n
+	}
+	for deadline := time.Now().Add(time.Minute); written() < 256<<10; time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the --run command never ran in the guest")
+			t.Fatalf("the --run command wrote %d bytes in a minute (running: %q)", written(), cats())
 		}
 	}
 

@@ -190,10 +190,10 @@ func (b *fakeBoot) logf(format string, a ...any) {
 	b.newLog = make(chan struct{})
 }
 
-// waitAttached waits (briefly) until the loop's log stream has attached to
-// the current boot.
+// waitAttached waits (up to 10s) until the loop's log stream has attached
+// to the current boot.
 func (g *fakeGuest) waitAttached() {
-	for range 200 {
+	for range 2000 {
 		g.mu.Lock()
 		attached := false
 		if g.boot != nil {
