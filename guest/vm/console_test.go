@@ -73,7 +73,7 @@ var lineRe = regexp.MustCompile(`(?m)^line (\d+) x+$`)
 // path; 0 when there is none.
 func lastLine(t *testing.T, path string) int64 {
 	f, err := os.Open(path)
-	for i := 0; errors.Is(err, fs.ErrNotExist) && i < 100; i++ {
+	for i := 0; errors.Is(err, fs.ErrNotExist) && i < 2000; i++ {
 		time.Sleep(time.Millisecond) // between a rotation's rename and the new log
 		f, err = os.Open(path)
 	}

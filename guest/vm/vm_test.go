@@ -47,12 +47,12 @@ func consolePIDs(v *Process) []int {
 
 func TestUpTimesOutAndStopsTheVM(t *testing.T) {
 	v := shellVM(t, "echo pid $$; sleep 600 & echo pid $!; echo stuck in early boot; wait")
-	_, err := v.Up(context.Background(), 2*time.Second)
+	_, err := v.Up(context.Background(), 5*time.Second)
 	if err == nil {
 		t.Fatal("Up succeeded without an SSH server")
 	}
 	lines := strings.Split(err.Error(), "\n")
-	if lines[0] != "guest did not answer on SSH within 2s; last console lines:" || lines[len(lines)-1] != "stuck in early boot" {
+	if lines[0] != "guest did not answer on SSH within 5s; last console lines:" || lines[len(lines)-1] != "stuck in early boot" {
 		t.Fatalf("Up error = %q, want the timeout line and the console tail", err)
 	}
 	pids := consolePIDs(v)
