@@ -255,12 +255,13 @@ func (s *Session) follow(ctx context.Context, p placed, path string, gen int) {
 	}
 }
 
-// poll asks the guest once (for a few seconds at most) where the module is,
-// and writes the follow file's next generation if it moved.
+// poll asks the guest where the module is, each question for a few
+// seconds at most, and writes the follow file's next generation if it moved.
 func (s *Session) poll(ctx context.Context, p placed, path string, gen int) (placed, int) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	loaded, err := s.loaded(ctx, []Module{p.mod})
+	const ask = 5 * time.Second
+	lctx, cancel := context.WithTimeout(ctx, ask)
+	loaded, err := s.loaded(lctx, []Module{p.mod})
+	cancel()
 	if err != nil {
 		return p, gen
 	}
@@ -274,7 +275,9 @@ func (s *Session) poll(ctx context.Context, p placed, path string, gen int) (pla
 		p.text = 0
 		return p, gen + 1
 	}
-	np, cmd, err := s.place(ctx)
+	pctx, cancel := context.WithTimeout(ctx, ask)
+	defer cancel()
+	np, cmd, err := s.place(pctx)
 	if err != nil {
 		return p, gen
 	}
