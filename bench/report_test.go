@@ -54,12 +54,16 @@ func TestReadProc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Spin for 100ms: about 10 ticks of the 100 Hz CPU time.
-	for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
-	}
-	s1, err := readProc(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
+	// Spin until the 100 Hz CPU time ticks: a few ms, more on a loaded
+	// machine; 5s of spinning that counts nothing is a failure.
+	var s1 procStat
+	for end := time.Now().Add(5 * time.Second); ; {
+		if s1, err = readProc(os.Getpid()); err != nil {
+			t.Fatal(err)
+		}
+		if s1.since(s0, 0).cpu > 0 || time.Now().After(end) {
+			break
+		}
 	}
 	if s1.rss <= 0 || s1.hwm < s1.rss {
 		t.Errorf("rss %d, peak %d: want 0 < rss <= peak", s1.rss, s1.hwm)
