@@ -88,6 +88,7 @@ func (s *Session) Run(ctx context.Context) (int, error) {
 		setup = append(setup, fmt.Sprintf("symbol-file -o 0x%x %s", slide, s.Vmlinux))
 	}
 	p, cmd, err := s.place(sctx)
+	cancel()
 	if err != nil {
 		return 0, err
 	}

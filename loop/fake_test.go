@@ -301,7 +301,7 @@ func (s *fakeSession) RunStream(ctx context.Context, cmd string, stdout, stderr 
 // waitRuns waits until the guest has run n --run commands.
 func (g *fakeGuest) waitRuns(t *testing.T, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(hangGuard); ; time.Sleep(5 * time.Millisecond) {
 		g.mu.Lock()
 		runs := len(g.runs)
 		g.mu.Unlock()
@@ -439,7 +439,7 @@ func (b *fakeBuilder) Settle() {
 // waitBegun waits until the loop began a step of kind ("build" or "check").
 func (b *fakeBuilder) waitBegun(t *testing.T, kind string) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(b.order(), kind); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(hangGuard); !slices.Contains(b.order(), kind); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the loop never began a %s; it began %q", kind, b.order())
 		}
@@ -483,7 +483,7 @@ func (w *fakeWatcher) save(t *testing.T, file string) {
 	t.Helper()
 	select {
 	case w.batches <- watcher.Batch{Changed: []string{file}}:
-	case <-time.After(5 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("the loop did not take a batch")
 	}
 }
@@ -543,10 +543,14 @@ func (e *recorder) notice(t *testing.T, text string) event.Event {
 	})
 }
 
+// hangGuard bounds the tests' waits: a guard against a hang, not a speed
+// goal, as the tests run in parallel on what may be a loaded machine.
+const hangGuard = 30 * time.Second
+
 // waitFor waits until find finds its event (what describes it).
 func (e *recorder) waitFor(t *testing.T, what string, find func() (event.Event, bool)) event.Event {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(hangGuard)
 	for {
 		e.mu.Lock()
 		ch := e.new
@@ -674,7 +678,7 @@ func (r *rig) stop() error {
 	case err := <-r.done:
 		r.watch.close()
 		return err
-	case <-time.After(5 * time.Second):
+	case <-time.After(hangGuard):
 		r.t.Fatal("Run did not return after its context was cancelled")
 		return nil
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,7 +55,9 @@ type step struct {
 	late     []makelog.Line // the last ones, which only write the record: for Finish
 	depfiles []string       // the files the late lines remove (the compiler's dependency list)
 
-	ended time.Time // when do ended; guarded by the Replay's mu
+	named     map[string]bool // the files its lines name, made once by names
+	namedOnce sync.Once
+	ended     time.Time // when do ended; guarded by the Replay's mu
 }
 
 // lateRecord is a line that only writes o's record, run by Finish.
@@ -355,8 +356,14 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 			}
 			return err
 		}
-		if observe && p.wroteNothing(s, files, pre, observed(p.g.Dir, files), since) {
-			p.g.rec.setCheck(l)
+		if observe {
+			post := observed(p.g.Dir, files)
+			p.mu.Lock()
+			ran := p.ran[:len(p.ran):len(p.ran)] // what started before post was stamped
+			p.mu.Unlock()
+			if p.wroteNothing(s, files, pre, post, ran, since) {
+				p.g.rec.setCheck(l)
+			}
 		}
 	}
 	p.mu.Lock()
@@ -370,7 +377,8 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 // wrote reports whether a file the check could write changed: its target
 // or a file it redirects into. A check that wrote another file of the
 // module dir this time is not seen (what the build's other lines write
-// changes there meanwhile); learning a check watches the whole dir.
+// changes there meanwhile); learning a check watches the whole dir but
+// for what other steps write (see wroteNothing).
 func (c *checkRun) wrote() bool {
 	for f, st := range c.watch {
 		if stampOf(f) != st {
@@ -399,46 +407,60 @@ func (p *Replay) alongside(s *step, l makelog.Line, before time.Time, run func(*
 
 // wroteNothing reports whether a line of s, which redirects into own,
 // changed no file of the module dir between the stamps pre and post, taken
-// since. A file that another step running meanwhile names does not count
-// (the compile of another object writes that object and its dependency
-// list); the line's target and own always count.
-func (p *Replay) wroteNothing(s *step, own []string, pre, post map[string]stamp, since time.Time) bool {
-	for f := range maps.Keys(post) {
-		if _, ok := pre[f]; !ok {
-			pre[f] = stamp{} // created: compared below as changed
+// since. A file counts as another step's, not the line's, if a step of ran
+// (the steps that started before post) that had not ended by since names it
+// and does not read it: the compile of another object writes that object
+// and its dependency list meanwhile. The line's target and own always
+// count. A line that wrote a file another step writes too is not seen.
+func (p *Replay) wroteNothing(s *step, own []string, pre, post map[string]stamp, ran []*step, since time.Time) bool {
+	changed := func(f string) bool {
+		if f == s.r.target || slices.Contains(own, f) {
+			return true
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return !slices.ContainsFunc(ran, func(o *step) bool {
+			return o != s && (o.ended.IsZero() || !o.ended.Before(since)) && o.names()[f] && !slices.Contains(p.prereqs(o), f)
+		})
+	}
+	for f, st := range pre {
+		if post[f] != st && changed(f) {
+			return false
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for f, st := range pre {
-		if post[f] == st {
-			continue
-		}
-		if f == s.r.target || slices.Contains(own, f) || !slices.ContainsFunc(p.ran, func(o *step) bool {
-			return o != s && (o.ended.IsZero() || !o.ended.Before(since)) && o.names(f)
-		}) {
+	for f := range post {
+		if _, ok := pre[f]; !ok && changed(f) { // created
 			return false
 		}
 	}
 	return true
 }
 
-// names reports whether one of the step's lines names file (a word, or a
-// part of one between commas or after "=", such as -Wp,-MMD,DEPFILE). A
-// line that cannot be read plainly names nothing that can be told.
-func (s *step) names(file string) bool {
-	for _, l := range s.now {
-		segs, _ := segments(l.Text)
-		for _, seg := range segs {
-			for _, w := range seg.words {
-				parts := strings.FieldsFunc(w, func(r rune) bool { return r == ',' || r == '=' })
-				if slices.ContainsFunc(append(parts, w), func(p string) bool { return resolve(l.Dir, p) == file }) {
-					return true
+// names returns the files the step's lines name: each word, and each part
+// of a word between commas or after "=" (-Wp,-MMD,DEPFILE), resolved
+// against the line's dir. A path with a comma in such a word, or in a
+// line that cannot be read plainly, is not among them.
+func (s *step) names() map[string]bool {
+	s.namedOnce.Do(func() {
+		s.named = map[string]bool{}
+		for _, l := range s.now {
+			segs, _ := segments(l.Text)
+			for _, seg := range segs {
+				for _, w := range seg.words {
+					s.named[resolve(l.Dir, w)] = true
+					if _, after, ok := strings.Cut(w, "="); ok {
+						w = after
+					}
+					for _, part := range strings.Split(w, ",") {
+						if part != "" {
+							s.named[resolve(l.Dir, part)] = true
+						}
+					}
 				}
 			}
 		}
-	}
-	return false
+	})
+	return s.named
 }
 
 // observed stamps what a line may change: every file under dir (outside
