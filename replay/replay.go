@@ -55,9 +55,9 @@ type step struct {
 	late     []makelog.Line // the last ones, which only write the record: for Finish
 	depfiles []string       // the files the late lines remove (the compiler's dependency list)
 
-	named     map[string]bool // the files its lines name, made once by names
-	namedOnce sync.Once
-	ended     time.Time // when do ended; guarded by the Replay's mu
+	writable     map[string]bool // the files its lines may write, made once by mayWrite
+	writableOnce sync.Once
+	ended        time.Time // when do ended; guarded by the Replay's mu
 }
 
 // lateRecord is a line that only writes o's record, run by Finish.
@@ -234,7 +234,7 @@ func (p *Replay) runPhase(ctx context.Context, phase []*recipe, out io.Writer, r
 	var wg sync.WaitGroup
 	for i, r := range phase {
 		s := p.steps[r.target]
-		prereqs := p.prereqs(s)
+		prereqs := s.prereqs()
 		var before []chan struct{}
 		for _, q := range phase[:i] {
 			if slices.Contains(prereqs, q.target) {
@@ -270,7 +270,7 @@ func (p *Replay) runPhase(ctx context.Context, phase []*recipe, out io.Writer, r
 
 // prereqs are what make named as the target's prerequisites and what its
 // record names (a header included since).
-func (p *Replay) prereqs(s *step) []string {
+func (s *step) prereqs() []string {
 	out := slices.Clone(s.r.prereqs)
 	if s.o.Source != "" {
 		out = append(out, s.o.Source)
@@ -358,10 +358,7 @@ func (p *Replay) do(ctx context.Context, s *step, out io.Writer, run func(*exec.
 		}
 		if observe {
 			post := observed(p.g.Dir, files)
-			p.mu.Lock()
-			ran := p.ran[:len(p.ran):len(p.ran)] // what started before post was stamped
-			p.mu.Unlock()
-			if p.wroteNothing(s, files, pre, post, ran, since) {
+			if wroteNothing(s, files, pre, post, p.meanwhile(s, since)) {
 				p.g.rec.setCheck(l)
 			}
 		}
@@ -405,23 +402,31 @@ func (p *Replay) alongside(s *step, l makelog.Line, before time.Time, run func(*
 	}()
 }
 
-// wroteNothing reports whether a line of s, which redirects into own,
-// changed no file of the module dir between the stamps pre and post, taken
-// since. A file counts as another step's, not the line's, if a step of ran
-// (the steps that started before post) that had not ended by since names it
-// and does not read it: the compile of another object writes that object
-// and its dependency list meanwhile. The line's target and own always
-// count. A line that wrote a file another step writes too is not seen.
-func (p *Replay) wroteNothing(s *step, own []string, pre, post map[string]stamp, ran []*step, since time.Time) bool {
-	changed := func(f string) bool {
-		if f == s.r.target || slices.Contains(own, f) {
-			return true
+// meanwhile returns the steps other than s that ran at some time since:
+// started by now, and not ended before since.
+func (p *Replay) meanwhile(s *step, since time.Time) []*step {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*step
+	for _, o := range p.ran {
+		if o != s && (o.ended.IsZero() || !o.ended.Before(since)) {
+			out = append(out, o)
 		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return !slices.ContainsFunc(ran, func(o *step) bool {
-			return o != s && (o.ended.IsZero() || !o.ended.Before(since)) && o.names()[f] && !slices.Contains(p.prereqs(o), f)
-		})
+	}
+	return out
+}
+
+// wroteNothing reports whether a line of s, which redirects into own,
+// changed no file of the module dir between the stamps pre and post. A
+// file that one of others (the steps that ran meanwhile) may write counts
+// as that step's, not the line's: the compile of another object writes
+// that object and its dependency list meanwhile. The line's target and own
+// always count. A line that wrote a file another step writes too is not
+// seen.
+func wroteNothing(s *step, own []string, pre, post map[string]stamp, others []*step) bool {
+	changed := func(f string) bool {
+		return f == s.r.target || slices.Contains(own, f) ||
+			!slices.ContainsFunc(others, func(o *step) bool { return o.mayWrite()[f] })
 	}
 	for f, st := range pre {
 		if post[f] != st && changed(f) {
@@ -436,31 +441,35 @@ func (p *Replay) wroteNothing(s *step, own []string, pre, post map[string]stamp,
 	return true
 }
 
-// names returns the files the step's lines name: each word, and each part
-// of a word between commas or after "=" (-Wp,-MMD,DEPFILE), resolved
-// against the line's dir. A path with a comma in such a word, or in a
-// line that cannot be read plainly, is not among them.
-func (s *step) names() map[string]bool {
-	s.namedOnce.Do(func() {
-		s.named = map[string]bool{}
+// mayWrite returns the files the step's lines name and do not read (its
+// prereqs): each word, and each part of a word between commas or
+// after "=" (-Wp,-MMD,DEPFILE), resolved against the line's dir. A path
+// with a comma in such a word, or in a line that cannot be read plainly,
+// is not among them.
+func (s *step) mayWrite() map[string]bool {
+	s.writableOnce.Do(func() {
+		s.writable = map[string]bool{}
 		for _, l := range s.now {
 			segs, _ := segments(l.Text)
 			for _, seg := range segs {
 				for _, w := range seg.words {
-					s.named[resolve(l.Dir, w)] = true
+					s.writable[resolve(l.Dir, w)] = true
 					if _, after, ok := strings.Cut(w, "="); ok {
 						w = after
 					}
 					for _, part := range strings.Split(w, ",") {
 						if part != "" {
-							s.named[resolve(l.Dir, part)] = true
+							s.writable[resolve(l.Dir, part)] = true
 						}
 					}
 				}
 			}
 		}
+		for _, f := range s.prereqs() {
+			delete(s.writable, f)
+		}
 	})
-	return s.named
+	return s.writable
 }
 
 // observed stamps what a line may change: every file under dir (outside

@@ -318,9 +318,10 @@ func checkModule(t *testing.T, second map[string]string) (dir, out string, rec *
 	os.MkdirAll(out, 0o755)
 	r := strings.NewReplacer("DIR", dir, "OUT", out)
 	objs := slices.Sorted(maps.Keys(second))
-	var paths []string
+	var paths, built []string // as DIR/x.o in texts, and the files
 	for _, x := range objs {
 		paths = append(paths, "DIR/"+x+".o")
+		built = append(built, filepath.Join(dir, x+".o"))
 	}
 	link := "cat " + strings.Join(paths, " ") + " > DIR/m.o"
 	files := map[string]string{
@@ -332,13 +333,13 @@ func checkModule(t *testing.T, second map[string]string) (dir, out string, rec *
 	for i, x := range objs {
 		files[x+".c"], files[x+".o"] = "1", "1"
 		files["."+x+".o.cmd"] = "cmd_DIR/" + x + ".o := cp DIR/" + x + ".c DIR/" + x + ".o\n\nsource_DIR/" + x + ".o := DIR/" + x + ".c\n"
-		target := filepath.Join(dir, x+".o")
+		target := built[i]
 		lines = append(lines,
 			makelog.Line{Target: target, Prereqs: []string{filepath.Join(dir, x+".c")}, Text: r.Replace("cp DIR/" + x + ".c DIR/" + x + ".o"), PID: 10 + 2*i, Make: 3},
 			makelog.Line{Target: target, Prereqs: []string{filepath.Join(dir, x+".c")}, Text: r.Replace(second[x]), PID: 11 + 2*i, Make: 3})
 	}
 	lines = append(lines,
-		makelog.Line{Target: dir + "/m.o", Prereqs: strings.Fields(r.Replace(strings.Join(paths, " "))), Text: r.Replace(link), PID: 6, Make: 3},
+		makelog.Line{Target: dir + "/m.o", Prereqs: built, Text: r.Replace(link), PID: 6, Make: 3},
 		makelog.Line{Target: "modules", Text: "make -f Makefile.modfinal", PID: 8, Make: 1},
 		makelog.Line{Target: dir + "/m.ko", Prereqs: []string{dir + "/m.o"}, Text: r.Replace("cat DIR/m.o > DIR/m.ko"), PID: 9, Make: 8})
 	os.MkdirAll(dir, 0o755)
